@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Private MariaDB (row-based binlog) and PostgreSQL for the demo and the tests.
+#
+#   scripts/services.sh start    start both (idempotent; installs the servers with apt if missing)
+#   scripts/services.sh stop     stop both
+#   scripts/services.sh status   say what runs
+#   scripts/services.sh env      print the connection URLs to export:  eval "$(scripts/services.sh env)"
+#
+# Each has its own data directory under .services/ (git-ignored) and its own port, so nothing
+# clashes with a system MariaDB or PostgreSQL. Override with EMR_SERVICES_DIR, EMR_MYSQL_PORT,
+# EMR_PG_PORT.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+dir=${EMR_SERVICES_DIR:-$root/.services}
+mysql_port=${EMR_MYSQL_PORT:-23306}
+pg_port=${EMR_PG_PORT:-25432}
+my_dir=$dir/mariadb
+pg_dir=$dir/postgres
+
+say() { printf 'services: %s\n' "$*" >&2; }
+
+as_pg() { # PostgreSQL refuses to run as root: run its tools as the postgres user then.
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_bin() {
+  local b
+  for b in /usr/lib/postgresql/*/bin; do [ -x "$b/pg_ctl" ] && { echo "$b"; return; }; done
+  command -v pg_ctl >/dev/null && dirname "$(command -v pg_ctl)" && return
+  return 1
+}
+
+install_missing() {
+  local pkgs=()
+  command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || pkgs+=(mariadb-server mariadb-client)
+  pg_bin >/dev/null || pkgs+=(postgresql)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then say "missing ${pkgs[*]}: install them (apt-get install ${pkgs[*]}) or run as root"; exit 1; fi
+    say "installing ${pkgs[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  fi
+}
+
+mysql_cli() { mariadb --protocol=socket -S "$my_dir/mysqld.sock" -uroot "$@"; }
+mysql_up() { [ -S "$my_dir/mysqld.sock" ] && mysql_cli -e 'select 1' >/dev/null 2>&1; }
+pg_up() { [ -d "$pg_dir/data" ] && as_pg "$(pg_bin)/pg_ctl" -D "$pg_dir/data" status >/dev/null 2>&1; }
+
+start_mysql() {
+  if mysql_up; then say "mariadb already running on port $mysql_port"; return; fi
+  mkdir -p "$my_dir"
+  local user_args=()
+  [ "$(id -u)" = 0 ] && user_args=(--user=root)
+  if [ ! -d "$my_dir/data/mysql" ]; then
+    say "initialising mariadb in $my_dir/data"
+    mariadb-install-db --no-defaults "${user_args[@]}" --datadir="$my_dir/data" \
+      --auth-root-authentication-method=normal --skip-test-db >"$my_dir/install.log" 2>&1 \
+      || { cat "$my_dir/install.log" >&2; exit 1; }
+  fi
+  # Row-based binlog with full images and full metadata: what the tailer needs (DESIGN.md).
+  setsid mariadbd --no-defaults "${user_args[@]}" --datadir="$my_dir/data" \
+    --port="$mysql_port" --bind-address=127.0.0.1 --socket="$my_dir/mysqld.sock" \
+    --pid-file="$my_dir/mysqld.pid" --log-error="$my_dir/error.log" \
+    --server-id=1 --log-bin="$my_dir/data/binlog" --binlog-format=ROW \
+    --binlog-row-image=FULL --binlog-row-metadata=FULL --max-binlog-size=64M \
+    --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
+    --innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 \
+    --max-connections=500 --skip-name-resolve --log-bin-trust-function-creators=1 \
+    </dev/null >/dev/null 2>&1 &
+  for _ in $(seq 1 60); do mysql_up && break; sleep 0.5; done
+  mysql_up || { say "mariadb did not start; see $my_dir/error.log"; tail -20 "$my_dir/error.log" >&2; exit 1; }
+  mysql_cli -e "CREATE USER IF NOT EXISTS 'emr'@'%' IDENTIFIED BY 'emr';
+                GRANT ALL PRIVILEGES ON *.* TO 'emr'@'%' WITH GRANT OPTION;
+                FLUSH PRIVILEGES;"
+  say "mariadb running on 127.0.0.1:$mysql_port"
+}
+
+start_pg() {
+  if pg_up; then say "postgresql already running on port $pg_port"; return; fi
+  local bin; bin=$(pg_bin)
+  mkdir -p "$pg_dir"
+  [ "$(id -u)" = 0 ] && chown postgres: "$pg_dir"
+  if [ ! -f "$pg_dir/data/PG_VERSION" ]; then
+    say "initialising postgresql in $pg_dir/data"
+    as_pg "$bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >"$pg_dir/initdb.log" 2>&1 \
+      || as_pg "$bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 --locale=C >"$pg_dir/initdb.log" 2>&1 \
+      || { cat "$pg_dir/initdb.log" >&2; exit 1; }
+  fi
+  as_pg "$bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
+    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off" \
+    start >/dev/null || { tail -20 "$pg_dir/server.log" >&2; exit 1; }
+  as_pg "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -qAt -c \
+    "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'emr') THEN CREATE ROLE emr LOGIN SUPERUSER PASSWORD 'emr'; END IF; END \$\$;" >/dev/null
+  as_pg "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -qAt -c "SELECT 1 FROM pg_database WHERE datname='emr'" | grep -q 1 \
+    || as_pg "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE DATABASE emr OWNER emr" >/dev/null
+  say "postgresql running on 127.0.0.1:$pg_port"
+}
+
+stop_all() {
+  if [ -f "$my_dir/mysqld.pid" ]; then
+    local pid; pid=$(cat "$my_dir/mysqld.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+    say "mariadb stopped"
+  fi
+  if pg_up; then as_pg "$(pg_bin)/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null; say "postgresql stopped"; fi
+}
+
+case "${1:-}" in
+  start) install_missing; start_mysql; start_pg ;;
+  stop) stop_all ;;
+  status)
+    if mysql_up; then echo "mariadb: running on 127.0.0.1:$mysql_port"; else echo "mariadb: stopped"; fi
+    if pg_bin >/dev/null && pg_up; then echo "postgresql: running on 127.0.0.1:$pg_port"; else echo "postgresql: stopped"; fi ;;
+  env)
+    echo "export EMR_MYSQL_URL=mysql://emr:emr@127.0.0.1:$mysql_port"
+    echo "export EMR_PG_URL=postgres://emr:emr@127.0.0.1:$pg_port/emr" ;;
+  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+esac

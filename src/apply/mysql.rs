@@ -1,0 +1,369 @@
+//! The MySQL operational mirror: the mapped tables with `site_id`, `lsn` and `_overflow`,
+//! primary key `(site_id, source pk)`; batches recorded in `_stream_batches`, deletes in
+//! `_stream_tombstones`.
+
+use std::collections::{BTreeMap, HashMap};
+
+use base64::Engine;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Opts, OptsBuilder, Pool, TxOpts, Value as My};
+use serde_json::Value;
+
+use super::schema::{Catalog, BOOKKEEPING};
+use super::{split_columns, Applied, ApplyError, Plan, PlannedRow};
+use crate::mapping::Mapping;
+use crate::receive::batch::Op;
+
+const STORE: &str = "mysql";
+/// Placeholders per statement stay well under MySQL's 65,535.
+const MAX_PARAMS: usize = 30_000;
+const MAX_ROWS_PER_STATEMENT: usize = 1_000;
+
+const BOOKKEEPING_DDL: &str = "
+CREATE TABLE IF NOT EXISTS _stream_batches (
+  site_id INT NOT NULL, batch_id VARCHAR(200) NOT NULL, received_at DATETIME NOT NULL,
+  rows_in INT NOT NULL, PRIMARY KEY (site_id, batch_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS _stream_tombstones (
+  site_id INT NOT NULL, table_name VARCHAR(64) NOT NULL, pk_json VARCHAR(512) NOT NULL,
+  lsn BIGINT NOT NULL, PRIMARY KEY (site_id, table_name, pk_json)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+";
+
+/// The mirror.
+pub struct MirrorStore {
+    pool: Pool,
+    catalog: Catalog,
+    pks: HashMap<String, Vec<String>>,
+}
+
+fn unavailable(e: mysql_async::Error) -> ApplyError {
+    ApplyError::Unavailable {
+        store: STORE,
+        message: sanitize(&e),
+    }
+}
+
+/// An error text without the values a server message may quote.
+fn sanitize(e: &mysql_async::Error) -> String {
+    match e {
+        mysql_async::Error::Server(s) => format!("server error {} (SQLSTATE {})", s.code, s.state),
+        other => {
+            let text = other.to_string();
+            text.split('\'').step_by(2).collect::<Vec<_>>().join("'?'")
+        }
+    }
+}
+
+/// Whether a server error is about the data (not the connection or the server's state).
+fn is_data_error(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Server(s) => {
+            s.state.starts_with("22")
+                || (s.state.starts_with("23") && s.code != 1213)
+                || matches!(s.code, 1264 | 1265 | 1292 | 1366 | 1406)
+        }
+        _ => false,
+    }
+}
+
+fn classify(table: &str) -> impl Fn(mysql_async::Error) -> ApplyError + '_ {
+    move |e| {
+        if is_data_error(&e) {
+            ApplyError::Rejected {
+                store: STORE,
+                table: table.to_owned(),
+                message: sanitize(&e),
+            }
+        } else {
+            unavailable(e)
+        }
+    }
+}
+
+impl MirrorStore {
+    /// Connects, creates the database if missing, runs the mirror migrations, reads the catalog.
+    pub async fn connect(url: &str, database: &str, mapping: &Mapping) -> Result<Self, ApplyError> {
+        let setup = |m: String| ApplyError::Setup {
+            store: STORE,
+            message: m,
+        };
+        let opts = Opts::from_url(url).map_err(|e| setup(format!("bad mysql.url: {e}")))?;
+        let mut conn = mysql_async::Conn::new(opts.clone())
+            .await
+            .map_err(unavailable)?;
+        conn.query_drop(format!(
+            "CREATE DATABASE IF NOT EXISTS `{database}` CHARACTER SET utf8mb4"
+        ))
+        .await
+        .map_err(unavailable)?;
+        conn.disconnect().await.ok();
+        let opts = OptsBuilder::from_opts(opts)
+            .db_name(Some(database))
+            .init(vec![
+                "SET time_zone = '+00:00'",
+                "SET sql_mode = 'NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO'",
+                "SET NAMES utf8mb4",
+            ]);
+        let pool = Pool::new(opts);
+        let mut conn = pool.get_conn().await.map_err(unavailable)?;
+        let ddl = mapping
+            .read_beside(&mapping.mirror_schema)
+            .map_err(|e| setup(e.to_string()))?;
+        for stmt in split_sql(&format!("{ddl}\n{BOOKKEEPING_DDL}")) {
+            conn.query_drop(stmt)
+                .await
+                .map_err(|e| setup(format!("migration failed: {}", sanitize(&e))))?;
+        }
+        let mut catalog = Catalog::default();
+        for table in mapping.tables.keys() {
+            let cols: Vec<(String, String)> = conn
+                .exec(
+                    "SELECT COLUMN_NAME, DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                    (database, table),
+                )
+                .await
+                .map_err(unavailable)?;
+            let cols: Vec<_> = cols
+                .into_iter()
+                .filter(|(c, _)| !BOOKKEEPING.contains(&c.as_str()))
+                .collect();
+            if cols.is_empty() {
+                return Err(setup(format!(
+                    "mirror table {table} is missing after migrations"
+                )));
+            }
+            catalog.tables.insert(table.clone(), cols);
+        }
+        let pks = mapping
+            .tables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.pk.clone()))
+            .collect();
+        Ok(Self { pool, catalog, pks })
+    }
+
+    /// Whether the mirror answers.
+    pub async fn ping(&self) -> bool {
+        match self.pool.get_conn().await {
+            Ok(mut c) => c.ping().await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Applies a planned batch in one transaction.
+    pub async fn apply(
+        &self,
+        site_id: i64,
+        batch_id: &str,
+        plan: &Plan,
+    ) -> Result<Applied, ApplyError> {
+        let mut conn = self.pool.get_conn().await.map_err(unavailable)?;
+        let mut tx = conn
+            .start_transaction(TxOpts::default())
+            .await
+            .map_err(unavailable)?;
+        tx.exec_drop(
+            "INSERT IGNORE INTO _stream_batches (site_id, batch_id, received_at, rows_in) VALUES (?, ?, UTC_TIMESTAMP(), ?)",
+            (site_id, batch_id, plan.rows_in as u64),
+        )
+        .await
+        .map_err(unavailable)?;
+        if tx.affected_rows() == 0 {
+            tx.rollback().await.map_err(unavailable)?;
+            return Ok(Applied::Duplicate);
+        }
+        let mut written = 0;
+        for (table, rows) in &plan.tables {
+            written += self.apply_table(&mut tx, site_id, table, rows).await?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Applied::Stored(written))
+    }
+
+    async fn apply_table(
+        &self,
+        tx: &mut mysql_async::Transaction<'_>,
+        site_id: i64,
+        table: &str,
+        rows: &[PlannedRow],
+    ) -> Result<u64, ApplyError> {
+        let known = self.catalog.columns(table);
+        let pk = &self.pks[table];
+        let err = classify(table);
+        let tombstones = self.tombstones(tx, site_id, table, rows).await?;
+        let live = |r: &&PlannedRow| tombstones.get(&r.pk_json).is_none_or(|t| r.lsn > *t);
+        // Upserts, grouped by the set of columns they carry.
+        let mut groups: BTreeMap<Vec<&str>, Vec<(&PlannedRow, Option<String>)>> = BTreeMap::new();
+        for row in rows.iter().filter(|r| r.op == Op::Upsert).filter(live) {
+            let (cols, overflow) = split_columns(row, &known);
+            groups
+                .entry(cols)
+                .or_default()
+                .push((row, overflow.map(|o| Value::Object(o).to_string())));
+        }
+        let mut written = 0;
+        for (cols, group) in &groups {
+            let per_row = cols.len() + 3;
+            let chunk = (MAX_PARAMS / per_row).clamp(1, MAX_ROWS_PER_STATEMENT);
+            let updates: Vec<String> = cols
+                .iter()
+                .filter(|c| !pk.iter().any(|p| p == *c))
+                .map(|c| format!("`{c}` = IF(VALUES(`lsn`) > `lsn`, VALUES(`{c}`), `{c}`)"))
+                .chain([
+                    "`_overflow` = IF(VALUES(`lsn`) > `lsn`, VALUES(`_overflow`), `_overflow`)"
+                        .to_owned(),
+                    "`lsn` = GREATEST(`lsn`, VALUES(`lsn`))".to_owned(),
+                ])
+                .collect();
+            let col_list: Vec<String> = ["site_id", "lsn"]
+                .iter()
+                .copied()
+                .chain(cols.iter().copied())
+                .chain(["_overflow"])
+                .map(|c| format!("`{c}`"))
+                .collect();
+            let tuple = format!("({})", vec!["?"; per_row].join(","));
+            for part in group.chunks(chunk) {
+                let sql = format!(
+                    "INSERT INTO `{table}` ({}) VALUES {} ON DUPLICATE KEY UPDATE {}",
+                    col_list.join(","),
+                    vec![tuple.as_str(); part.len()].join(","),
+                    updates.join(", ")
+                );
+                let mut params = Vec::with_capacity(part.len() * per_row);
+                for (row, overflow) in part {
+                    params.push(My::Int(site_id));
+                    params.push(My::Int(row.lsn));
+                    for c in cols {
+                        params.push(to_mysql(&row.columns[*c], self.catalog.type_of(table, c)));
+                    }
+                    params.push(
+                        overflow
+                            .as_ref()
+                            .map(|o| My::Bytes(o.clone().into_bytes()))
+                            .unwrap_or(My::NULL),
+                    );
+                }
+                tx.exec_drop(sql, params).await.map_err(&err)?;
+                written += part.len() as u64;
+            }
+        }
+        // Deletes: remove older images, leave tombstones.
+        let deletes: Vec<&PlannedRow> = rows.iter().filter(|r| r.op == Op::Delete).collect();
+        if !deletes.is_empty() {
+            let cond = pk
+                .iter()
+                .map(|c| format!("`{c}` = ?"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let sql = format!("DELETE FROM `{table}` WHERE site_id = ? AND {cond} AND lsn < ?");
+            let params: Vec<Vec<My>> = deletes
+                .iter()
+                .map(|r| {
+                    let mut p = vec![My::Int(site_id)];
+                    p.extend(r.pk.iter().map(|v| to_mysql(v, None)));
+                    p.push(My::Int(r.lsn));
+                    p
+                })
+                .collect();
+            tx.exec_batch(sql, params).await.map_err(&err)?;
+            for part in deletes.chunks(MAX_ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "INSERT INTO _stream_tombstones (site_id, table_name, pk_json, lsn) VALUES {} ON DUPLICATE KEY UPDATE lsn = GREATEST(lsn, VALUES(lsn))",
+                    vec!["(?,?,?,?)"; part.len()].join(",")
+                );
+                let params: Vec<My> = part
+                    .iter()
+                    .flat_map(|r| {
+                        [
+                            My::Int(site_id),
+                            My::Bytes(table.as_bytes().to_vec()),
+                            My::Bytes(r.pk_json.clone().into_bytes()),
+                            My::Int(r.lsn),
+                        ]
+                    })
+                    .collect();
+                tx.exec_drop(sql, params).await.map_err(&err)?;
+            }
+            written += deletes.len() as u64;
+        }
+        Ok(written)
+    }
+
+    /// Tombstone `lsn`s of the upserted keys that were deleted before.
+    async fn tombstones(
+        &self,
+        tx: &mut mysql_async::Transaction<'_>,
+        site_id: i64,
+        table: &str,
+        rows: &[PlannedRow],
+    ) -> Result<HashMap<String, i64>, ApplyError> {
+        let keys: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.op == Op::Upsert)
+            .map(|r| r.pk_json.as_str())
+            .collect();
+        let mut found = HashMap::new();
+        for part in keys.chunks(MAX_ROWS_PER_STATEMENT) {
+            let sql = format!(
+                "SELECT pk_json, lsn FROM _stream_tombstones WHERE site_id = ? AND table_name = ? AND pk_json IN ({})",
+                vec!["?"; part.len()].join(",")
+            );
+            let mut params = vec![My::Int(site_id), My::Bytes(table.as_bytes().to_vec())];
+            params.extend(part.iter().map(|k| My::Bytes(k.as_bytes().to_vec())));
+            let hits: Vec<(String, i64)> = tx.exec(sql, params).await.map_err(unavailable)?;
+            found.extend(hits);
+        }
+        Ok(found)
+    }
+}
+
+/// A wire value as a MySQL parameter; RFC 3339 UTC timestamps become `YYYY-MM-DD HH:MM:SS`
+/// (the session is UTC) for datetime/timestamp columns.
+fn to_mysql(v: &Value, column_type: Option<&str>) -> My {
+    match v {
+        Value::Null => My::NULL,
+        Value::Bool(b) => My::Int(*b as i64),
+        Value::Number(n) => n
+            .as_i64()
+            .map(My::Int)
+            .or_else(|| n.as_u64().map(My::UInt))
+            .unwrap_or_else(|| My::Double(n.as_f64().unwrap_or(0.0))),
+        Value::String(s) => {
+            if matches!(column_type, Some("timestamp" | "datetime"))
+                && s.len() >= 20
+                && s.as_bytes()[10] == b'T'
+                && s.ends_with('Z')
+            {
+                My::Bytes(s[..s.len() - 1].replacen('T', " ", 1).into_bytes())
+            } else {
+                My::Bytes(s.clone().into_bytes())
+            }
+        }
+        Value::Object(o) => match o.get("$b64").and_then(Value::as_str) {
+            Some(b) => My::Bytes(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .unwrap_or_default(),
+            ),
+            None => My::Bytes(v.to_string().into_bytes()),
+        },
+        Value::Array(_) => My::Bytes(v.to_string().into_bytes()),
+    }
+}
+
+/// Splits a DDL file into statements (no semicolons inside strings in our schema files).
+pub fn split_sql(sql: &str) -> Vec<String> {
+    let without_comments: String = sql
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    without_comments
+        .split(';')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}

@@ -1,0 +1,390 @@
+//! PostgreSQL: the same rows in schema `cdr` (plus `cdr._stream_visits`, the ledger of visit
+//! versions received), applied with `jsonb_populate_recordset` multi-row upserts so that
+//! PostgreSQL itself converts the wire values to the column types.
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+use base64::Engine;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::{Map, Value};
+use tokio_postgres::NoTls;
+
+use super::schema::{Catalog, BOOKKEEPING};
+use super::{split_columns, Applied, ApplyError, Plan, PlannedRow};
+use crate::mapping::Mapping;
+use crate::receive::batch::{Batch, Op};
+
+const STORE: &str = "postgres";
+const ROWS_PER_STATEMENT: usize = 2_000;
+/// Advisory lock key of the migrations (one receiver migrates at a time).
+const MIGRATION_LOCK: i64 = 0x656d_7201;
+
+const BOOKKEEPING_DDL: &str = "
+CREATE SCHEMA IF NOT EXISTS cdr;
+CREATE TABLE IF NOT EXISTS cdr._stream_batches (
+  site_id integer NOT NULL, batch_id text NOT NULL, received_at timestamptz NOT NULL DEFAULT now(),
+  rows_in integer NOT NULL, PRIMARY KEY (site_id, batch_id));
+CREATE TABLE IF NOT EXISTS cdr._stream_tombstones (
+  site_id integer NOT NULL, table_name text NOT NULL, pk_json text NOT NULL, lsn bigint NOT NULL,
+  PRIMARY KEY (site_id, table_name, pk_json));
+CREATE TABLE IF NOT EXISTS cdr._stream_visits (
+  site_id integer NOT NULL, stream_key text NOT NULL, patient_id bigint NOT NULL, program_id bigint NOT NULL,
+  visit_date date NOT NULL, version bigint NOT NULL, complete boolean NOT NULL,
+  received_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (site_id, stream_key));
+";
+
+/// PostgreSQL `cdr` (and the pool the IDS views and reports use).
+pub struct PgStore {
+    pool: Pool,
+    catalog: Catalog,
+    pks: HashMap<String, Vec<String>>,
+}
+
+/// Builds a pool from a URL.
+pub fn pg_pool(url: &str, size: usize) -> Result<Pool, ApplyError> {
+    let config = tokio_postgres::Config::from_str(url).map_err(|e| ApplyError::Setup {
+        store: STORE,
+        message: format!("bad postgres.url: {e}"),
+    })?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size.max(2))
+        .build()
+        .map_err(|e| ApplyError::Setup {
+            store: STORE,
+            message: e.to_string(),
+        })
+}
+
+fn pg_err(table: &str) -> impl Fn(tokio_postgres::Error) -> ApplyError + '_ {
+    move |e| match e.code() {
+        Some(code) if code.code().starts_with("22") || code.code().starts_with("23") => {
+            ApplyError::Rejected {
+                store: STORE,
+                table: table.to_owned(),
+                message: format!("SQLSTATE {}", code.code()),
+            }
+        }
+        Some(code) => ApplyError::Unavailable {
+            store: STORE,
+            message: format!("SQLSTATE {}", code.code()),
+        },
+        None => ApplyError::Unavailable {
+            store: STORE,
+            message: e.to_string(),
+        },
+    }
+}
+
+fn pool_err(e: deadpool_postgres::PoolError) -> ApplyError {
+    ApplyError::Unavailable {
+        store: STORE,
+        message: e.to_string(),
+    }
+}
+
+impl PgStore {
+    /// Connects, runs the cdr migrations and the IDS views (under an advisory lock), reads
+    /// the catalog.
+    pub async fn connect(pool: Pool, mapping: &Mapping) -> Result<Self, ApplyError> {
+        let setup = |m: String| ApplyError::Setup {
+            store: STORE,
+            message: m,
+        };
+        let client = pool.get().await.map_err(pool_err)?;
+        let cdr = mapping
+            .read_beside(&mapping.cdr_schema)
+            .map_err(|e| setup(e.to_string()))?;
+        let views = mapping
+            .read_beside(&mapping.ids_views)
+            .map_err(|e| setup(e.to_string()))?;
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .map_err(pg_err("-"))?;
+        let migrated = client
+            .batch_execute(&format!("{BOOKKEEPING_DDL}\n{cdr}\n{views}"))
+            .await;
+        client
+            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .await
+            .ok();
+        migrated.map_err(|e| setup(format!("migration failed: {e}")))?;
+        let mut catalog = Catalog::default();
+        for table in mapping.tables.keys() {
+            let rows = client
+                .query(
+                    "SELECT column_name::text, data_type::text FROM information_schema.columns WHERE table_schema = 'cdr' AND table_name = $1 ORDER BY ordinal_position",
+                    &[table],
+                )
+                .await
+                .map_err(pg_err(table))?;
+            let cols: Vec<(String, String)> = rows
+                .iter()
+                .map(|r| (r.get::<_, String>(0), r.get::<_, String>(1)))
+                .filter(|(c, _)| !BOOKKEEPING.contains(&c.as_str()))
+                .collect();
+            if cols.is_empty() {
+                return Err(setup(format!("cdr.{table} is missing after migrations")));
+            }
+            catalog.tables.insert(table.clone(), cols);
+        }
+        drop(client);
+        let pks = mapping
+            .tables
+            .iter()
+            .map(|(k, v)| (k.clone(), v.pk.clone()))
+            .collect();
+        Ok(Self { pool, catalog, pks })
+    }
+
+    /// The pool (reports, views).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Whether PostgreSQL answers.
+    pub async fn ping(&self) -> bool {
+        match self.pool.get().await {
+            Ok(c) => c.simple_query("SELECT 1").await.is_ok(),
+            Err(_) => false,
+        }
+    }
+
+    /// Applies a planned batch in one transaction.
+    pub async fn apply(
+        &self,
+        site_id: i64,
+        batch: &Batch,
+        plan: &Plan,
+    ) -> Result<Applied, ApplyError> {
+        let mut client = self.pool.get().await.map_err(pool_err)?;
+        let tx = client.transaction().await.map_err(pg_err("-"))?;
+        let site = site_id as i32;
+        let fresh = tx
+            .execute(
+                "INSERT INTO cdr._stream_batches (site_id, batch_id, rows_in) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                &[&site, &batch.batch_id, &(plan.rows_in as i32)],
+            )
+            .await
+            .map_err(pg_err("_stream_batches"))?;
+        if fresh == 0 {
+            tx.rollback().await.map_err(pg_err("-"))?;
+            return Ok(Applied::Duplicate);
+        }
+        let mut written = 0;
+        for (table, rows) in &plan.tables {
+            written += self.apply_table(&tx, site_id, table, rows).await?;
+        }
+        let visits: Vec<Value> = batch
+            .visits
+            .iter()
+            .map(|v| serde_json::json!({"site_id": site_id, "stream_key": v.stream_key, "patient_id": v.patient_id, "program_id": v.program_id, "visit_date": v.visit_date, "version": v.version, "complete": v.complete}))
+            .collect();
+        tx.execute(
+            "INSERT INTO cdr._stream_visits AS t (site_id, stream_key, patient_id, program_id, visit_date, version, complete)
+             SELECT site_id, stream_key, patient_id, program_id, visit_date, version, complete
+             FROM jsonb_populate_recordset(NULL::cdr._stream_visits, $1::text::jsonb)
+             ON CONFLICT (site_id, stream_key) DO UPDATE SET version = EXCLUDED.version, complete = EXCLUDED.complete, received_at = now()
+             WHERE t.version < EXCLUDED.version",
+            &[&Value::Array(visits).to_string()],
+        )
+        .await
+        .map_err(pg_err("_stream_visits"))?;
+        tx.commit().await.map_err(pg_err("-"))?;
+        Ok(Applied::Stored(written))
+    }
+
+    async fn apply_table(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        site_id: i64,
+        table: &str,
+        rows: &[PlannedRow],
+    ) -> Result<u64, ApplyError> {
+        let known = self.catalog.columns(table);
+        let pk = &self.pks[table];
+        let err = pg_err(table);
+        let keys: Vec<String> = rows
+            .iter()
+            .filter(|r| r.op == Op::Upsert)
+            .map(|r| r.pk_json.clone())
+            .collect();
+        let tomb_rows = tx
+            .query(
+                "SELECT pk_json, lsn FROM cdr._stream_tombstones WHERE site_id = $1 AND table_name = $2 AND pk_json = ANY($3)",
+                &[&(site_id as i32), &table, &keys],
+            )
+            .await
+            .map_err(&err)?;
+        let tombstones: HashMap<String, i64> =
+            tomb_rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let mut groups: BTreeMap<Vec<&str>, Vec<Value>> = BTreeMap::new();
+        for row in rows.iter().filter(|r| r.op == Op::Upsert) {
+            if tombstones.get(&row.pk_json).is_some_and(|t| row.lsn <= *t) {
+                continue;
+            }
+            let (cols, overflow) = split_columns(row, &known);
+            let mut overflow = overflow.unwrap_or_default();
+            let mut record = Map::new();
+            record.insert("site_id".into(), site_id.into());
+            record.insert("lsn".into(), row.lsn.into());
+            for c in &cols {
+                match pg_value(
+                    &row.columns[*c],
+                    self.catalog.type_of(table, c).unwrap_or("text"),
+                ) {
+                    Ok(v) => {
+                        record.insert((*c).to_owned(), v);
+                    }
+                    // A value the column type cannot hold (zero date, bytes in a text
+                    // column) keeps its column NULL and travels in _overflow.
+                    Err(original) => {
+                        record.insert((*c).to_owned(), Value::Null);
+                        overflow.insert((*c).to_owned(), original);
+                    }
+                }
+            }
+            record.insert(
+                "_overflow".into(),
+                if overflow.is_empty() {
+                    Value::Null
+                } else {
+                    Value::Object(overflow)
+                },
+            );
+            groups.entry(cols).or_default().push(Value::Object(record));
+        }
+        let mut written = 0;
+        for (cols, records) in &groups {
+            let quoted: Vec<String> = ["site_id", "lsn"]
+                .iter()
+                .copied()
+                .chain(cols.iter().copied())
+                .chain(["_overflow"])
+                .map(|c| format!("\"{c}\""))
+                .collect();
+            let updates: Vec<String> = cols
+                .iter()
+                .filter(|c| !pk.iter().any(|p| p == *c))
+                .map(|c| format!("\"{c}\" = EXCLUDED.\"{c}\""))
+                .chain([
+                    "\"_overflow\" = EXCLUDED.\"_overflow\"".to_owned(),
+                    "\"lsn\" = EXCLUDED.\"lsn\"".to_owned(),
+                ])
+                .collect();
+            let conflict: Vec<String> = std::iter::once("site_id")
+                .chain(pk.iter().map(String::as_str))
+                .map(|c| format!("\"{c}\""))
+                .collect();
+            let sql = format!(
+                "INSERT INTO cdr.\"{table}\" AS t ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::cdr.\"{table}\", $1::text::jsonb) \
+                 ON CONFLICT ({conflict}) DO UPDATE SET {updates} WHERE t.lsn < EXCLUDED.lsn",
+                cols = quoted.join(","),
+                conflict = conflict.join(","),
+                updates = updates.join(", ")
+            );
+            let stmt = tx.prepare(&sql).await.map_err(&err)?;
+            for part in records.chunks(ROWS_PER_STATEMENT) {
+                let json = Value::Array(part.to_vec()).to_string();
+                tx.execute(&stmt, &[&json]).await.map_err(&err)?;
+                written += part.len() as u64;
+            }
+        }
+        let deletes: Vec<&PlannedRow> = rows.iter().filter(|r| r.op == Op::Delete).collect();
+        if !deletes.is_empty() {
+            let records: Vec<Value> = deletes
+                .iter()
+                .map(|r| {
+                    let mut m = Map::new();
+                    m.insert("site_id".into(), site_id.into());
+                    m.insert("lsn".into(), r.lsn.into());
+                    for (c, v) in pk.iter().zip(&r.pk) {
+                        m.insert(c.clone(), v.clone());
+                    }
+                    Value::Object(m)
+                })
+                .collect();
+            let on: Vec<String> = std::iter::once("site_id")
+                .chain(pk.iter().map(String::as_str))
+                .map(|c| format!("t.\"{c}\" = d.\"{c}\""))
+                .collect();
+            let sql = format!(
+                "DELETE FROM cdr.\"{table}\" AS t USING jsonb_populate_recordset(NULL::cdr.\"{table}\", $1::text::jsonb) AS d WHERE {} AND t.lsn < d.lsn",
+                on.join(" AND ")
+            );
+            tx.execute(&sql, &[&Value::Array(records).to_string()])
+                .await
+                .map_err(&err)?;
+            let tombs: Vec<Value> = deletes.iter().map(|r| serde_json::json!({"site_id": site_id, "table_name": table, "pk_json": r.pk_json, "lsn": r.lsn})).collect();
+            tx.execute(
+                "INSERT INTO cdr._stream_tombstones AS t SELECT * FROM jsonb_populate_recordset(NULL::cdr._stream_tombstones, $1::text::jsonb)
+                 ON CONFLICT (site_id, table_name, pk_json) DO UPDATE SET lsn = GREATEST(t.lsn, EXCLUDED.lsn)",
+                &[&Value::Array(tombs).to_string()],
+            )
+            .await
+            .map_err(&err)?;
+            written += deletes.len() as u64;
+        }
+        Ok(written)
+    }
+}
+
+/// A wire value for a column of PostgreSQL type `pg_type`; `Err(original)` when the type
+/// cannot hold it.
+fn pg_value(v: &Value, pg_type: &str) -> Result<Value, Value> {
+    match v {
+        Value::Object(o) => match (o.get("$b64").and_then(Value::as_str), pg_type) {
+            (Some(b), "bytea") => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|_| v.clone())?;
+                Ok(Value::String(format!(
+                    "\\x{}",
+                    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                )))
+            }
+            _ => Err(v.clone()),
+        },
+        Value::String(s) if pg_type.starts_with("date") || pg_type.starts_with("timestamp") => {
+            if s.starts_with("0000") || s.get(5..7) == Some("00") || s.get(8..10) == Some("00") {
+                Err(v.clone())
+            } else {
+                Ok(v.clone())
+            }
+        }
+        Value::String(s) if s.contains('\0') => Err(v.clone()),
+        _ => Ok(v.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_a_column_cannot_hold_go_to_overflow() {
+        assert_eq!(
+            pg_value(&json!("0000-00-00"), "date"),
+            Err(json!("0000-00-00"))
+        );
+        assert_eq!(
+            pg_value(&json!("2026-01-02 10:00:00"), "timestamp without time zone"),
+            Ok(json!("2026-01-02 10:00:00"))
+        );
+        assert_eq!(
+            pg_value(&json!({"$b64": "AAE="}), "bytea"),
+            Ok(json!("\\x0001"))
+        );
+        assert!(pg_value(&json!({"$b64": "AAE="}), "text").is_err());
+        assert_eq!(pg_value(&json!(5), "integer"), Ok(json!(5)));
+    }
+}

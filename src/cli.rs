@@ -1,0 +1,60 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Streams patient visits from an OpenMRS EMR's MySQL binlog to a central data repository.
+#[derive(Debug, Parser)]
+#[command(name = "emr-stream", version, about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Facility sidecar: binlog → visits → outbox → receiver. Serves /metrics, /healthz, /status.
+    Tailer {
+        /// Tailer config (see config/tailer.example.toml).
+        #[arg(long, default_value = "config/tailer.toml")]
+        config: PathBuf,
+    },
+    /// Central service: POST /api/v1/stream, reports, /metrics, /healthz, /readyz.
+    Receiver {
+        /// Receiver config (see config/receiver.example.toml).
+        #[arg(long, default_value = "config/receiver.toml")]
+        config: PathBuf,
+    },
+    /// Writes realistic ART clinic activity into an EMR database (demo, tests, benchmarks).
+    Simulate {
+        /// EMR server, mysql://user:pass@host:port (env EMR_MYSQL_URL).
+        #[arg(long, env = "EMR_MYSQL_URL")]
+        mysql: String,
+        /// The EMR database.
+        #[arg(long, default_value = "openmrs")]
+        database: String,
+        /// Create the database and load the fixture EMR schema first (it must be empty).
+        #[arg(long)]
+        init_schema: bool,
+        /// Patients registered over the period.
+        #[arg(long, default_value_t = 50)]
+        patients: u32,
+        /// Clinic days to simulate.
+        #[arg(long, default_value_t = 5)]
+        days: u32,
+        /// First clinic day, YYYY-MM-DD (default: the last day is today).
+        #[arg(long)]
+        start_date: Option<chrono::NaiveDate>,
+        /// Random seed (same seed and start date, same rows).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Pause between transactions, milliseconds.
+        #[arg(long, default_value_t = 0)]
+        pace_ms: u64,
+    },
+    /// Reads a site token from standard input and prints its SHA-256 (for receiver.toml).
+    HashToken,
+}

@@ -1,0 +1,87 @@
+//! The `emr-stream` binary: parse the command line, set up tracing and metrics, dispatch.
+
+use std::io::Read;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use emr_stream::cli::{Cli, Command};
+use emr_stream::config::{ReceiverConfig, TailerConfig};
+use emr_stream::{metrics, receive, shutdown, simulate, tailer};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Tailer { config } => {
+            let config = TailerConfig::load(&config)?;
+            let (trigger, listener) = shutdown::channel();
+            shutdown::on_signals(trigger);
+            tailer::run(config, metrics::install(), listener).await
+        }
+        Command::Receiver { config } => {
+            let config = ReceiverConfig::load(&config)?;
+            let (trigger, listener) = shutdown::channel();
+            shutdown::on_signals(trigger);
+            receive::run(config, metrics::install(), listener).await
+        }
+        Command::Simulate {
+            mysql,
+            database,
+            init_schema,
+            patients,
+            days,
+            start_date,
+            seed,
+            pace_ms,
+        } => {
+            anyhow::ensure!(days > 0, "--days must be at least 1");
+            let counts = simulate::run(simulate::SimulateOptions {
+                url: mysql,
+                database,
+                init_schema,
+                patients,
+                days,
+                start_date,
+                seed,
+                pace: Duration::from_millis(pace_ms),
+            })
+            .await?;
+            println!("{}", serde_json::to_string(&counts)?);
+            Ok(())
+        }
+        Command::HashToken => {
+            let mut token = String::new();
+            std::io::stdin().read_to_string(&mut token)?;
+            let token = token.trim();
+            anyhow::ensure!(!token.is_empty(), "no token on standard input");
+            println!("{}", receive::auth::hash_token(token));
+            Ok(())
+        }
+    }
+}

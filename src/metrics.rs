@@ -1,0 +1,140 @@
+//! Every metric name, declared once and described once. Names follow
+//! `emr_<part>_<name>_<unit>[_total]`; labels are low-cardinality (table, op, outcome,
+//! status, site); values are emitted per batch, never per row.
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Binlog events read. Label: none.
+pub const TAILER_EVENTS: &str = "emr_tailer_binlog_events_total";
+/// Row changes of mapped tables read. Labels: table, op.
+pub const TAILER_ROWS: &str = "emr_tailer_binlog_rows_total";
+/// Source transactions recorded.
+pub const TAILER_TRANSACTIONS: &str = "emr_tailer_transactions_total";
+/// Seconds between the source's commit and the tailer recording it (0 on heartbeat).
+pub const TAILER_LAG: &str = "emr_tailer_lag_seconds";
+/// File sequence of the checkpoint.
+pub const TAILER_CHECKPOINT_FILE: &str = "emr_tailer_checkpoint_file_sequence";
+/// Offset of the checkpoint in its file.
+pub const TAILER_CHECKPOINT_POS: &str = "emr_tailer_checkpoint_position_bytes";
+/// Open visit buffers.
+pub const TAILER_OPEN_VISITS: &str = "emr_tailer_open_visits";
+/// Visit versions moved to the outbox. Label: complete.
+pub const TAILER_VISITS_READY: &str = "emr_tailer_visits_ready_total";
+/// Binlog reconnects after errors.
+pub const TAILER_RECONNECTS: &str = "emr_tailer_reconnects_total";
+/// Outbox entries.
+pub const OUTBOX_VISITS: &str = "emr_outbox_visits";
+/// Outbox size in bytes (uncompressed JSON).
+pub const OUTBOX_BYTES: &str = "emr_outbox_bytes";
+/// Age of the oldest outbox entry.
+pub const OUTBOX_OLDEST: &str = "emr_outbox_oldest_age_seconds";
+/// Ship requests. Label: outcome (stored, duplicate, retry, rejected).
+pub const SHIP_REQUESTS: &str = "emr_ship_requests_total";
+/// Ship request duration.
+pub const SHIP_DURATION: &str = "emr_ship_request_duration_seconds";
+/// Bytes of request bodies before compression.
+pub const SHIP_BYTES_RAW: &str = "emr_ship_bytes_raw_total";
+/// Bytes of request bodies as sent (gzip).
+pub const SHIP_BYTES_COMPRESSED: &str = "emr_ship_bytes_compressed_total";
+/// Visit versions shipped (receiver answered 2xx/409).
+pub const SHIP_VISITS: &str = "emr_ship_visits_total";
+/// Dead letters held.
+pub const DEAD_LETTERS: &str = "emr_dead_letters";
+/// Receiver requests. Label: status.
+pub const RECEIVER_REQUESTS: &str = "emr_receiver_requests_total";
+/// Rows applied. Labels: table, store.
+pub const RECEIVER_ROWS_APPLIED: &str = "emr_receiver_rows_applied_total";
+/// Batch apply duration. Label: store.
+pub const RECEIVER_APPLY_DURATION: &str = "emr_receiver_apply_duration_seconds";
+/// Materialized view refresh duration. Label: view.
+pub const VIEW_REFRESH_DURATION: &str = "emr_ids_view_refresh_duration_seconds";
+/// Seconds since the views were last refreshed.
+pub const VIEW_AGE: &str = "emr_ids_view_age_seconds";
+/// Unix time a site last sent a batch. Label: site.
+pub const SITE_LAST_SEEN: &str = "emr_receiver_site_last_seen_timestamp_seconds";
+
+/// Installs the Prometheus recorder and describes every metric; render with the handle.
+pub fn install() -> PrometheusHandle {
+    const BUCKETS: [f64; 12] = [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ];
+    let builder = PrometheusBuilder::new();
+    let builder = builder
+        .set_buckets(&BUCKETS)
+        .unwrap_or_else(|_| PrometheusBuilder::new());
+    let handle = builder
+        .install_recorder()
+        .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
+    describe();
+    handle
+}
+
+fn describe() {
+    describe_counter!(TAILER_EVENTS, "binlog events read");
+    describe_counter!(
+        TAILER_ROWS,
+        "row changes of mapped tables read, by table and op"
+    );
+    describe_counter!(TAILER_TRANSACTIONS, "source transactions recorded");
+    describe_gauge!(
+        TAILER_LAG,
+        Unit::Seconds,
+        "seconds between source commit and tailer"
+    );
+    describe_gauge!(
+        TAILER_CHECKPOINT_FILE,
+        "binlog file sequence of the checkpoint"
+    );
+    describe_gauge!(
+        TAILER_CHECKPOINT_POS,
+        Unit::Bytes,
+        "offset of the checkpoint"
+    );
+    describe_gauge!(TAILER_OPEN_VISITS, "open visit buffers");
+    describe_counter!(TAILER_VISITS_READY, "visit versions moved to the outbox");
+    describe_counter!(TAILER_RECONNECTS, "binlog reconnects after errors");
+    describe_gauge!(OUTBOX_VISITS, "visit versions waiting in the outbox");
+    describe_gauge!(OUTBOX_BYTES, Unit::Bytes, "bytes waiting in the outbox");
+    describe_gauge!(
+        OUTBOX_OLDEST,
+        Unit::Seconds,
+        "age of the oldest outbox entry"
+    );
+    describe_counter!(SHIP_REQUESTS, "ship requests by outcome");
+    describe_histogram!(SHIP_DURATION, Unit::Seconds, "ship request duration");
+    describe_counter!(
+        SHIP_BYTES_RAW,
+        Unit::Bytes,
+        "request body bytes before gzip"
+    );
+    describe_counter!(
+        SHIP_BYTES_COMPRESSED,
+        Unit::Bytes,
+        "request body bytes sent"
+    );
+    describe_counter!(SHIP_VISITS, "visit versions the receiver accepted");
+    describe_gauge!(DEAD_LETTERS, "dead letters held");
+    describe_counter!(RECEIVER_REQUESTS, "receiver requests by status");
+    describe_counter!(RECEIVER_ROWS_APPLIED, "rows applied by table and store");
+    describe_histogram!(
+        RECEIVER_APPLY_DURATION,
+        Unit::Seconds,
+        "batch apply duration per store"
+    );
+    describe_histogram!(
+        VIEW_REFRESH_DURATION,
+        Unit::Seconds,
+        "materialized view refresh duration"
+    );
+    describe_gauge!(
+        VIEW_AGE,
+        Unit::Seconds,
+        "seconds since the views were refreshed"
+    );
+    describe_gauge!(
+        SITE_LAST_SEEN,
+        Unit::Seconds,
+        "unix time a site last sent a batch"
+    );
+}

@@ -1,0 +1,251 @@
+//! The central receiver: `POST /api/v1/stream` (authenticate, decode, validate, apply to both
+//! stores), the reports, `/metrics` and `/healthz`.
+//!
+//! Answers (DESIGN.md): 200 stored; 409 already stored; 422 invalid, with the JSON pointer of
+//! the first bad field; 401/403 auth; 413 too large; 503 a store is unavailable. The receiver
+//! is stateless: run several behind a load balancer.
+
+pub mod auth;
+pub mod batch;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+
+use crate::apply::{self, Applied, ApplyError, MirrorStore, PgStore};
+use crate::config::ReceiverConfig;
+use crate::ids::{self, reports, Dirty};
+use crate::mapping::Mapping;
+use crate::metrics as m;
+use crate::shutdown::Shutdown;
+use auth::SiteTokens;
+use batch::{Caps, Refusal};
+
+/// Everything a request needs.
+pub struct App {
+    mapping: Mapping,
+    tokens: SiteTokens,
+    caps: Caps,
+    mirror: MirrorStore,
+    pg: PgStore,
+    dirty: Dirty,
+    metrics: PrometheusHandle,
+}
+
+/// Runs the receiver until shutdown; in-flight requests finish first.
+pub async fn run(
+    config: ReceiverConfig,
+    metrics: PrometheusHandle,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mapping = Mapping::load(&config.mapping)?;
+    let mirror = MirrorStore::connect(config.mysql.url.expose(), &config.mysql.database, &mapping)
+        .await
+        .context("cannot set up the MySQL mirror")?;
+    let pool = apply::postgres_pool(config.postgres.url.expose(), config.postgres.pool_size)?;
+    let pg = PgStore::connect(pool.clone(), &mapping)
+        .await
+        .context("cannot set up PostgreSQL")?;
+    let dirty = Dirty::default();
+    let refresher = tokio::spawn(ids::refresher(
+        pool,
+        dirty.clone(),
+        Duration::from_millis(config.views.debounce_ms),
+        shutdown.clone(),
+    ));
+    // Views may be stale from a previous run: refresh once at start.
+    dirty.mark();
+    let app = Arc::new(App {
+        tokens: SiteTokens::new(&config.sites),
+        caps: Caps {
+            max_decompressed: config.limits.max_decompressed_bytes,
+            max_visits: config.limits.max_visits,
+            max_rows: config.limits.max_rows,
+        },
+        mapping,
+        mirror,
+        pg,
+        dirty,
+        metrics,
+    });
+    let router = Router::new()
+        .route("/api/v1/stream", post(stream))
+        .route("/api/v1/reports/visits", get(visits_report))
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
+        .with_state(app);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "receiver listening");
+    let mut for_server = shutdown.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move { for_server.fired().await })
+        .await?;
+    shutdown.fired().await;
+    refresher.await.ok();
+    Ok(())
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    metrics::counter!(m::RECEIVER_REQUESTS, "status" => status.as_u16().to_string()).increment(1);
+    (status, Json(body)).into_response()
+}
+
+fn refuse(r: Refusal) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);
+    answer(status, json!({ "error": r.error, "pointer": r.pointer }))
+}
+
+async fn stream(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let Some(site_id) = app.tokens.site_of(authorization) else {
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            json!({ "error": "missing or unknown bearer token" }),
+        );
+    };
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("identity");
+    let gzip = match encoding.trim().to_ascii_lowercase().as_str() {
+        "gzip" => true,
+        "identity" | "" => false,
+        _ => {
+            return answer(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                json!({ "error": "Content-Encoding must be gzip or identity" }),
+            )
+        }
+    };
+    let decoded = match batch::gunzip(&body, gzip, app.caps.max_decompressed) {
+        Ok(d) => d,
+        Err(r) => return refuse(r),
+    };
+    let batch = match batch::parse(&decoded) {
+        Ok(b) => b,
+        Err(r) => return refuse(r),
+    };
+    drop(decoded);
+    if let Err(r) = batch::validate(&batch, site_id, app.caps, &app.mapping) {
+        return refuse(r);
+    }
+    if let Some(key) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+        if key != batch.batch_id {
+            return refuse(Refusal {
+                status: 422,
+                error: "Idempotency-Key differs from batch_id".into(),
+                pointer: "/batch_id".into(),
+            });
+        }
+    }
+    metrics::gauge!(m::SITE_LAST_SEEN, "site" => site_id.to_string())
+        .set(crate::state::now_ms() as f64 / 1000.0);
+    let plan = apply::plan(&batch, &app.mapping);
+    let started = Instant::now();
+    let (pg, mirror) = tokio::join!(
+        async {
+            let r = app.pg.apply(site_id, &batch, &plan).await;
+            metrics::histogram!(m::RECEIVER_APPLY_DURATION, "store" => "postgres")
+                .record(started.elapsed().as_secs_f64());
+            r
+        },
+        async {
+            let r = app.mirror.apply(site_id, &batch.batch_id, &plan).await;
+            metrics::histogram!(m::RECEIVER_APPLY_DURATION, "store" => "mysql")
+                .record(started.elapsed().as_secs_f64());
+            r
+        }
+    );
+    match (pg, mirror) {
+        (Err(e), _) | (_, Err(e)) => store_error(e, site_id),
+        (Ok(Applied::Duplicate), Ok(Applied::Duplicate)) => answer(
+            StatusCode::CONFLICT,
+            json!({ "batch_id": batch.batch_id, "status": "already stored" }),
+        ),
+        (Ok(pg), Ok(my)) => {
+            for (table, rows) in &plan.tables {
+                for (store, applied) in [("postgres", pg), ("mysql", my)] {
+                    if let Applied::Stored(_) = applied {
+                        metrics::counter!(m::RECEIVER_ROWS_APPLIED, "table" => table.clone(), "store" => store).increment(rows.len() as u64);
+                    }
+                }
+            }
+            app.dirty.mark();
+            answer(
+                StatusCode::OK,
+                json!({ "batch_id": batch.batch_id, "visits": batch.visits.len(), "rows": plan.rows_in }),
+            )
+        }
+    }
+}
+
+fn store_error(e: ApplyError, site_id: i64) -> Response {
+    if e.is_retryable() {
+        tracing::warn!(site_id, error = %e, "store unavailable");
+        answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({ "error": e.to_string() }),
+        )
+    } else {
+        tracing::warn!(site_id, error = %e, "store refused a batch");
+        answer(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            json!({ "error": e.to_string(), "pointer": "" }),
+        )
+    }
+}
+
+async fn visits_report(
+    State(app): State<Arc<App>>,
+    Query(query): Query<reports::ReportQuery>,
+) -> Response {
+    let period = match query.period() {
+        Ok(p) => p,
+        Err(e) => return answer(StatusCode::BAD_REQUEST, json!({ "error": e.0 })),
+    };
+    match reports::visits(app.pg.pool(), period).await {
+        Ok(report) => answer(
+            StatusCode::OK,
+            serde_json::to_value(report).unwrap_or_default(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "report failed");
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "report store unavailable" }),
+            )
+        }
+    }
+}
+
+async fn render_metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let (pg, my) = tokio::join!(app.pg.ping(), app.mirror.ping());
+    let status = if pg && my {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(json!({ "postgres": pg, "mysql": my }))).into_response()
+}

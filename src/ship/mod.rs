@@ -1,0 +1,310 @@
+//! The shipper: drains the outbox to the receiver in gzipped batches, with a bearer token and
+//! an idempotency key; retries what may succeed later, dead-letters what never will.
+//!
+//! Delivery contract: an outbox entry leaves the outbox only when the receiver answered
+//! 2xx/409 for a batch that contained it (ledger updated), or a 4xx other than
+//! 408/425/429 named it (dead letter). Everything else is retried in order, forever, with
+//! exponential backoff and full jitter.
+
+mod classify;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flate2::write::GzEncoder;
+use serde::Deserialize;
+use tokio::sync::Notify;
+
+use crate::config::ShipConfig;
+use crate::metrics as m;
+use crate::retry::Backoff;
+use crate::shutdown::Shutdown;
+use crate::state::{now_ms, DeadLetter, OutboxEntry, State, StateError};
+pub use classify::{classify, Outcome};
+
+/// Errors that stop the shipper (storage, setup); network trouble is retried, not returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    /// The state store failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The HTTP client could not be built (bad CA file ...).
+    #[error("http client: {0}")]
+    Client(String),
+}
+
+/// What the shipper needs to know of an outbox entry.
+#[derive(Deserialize)]
+struct EntryHead {
+    stream_key: String,
+    version: u64,
+}
+
+/// Shared view of the shipper for status pages.
+#[derive(Debug, Default)]
+pub struct ShipStatus {
+    /// Unix ms of the last accepted batch.
+    pub last_shipped_ms: std::sync::atomic::AtomicU64,
+    /// Consecutive failures.
+    pub failures: std::sync::atomic::AtomicU64,
+}
+
+/// Ships the outbox.
+pub struct Shipper {
+    client: reqwest::Client,
+    config: ShipConfig,
+    state: State,
+    site_id: i64,
+    tailer_id: String,
+    wake: Arc<Notify>,
+    status: Arc<ShipStatus>,
+}
+
+/// Builds the HTTP client: rustls with the web PKI roots plus `ca_file`, timeouts.
+pub fn http_client(config: &ShipConfig) -> Result<reqwest::Client, ShipError> {
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(config.connect_timeout_secs))
+        .timeout(Duration::from_secs(config.request_timeout_secs))
+        .user_agent(concat!("emr-stream/", env!("CARGO_PKG_VERSION")));
+    if let Some(path) = &config.ca_file {
+        let pem = std::fs::read(path).map_err(|e| {
+            ShipError::Client(format!("cannot read ship.ca_file {}: {e}", path.display()))
+        })?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| ShipError::Client(format!("ship.ca_file {}: {e}", path.display())))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| ShipError::Client(e.to_string()))
+}
+
+impl Shipper {
+    /// A shipper for `site_id` draining `state`'s outbox; `wake` is notified when entries arrive.
+    pub fn new(
+        config: ShipConfig,
+        state: State,
+        site_id: i64,
+        wake: Arc<Notify>,
+        status: Arc<ShipStatus>,
+    ) -> Result<Self, ShipError> {
+        Ok(Self {
+            client: http_client(&config)?,
+            tailer_id: state.tailer_id()?,
+            config,
+            state,
+            site_id,
+            wake,
+            status,
+        })
+    }
+
+    /// Runs until shutdown.
+    pub async fn run(self, mut shutdown: Shutdown) -> Result<(), ShipError> {
+        let mut backoff = Backoff::new(
+            Duration::from_millis(self.config.backoff_initial_ms),
+            Duration::from_secs(self.config.backoff_max_secs),
+        );
+        // After a refusal that names no visit, send one visit at a time to find it.
+        let mut solo = 0usize;
+        loop {
+            if shutdown.is_fired() {
+                return Ok(());
+            }
+            let limit = if solo > 0 {
+                1
+            } else {
+                self.config.max_batch_bytes
+            };
+            let entries = self.state.outbox_peek(limit)?;
+            if entries.is_empty() {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.fired() => return Ok(()),
+                    _ = self.wake.notified() => {},
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+                }
+                continue;
+            }
+            let heads: Vec<EntryHead> = entries
+                .iter()
+                .map(|e| {
+                    serde_json::from_slice(&e.visit).map_err(|source| StateError::Corrupt {
+                        what: "outbox entry",
+                        source,
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            let batch_id = format!(
+                "{}-{}-{}",
+                self.tailer_id,
+                entries[0].id,
+                entries[entries.len() - 1].id
+            );
+            let body = batch_body(self.site_id, &batch_id, &entries);
+            let outcome = self.post(&batch_id, &body).await;
+            use std::sync::atomic::Ordering::Relaxed;
+            match outcome {
+                Outcome::Stored | Outcome::Duplicate => {
+                    metrics::counter!(m::SHIP_REQUESTS, "outcome" => if outcome == Outcome::Stored { "stored" } else { "duplicate" }).increment(1);
+                    metrics::counter!(m::SHIP_VISITS).increment(entries.len() as u64);
+                    let done: Vec<(u64, String, u64)> = entries
+                        .iter()
+                        .zip(heads)
+                        .map(|(e, h)| (e.id, h.stream_key, h.version))
+                        .collect();
+                    self.state.outbox_done(&done, now_ms())?;
+                    self.status.last_shipped_ms.store(now_ms(), Relaxed);
+                    self.status.failures.store(0, Relaxed);
+                    backoff.reset();
+                    solo = solo.saturating_sub(1);
+                }
+                Outcome::Retry(reason) => {
+                    metrics::counter!(m::SHIP_REQUESTS, "outcome" => "retry").increment(1);
+                    self.status.failures.fetch_add(1, Relaxed);
+                    tracing::warn!(%reason, failures = backoff.failures() + 1, visits = entries.len(), "ship failed; will retry");
+                    if !backoff.wait(&mut shutdown).await {
+                        return Ok(());
+                    }
+                }
+                Outcome::Rejected {
+                    status,
+                    reason,
+                    visit_index,
+                } => {
+                    metrics::counter!(m::SHIP_REQUESTS, "outcome" => "rejected").increment(1);
+                    let culprit = match visit_index {
+                        Some(i) if i < entries.len() => Some(i),
+                        _ if entries.len() == 1 => Some(0),
+                        _ => None,
+                    };
+                    match culprit {
+                        Some(i) => {
+                            tracing::error!(status, %reason, stream_key = %heads[i].stream_key, version = heads[i].version, "receiver refused a visit; moved to dead letters");
+                            let letter =
+                                DeadLetter {
+                                    status,
+                                    reason,
+                                    at_ms: now_ms(),
+                                    stream_key: heads[i].stream_key.clone(),
+                                    version: heads[i].version,
+                                    visit: serde_json::value::RawValue::from_string(
+                                        String::from_utf8_lossy(&entries[i].visit).into_owned(),
+                                    )
+                                    .map_err(|source| StateError::Corrupt {
+                                        what: "outbox entry",
+                                        source,
+                                    })?,
+                                };
+                            self.state.outbox_dead(&[entries[i].id], vec![letter])?;
+                            metrics::gauge!(m::DEAD_LETTERS)
+                                .set(self.state.dead_letters()?.len() as f64);
+                        }
+                        None => {
+                            tracing::warn!(status, %reason, visits = entries.len(), "receiver refused a batch without naming a visit; sending one at a time");
+                            solo = entries.len();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn post(&self, batch_id: &str, body: &[u8]) -> Outcome {
+        let gz = gzip(body);
+        metrics::counter!(m::SHIP_BYTES_RAW).increment(body.len() as u64);
+        metrics::counter!(m::SHIP_BYTES_COMPRESSED).increment(gz.len() as u64);
+        let started = Instant::now();
+        let result = self
+            .client
+            .post(&self.config.url)
+            .bearer_auth(self.config.token.expose())
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(reqwest::header::CONTENT_ENCODING, "gzip")
+            .header("Idempotency-Key", batch_id)
+            .body(gz)
+            .send()
+            .await;
+        let outcome = match result {
+            Err(e) => Outcome::Retry(format!("connection: {}", without_url(&e))),
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap_or_default();
+                classify(status, &text)
+            }
+        };
+        metrics::histogram!(m::SHIP_DURATION).record(started.elapsed().as_secs_f64());
+        outcome
+    }
+}
+
+/// A reqwest error without its URL (which could carry credentials).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<receiver>");
+    }
+    if let Some(source) = std::error::Error::source(e) {
+        text.push_str(&format!(": {source}"));
+    }
+    text
+}
+
+/// `{"schema_version":1,"site_id":..,"batch_id":..,"visits":[...]}` from stored envelopes.
+pub fn batch_body(site_id: i64, batch_id: &str, entries: &[OutboxEntry]) -> Vec<u8> {
+    let size: usize = entries.iter().map(|e| e.visit.len() + 1).sum();
+    let mut body = Vec::with_capacity(size + 128);
+    body.extend_from_slice(
+        format!(
+            "{{\"schema_version\":1,\"site_id\":{site_id},\"batch_id\":{},\"visits\":[",
+            serde_json::Value::String(batch_id.to_owned())
+        )
+        .as_bytes(),
+    );
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&e.visit);
+    }
+    body.extend_from_slice(b"]}");
+    body
+}
+
+/// Gzips a request body.
+pub fn gzip(body: &[u8]) -> Vec<u8> {
+    let mut enc = GzEncoder::new(
+        Vec::with_capacity(body.len() / 4 + 64),
+        flate2::Compression::default(),
+    );
+    enc.write_all(body).expect("writing to a Vec cannot fail");
+    enc.finish().expect("writing to a Vec cannot fail")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_body_is_valid_json() {
+        let entries = vec![
+            OutboxEntry {
+                id: 1,
+                enqueued_ms: 0,
+                visit: br#"{"stream_key":"1:2:1:2026-01-01","version":1}"#.to_vec(),
+            },
+            OutboxEntry {
+                id: 2,
+                enqueued_ms: 0,
+                visit: br#"{"stream_key":"1:3:1:2026-01-01","version":2}"#.to_vec(),
+            },
+        ];
+        let body = batch_body(101, "t-1-2", &entries);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["site_id"], 101);
+        assert_eq!(v["visits"][1]["version"], 2);
+    }
+}

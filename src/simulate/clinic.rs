@@ -1,0 +1,527 @@
+//! One simulated ART clinic: its patients and the forms written for them each day.
+
+use std::time::Duration;
+
+use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Value};
+
+use super::Rng;
+
+const LOCATION: i64 = 101;
+const HIV_PROGRAM: i64 = 1;
+const GIVEN_F: &[&str] = &[
+    "Chikondi", "Mphatso", "Thandiwe", "Zoë", "Élise", "Tiyamike", "Chisomo", "Memory", "Dalitso",
+    "Agnès",
+];
+const GIVEN_M: &[&str] = &[
+    "Kondwani",
+    "José",
+    "Thokozani",
+    "Blessings",
+    "Chimwemwe",
+    "Madalitso",
+    "Gift",
+    "André",
+    "Yamikani",
+    "Mavuto",
+];
+const FAMILY: &[&str] = &[
+    "Banda",
+    "Phiri",
+    "Mwale",
+    "Chirwa",
+    "Nkhoma",
+    "Kachingwe",
+    "Mbewe",
+    "Gondwe",
+    "Müller",
+    "Ngwira",
+];
+const DISTRICTS: &[&str] = &["Lilongwe", "Blantyre", "Zomba", "Mzuzu", "Kasungu", "Dedza"];
+/// (drug_id, daily dose, pack size) of the ARVs the fixture knows.
+const ARVS: &[(i64, f64, i64)] = &[(983, 1.0, 30), (731, 2.0, 60), (982, 1.0, 30)];
+const COTRIMOXAZOLE: i64 = 297;
+
+/// What the simulation wrote.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+pub struct Counts {
+    /// Patients registered.
+    pub patients: u64,
+    /// Patient-days with encounters.
+    pub visits: u64,
+    /// Encounters written.
+    pub encounters: u64,
+    /// Obs written.
+    pub obs: u64,
+    /// Drug orders written.
+    pub orders: u64,
+    /// Source transactions committed.
+    pub transactions: u64,
+}
+
+struct Patient {
+    id: i64,
+    patient_program_id: i64,
+    next_visit: NaiveDate,
+    arv: usize,
+    active: bool,
+    /// A consultation encounter of an earlier visit, for late lab results.
+    last_consultation: Option<(i64, NaiveDateTime)>,
+}
+
+enum ObsValue {
+    Numeric(f64),
+    Coded(i64),
+    Datetime(NaiveDateTime),
+    Text(String),
+    Drug(i64, f64),
+}
+
+/// The clinic: one connection, writing one transaction per form.
+pub struct Clinic {
+    conn: Conn,
+    rng: Rng,
+    pace: Duration,
+    patients: Vec<Patient>,
+    counts: Counts,
+}
+
+fn at(date: NaiveDate, minutes: i64) -> NaiveDateTime {
+    date.and_time(NaiveTime::from_hms_opt(7, 30, 0).unwrap_or_default())
+        + chrono::Duration::minutes(minutes)
+}
+
+fn dt(t: NaiveDateTime) -> Value {
+    Value::Bytes(t.format("%Y-%m-%d %H:%M:%S").to_string().into_bytes())
+}
+
+fn text(s: &str) -> Value {
+    Value::Bytes(s.as_bytes().to_vec())
+}
+
+impl Clinic {
+    /// A clinic writing through `conn`.
+    pub fn new(conn: Conn, rng: Rng, pace: Duration) -> Self {
+        Self {
+            conn,
+            rng,
+            pace,
+            patients: Vec::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// What was written so far.
+    pub fn counts(&self) -> Counts {
+        self.counts
+    }
+
+    /// Closes the connection.
+    pub async fn close(self) {
+        self.conn.disconnect().await.ok();
+    }
+
+    /// One clinic day: new registrations, the follow-ups due, and the awkward cases.
+    pub async fn day(&mut self, date: NaiveDate, registrations: u32) -> anyhow::Result<()> {
+        for _ in 0..registrations {
+            self.register(date).await?;
+        }
+        let due: Vec<usize> = (0..self.patients.len())
+            .filter(|&i| self.patients[i].active && self.patients[i].next_visit == date)
+            .collect();
+        for i in due {
+            if self.rng.chance(0.12) {
+                // missed appointment: comes back some days later
+                let p = &mut self.patients[i];
+                p.next_visit = date + chrono::Duration::days(self.rng.range(1, 3));
+                continue;
+            }
+            // Retrospective entry: a paper record of an earlier day typed in today.
+            let visit_day = if self.rng.chance(0.1) {
+                date - chrono::Duration::days(self.rng.range(1, 20))
+            } else {
+                date
+            };
+            self.follow_up(i, visit_day, date).await?;
+        }
+        // Late lab result on an old visit.
+        if let Some(i) =
+            self.pick_patient(|p| p.last_consultation.is_some_and(|(_, t)| t.date() < date))
+        {
+            let (encounter_id, when) = self.patients[i].last_consultation.unwrap_or_default();
+            let pid = self.patients[i].id;
+            let vl = self.rng.range(0, 5000) as f64;
+            self.begin().await?;
+            {
+                self.obs_in(pid, 856, encounter_id, when, ObsValue::Numeric(vl))
+                    .await?;
+            }
+            self.commit().await?;
+        }
+        // A void: an obs entered by mistake, or a whole encounter.
+        if let Some(i) = self.pick_patient(|p| p.last_consultation.is_some()) {
+            let (encounter_id, _) = self.patients[i].last_consultation.unwrap_or_default();
+            let whole = self.rng.chance(0.3);
+            let when = dt(at(date, 600));
+            self.begin().await?;
+            {
+                if whole {
+                    self.exec("UPDATE encounter SET voided = 1, voided_by = 1, date_voided = ?, void_reason = 'entered in error' WHERE encounter_id = ?", vec![when.clone(), Value::Int(encounter_id)]).await?;
+                    self.exec("UPDATE obs SET voided = 1, voided_by = 1, date_voided = ?, void_reason = 'entered in error' WHERE encounter_id = ?", vec![when, Value::Int(encounter_id)]).await?;
+                } else {
+                    self.exec("UPDATE obs SET voided = 1, voided_by = 1, date_voided = ?, void_reason = 'wrong value' WHERE encounter_id = ? ORDER BY obs_id LIMIT 1", vec![when, Value::Int(encounter_id)]).await?;
+                }
+            }
+            self.commit().await?;
+        }
+        // A hard delete (deletes still happen): a phone number removed.
+        if let Some(i) = self.pick_patient(|_| true) {
+            let pid = self.patients[i].id;
+            self.begin().await?;
+            {
+                self.exec("DELETE FROM person_attribute WHERE person_id = ? AND person_attribute_type_id = 12", vec![Value::Int(pid)]).await?;
+            }
+            self.commit().await?;
+        }
+        // An outcome: death or transfer out.
+        if self.rng.chance(0.5) {
+            if let Some(i) = self.pick_patient(|p| p.active) {
+                let state = if self.rng.chance(0.5) { 3 } else { 2 };
+                self.outcome(i, date, state).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn pick_patient(&mut self, want: impl Fn(&Patient) -> bool) -> Option<usize> {
+        let candidates: Vec<usize> = (0..self.patients.len())
+            .filter(|&i| want(&self.patients[i]))
+            .collect();
+        (!candidates.is_empty()).then(|| *self.rng.pick(&candidates))
+    }
+
+    /// Starts one form's transaction.
+    async fn begin(&mut self) -> anyhow::Result<()> {
+        self.conn.query_drop("START TRANSACTION").await?;
+        Ok(())
+    }
+
+    /// Commits it, then paces.
+    async fn commit(&mut self) -> anyhow::Result<()> {
+        self.conn.query_drop("COMMIT").await?;
+        self.counts.transactions += 1;
+        if !self.pace.is_zero() {
+            tokio::time::sleep(self.pace).await;
+        }
+        Ok(())
+    }
+
+    async fn register(&mut self, date: NaiveDate) -> anyhow::Result<()> {
+        let female = self.rng.chance(0.6);
+        let given = (*self.rng.pick(if female { GIVEN_F } else { GIVEN_M })).to_owned();
+        let family = (*self.rng.pick(FAMILY)).to_owned();
+        let age_days = self.rng.range(200, 70 * 365);
+        let birthdate = date - chrono::Duration::days(age_days);
+        let arv = self.rng.range(0, ARVS.len() as i64 - 1) as usize;
+        let transfer_in = self.rng.chance(0.2);
+        let when = at(date, self.rng.range(0, 240));
+        let ids;
+        self.begin().await?;
+        {
+            let r0 = self.rng.uuid();
+            let pid = self.insert("INSERT INTO person (gender, birthdate, birthdate_estimated, date_created, uuid) VALUES (?, ?, ?, ?, ?)",
+                vec![text(if female { "F" } else { "M" }), text(&birthdate.to_string()), Value::Int(0), dt(when), text(&r0)]).await?;
+            // person_name is latin1: the accents travel as latin1 bytes.
+            let r0 = self.rng.uuid();
+            self.exec("INSERT INTO person_name (preferred, person_id, given_name, family_name, date_created, uuid) VALUES (1, ?, ?, ?, ?, ?)",
+                vec![Value::Int(pid), text(&given), text(&family), dt(when), text(&r0)]).await?;
+            let district = *self.rng.pick(DISTRICTS);
+            let r0 = self.rng.uuid();
+            self.exec("INSERT INTO person_address (person_id, preferred, address2, city_village, state_province, date_created, uuid) VALUES (?, 1, ?, ?, ?, ?, ?)",
+                vec![Value::Int(pid), text(district), text("Area 25"), text(district), dt(when), text(&r0)]).await?;
+            let phone = format!("+265 99{:07}", self.rng.range(0, 9_999_999));
+            let r0 = self.rng.uuid();
+            self.exec("INSERT INTO person_attribute (person_id, value, person_attribute_type_id, date_created, uuid) VALUES (?, ?, 12, ?, ?)",
+                vec![Value::Int(pid), text(&phone), dt(when), text(&r0)]).await?;
+            self.exec(
+                "INSERT INTO patient (patient_id, date_created) VALUES (?, ?)",
+                vec![Value::Int(pid), dt(when)],
+            )
+            .await?;
+            let r0 = self.rng.uuid();
+            self.exec("INSERT INTO patient_identifier (patient_id, identifier, identifier_type, preferred, location_id, date_created, uuid) VALUES (?, ?, 4, 1, ?, ?, ?)",
+                vec![Value::Int(pid), text(&format!("A25-ARV-{pid}")), Value::Int(LOCATION), dt(when), text(&r0)]).await?;
+            let r0 = self.rng.uuid();
+            let ppid = self.insert("INSERT INTO patient_program (patient_id, program_id, date_enrolled, location_id, date_created, uuid) VALUES (?, ?, ?, ?, ?, ?)",
+                vec![Value::Int(pid), Value::Int(HIV_PROGRAM), dt(when), Value::Int(LOCATION), dt(when), text(&r0)]).await?;
+            let r0 = self.rng.uuid();
+            self.exec("INSERT INTO patient_state (patient_program_id, state, start_date, date_created, uuid) VALUES (?, 7, ?, ?, ?)",
+                vec![Value::Int(ppid), text(&date.to_string()), dt(when), text(&r0)]).await?;
+            let reg = self.encounter(pid, 9, when).await?;
+            let started = if transfer_in {
+                when - chrono::Duration::days(400)
+            } else {
+                when
+            };
+            self.obs_in(pid, 2516, reg, when, ObsValue::Datetime(started))
+                .await?;
+            self.obs_in(
+                pid,
+                3289,
+                reg,
+                when,
+                ObsValue::Coded(if transfer_in { 7572 } else { 7571 }),
+            )
+            .await?;
+            let staging = self
+                .encounter(pid, 52, when + chrono::Duration::minutes(5))
+                .await?;
+            self.obs_in(
+                pid,
+                7563,
+                staging,
+                when,
+                ObsValue::Text("WHO stage 3".into()),
+            )
+            .await?;
+            self.counts.patients += 1;
+            ids = (pid, ppid);
+        }
+        self.commit().await?;
+        self.patients.push(Patient {
+            id: ids.0,
+            patient_program_id: ids.1,
+            next_visit: date,
+            arv,
+            active: true,
+            last_consultation: None,
+        });
+        // The first ART visit happens on the registration day.
+        let i = self.patients.len() - 1;
+        self.follow_up(i, date, date).await
+    }
+
+    /// A full ART visit on `visit_day`, typed in on `entry_day`.
+    async fn follow_up(
+        &mut self,
+        i: usize,
+        visit_day: NaiveDate,
+        entry_day: NaiveDate,
+    ) -> anyhow::Result<()> {
+        let pid = self.patients[i].id;
+        let (drug, dose, pack) = ARVS[self.patients[i].arv];
+        let start = at(visit_day, 60 + self.rng.range(0, 300));
+        let created = at(entry_day, 600);
+        let retro = visit_day < entry_day;
+        let stamp = move |t: NaiveDateTime| if retro { created } else { t };
+        // HIV RECEPTION and VITALS
+        self.begin().await?;
+        {
+            let e = self.encounter_at(pid, 51, start, stamp(start)).await?;
+            self.obs_in(pid, 6987, e, start, ObsValue::Coded(1065))
+                .await?;
+            let v = self
+                .encounter_at(pid, 6, start + chrono::Duration::minutes(10), stamp(start))
+                .await?;
+            let weight = self.rng.range(300, 900) as f64 / 10.0;
+            self.obs_in(pid, 5089, v, start, ObsValue::Numeric(weight))
+                .await?;
+            let r0 = self.rng.range(140, 190);
+            self.obs_in(pid, 5090, v, start, ObsValue::Numeric(r0 as f64))
+                .await?;
+            let r0 = self.rng.range(95, 160);
+            self.obs_in(pid, 5085, v, start, ObsValue::Numeric(r0 as f64))
+                .await?;
+            let r0 = self.rng.range(60, 100);
+            self.obs_in(pid, 5086, v, start, ObsValue::Numeric(r0 as f64))
+                .await?;
+            let r0 = self.rng.range(355, 385);
+            self.obs_in(pid, 5088, v, start, ObsValue::Numeric(r0 as f64 / 10.0))
+                .await?;
+        }
+        self.commit().await?;
+        // HIV CLINIC CONSULTATION
+        let consultation;
+        self.begin().await?;
+        {
+            let e = self
+                .encounter_at(pid, 53, start + chrono::Duration::minutes(30), stamp(start))
+                .await?;
+            let r0 = *self.rng.pick(&[7454, 7455, 7456]);
+            self.obs_in(pid, 7459, e, start, ObsValue::Coded(r0))
+                .await?;
+            consultation = e;
+        }
+        self.commit().await?;
+        self.patients[i].last_consultation = Some((consultation, start));
+        // ART ADHERENCE: pills brought back
+        let brought = self.rng.range(0, 8) as f64;
+        self.begin().await?;
+        {
+            let e = self
+                .encounter_at(pid, 68, start + chrono::Duration::minutes(40), stamp(start))
+                .await?;
+            self.obs_in(pid, 2540, e, start, ObsValue::Drug(drug, brought))
+                .await?;
+            let r0 = self.rng.range(0, 3);
+            self.obs_in(pid, 2973, e, start, ObsValue::Numeric(r0 as f64))
+                .await?;
+        }
+        self.commit().await?;
+        // TREATMENT (orders) and DISPENSING
+        let packs = *self.rng.pick(&[1i64, 2, 3]);
+        let quantity = pack * packs;
+        let cpt = self.rng.chance(0.5);
+        self.begin().await?;
+        {
+            let t = start + chrono::Duration::minutes(50);
+            let e = self.encounter_at(pid, 25, t, stamp(t)).await?;
+            let days = (quantity as f64 / dose).round() as i64;
+            self.order(pid, e, drug, t, days, dose, quantity).await?;
+            if cpt {
+                self.order(pid, e, COTRIMOXAZOLE, t, 30, 1.0, 30).await?;
+            }
+            let d = self
+                .encounter_at(pid, 54, t + chrono::Duration::minutes(5), stamp(t))
+                .await?;
+            self.obs_in(pid, 2834, d, t, ObsValue::Drug(drug, quantity as f64))
+                .await?;
+        }
+        self.commit().await?;
+        // APPOINTMENT: the next visit
+        let interval = self.rng.range(1, 3);
+        let next = visit_day.max(entry_day) + chrono::Duration::days(interval);
+        self.begin().await?;
+        {
+            let t = start + chrono::Duration::minutes(60);
+            let e = self.encounter_at(pid, 7, t, stamp(t)).await?;
+            self.obs_in(pid, 5096, e, t, ObsValue::Datetime(at(next, 0)))
+                .await?;
+            self.counts.visits += 1;
+        }
+        self.commit().await?;
+        self.patients[i].next_visit = next;
+        Ok(())
+    }
+
+    async fn outcome(&mut self, i: usize, date: NaiveDate, state: i64) -> anyhow::Result<()> {
+        let (pid, ppid) = (self.patients[i].id, self.patients[i].patient_program_id);
+        let when = at(date, 500);
+        self.begin().await?;
+        {
+            self.exec("UPDATE patient_state SET end_date = ?, date_changed = ? WHERE patient_program_id = ? AND end_date IS NULL",
+                vec![text(&date.to_string()), dt(when), Value::Int(ppid)]).await?;
+            let r0 = self.rng.uuid();
+            self.exec("INSERT INTO patient_state (patient_program_id, state, start_date, date_created, uuid) VALUES (?, ?, ?, ?, ?)",
+                vec![Value::Int(ppid), Value::Int(state), text(&date.to_string()), dt(when), text(&r0)]).await?;
+            if state == 3 {
+                self.exec("UPDATE person SET dead = 1, death_date = ?, changed_by = 1, date_changed = ? WHERE person_id = ?",
+                    vec![dt(when), dt(when), Value::Int(pid)]).await?;
+            }
+            let e = self.encounter(pid, 70, when).await?;
+            self.obs_in(pid, 3289, e, when, ObsValue::Coded(state))
+                .await?;
+        }
+        self.commit().await?;
+        self.patients[i].active = false;
+        Ok(())
+    }
+}
+
+/// Row writers, used between `begin` and `commit`.
+impl Clinic {
+    async fn exec(&mut self, sql: &str, params: Vec<Value>) -> anyhow::Result<()> {
+        self.conn.exec_drop(sql, params).await?;
+        Ok(())
+    }
+
+    async fn insert(&mut self, sql: &str, params: Vec<Value>) -> anyhow::Result<i64> {
+        self.conn.exec_drop(sql, params).await?;
+        Ok(self.conn.last_insert_id().unwrap_or(0) as i64)
+    }
+
+    async fn encounter(&mut self, pid: i64, kind: i64, when: NaiveDateTime) -> anyhow::Result<i64> {
+        self.encounter_at(pid, kind, when, when).await
+    }
+
+    async fn encounter_at(
+        &mut self,
+        pid: i64,
+        kind: i64,
+        when: NaiveDateTime,
+        created: NaiveDateTime,
+    ) -> anyhow::Result<i64> {
+        self.counts.encounters += 1;
+        let uuid = self.rng.uuid();
+        self.insert(
+            "INSERT INTO encounter (encounter_type, patient_id, provider_id, location_id, encounter_datetime, program_id, date_created, uuid) VALUES (?, ?, 1, ?, ?, ?, ?, ?)",
+            vec![Value::Int(kind), Value::Int(pid), Value::Int(LOCATION), dt(when), Value::Int(HIV_PROGRAM), dt(created), text(&uuid)],
+        )
+        .await
+    }
+
+    async fn obs_in(
+        &mut self,
+        pid: i64,
+        concept: i64,
+        encounter: i64,
+        when: NaiveDateTime,
+        value: ObsValue,
+    ) -> anyhow::Result<i64> {
+        self.counts.obs += 1;
+        let (mut numeric, mut coded, mut datetime, mut txt, mut drug) = (
+            Value::NULL,
+            Value::NULL,
+            Value::NULL,
+            Value::NULL,
+            Value::NULL,
+        );
+        match value {
+            ObsValue::Numeric(v) => numeric = Value::Double(v),
+            ObsValue::Coded(v) => coded = Value::Int(v),
+            ObsValue::Datetime(v) => datetime = dt(v),
+            ObsValue::Text(v) => txt = text(&v),
+            ObsValue::Drug(d, v) => {
+                drug = Value::Int(d);
+                numeric = Value::Double(v);
+            }
+        }
+        let uuid = self.rng.uuid();
+        self.insert(
+            "INSERT INTO obs (person_id, concept_id, encounter_id, obs_datetime, location_id, value_coded, value_drug, value_datetime, value_numeric, value_text, date_created, uuid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![Value::Int(pid), Value::Int(concept), Value::Int(encounter), dt(when), Value::Int(LOCATION), coded, drug, datetime, numeric, txt, dt(when), text(&uuid)],
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn order(
+        &mut self,
+        pid: i64,
+        encounter: i64,
+        drug: i64,
+        when: NaiveDateTime,
+        days: i64,
+        dose: f64,
+        quantity: i64,
+    ) -> anyhow::Result<()> {
+        self.counts.orders += 1;
+        let concept: Option<i64> = self
+            .conn
+            .exec_first("SELECT concept_id FROM drug WHERE drug_id = ?", (drug,))
+            .await?;
+        let uuid = self.rng.uuid();
+        let order_id = self
+            .insert(
+                "INSERT INTO orders (order_type_id, concept_id, orderer, instructions, start_date, auto_expire_date, patient_id, encounter_id, date_created, uuid) VALUES (1, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                vec![Value::Int(concept.unwrap_or(0)), text(&format!("{dose} tablet(s) daily")), dt(when), dt(when + chrono::Duration::days(days)), Value::Int(pid), Value::Int(encounter), dt(when), text(&uuid)],
+            )
+            .await?;
+        self.exec(
+            "INSERT INTO drug_order (order_id, drug_inventory_id, dose, equivalent_daily_dose, units, frequency, quantity) VALUES (?, ?, ?, ?, 'tab(s)', 'OD', ?)",
+            vec![Value::Int(order_id), Value::Int(drug), Value::Double(dose), Value::Double(dose), Value::Int(quantity)],
+        )
+        .await
+    }
+}

@@ -1,0 +1,35 @@
+//! Byte layouts of the state store's keys.
+//!
+//! Visit rows are keyed `stream_key \0 table \0 canonical-pk-json`, so a visit's rows are one
+//! prefix scan and a row changed twice in a visit keeps one entry (the latest).
+
+use serde_json::{Map, Value};
+
+/// Prefix of all rows of a visit.
+pub fn visit_prefix(stream_key: &str) -> Vec<u8> {
+    let mut k = stream_key.as_bytes().to_vec();
+    k.push(0);
+    k
+}
+
+/// Key of one row in a visit buffer.
+pub fn row_key(stream_key: &str, table: &str, pk: &Map<String, Value>) -> Vec<u8> {
+    let mut k = visit_prefix(stream_key);
+    k.extend(table.as_bytes());
+    k.push(0);
+    k.extend(canonical_pk(pk).as_bytes());
+    k
+}
+
+/// The primary key as compact JSON (serde_json maps are sorted, so this is canonical).
+pub fn canonical_pk(pk: &Map<String, Value>) -> String {
+    serde_json::to_string(pk).unwrap_or_default()
+}
+
+/// Key of a lookup index entry.
+pub fn lookup_key(table: &str, pk: &str) -> Vec<u8> {
+    let mut k = table.as_bytes().to_vec();
+    k.push(0);
+    k.extend(pk.as_bytes());
+    k
+}

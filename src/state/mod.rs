@@ -1,0 +1,501 @@
+//! The tailer's embedded state in sled: checkpoint, open visit buffers, the lookup index,
+//! the outbox, the ledger of shipped versions and the dead letters. Nothing outside this
+//! module sees sled types.
+//!
+//! Invariants:
+//! - `commit_transaction` writes a source transaction's rows into visit buffers, its lookup
+//!   entries and the checkpoint after it in **one** sled transaction: after a crash, state is
+//!   a prefix of source transactions and the checkpoint says which.
+//! - `move_to_outbox` removes a visit buffer and appends its envelope to the outbox in one
+//!   transaction; an outbox entry leaves only through `outbox_done` (2xx/409) or
+//!   `outbox_dead` (other 4xx), never silently.
+
+mod keys;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+
+use crate::binlog::BinlogPosition;
+use crate::visit::{VisitKey, VisitMeta, WireRow};
+pub use keys::{canonical_pk, row_key, visit_prefix};
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// sled failed (disk full, corruption, I/O).
+    #[error("state store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored value did not decode (a bug or a corrupted store).
+    #[error("state store: undecodable {what}: {source}")]
+    Corrupt {
+        /// Which record.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Another process holds the state directory.
+    #[error("state directory {0} is in use by another emr-stream process (a tailer is running?)")]
+    Locked(String),
+}
+
+impl From<TransactionError<StateError>> for StateError {
+    fn from(e: TransactionError<StateError>) -> Self {
+        match e {
+            TransactionError::Abort(e) => e,
+            TransactionError::Storage(e) => StateError::Sled(e),
+        }
+    }
+}
+
+/// Where the tailer resumes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Checkpoint {
+    /// Position after the last whole source transaction recorded.
+    pub position: BinlogPosition,
+    /// Its MariaDB GTID, when known.
+    pub gtid: Option<String>,
+    /// The `lsn` epoch (goes up when the source's positions went back).
+    pub epoch: u64,
+    /// Source `@@server_id` this checkpoint belongs to.
+    pub server_id: u32,
+    /// Source commit time of that transaction (unix seconds).
+    pub timestamp: u32,
+}
+
+/// A dead letter: an outbox entry the receiver refused for good.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// HTTP status (0 when not from HTTP).
+    pub status: u16,
+    /// The receiver's reason (no patient data: the receiver only names fields).
+    pub reason: String,
+    /// When (unix ms).
+    pub at_ms: u64,
+    /// Stream key of the visit.
+    pub stream_key: String,
+    /// Version of the visit.
+    pub version: u64,
+    /// The visit envelope as it was to be sent.
+    pub visit: Box<serde_json::value::RawValue>,
+}
+
+/// One pending outbox entry.
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    /// Outbox id (monotone).
+    pub id: u64,
+    /// When it was enqueued (unix ms).
+    pub enqueued_ms: u64,
+    /// The visit envelope (JSON).
+    pub visit: Vec<u8>,
+}
+
+/// The rows of one source transaction, grouped by visit, ready to be recorded.
+#[derive(Debug, Default)]
+pub struct TxnChanges {
+    /// Per visit: its key and rows (keyed by table + pk, latest wins).
+    pub visits: BTreeMap<String, (VisitKey, Vec<WireRow>, bool)>,
+    /// New lookup index entries (table, pk) → visit key.
+    pub lookups: HashMap<(String, String), VisitKey>,
+}
+
+const CHECKPOINT: &[u8] = b"checkpoint";
+const TAILER_ID: &[u8] = b"tailer_id";
+
+/// The store.
+#[derive(Clone)]
+pub struct State {
+    db: sled::Db,
+    meta: sled::Tree,
+    visits: sled::Tree,
+    visit_rows: sled::Tree,
+    lookup: sled::Tree,
+    outbox: sled::Tree,
+    versions: sled::Tree,
+    shipped: sled::Tree,
+    dead: sled::Tree,
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, bytes: &[u8]) -> Result<T, StateError> {
+    serde_json::from_slice(bytes).map_err(|source| StateError::Corrupt { what, source })
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("state records serialize")
+}
+
+fn abort(e: StateError) -> ConflictableTransactionError<StateError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+/// Milliseconds since the unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl State {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, StateError> {
+        let db = sled::Config::new()
+            .path(dir)
+            .flush_every_ms(Some(200))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io)
+                    if io.kind() == std::io::ErrorKind::WouldBlock
+                        || io.to_string().contains("lock") =>
+                {
+                    StateError::Locked(dir.display().to_string())
+                }
+                other => StateError::Sled(other),
+            })?;
+        let state = Self {
+            meta: db.open_tree("meta")?,
+            visits: db.open_tree("visits")?,
+            visit_rows: db.open_tree("visit_rows")?,
+            lookup: db.open_tree("lookup")?,
+            outbox: db.open_tree("outbox")?,
+            versions: db.open_tree("versions")?,
+            shipped: db.open_tree("shipped")?,
+            dead: db.open_tree("dead")?,
+            db,
+        };
+        if state.meta.get(TAILER_ID)?.is_none() {
+            let id = format!("{:016x}{:08x}", now_ms(), std::process::id());
+            state.meta.insert(TAILER_ID, id.as_bytes())?;
+        }
+        Ok(state)
+    }
+
+    /// A random id of this state store, fixed at creation (batch ids include it, so that a
+    /// fresh store never reuses a batch id the receiver has seen).
+    pub fn tailer_id(&self) -> Result<String, StateError> {
+        Ok(self
+            .meta
+            .get(TAILER_ID)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default())
+    }
+
+    /// The checkpoint, if any transaction was recorded.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StateError> {
+        self.meta
+            .get(CHECKPOINT)?
+            .map(|v| decode("checkpoint", &v))
+            .transpose()
+    }
+
+    /// Sets the checkpoint alone (first start, reset).
+    pub fn set_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StateError> {
+        self.meta.insert(CHECKPOINT, encode(checkpoint))?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Records one source transaction: rows into visit buffers, lookup entries, and the
+    /// checkpoint after it, atomically.
+    pub fn commit_transaction(
+        &self,
+        txn: &TxnChanges,
+        checkpoint: &Checkpoint,
+        now: u64,
+    ) -> Result<(), StateError> {
+        let cp = encode(checkpoint);
+        (&self.meta, &self.visits, &self.visit_rows, &self.lookup)
+            .transaction(|(meta, visits, rows, lookup)| {
+                for (stream_key, (key, wire_rows, closing)) in &txn.visits {
+                    let mut visit = match visits.get(stream_key.as_bytes())? {
+                        Some(v) => decode::<VisitMeta>("visit", &v).map_err(abort)?,
+                        None => VisitMeta::new(key.clone(), now),
+                    };
+                    visit.touch(now, *closing, wire_rows.len() as u64);
+                    visits.insert(stream_key.as_bytes(), encode(&visit))?;
+                    for row in wire_rows {
+                        rows.insert(row_key(stream_key, &row.table, &row.pk), encode(row))?;
+                    }
+                }
+                for ((table, pk), key) in &txn.lookups {
+                    lookup.insert(keys::lookup_key(table, pk), encode(key))?;
+                }
+                meta.insert(CHECKPOINT, cp.as_slice())?;
+                Ok(())
+            })
+            .map_err(StateError::from)
+    }
+
+    /// The visit key recorded for the row `table` / `pk` (the canonical pk text).
+    pub fn lookup(&self, table: &str, pk: &str) -> Result<Option<VisitKey>, StateError> {
+        self.lookup
+            .get(keys::lookup_key(table, pk))?
+            .map(|v| decode("lookup", &v))
+            .transpose()
+    }
+
+    /// All open visit buffers.
+    pub fn open_visits(&self) -> Result<Vec<(String, VisitMeta)>, StateError> {
+        self.visits
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((
+                    String::from_utf8_lossy(&k).into_owned(),
+                    decode("visit", &v)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Number of open visit buffers.
+    pub fn open_visit_count(&self) -> usize {
+        self.visits.len()
+    }
+
+    /// Moves the buffer of `stream_key` into the outbox as the next version, built by
+    /// `envelope(version, rows)`. Returns the version, or `None` if the buffer is gone.
+    pub fn move_to_outbox(
+        &self,
+        stream_key: &str,
+        envelope: impl Fn(u64, &[WireRow]) -> Vec<u8>,
+        now: u64,
+    ) -> Result<Option<u64>, StateError> {
+        let Some(meta_bytes) = self.visits.get(stream_key.as_bytes())? else {
+            return Ok(None);
+        };
+        let mut row_keys = Vec::new();
+        let mut wire_rows = Vec::new();
+        for item in self.visit_rows.scan_prefix(visit_prefix(stream_key)) {
+            let (k, v) = item?;
+            wire_rows.push(decode::<WireRow>("visit row", &v)?);
+            row_keys.push(k);
+        }
+        let id = self.db.generate_id()?;
+        let version = (&self.visits, &self.visit_rows, &self.outbox, &self.versions)
+            .transaction(|(visits, rows, outbox, versions)| {
+                // The buffer must be exactly what was scanned.
+                if visits.get(stream_key.as_bytes())?.as_deref() != Some(&meta_bytes[..]) {
+                    return Err(abort(StateError::Locked(
+                        "visit changed during move".into(),
+                    )));
+                }
+                let version = versions
+                    .get(stream_key.as_bytes())?
+                    .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+                    .unwrap_or(0)
+                    + 1;
+                let mut value = now.to_be_bytes().to_vec();
+                value.extend(envelope(version, &wire_rows));
+                outbox.insert(&id.to_be_bytes(), value)?;
+                versions.insert(stream_key.as_bytes(), &version.to_be_bytes())?;
+                visits.remove(stream_key.as_bytes())?;
+                for k in &row_keys {
+                    rows.remove(k)?;
+                }
+                Ok(version)
+            })
+            .map_err(StateError::from)?;
+        Ok(Some(version))
+    }
+
+    /// Up to `max_bytes` of the oldest outbox entries (at least one when any).
+    pub fn outbox_peek(&self, max_bytes: usize) -> Result<Vec<OutboxEntry>, StateError> {
+        let mut out = Vec::new();
+        let mut total = 0;
+        for item in self.outbox.iter() {
+            let (k, v) = item?;
+            if !out.is_empty() && total + v.len() > max_bytes {
+                break;
+            }
+            total += v.len();
+            let id = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
+            let enqueued_ms = u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
+            out.push(OutboxEntry {
+                id,
+                enqueued_ms,
+                visit: v[8..].to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Entries the receiver stored (2xx) or already had (409): out of the outbox, into the
+    /// ledger of shipped versions.
+    pub fn outbox_done(&self, done: &[(u64, String, u64)], now: u64) -> Result<(), StateError> {
+        (&self.outbox, &self.shipped)
+            .transaction(|(outbox, shipped)| {
+                for (id, stream_key, version) in done {
+                    outbox.remove(&id.to_be_bytes())?;
+                    shipped.insert(stream_key.as_bytes(), encode(&(version, now)))?;
+                }
+                Ok(())
+            })
+            .map_err(StateError::from)
+    }
+
+    /// Entries the receiver refused for good: out of the outbox, into dead letters.
+    pub fn outbox_dead(&self, ids: &[u64], letters: Vec<DeadLetter>) -> Result<(), StateError> {
+        let dead_ids: Vec<u64> = letters
+            .iter()
+            .map(|_| self.db.generate_id())
+            .collect::<Result<_, _>>()?;
+        (&self.outbox, &self.dead)
+            .transaction(|(outbox, dead)| {
+                for id in ids {
+                    outbox.remove(&id.to_be_bytes())?;
+                }
+                for (id, letter) in dead_ids.iter().zip(&letters) {
+                    dead.insert(&id.to_be_bytes(), encode(letter))?;
+                }
+                Ok(())
+            })
+            .map_err(StateError::from)
+    }
+
+    /// (count, bytes, oldest enqueue time in unix ms) of the outbox.
+    pub fn outbox_stats(&self) -> Result<(usize, u64, Option<u64>), StateError> {
+        let mut count = 0;
+        let mut bytes = 0u64;
+        let mut oldest = None;
+        for item in self.outbox.iter() {
+            let (_, v) = item?;
+            if oldest.is_none() {
+                oldest = Some(u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])));
+            }
+            count += 1;
+            bytes += v.len() as u64 - 8;
+        }
+        Ok((count, bytes, oldest))
+    }
+
+    /// Number of outbox entries.
+    pub fn outbox_len(&self) -> usize {
+        self.outbox.len()
+    }
+
+    /// Dead letters, oldest first, with their ids.
+    pub fn dead_letters(&self) -> Result<Vec<(u64, DeadLetter)>, StateError> {
+        self.dead
+            .iter()
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((
+                    u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
+                    decode("dead letter", &v)?,
+                ))
+            })
+            .collect()
+    }
+
+    /// The last shipped version of a visit and when (unix ms).
+    pub fn shipped(&self, stream_key: &str) -> Result<Option<(u64, u64)>, StateError> {
+        self.shipped
+            .get(stream_key.as_bytes())?
+            .map(|v| decode("ledger", &v))
+            .transpose()
+    }
+
+    /// Waits until everything written so far is on disk.
+    pub fn flush(&self) -> Result<(), StateError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "emr-state-{name}-{}-{}",
+            std::process::id(),
+            now_ms()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    fn row(table: &str, id: i64, lsn: u64) -> WireRow {
+        WireRow {
+            table: table.into(),
+            op: crate::binlog::RowOp::Upsert,
+            lsn,
+            pk: serde_json::from_value(json!({ "obs_id": id })).unwrap(),
+            data: serde_json::from_value(json!({ "value_numeric": 1.5 })).unwrap(),
+        }
+    }
+
+    #[test]
+    fn transaction_rows_and_checkpoint_move_together_and_outbox_versions() {
+        let dir = temp_dir("txn");
+        let state = State::open(&dir).unwrap();
+        let key = VisitKey {
+            patient_id: 7,
+            program_id: 1,
+            visit_date: "2026-01-02".into(),
+        };
+        let mut txn = TxnChanges::default();
+        txn.visits.insert(
+            "101:7:1:2026-01-02".into(),
+            (
+                key.clone(),
+                vec![row("obs", 1, 10), row("obs", 2, 10)],
+                false,
+            ),
+        );
+        let cp = Checkpoint {
+            position: BinlogPosition {
+                file: "binlog.000001".into(),
+                pos: 500,
+            },
+            gtid: None,
+            epoch: 0,
+            server_id: 1,
+            timestamp: 0,
+        };
+        state.commit_transaction(&txn, &cp, 1000).unwrap();
+        assert_eq!(state.checkpoint().unwrap(), Some(cp));
+        assert_eq!(state.open_visit_count(), 1);
+        let v = state
+            .move_to_outbox(
+                "101:7:1:2026-01-02",
+                |version, rows| format!("{version}:{}", rows.len()).into_bytes(),
+                2000,
+            )
+            .unwrap();
+        assert_eq!(v, Some(1));
+        assert_eq!(state.open_visit_count(), 0);
+        let entries = state.outbox_peek(1 << 20).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].visit, b"1:2");
+        // a later change to the same visit ships as version 2
+        state
+            .commit_transaction(&txn, &state.checkpoint().unwrap().unwrap(), 3000)
+            .unwrap();
+        let v = state
+            .move_to_outbox(
+                "101:7:1:2026-01-02",
+                |v, _| v.to_string().into_bytes(),
+                4000,
+            )
+            .unwrap();
+        assert_eq!(v, Some(2));
+        state
+            .outbox_done(&[(entries[0].id, "101:7:1:2026-01-02".into(), 1)], 5000)
+            .unwrap();
+        assert_eq!(state.outbox_len(), 1);
+        assert_eq!(
+            state.shipped("101:7:1:2026-01-02").unwrap(),
+            Some((1, 5000))
+        );
+        drop(state);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

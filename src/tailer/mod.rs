@@ -1,0 +1,182 @@
+//! The facility sidecar: binlog → visit buffers → outbox → receiver.
+//!
+//! Tasks: the capture loop (one writer of visit buffers: it records whole source
+//! transactions and moves ready visits to the outbox), the shipper, and the HTTP endpoint.
+//! Errors from the source are retried from the checkpoint with backoff; errors of the state
+//! store and refusals (purged binlog, unsupported source) stop the tailer with a message that
+//! names the remedy.
+
+mod capture;
+mod http;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::Context;
+use mysql_async::prelude::Queryable;
+use tokio::sync::Notify;
+
+use crate::binlog::{self, BinlogPosition};
+use crate::config::TailerConfig;
+use crate::mapping::Mapping;
+use crate::ship::{ShipStatus, Shipper};
+use crate::shutdown::Shutdown;
+use crate::state::{Checkpoint, State};
+pub use capture::{Capture, CaptureStatus};
+
+/// Runs the tailer until shutdown.
+pub async fn run(
+    config: TailerConfig,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let mapping = Mapping::load(&config.mapping)?;
+    std::fs::create_dir_all(&config.state.dir)
+        .with_context(|| format!("cannot create state dir {}", config.state.dir.display()))?;
+    let state = State::open(&config.state.dir)?;
+    let opts = binlog::source_opts(config.source.url.expose())?;
+    let pool = mysql_async::Pool::new(opts.clone());
+    let mut conn = pool
+        .get_conn()
+        .await
+        .context("cannot connect to the source database (source.url)")?;
+    let info = binlog::preflight(&mut conn, config.source.server_id).await?;
+    if !info.full_metadata {
+        tracing::info!("source logs no column names (binlog_row_metadata is not FULL); names come from information_schema");
+    }
+    let site_id = match config.source.site_id {
+        Some(id) => id,
+        None => binlog::read_site_id(&mut conn, &config.source.database).await?,
+    };
+    let checkpoint = match state.checkpoint()? {
+        Some(cp) => {
+            check_position_exists(&cp.position, &info.files)?;
+            cp
+        }
+        None => {
+            let position = match config.source.start.as_str() {
+                "current" => binlog::server_position(&mut conn).await?,
+                "earliest" => BinlogPosition {
+                    file: info
+                        .files
+                        .first()
+                        .cloned()
+                        .context("the source has no binlog files")?,
+                    pos: 4,
+                },
+                other => BinlogPosition::parse(other).context("source.start")?,
+            };
+            let cp = Checkpoint {
+                position,
+                gtid: None,
+                epoch: 0,
+                server_id: info.server_id,
+                timestamp: 0,
+            };
+            state.set_checkpoint(&cp)?;
+            tracing::info!(position = %cp.position, "no checkpoint: starting from source.start");
+            cp
+        }
+    };
+    let _ = conn.query_drop("DO 1").await;
+    drop(conn);
+    tracing::info!(site_id, position = %checkpoint.position, source_version = %info.version, "tailer starting");
+
+    let wake = Arc::new(Notify::new());
+    let ship_status = Arc::new(ShipStatus::default());
+    let capture_status = Arc::new(CaptureStatus::default());
+    let shipper = Shipper::new(
+        config.ship.clone(),
+        state.clone(),
+        site_id,
+        wake.clone(),
+        ship_status.clone(),
+    )?;
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
+    tracing::info!(addr = %listener.local_addr()?, "tailer http listening");
+    let http = tokio::spawn(http::serve(
+        listener,
+        http::Board {
+            state: state.clone(),
+            metrics,
+            ship: ship_status,
+            capture: capture_status.clone(),
+            site_id,
+        },
+        shutdown.clone(),
+    ));
+    let ship_task = tokio::spawn(shipper.run(shutdown.clone()));
+
+    let mapped: HashMap<String, Vec<String>> = mapping
+        .tables
+        .iter()
+        .map(|(k, v)| (k.clone(), v.pk.clone()))
+        .collect();
+    let capture = Capture::new(
+        &config,
+        mapping,
+        state.clone(),
+        pool.clone(),
+        opts,
+        site_id,
+        mapped,
+        wake,
+        capture_status,
+    );
+    let result = capture.run(shutdown.clone()).await;
+    // Capture ended (shutdown or fatal error): stop the others too.
+    let ship_result = if result.is_err() {
+        ship_task.abort();
+        Ok(())
+    } else {
+        ship_task
+            .await
+            .context("shipper task")?
+            .map_err(anyhow::Error::from)
+    };
+    http.abort();
+    state.flush()?;
+    pool.disconnect().await.ok();
+    result?;
+    ship_result
+}
+
+/// Refuses to start from a checkpoint whose binlog file the source no longer has.
+fn check_position_exists(position: &BinlogPosition, files: &[String]) -> anyhow::Result<()> {
+    if files.iter().any(|f| f == &position.file) {
+        return Ok(());
+    }
+    let newest = files.last().map(String::as_str).unwrap_or("none");
+    let what = match files.first().and_then(|f| binlog::file_sequence(f)) {
+        Some(first) if first > position.sequence() => "was purged from the source",
+        _ => "does not exist on the source (were its binlogs reset, or is this another server?)",
+    };
+    anyhow::bail!(
+        "the checkpoint's binlog file {} {what} (source has {} .. {newest}). Rows written since the checkpoint \
+         cannot be read from the binlog. Remedy: `emr-stream checkpoint reset --config <tailer.toml> --to-current --yes`, \
+         then `emr-stream sweep --config <tailer.toml> --since <the checkpoint's day>` to re-send what was missed.",
+        position.file,
+        files.first().map(String::as_str).unwrap_or("none"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn purged_checkpoint_is_refused_with_remedy() {
+        let cp = BinlogPosition::parse("binlog.000002:400").unwrap();
+        let files = vec!["binlog.000005".to_string(), "binlog.000006".to_string()];
+        let e = check_position_exists(&cp, &files).unwrap_err().to_string();
+        assert!(e.contains("purged"), "{e}");
+        assert!(e.contains("checkpoint reset"), "{e}");
+        assert!(check_position_exists(&cp, &["binlog.000002".to_string()]).is_ok());
+        let reset =
+            check_position_exists(&BinlogPosition::parse("binlog.000009:4").unwrap(), &files)
+                .unwrap_err();
+        assert!(reset.to_string().contains("reset"));
+    }
+}
