@@ -434,7 +434,7 @@ fn default_receiver_listen() -> SocketAddr {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorConfig {
-    /// `mysql://user:password@host:port` (no database); env `EMR_MIRROR_URL` overrides.
+    /// `mysql://user:password@host:port` (no database); env `EMR_RECEIVER_MYSQL_URL` overrides.
     #[serde(default)]
     pub url: Secret,
     /// The mirror database; created when missing.
@@ -450,7 +450,7 @@ fn default_mirror_db() -> String {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
-    /// `postgres://user:password@host:port/db`; env `EMR_PG_URL` overrides.
+    /// `postgres://user:password@host:port/db`; env `EMR_RECEIVER_PG_URL` overrides.
     #[serde(default)]
     pub url: Secret,
     /// Connection pool size.
@@ -547,8 +547,8 @@ impl ReceiverConfig {
     /// Reads, applies environment overrides and validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let mut config: Self = load(path)?;
-        from_env(&mut config.mysql.url, "EMR_MIRROR_URL");
-        from_env(&mut config.postgres.url, "EMR_PG_URL");
+        from_env(&mut config.mysql.url, "EMR_RECEIVER_MYSQL_URL");
+        from_env(&mut config.postgres.url, "EMR_RECEIVER_PG_URL");
         config.validate()?;
         Ok(config)
     }
@@ -558,14 +558,17 @@ impl ReceiverConfig {
         if !self.mysql.url.expose().starts_with("mysql://") {
             return invalid(
                 "mysql.url",
-                "must be mysql://user:pass@host:port (or set EMR_MIRROR_URL)",
+                "must be mysql://user:pass@host:port (or set EMR_RECEIVER_MYSQL_URL)",
             );
         }
         if !is_identifier(&self.mysql.database) {
             return invalid("mysql.database", "must be a plain database name");
         }
         if !self.postgres.url.expose().starts_with("postgres") {
-            return invalid("postgres.url", "must be postgres://... (or set EMR_PG_URL)");
+            return invalid(
+                "postgres.url",
+                "must be postgres://... (or set EMR_RECEIVER_PG_URL)",
+            );
         }
         if self.sites.is_empty() {
             return invalid("sites", "is empty: no site could send anything");

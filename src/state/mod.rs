@@ -94,11 +94,24 @@ pub struct OutboxEntry {
     pub visit: Vec<u8>,
 }
 
+/// The rows one source transaction brings to one visit.
+#[derive(Debug)]
+pub struct VisitChanges {
+    /// The visit.
+    pub key: VisitKey,
+    /// Its rows (a row changed twice keeps the latest).
+    pub rows: Vec<WireRow>,
+    /// A closing encounter type committed.
+    pub closing: bool,
+    /// Some row is clinical (role `visit`), so the visit may wait for a closing encounter.
+    pub clinical: bool,
+}
+
 /// The rows of one source transaction, grouped by visit, ready to be recorded.
 #[derive(Debug, Default)]
 pub struct TxnChanges {
-    /// Per visit: its key and rows (keyed by table + pk, latest wins).
-    pub visits: BTreeMap<String, (VisitKey, Vec<WireRow>, bool)>,
+    /// Per stream key.
+    pub visits: BTreeMap<String, VisitChanges>,
     /// New lookup index entries (table, pk) → visit key.
     pub lookups: HashMap<(String, String), VisitKey>,
 }
@@ -210,14 +223,19 @@ impl State {
         let cp = encode(checkpoint);
         (&self.meta, &self.visits, &self.visit_rows, &self.lookup)
             .transaction(|(meta, visits, rows, lookup)| {
-                for (stream_key, (key, wire_rows, closing)) in &txn.visits {
+                for (stream_key, change) in &txn.visits {
                     let mut visit = match visits.get(stream_key.as_bytes())? {
                         Some(v) => decode::<VisitMeta>("visit", &v).map_err(abort)?,
-                        None => VisitMeta::new(key.clone(), now),
+                        None => VisitMeta::new(change.key.clone(), now),
                     };
-                    visit.touch(now, *closing, wire_rows.len() as u64);
+                    visit.touch(
+                        now,
+                        change.closing,
+                        change.clinical,
+                        change.rows.len() as u64,
+                    );
                     visits.insert(stream_key.as_bytes(), encode(&visit))?;
-                    for row in wire_rows {
+                    for row in &change.rows {
                         rows.insert(row_key(stream_key, &row.table, &row.pk), encode(row))?;
                     }
                 }

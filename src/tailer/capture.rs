@@ -17,10 +17,11 @@ use tokio::sync::Notify;
 use crate::binlog::{BinlogReader, RowChange, RowOp, Step};
 use crate::config::TailerConfig;
 use crate::mapping::Mapping;
+use crate::mapping::Role;
 use crate::metrics as m;
 use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
-use crate::state::{now_ms, Checkpoint, State, TxnChanges};
+use crate::state::{now_ms, Checkpoint, State, TxnChanges, VisitChanges};
 use crate::visit::{envelope, is_ready, Readiness, Resolver, WireRow};
 
 /// Live numbers of the capture loop, for `/status`.
@@ -75,7 +76,12 @@ impl Capture {
     ) -> Self {
         let database = config.source.database.clone();
         Self {
-            resolver: Resolver::new(mapping.clone(), state.clone(), pool.clone(), database.clone()),
+            resolver: Resolver::new(
+                mapping.clone(),
+                state.clone(),
+                pool.clone(),
+                database.clone(),
+            ),
             mapping,
             state,
             opts,
@@ -252,18 +258,25 @@ impl Capture {
                     .collect(),
             };
             let lsn = change.position.lsn(cp.epoch);
+            let clinical = spec.role == Role::Visit;
             let entry = txn
                 .visits
                 .entry(key.stream_key(self.site_id))
-                .or_insert_with(|| (key, Vec::new(), false));
-            entry.1.push(WireRow {
+                .or_insert_with(|| VisitChanges {
+                    key,
+                    rows: Vec::new(),
+                    closing: false,
+                    clinical: false,
+                });
+            entry.rows.push(WireRow {
                 table: change.table,
                 op: change.op,
                 lsn,
                 pk,
                 data,
             });
-            entry.2 |= closing;
+            entry.closing |= closing;
+            entry.clinical |= clinical;
         }
         txn.lookups = self.resolver.take_pending();
         self.state.commit_transaction(&txn, cp, now)?;

@@ -50,6 +50,10 @@ pub struct VisitMeta {
     pub closing_at_ms: Option<u64>,
     /// Row changes recorded (including repeats of one row).
     pub changes: u64,
+    /// Whether any clinical row (role `visit`) is in it; without one there is no closing
+    /// encounter to wait for.
+    #[serde(default)]
+    pub clinical: bool,
 }
 
 impl VisitMeta {
@@ -61,13 +65,16 @@ impl VisitMeta {
             last_change_ms: now,
             closing_at_ms: None,
             changes: 0,
+            clinical: false,
         }
     }
 
-    /// Records `rows` more changes at `now`; `closing` when a closing encounter committed.
-    pub fn touch(&mut self, now: u64, closing: bool, rows: u64) {
+    /// Records `rows` more changes at `now`; `closing` when a closing encounter committed,
+    /// `clinical` when some row is clinical.
+    pub fn touch(&mut self, now: u64, closing: bool, clinical: bool, rows: u64) {
         self.last_change_ms = now;
         self.changes += rows;
+        self.clinical |= clinical;
         if closing {
             self.closing_at_ms = Some(now);
         }

@@ -1,7 +1,9 @@
 //! When an open visit is ready to ship (DESIGN.md, "The visit"):
 //! - a closing encounter type committed and the settle delay passed with no change; or
 //! - no change for the idle timeout; or
-//! - its day is over and the settle delay passed with no change.
+//! - its day is over and the settle delay passed with no change; or
+//! - it holds no clinical row (demographics, program or reference changes only: there is no
+//!   closing encounter to wait for) and the settle delay passed with no change.
 //!
 //! Pure: the caller passes the clock, so tests need no sleeping.
 
@@ -22,7 +24,7 @@ pub fn is_ready(meta: &VisitMeta, now_ms: u64, today: &str, rules: Readiness) ->
     let quiet = now_ms.saturating_sub(meta.last_change_ms);
     let day_over = meta.key.visit_date.as_str() < today;
     let closed = meta.closing_at_ms.is_some();
-    if quiet >= rules.settle_ms && (closed || day_over) {
+    if quiet >= rules.settle_ms && (closed || day_over || !meta.clinical) {
         return Some(true);
     }
     if quiet >= rules.idle_ms {
@@ -52,6 +54,7 @@ mod tests {
             last_change_ms: last,
             closing_at_ms: closing,
             changes: 1,
+            clinical: true,
         }
     }
 
@@ -67,6 +70,14 @@ mod tests {
         let m = meta("2026-11-26", 0, None);
         assert_eq!(is_ready(&m, 60_000, "2026-11-26", RULES), None);
         assert_eq!(is_ready(&m, 1_800_000, "2026-11-26", RULES), Some(false));
+    }
+
+    #[test]
+    fn demographics_only_visit_is_ready_after_settle() {
+        let mut m = meta("2026-11-26", 0, None);
+        m.clinical = false;
+        assert_eq!(is_ready(&m, 4_999, "2026-11-26", RULES), None);
+        assert_eq!(is_ready(&m, 5_000, "2026-11-26", RULES), Some(true));
     }
 
     #[test]

@@ -1,0 +1,558 @@
+//! Shared harness of the integration tests: the real MariaDB and PostgreSQL that
+//! `scripts/services.sh` starts, per-test databases, the real `emr-stream` binary as child
+//! processes, and comparisons of the source with the central stores.
+//!
+//! A test that cannot reach its services fails with a message saying how to start them.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Opts, OptsBuilder, Pool, Row, Value};
+
+pub const HOWTO: &str =
+    "the integration tests need the private MariaDB and PostgreSQL: run `scripts/test.sh`, \
+    or `scripts/services.sh start && eval \"$(scripts/services.sh env)\"` before `cargo test`";
+
+/// Connection URLs of the services.
+pub struct Services {
+    pub mysql_url: String,
+    pub pg_url: String,
+}
+
+impl Services {
+    /// From EMR_MYSQL_URL / EMR_PG_URL; panics with `HOWTO` when unset or unreachable.
+    pub async fn get() -> Self {
+        let mysql_url = std::env::var("EMR_MYSQL_URL")
+            .unwrap_or_else(|_| panic!("EMR_MYSQL_URL is not set: {HOWTO}"));
+        let pg_url = std::env::var("EMR_PG_URL")
+            .unwrap_or_else(|_| panic!("EMR_PG_URL is not set: {HOWTO}"));
+        let mut conn = mysql_async::Conn::new(
+            Opts::from_url(&mysql_url).expect("EMR_MYSQL_URL is a mysql url"),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach MariaDB at EMR_MYSQL_URL ({e}): {HOWTO}"));
+        conn.query_drop("SELECT 1").await.unwrap();
+        conn.disconnect().await.ok();
+        let (client, connection) = tokio_postgres::connect(&pg_url, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at EMR_PG_URL ({e}): {HOWTO}"));
+        tokio::spawn(connection);
+        client.simple_query("SELECT 1").await.unwrap();
+        Self { mysql_url, pg_url }
+    }
+
+    /// A fresh PostgreSQL database for one test; returns its URL.
+    pub async fn pg_database(&self, name: &str) -> String {
+        let (client, connection) = tokio_postgres::connect(&self.pg_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+            .simple_query(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await
+            .unwrap();
+        client
+            .simple_query(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let (base, _) = self.pg_url.rsplit_once('/').unwrap();
+        format!("{base}/{name}")
+    }
+
+    /// A pool on `database` of the MariaDB server.
+    pub fn mysql_pool(&self, database: &str) -> Pool {
+        Pool::new(
+            OptsBuilder::from_opts(Opts::from_url(&self.mysql_url).unwrap())
+                .db_name(Some(database)),
+        )
+    }
+
+    /// The server's current binlog position `file:pos`.
+    pub async fn binlog_position(&self) -> String {
+        let mut conn = mysql_async::Conn::new(Opts::from_url(&self.mysql_url).unwrap())
+            .await
+            .unwrap();
+        let row: Row = conn
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .unwrap()
+            .unwrap();
+        let file: String = row.get(0).unwrap();
+        let pos: u64 = row.get(1).unwrap();
+        conn.disconnect().await.ok();
+        format!("{file}:{pos}")
+    }
+}
+
+/// A unique lowercase name for this test's databases.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// A replica server id unique among concurrently running tests.
+pub fn server_id() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    100_000 + (std::process::id() % 1000) * 1000 + nanos % 1000
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_emr-stream")
+}
+
+/// A running `emr-stream` child process whose stderr goes to a file.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+    pub addr: String,
+}
+
+impl Proc {
+    /// Starts `emr-stream <args>` and waits for its "listening addr=" log line.
+    pub fn start(args: &[&str], log: &Path, marker: &str) -> Self {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        // Only lines of this process count (a restarted process appends to the same log).
+        let offset = std::fs::metadata(log)
+            .map(|m| m.len() as usize)
+            .unwrap_or(0);
+        let child = Command::new(bin())
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start emr-stream");
+        let mut proc = Self {
+            child,
+            log: log.to_owned(),
+            addr: String::new(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let all = std::fs::read_to_string(log).unwrap_or_default();
+            let text = all.get(offset..).unwrap_or("");
+            if let Some(line) = text.lines().rev().find(|l| l.contains(marker)) {
+                proc.addr = line.rsplit("addr=").next().unwrap().trim().to_owned();
+                return proc;
+            }
+            if let Ok(Some(status)) = proc.child.try_wait() {
+                panic!("emr-stream {args:?} exited with {status}:\n{text}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "emr-stream {args:?} did not start:\n{text}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(&mut self) {
+        self.child.kill().ok();
+        self.child.wait().ok();
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop(&mut self) {
+        unsafe_sigterm(self.child.id());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .ok();
+}
+
+/// Everything a test needs to run the whole system on its own databases.
+pub struct Rig {
+    pub services: Services,
+    pub name: String,
+    pub dir: PathBuf,
+    pub source_db: String,
+    pub mirror_db: String,
+    pub pg_url: String,
+    pub start: String,
+    pub token: String,
+    pub server_id: u32,
+}
+
+pub const SITE: i64 = 101;
+
+impl Rig {
+    /// Creates the test's databases and loads the fixture EMR schema into the source.
+    pub async fn new(prefix: &str) -> Self {
+        let services = Services::get().await;
+        let name = unique(prefix);
+        let dir = std::env::temp_dir().join(format!("emr-stream-tests/{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pg_url = services.pg_database(&name).await;
+        let start = services.binlog_position().await;
+        let source_db = format!("{name}_src");
+        emr_stream::simulate::init_schema(&services.mysql_url, &source_db)
+            .await
+            .expect("load EMR schema");
+        Self {
+            mirror_db: format!("{name}_mirror"),
+            source_db,
+            pg_url,
+            start,
+            token: format!("token-{name}"),
+            server_id: server_id(),
+            services,
+            name,
+            dir,
+        }
+    }
+
+    /// Writes receiver.toml and starts the receiver.
+    pub fn receiver(&self) -> Proc {
+        let hash = emr_stream::receive::auth::hash_token(&self.token);
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\nmapping = \"{mapping}\"\n[mysql]\nurl = \"{my}\"\ndatabase = \"{db}\"\n[postgres]\nurl = \"{pg}\"\n\
+             [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n[views]\ndebounce_ms = 200\n",
+            mapping = mapping_path(),
+            my = self.services.mysql_url,
+            db = self.mirror_db,
+            pg = self.pg_url,
+        );
+        let path = self.dir.join("receiver.toml");
+        std::fs::write(&path, config).unwrap();
+        Proc::start(
+            &["receiver", "--config", path.to_str().unwrap()],
+            &self.dir.join("receiver.log"),
+            "receiver listening",
+        )
+    }
+
+    /// Writes tailer.toml pointing at `receiver_addr` and starts the tailer.
+    pub fn tailer(&self, receiver_addr: &str) -> Proc {
+        let config = format!(
+            "mapping = \"{mapping}\"\n[source]\nurl = \"{my}\"\ndatabase = \"{db}\"\nserver_id = {sid}\nstart = \"{start}\"\nheartbeat_secs = 1\n\
+             [state]\ndir = \"{state}\"\n[visits]\nsettle_ms = 300\nidle_timeout_secs = 2\nready_check_ms = 100\n\
+             [ship]\nurl = \"http://{receiver_addr}/api/v1/stream\"\ntoken = \"{token}\"\nbackoff_initial_ms = 100\nbackoff_max_secs = 2\n\
+             [http]\nlisten = \"127.0.0.1:0\"\n",
+            mapping = mapping_path(),
+            my = self.services.mysql_url,
+            db = self.source_db,
+            sid = self.server_id,
+            start = self.start,
+            state = self.dir.join("state").display(),
+            token = self.token,
+        );
+        let path = self.dir.join("tailer.toml");
+        std::fs::write(&path, config).unwrap();
+        Proc::start(
+            &["tailer", "--config", path.to_str().unwrap()],
+            &self.dir.join("tailer.log"),
+            "tailer http listening",
+        )
+    }
+
+    /// Runs the simulator on the source database.
+    pub fn simulate(&self, patients: u32, days: u32, seed: u64, pace_ms: u64) -> Child {
+        Command::new(bin())
+            .args([
+                "simulate",
+                "--mysql",
+                &self.services.mysql_url,
+                "--database",
+                &self.source_db,
+                "--patients",
+                &patients.to_string(),
+                "--days",
+                &days.to_string(),
+                "--seed",
+                &seed.to_string(),
+                "--pace-ms",
+                &pace_ms.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start simulate")
+    }
+
+    /// Waits until the tailer has read up to the server's current position and has no open
+    /// visit and an empty outbox.
+    pub async fn wait_quiet(&self, tailer: &Proc, timeout: Duration) -> serde_json::Value {
+        let target = self.services.binlog_position().await;
+        let deadline = Instant::now() + timeout;
+        let client = reqwest::Client::new();
+        loop {
+            let status: Option<serde_json::Value> = match client
+                .get(format!("http://{}/status", tailer.addr))
+                .send()
+                .await
+            {
+                Ok(r) => r
+                    .bytes()
+                    .await
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok()),
+                Err(_) => None,
+            };
+            if let Some(s) = &status {
+                let at = s["checkpoint"].as_str().unwrap_or("");
+                if position_ge(at, &target) && s["open_visits"] == 0 && s["outbox_visits"] == 0 {
+                    return s.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tailer not quiet after {timeout:?} (target {target}): {status:?}\n{}",
+                std::fs::read_to_string(&tailer.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+fn position_ge(a: &str, b: &str) -> bool {
+    let parse = |p: &str| -> Option<(u64, u64)> {
+        let (file, pos) = p.rsplit_once(':')?;
+        Some((file.rsplit_once('.')?.1.parse().ok()?, pos.parse().ok()?))
+    };
+    matches!((parse(a), parse(b)), (Some(x), Some(y)) if x >= y)
+}
+
+pub fn mapping_path() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("mappings/openmrs.toml")
+        .display()
+        .to_string()
+}
+
+/// The mapped tables and their primary keys.
+pub fn mapped_tables() -> BTreeMap<String, Vec<String>> {
+    let mapping = emr_stream::mapping::Mapping::load(Path::new(&mapping_path())).unwrap();
+    mapping.tables.into_iter().map(|(k, v)| (k, v.pk)).collect()
+}
+
+/// Columns of `table` in the mirror (the shipped ones, without bookkeeping).
+pub async fn mirror_columns(pool: &Pool, db: &str, table: &str) -> Vec<String> {
+    let mut conn = pool.get_conn().await.unwrap();
+    let cols: Vec<String> = conn
+        .exec("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION", (db, table))
+        .await
+        .unwrap();
+    cols.into_iter()
+        .filter(|c| !["site_id", "lsn", "_overflow"].contains(&c.as_str()))
+        .collect()
+}
+
+/// A MySQL value as the text PostgreSQL would print for the same column.
+pub fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::NULL => None,
+        Value::Int(i) => Some(i.to_string()),
+        Value::UInt(u) => Some(u.to_string()),
+        Value::Float(f) => Some(f.to_string()),
+        Value::Double(f) => Some(f.to_string()),
+        Value::Bytes(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::Date(y, m, d, h, i, s, us) => Some(if *us > 0 {
+            format!("{y:04}-{m:02}-{d:02} {h:02}:{i:02}:{s:02}.{us:06}")
+        } else {
+            format!("{y:04}-{m:02}-{d:02} {h:02}:{i:02}:{s:02}")
+        }),
+        Value::Time(neg, d, h, i, s, _) => Some(format!(
+            "{}{:02}:{i:02}:{s:02}",
+            if *neg { "-" } else { "" },
+            *d as u32 * 24 + *h as u32
+        )),
+    }
+}
+
+fn same_text(source: Option<String>, pg: Option<String>) -> bool {
+    match (source, pg) {
+        (None, None) => true,
+        (Some(a), Some(b)) => {
+            a == b
+                || (b.len() == 10 && a.starts_with(&b) && a[10..].trim() == "00:00:00")
+                || matches!((a.parse::<f64>(), b.parse::<f64>()), (Ok(x), Ok(y)) if x == y)
+        }
+        _ => false,
+    }
+}
+
+/// Proves that for every mapped table the mirror's rows (for `site`) and cdr's rows equal
+/// the source's, column by column. Returns the number of rows compared per store.
+pub async fn assert_stores_equal_source(rig: &Rig) -> usize {
+    let source = rig.services.mysql_pool(&rig.source_db);
+    let mirror = rig.services.mysql_pool(&rig.mirror_db);
+    let (pg, connection) = tokio_postgres::connect(&rig.pg_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut compared = 0;
+    for (table, pk) in mapped_tables() {
+        let cols = mirror_columns(&mirror, &rig.mirror_db, &table).await;
+        let col_list = cols
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let order = pk.join(",");
+        let src_rows: Vec<Row> = source
+            .get_conn()
+            .await
+            .unwrap()
+            .query(format!("SELECT {col_list} FROM `{table}` ORDER BY {order}"))
+            .await
+            .unwrap();
+        let mir_rows: Vec<Row> = mirror
+            .get_conn()
+            .await
+            .unwrap()
+            .query(format!(
+                "SELECT {col_list} FROM `{table}` WHERE site_id = {SITE} ORDER BY {order}"
+            ))
+            .await
+            .unwrap();
+        let src: Vec<Vec<Value>> = src_rows.into_iter().map(Row::unwrap).collect();
+        let mir: Vec<Vec<Value>> = mir_rows.into_iter().map(Row::unwrap).collect();
+        assert_eq!(
+            src.len(),
+            mir.len(),
+            "table {table}: source has {} rows, mirror {}",
+            src.len(),
+            mir.len()
+        );
+        for (a, b) in src.iter().zip(&mir) {
+            assert_eq!(
+                a, b,
+                "table {table}: mirror row differs from source (columns {cols:?})"
+            );
+        }
+        let pg_cols = cols
+            .iter()
+            .map(|c| format!("\"{c}\"::text"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let pg_order = pk
+            .iter()
+            .map(|c| format!("t.\"{c}\""))
+            .collect::<Vec<_>>()
+            .join(",");
+        let pg_rows = pg.query(&format!("SELECT {pg_cols} FROM cdr.\"{table}\" AS t WHERE site_id = {SITE} ORDER BY {pg_order}"), &[]).await.unwrap();
+        assert_eq!(
+            src.len(),
+            pg_rows.len(),
+            "table {table}: source has {} rows, cdr {}",
+            src.len(),
+            pg_rows.len()
+        );
+        for (a, b) in src.iter().zip(&pg_rows) {
+            for (i, col) in cols.iter().enumerate() {
+                let pg_value: Option<String> = b.get(i);
+                assert!(
+                    same_text(as_text(&a[i]), pg_value.clone()),
+                    "table {table} column {col}: source {:?} cdr {pg_value:?}",
+                    as_text(&a[i])
+                );
+            }
+        }
+        compared += src.len();
+    }
+    compared
+}
+
+/// Visits per day computed directly on the source: distinct patient-days with non-voided
+/// encounters.
+pub async fn source_visits_per_day(rig: &Rig) -> Vec<(String, i64)> {
+    let source = rig.services.mysql_pool(&rig.source_db);
+    source
+        .get_conn()
+        .await
+        .unwrap()
+        .query("SELECT CAST(DATE(encounter_datetime) AS CHAR), COUNT(DISTINCT patient_id) FROM encounter WHERE voided = 0 GROUP BY DATE(encounter_datetime) ORDER BY 1")
+        .await
+        .unwrap()
+}
+
+/// The receiver's visits report, retried until it equals `expected` or `timeout` passes.
+pub async fn wait_report_equals(
+    receiver: &Proc,
+    expected: &[(String, i64)],
+    timeout: Duration,
+) -> serde_json::Value {
+    let start = expected
+        .first()
+        .map(|e| e.0.clone())
+        .unwrap_or_else(|| "2000-01-01".into());
+    let end = expected
+        .last()
+        .map(|e| e.0.clone())
+        .unwrap_or_else(|| "2000-01-01".into());
+    let url = format!(
+        "http://{}/api/v1/reports/visits?site_id={SITE}&start_date={start}&end_date={end}",
+        receiver.addr
+    );
+    let deadline = Instant::now() + timeout;
+    loop {
+        let report: serde_json::Value =
+            serde_json::from_slice(&reqwest::get(&url).await.unwrap().bytes().await.unwrap())
+                .unwrap();
+        let got: Vec<(String, i64)> = report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["visit_date"].as_str().unwrap().to_owned(),
+                    r["visits"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        if got == expected {
+            return report;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "visits report {got:?} != source {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
