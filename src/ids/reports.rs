@@ -13,6 +13,8 @@ pub struct ReportQuery {
     pub start_date: Option<String>,
     /// Last day, `YYYY-MM-DD`.
     pub end_date: Option<String>,
+    /// `json` (default) or `csv`.
+    pub format: Option<String>,
 }
 
 /// A bad parameter (HTTP 400).
@@ -120,4 +122,15 @@ pub async fn visits(pool: &Pool, period: Period) -> Result<VisitsReport, String>
         total: rows.iter().map(|r| r.visits).sum(),
         rows,
     })
+}
+
+impl VisitsReport {
+    /// CSV: a header, one line per site and day; the refresh time in a leading comment.
+    pub fn to_csv(&self) -> String {
+        let mut out = format!("# refreshed_at={}\nsite_id,visit_date,visits\n", self.refreshed_at.as_deref().unwrap_or(""));
+        for r in &self.rows {
+            out.push_str(&format!("{},{},{}\n", r.site_id, r.visit_date, r.visits));
+        }
+        out
+    }
 }

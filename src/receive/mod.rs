@@ -212,13 +212,37 @@ fn store_error(e: ApplyError, site_id: i64) -> Response {
 
 async fn visits_report(
     State(app): State<Arc<App>>,
+    headers: HeaderMap,
     Query(query): Query<reports::ReportQuery>,
 ) -> Response {
     let period = match query.period() {
         Ok(p) => p,
         Err(e) => return answer(StatusCode::BAD_REQUEST, json!({ "error": e.0 })),
     };
+    let accept_csv = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/csv"));
+    let csv = match query.format.as_deref() {
+        None => accept_csv,
+        Some("csv") => true,
+        Some("json") => false,
+        Some(_) => {
+            return answer(
+                StatusCode::BAD_REQUEST,
+                json!({ "error": "format must be json or csv" }),
+            )
+        }
+    };
     match reports::visits(app.pg.pool(), period).await {
+        Ok(report) if csv => {
+            metrics::counter!(m::RECEIVER_REQUESTS, "status" => "200").increment(1);
+            (
+                [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+                report.to_csv(),
+            )
+                .into_response()
+        }
         Ok(report) => answer(
             StatusCode::OK,
             serde_json::to_value(report).unwrap_or_default(),

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# The whole system in one go: private MariaDB + PostgreSQL, the fixture EMR, the receiver and
+# the tailer, a simulated ART clinic; waits until the central stores have caught up, prints the
+# visits report and a metrics excerpt, and stops what it started.
+#
+#   scripts/demo.sh [PATIENTS] [DAYS]        (default 200 patients over 7 days)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+patients=${1:-200}
+days=${2:-7}
+work=state/demo
+bin=target/debug/emr-stream
+
+say() { printf '\n== %s\n' "$*"; }
+
+services_were_up=$(scripts/services.sh status | grep -c running || true)
+scripts/services.sh start
+eval "$(scripts/services.sh env)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "$services_were_up" != 2 ]; then scripts/services.sh stop; fi
+}
+trap cleanup EXIT
+
+say "building emr-stream"
+cargo build --quiet
+
+say "fresh demo databases: openmrs_demo (EMR), cdr_demo (mirror), PostgreSQL emr_demo"
+sock=.services/mariadb/mysqld.sock
+mariadb --protocol=socket -S "$sock" -uroot -e "DROP DATABASE IF EXISTS openmrs_demo; DROP DATABASE IF EXISTS cdr_demo"
+runpg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/psql 2>/dev/null | head -1 || command -v psql)")
+runpg "$pgbin/psql" -q -h 127.0.0.1 -p "${EMR_PG_PORT:-25432}" -U postgres -c "DROP DATABASE IF EXISTS emr_demo" -c "CREATE DATABASE emr_demo OWNER emr"
+start=$(mariadb --protocol=socket -S "$sock" -uroot -N -e "SHOW MASTER STATUS" | awk '{print $1":"$2}')
+"$bin" simulate --mysql "$EMR_MYSQL_URL" --database openmrs_demo --init-schema --patients 0 --days 1 >/dev/null
+
+rm -rf "$work" && mkdir -p "$work"
+sed -e "s#^database = \"openmrs\"#database = \"openmrs_demo\"#" -e "s#^start = \"current\"#start = \"$start\"#" \
+    -e "s#^dir = \"state/tailer\"#dir = \"$work/tailer-state\"#" -e "s#^settle_ms = 5000#settle_ms = 1000#" \
+    -e "s#^idle_timeout_secs = 1800#idle_timeout_secs = 5#" config/tailer.example.toml > "$work/tailer.toml"
+sed -e 's#^database = "cdr_mirror"#database = "cdr_demo"#' -e 's#25432/emr"#25432/emr_demo"#' \
+    -e 's#^debounce_ms = 2000#debounce_ms = 500#' config/receiver.example.toml > "$work/receiver.toml"
+
+say "starting the receiver and the tailer (logs in $work/)"
+"$bin" receiver --config "$work/receiver.toml" 2>"$work/receiver.log" & pids+=($!)
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8080/healthz >/dev/null && break; sleep 0.2; done
+curl -sf http://127.0.0.1:8080/healthz >/dev/null || { cat "$work/receiver.log"; exit 1; }
+"$bin" tailer --config "$work/tailer.toml" 2>"$work/tailer.log" & pids+=($!)
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:9187/healthz >/dev/null && break; sleep 0.2; done
+curl -sf http://127.0.0.1:9187/healthz >/dev/null || { cat "$work/tailer.log"; exit 1; }
+
+say "simulating $patients patients over $days clinic days"
+"$bin" simulate --mysql "$EMR_MYSQL_URL" --database openmrs_demo --patients "$patients" --days "$days"
+target=$(mariadb --protocol=socket -S "$sock" -uroot -N -e "SHOW MASTER STATUS" | awk '{print $2}')
+
+say "waiting for the central stores to catch up"
+for _ in $(seq 1 300); do
+  status=$(curl -sf http://127.0.0.1:9187/status || true)
+  pos=$(sed -n 's/.*"checkpoint":"[^"]*:\([0-9]*\)".*/\1/p' <<<"$status")
+  if [ -n "$pos" ] && [ "$pos" -ge "$target" ] && grep -q '"open_visits":0' <<<"$status" && grep -q '"outbox_visits":0' <<<"$status"; then
+    break
+  fi
+  sleep 0.5
+done
+echo "tailer: $status"
+sleep 2 # the receiver refreshes its views after a short debounce
+
+first=$(date -d "-$((days + 30)) days" +%F)
+say "visits report (GET /api/v1/reports/visits?site_id=101&start_date=$first&end_date=$(date +%F)&format=csv)"
+curl -sf "http://127.0.0.1:8080/api/v1/reports/visits?site_id=101&start_date=$first&end_date=$(date +%F)&format=csv"
+say "same count on the EMR itself"
+mariadb --protocol=socket -S "$sock" -uroot -e "SELECT DATE(encounter_datetime) AS visit_date, COUNT(DISTINCT patient_id) AS visits FROM openmrs_demo.encounter WHERE voided = 0 GROUP BY 1 ORDER BY 1"
+
+say "metrics excerpt (tailer)"
+curl -sf http://127.0.0.1:9187/metrics | grep -E '^emr_(tailer_(transactions|lag|open)|outbox_visits|ship_(requests|visits|bytes))' | sort
+say "metrics excerpt (receiver)"
+curl -sf http://127.0.0.1:8080/metrics | grep -E '^emr_receiver_(requests|rows_applied_total\{table="(encounter|obs)")' | sort
