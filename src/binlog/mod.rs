@@ -268,7 +268,6 @@ impl BinlogReader {
             EventData::QueryEvent(query) => {
                 let sql = query.query();
                 let verb = sql
-                    .trim_start()
                     .split_whitespace()
                     .next()
                     .unwrap_or("")

@@ -127,7 +127,10 @@ pub async fn visits(pool: &Pool, period: Period) -> Result<VisitsReport, String>
 impl VisitsReport {
     /// CSV: a header, one line per site and day; the refresh time in a leading comment.
     pub fn to_csv(&self) -> String {
-        let mut out = format!("# refreshed_at={}\nsite_id,visit_date,visits\n", self.refreshed_at.as_deref().unwrap_or(""));
+        let mut out = format!(
+            "# refreshed_at={}\nsite_id,visit_date,visits\n",
+            self.refreshed_at.as_deref().unwrap_or("")
+        );
         for r in &self.rows {
             out.push_str(&format!("{},{},{}\n", r.site_id, r.visit_date, r.visits));
         }

@@ -462,11 +462,12 @@ mod tests {
         let mut txn = TxnChanges::default();
         txn.visits.insert(
             "101:7:1:2026-01-02".into(),
-            (
-                key.clone(),
-                vec![row("obs", 1, 10), row("obs", 2, 10)],
-                false,
-            ),
+            VisitChanges {
+                key: key.clone(),
+                rows: vec![row("obs", 1, 10), row("obs", 2, 10)],
+                closing: false,
+                clinical: true,
+            },
         );
         let cp = Checkpoint {
             position: BinlogPosition {

@@ -400,7 +400,7 @@ pub fn as_text(v: &Value) -> Option<String> {
         Value::Time(neg, d, h, i, s, _) => Some(format!(
             "{}{:02}:{i:02}:{s:02}",
             if *neg { "-" } else { "" },
-            *d as u32 * 24 + *h as u32
+            *d * 24 + *h as u32
         )),
     }
 }
