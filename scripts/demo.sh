@@ -53,12 +53,13 @@ curl -sf http://127.0.0.1:9187/healthz >/dev/null || { cat "$work/tailer.log"; e
 
 say "simulating $patients patients over $days clinic days"
 "$bin" simulate --mysql "$EMR_MYSQL_URL" --database openmrs_demo --patients "$patients" --days "$days"
-target=$(mariadb --protocol=socket -S "$sock" -uroot -N -e "SHOW MASTER STATUS" | awk '{print $2}')
+target=$(mariadb --protocol=socket -S "$sock" -uroot -N -e "SHOW MASTER STATUS" | awk '{split($1, f, "."); printf "%.0f\n", f[2] * 4294967296 + $2}')
 
 say "waiting for the central stores to catch up"
 for _ in $(seq 1 300); do
   status=$(curl -sf http://127.0.0.1:9187/status || true)
-  pos=$(sed -n 's/.*"checkpoint":"[^"]*:\([0-9]*\)".*/\1/p' <<<"$status")
+  # checkpoint "binlog.000012:3456" as one comparable number: file sequence * 2^32 + offset
+  pos=$(sed -n 's/.*"checkpoint":"[^"]*\.\([0-9]*\):\([0-9]*\)".*/\1 \2/p' <<<"$status" | awk '{printf "%.0f\n", $1 * 4294967296 + $2}')
   if [ -n "$pos" ] && [ "$pos" -ge "$target" ] && grep -q '"open_visits":0' <<<"$status" && grep -q '"outbox_visits":0' <<<"$status"; then
     break
   fi

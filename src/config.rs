@@ -171,14 +171,25 @@ pub struct StateConfig {
     /// Directory of the sled database (checkpoint, visit buffers, outbox, ledger, dead letters).
     #[serde(default = "default_state_dir")]
     pub dir: PathBuf,
+    /// sled's page cache (MiB): bounds the tailer's memory for state.
+    #[serde(default = "default_cache_mib")]
+    pub cache_mib: u64,
 }
 
 impl Default for StateConfig {
     fn default() -> Self {
         Self {
             dir: default_state_dir(),
+            cache_mib: DEFAULT_CACHE_MIB,
         }
     }
+}
+
+/// Default sled page cache.
+pub const DEFAULT_CACHE_MIB: u64 = 32;
+
+fn default_cache_mib() -> u64 {
+    DEFAULT_CACHE_MIB
 }
 
 fn default_state_dir() -> PathBuf {

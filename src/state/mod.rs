@@ -154,10 +154,16 @@ pub fn now_ms() -> u64 {
 }
 
 impl State {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir` with the default page cache.
     pub fn open(dir: &Path) -> Result<Self, StateError> {
+        Self::open_with_cache(dir, crate::config::DEFAULT_CACHE_MIB)
+    }
+
+    /// Opens (or creates) the store in `dir` with a page cache of `cache_mib` MiB.
+    pub fn open_with_cache(dir: &Path, cache_mib: u64) -> Result<Self, StateError> {
         let db = sled::Config::new()
             .path(dir)
+            .cache_capacity(cache_mib.max(1) * 1024 * 1024)
             .flush_every_ms(Some(200))
             .open()
             .map_err(|e| match e {

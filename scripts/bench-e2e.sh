@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# End-to-end throughput: writes a clinic backlog into the EMR with the tailer stopped, then
+# starts receiver + tailer and measures how fast the tailer reads the backlog (capture) and how
+# long until the central stores have everything (delivery), and the tailer's peak RSS.
+#
+#   scripts/bench-e2e.sh [PATIENTS] [DAYS]      (default 2000 patients over 10 days)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+patients=${1:-2000}
+days=${2:-10}
+work=state/bench
+bin=target/release/emr-stream
+sock=.services/mariadb/mysqld.sock
+
+scripts/services.sh start
+eval "$(scripts/services.sh env)"
+cargo build --release --quiet
+pids=()
+trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
+
+my() { mariadb --protocol=socket -S "$sock" -uroot -N -e "$1"; }
+my "DROP DATABASE IF EXISTS bench_src; DROP DATABASE IF EXISTS bench_mirror"
+runpg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/psql | head -1)")
+runpg "$pgbin/psql" -q -h 127.0.0.1 -p "${EMR_PG_PORT:-25432}" -U postgres -c "DROP DATABASE IF EXISTS emr_bench" -c "CREATE DATABASE emr_bench OWNER emr" 2>/dev/null
+start=$(my "SHOW MASTER STATUS" | awk '{print $1":"$2}')
+"$bin" simulate --mysql "$EMR_MYSQL_URL" --database bench_src --init-schema --patients 0 --days 1 >/dev/null
+echo "writing the backlog: $patients patients over $days days (tailer stopped)"
+/usr/bin/time -f "simulate: %e s" "$bin" simulate --mysql "$EMR_MYSQL_URL" --database bench_src --patients "$patients" --days "$days"
+target=$(my "SHOW MASTER STATUS" | awk '{split($1, f, "."); printf "%.0f\n", f[2] * 4294967296 + $2}')
+
+rm -rf "$work" && mkdir -p "$work"
+sed -e 's#^database = "openmrs"#database = "bench_src"#' -e "s#^start = \"current\"#start = \"$start\"#" \
+    -e "s#^dir = \"state/tailer\"#dir = \"$work/tailer-state\"#" -e 's#^settle_ms = 5000#settle_ms = 500#' \
+    -e 's#^idle_timeout_secs = 1800#idle_timeout_secs = 2#' -e 's#127.0.0.1:9187#127.0.0.1:9188#' \
+    -e 's#127.0.0.1:8080#127.0.0.1:8081#' config/tailer.example.toml > "$work/tailer.toml"
+sed -e 's#^database = "cdr_mirror"#database = "bench_mirror"#' -e 's#25432/emr"#25432/emr_bench"#' \
+    -e 's#127.0.0.1:8080#127.0.0.1:8081#' config/receiver.example.toml > "$work/receiver.toml"
+RUST_LOG=warn "$bin" receiver --config "$work/receiver.toml" 2>"$work/receiver.log" & pids+=($!)
+for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8081/healthz >/dev/null && break; sleep 0.2; done
+
+t0=$(date +%s.%N)
+RUST_LOG=warn "$bin" tailer --config "$work/tailer.toml" 2>"$work/tailer.log" & tailer=$!; pids+=($tailer)
+captured=""
+while :; do
+  status=$(curl -sf http://127.0.0.1:9188/status || true)
+  # checkpoint "binlog.000012:3456" as one comparable number: file sequence * 2^32 + offset
+  pos=$(sed -n 's/.*"checkpoint":"[^"]*\.\([0-9]*\):\([0-9]*\)".*/\1 \2/p' <<<"$status" | awk '{printf "%.0f\n", $1 * 4294967296 + $2}')
+  now=$(date +%s.%N)
+  if [ -z "$captured" ] && [ -n "$pos" ] && [ "$pos" -ge "$target" ]; then captured=$now; fi
+  if [ -n "$captured" ] && grep -q '"open_visits":0' <<<"$status" && grep -q '"outbox_visits":0' <<<"$status"; then break; fi
+  sleep 0.1
+done
+done_at=$(date +%s.%N)
+rows=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_tailer_binlog_rows_total/ {s += $2} END {print s}')
+raw=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_ship_bytes_raw_total/ {print $2}')
+gz=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_ship_bytes_compressed_total/ {print $2}')
+visits=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_ship_visits_total/ {print $2}')
+rss=$(awk '/VmHWM/ {print $2}' /proc/$tailer/status)
+awk -v t0="$t0" -v c="$captured" -v d="$done_at" -v rows="$rows" -v rss="$rss" -v raw="$raw" -v gz="$gz" -v visits="$visits" 'BEGIN {
+  printf "rows read by the tailer:      %d\n", rows
+  printf "capture (binlog -> sled):     %.2f s = %.0f rows/s\n", c - t0, rows / (c - t0)
+  printf "delivery (-> both stores):    %.2f s = %.0f rows/s end to end\n", d - t0, rows / (d - t0)
+  printf "visit versions shipped:       %d, %.0f bytes/visit gzip (%.0f raw)\n", visits, gz / visits, raw / visits
+  printf "tailer peak RSS:              %.1f MiB\n", rss / 1024
+}'
