@@ -10,6 +10,7 @@
 //! Invariant: `Step::Commit` carries the position *after* a whole source transaction; rows are
 //! only ever returned between a transaction's start and its commit.
 
+mod columns;
 mod position;
 mod preflight;
 pub mod value;
@@ -18,17 +19,16 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
+use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::binlog::value::BinlogValue;
-use mysql_async::consts::ColumnType;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, Pool};
 use serde_json::{Map, Value as Json};
 
 pub use position::{file_sequence, lsn, BinlogPosition, MAX_EPOCH};
 pub use preflight::{preflight, read_site_id, server_position, SourceInfo};
-use value::{ColumnDesc, BINARY_CHARSET};
+use value::ColumnDesc;
 
 /// Errors of the binlog adapter, with the position where they happened.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +96,8 @@ pub struct RowChange {
     pub image: Map<String, Json>,
     /// Position right after the event that carried it.
     pub position: BinlogPosition,
+    /// When the statement ran on the source (unix seconds).
+    pub timestamp: u32,
 }
 
 /// One step of the stream.
@@ -143,7 +145,7 @@ pub struct BinlogReader {
     gtid: Option<String>,
     standalone: bool,
     columns: HashMap<u64, Vec<ColumnDesc>>,
-    names: HashMap<String, Vec<String>>,
+    names: HashMap<String, Vec<columns::CatalogColumn>>,
     lookup: Pool,
 }
 
@@ -290,7 +292,7 @@ impl BinlogReader {
                 self.columns.remove(&tme.table_id());
                 Ok(Some(Step::Skip))
             }
-            EventData::RowsEvent(rows) => self.rows(rows, end).await.map(Some),
+            EventData::RowsEvent(rows) => self.rows(rows, end, header.timestamp()).await.map(Some),
             _ => Ok(Some(Step::Skip)),
         }
     }
@@ -309,6 +311,7 @@ impl BinlogReader {
         &mut self,
         rows: RowsEventData<'_>,
         end: BinlogPosition,
+        timestamp: u32,
     ) -> Result<Step, BinlogError> {
         let table_id = rows.table_id();
         let (table, decoded, mut descs) = {
@@ -339,13 +342,13 @@ impl BinlogReader {
                 Some(d) => d.clone(),
                 None => {
                     let sample = decoded.first().and_then(|(b, a)| a.as_ref().or(b.as_ref()));
-                    column_descs(tme, sample)
+                    columns::from_table_map(tme, sample)
                 }
             };
             (table, decoded, descs)
         };
         if descs.iter().any(|d| d.name.starts_with('@')) {
-            let names = self.column_names(&table, &end).await?;
+            let names = self.catalog(&table, &end).await?;
             if names.len() != descs.len() {
                 return Err(BinlogError::Decode {
                     what: "row",
@@ -362,7 +365,10 @@ impl BinlogReader {
                 });
             }
             for (d, n) in descs.iter_mut().zip(names) {
-                d.name = n;
+                d.name = n.name;
+                if d.labels.is_none() {
+                    d.labels = n.labels;
+                }
             }
         }
         self.columns.insert(table_id, descs.clone());
@@ -377,6 +383,7 @@ impl BinlogReader {
                     op: RowOp::Delete,
                     image,
                     position: end.clone(),
+                    timestamp,
                 }),
                 (before, Some(image)) => {
                     let key_changed = before
@@ -388,6 +395,7 @@ impl BinlogReader {
                             op: RowOp::Delete,
                             image: before,
                             position: end.clone(),
+                            timestamp,
                         });
                     }
                     out.push(RowChange {
@@ -395,6 +403,7 @@ impl BinlogReader {
                         op: RowOp::Upsert,
                         image,
                         position: end.clone(),
+                        timestamp,
                     });
                 }
                 (None, None) => {}
@@ -403,32 +412,23 @@ impl BinlogReader {
         Ok(Step::Rows(out))
     }
 
-    /// Column names from information_schema, for sources that do not log them.
-    async fn column_names(
+    /// Columns from information_schema, for sources that do not log names.
+    async fn catalog(
         &mut self,
         table: &str,
         at: &BinlogPosition,
-    ) -> Result<Vec<String>, BinlogError> {
+    ) -> Result<Vec<columns::CatalogColumn>, BinlogError> {
         if let Some(n) = self.names.get(table) {
             return Ok(n.clone());
         }
-        let mut conn = self
-            .lookup
-            .get_conn()
+        let cols = columns::from_information_schema(&self.lookup, &self.database, table)
             .await
             .map_err(|source| BinlogError::Mysql {
                 position: at.to_string(),
                 source,
             })?;
-        let names: Vec<String> = conn
-            .exec(
-                "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-                (&self.database, table),
-            )
-            .await
-            .map_err(|source| BinlogError::Mysql { position: at.to_string(), source })?;
-        self.names.insert(table.to_owned(), names.clone());
-        Ok(names)
+        self.names.insert(table.to_owned(), cols.clone());
+        Ok(cols)
     }
 }
 
@@ -439,68 +439,17 @@ fn row_image(row: BinlogRow, descs: &[ColumnDesc]) -> Map<String, Json> {
         let Some(desc) = descs.get(i) else { continue };
         let json = match v {
             BinlogValue::Value(v) => value::to_json(v, desc),
-            BinlogValue::Jsonb(j) => serde_json::Value::try_from(j).unwrap_or(Json::Null),
+            // MySQL's binary JSON travels as its text, like MariaDB's JSON (a LONGTEXT).
+            BinlogValue::Jsonb(j) => match serde_json::Value::try_from(j) {
+                Ok(v) => Json::String(v.to_string()),
+                Err(_) => Json::Null,
+            },
+            // Partial JSON updates need binlog_row_value_options=PARTIAL_JSON, refused at start.
             BinlogValue::JsonDiff(_) => Json::Null,
         };
         map.insert(desc.name.clone(), json);
     }
     map
-}
-
-/// Column descriptors from the table map (real type, fractional digits) and the driver's
-/// decoded columns (names, charset, signedness, from FULL row metadata).
-fn column_descs(tme: &TableMapEvent<'_>, sample: Option<&BinlogRow>) -> Vec<ColumnDesc> {
-    let count = tme.columns_count() as usize;
-    (0..count)
-        .map(|i| {
-            let mut column_type = tme
-                .get_column_type(i)
-                .ok()
-                .flatten()
-                .unwrap_or(ColumnType::MYSQL_TYPE_STRING);
-            let meta = tme.get_column_metadata(i).unwrap_or(&[]);
-            if column_type == ColumnType::MYSQL_TYPE_STRING {
-                if let Some(real) = meta.first().and_then(|b| ColumnType::try_from(*b).ok()) {
-                    if matches!(
-                        real,
-                        ColumnType::MYSQL_TYPE_ENUM | ColumnType::MYSQL_TYPE_SET
-                    ) {
-                        column_type = real;
-                    }
-                }
-            }
-            let fsp = match column_type {
-                ColumnType::MYSQL_TYPE_DATETIME2
-                | ColumnType::MYSQL_TYPE_TIME2
-                | ColumnType::MYSQL_TYPE_TIMESTAMP2 => meta.first().copied().unwrap_or(0),
-                _ => 0,
-            };
-            let col = sample.and_then(|r| r.columns_ref().get(i));
-            ColumnDesc {
-                name: col
-                    .map(|c| c.name_str().into_owned())
-                    .unwrap_or_else(|| format!("@{i}")),
-                column_type,
-                unsigned: col
-                    .map(|c| {
-                        c.flags()
-                            .contains(mysql_async::consts::ColumnFlags::UNSIGNED_FLAG)
-                    })
-                    .unwrap_or(false),
-                charset: col
-                    .map(|c| c.character_set())
-                    .filter(|c| *c != 0)
-                    .unwrap_or(match column_type {
-                        ColumnType::MYSQL_TYPE_BLOB
-                        | ColumnType::MYSQL_TYPE_TINY_BLOB
-                        | ColumnType::MYSQL_TYPE_MEDIUM_BLOB
-                        | ColumnType::MYSQL_TYPE_LONG_BLOB => BINARY_CHARSET,
-                        _ => 0,
-                    }),
-                fsp,
-            }
-        })
-        .collect()
 }
 
 /// MariaDB GTID event body: seq u64 LE, domain u32 LE, flags u8.

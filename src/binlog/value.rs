@@ -26,6 +26,8 @@ pub struct ColumnDesc {
     pub charset: u16,
     /// Fractional seconds digits of temporal types.
     pub fsp: u8,
+    /// ENUM / SET labels, when the source logs them or information_schema gave them.
+    pub labels: Option<Vec<String>>,
 }
 
 const MAX_SAFE_INT: u64 = (1 << 53) - 1;
@@ -39,7 +41,8 @@ pub fn to_json(value: Value, col: &ColumnDesc) -> Json {
         Value::NULL => Json::Null,
         Value::Int(i) => int_to_json(i, col),
         Value::UInt(u) => uint_to_json(u),
-        Value::Float(f) => float_to_json(f as f64),
+        // The shortest text that reads back as the same f32 (0.1, not 0.10000000149011612).
+        Value::Float(f) => float_to_json(f.to_string().parse().unwrap_or(f as f64)),
         Value::Double(f) => float_to_json(f),
         Value::Date(y, m, d, h, i, s, us) => match col.column_type {
             MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => Json::String(format!("{y:04}-{m:02}-{d:02}")),
@@ -72,6 +75,17 @@ fn int_to_json(i: i64, col: &ColumnDesc) -> Json {
         MYSQL_TYPE_LONGLONG if col.unsigned && i < 0 => return uint_to_json(i as u64),
         // TIMESTAMP (old format) arrives as epoch seconds.
         MYSQL_TYPE_TIMESTAMP => return epoch_to_rfc3339(i, 0, 0),
+        // ENUM arrives as its 1-based index; 0 is MySQL's '' error value.
+        MYSQL_TYPE_ENUM => {
+            return match (&col.labels, i) {
+                (_, 0) => Json::String(String::new()),
+                (Some(labels), i) => labels
+                    .get(i as usize - 1)
+                    .map(|l| Json::String(l.clone()))
+                    .unwrap_or_else(|| json!(i)),
+                (None, i) => json!(i),
+            }
+        }
         _ => i,
     };
     json!(v)
@@ -137,6 +151,25 @@ fn bytes_to_json(bytes: Vec<u8>, col: &ColumnDesc) -> Json {
             let v = bytes.iter().fold(0u64, |acc, b| (acc << 8) | *b as u64);
             uint_to_json(v)
         }
+        // SET arrives as a little-endian bitmask of its members.
+        MYSQL_TYPE_SET => {
+            let mask = bytes
+                .iter()
+                .rev()
+                .fold(0u64, |acc, b| (acc << 8) | *b as u64);
+            match &col.labels {
+                Some(labels) => Json::String(
+                    labels
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| *i < 64 && mask & (1 << i) != 0)
+                        .map(|(_, l)| l.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ),
+                None => uint_to_json(mask),
+            }
+        }
         _ => decode_text(bytes, col.charset),
     }
 }
@@ -199,6 +232,7 @@ mod tests {
             unsigned,
             charset,
             fsp,
+            labels: None,
         }
     }
 
@@ -238,6 +272,19 @@ mod tests {
             to_json(Value::Bytes(b"1700000000".to_vec()), &ts),
             json!("2023-11-14T22:13:20Z")
         );
+    }
+
+    #[test]
+    fn enum_set_labels_and_float() {
+        let mut e = col(ColumnType::MYSQL_TYPE_ENUM, false, 0, 0);
+        e.labels = Some(vec!["small".into(), "large".into()]);
+        assert_eq!(to_json(Value::Int(2), &e), json!("large"));
+        assert_eq!(to_json(Value::Int(0), &e), json!(""));
+        let mut s = col(ColumnType::MYSQL_TYPE_SET, false, 0, 0);
+        s.labels = Some(vec!["a".into(), "b".into(), "c".into()]);
+        assert_eq!(to_json(Value::Bytes(vec![0b101]), &s), json!("a,c"));
+        let f = col(ColumnType::MYSQL_TYPE_FLOAT, false, 0, 0);
+        assert_eq!(to_json(Value::Float(0.1), &f), json!(0.1));
     }
 
     #[test]

@@ -116,6 +116,18 @@ pub struct TxnChanges {
     pub lookups: HashMap<(String, String), VisitKey>,
 }
 
+/// Most rows in one outbox entry: a bigger visit ships in parts (one version each).
+pub const VISIT_PART_ROWS: usize = 2_000;
+
+/// What `move_to_outbox` moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MovedPart {
+    /// The version the part was given.
+    pub version: u64,
+    /// Whether the buffer is now empty (and gone).
+    pub last: bool,
+}
+
 const CHECKPOINT: &[u8] = b"checkpoint";
 const TAILER_ID: &[u8] = b"tailer_id";
 
@@ -281,20 +293,27 @@ impl State {
         self.visits.len()
     }
 
-    /// Moves the buffer of `stream_key` into the outbox as the next version, built by
-    /// `envelope(version, rows)`. Returns the version, or `None` if the buffer is gone.
+    /// Moves the buffer of `stream_key` into the outbox as its next version, built by
+    /// `envelope(version, rows, last)`. A buffer of more than `VISIT_PART_ROWS` rows moves in
+    /// parts, one version each; `last` says whether this part emptied the buffer. `None` when
+    /// the buffer is gone.
     pub fn move_to_outbox(
         &self,
         stream_key: &str,
-        envelope: impl Fn(u64, &[WireRow]) -> Vec<u8>,
+        envelope: impl Fn(u64, &[WireRow], bool) -> Vec<u8>,
         now: u64,
-    ) -> Result<Option<u64>, StateError> {
+    ) -> Result<Option<MovedPart>, StateError> {
         let Some(meta_bytes) = self.visits.get(stream_key.as_bytes())? else {
             return Ok(None);
         };
         let mut row_keys = Vec::new();
         let mut wire_rows = Vec::new();
+        let mut last = true;
         for item in self.visit_rows.scan_prefix(visit_prefix(stream_key)) {
+            if wire_rows.len() == VISIT_PART_ROWS {
+                last = false;
+                break;
+            }
             let (k, v) = item?;
             wire_rows.push(decode::<WireRow>("visit row", &v)?);
             row_keys.push(k);
@@ -314,17 +333,19 @@ impl State {
                     .unwrap_or(0)
                     + 1;
                 let mut value = now.to_be_bytes().to_vec();
-                value.extend(envelope(version, &wire_rows));
+                value.extend(envelope(version, &wire_rows, last));
                 outbox.insert(&id.to_be_bytes(), value)?;
                 versions.insert(stream_key.as_bytes(), &version.to_be_bytes())?;
-                visits.remove(stream_key.as_bytes())?;
+                if last {
+                    visits.remove(stream_key.as_bytes())?;
+                }
                 for k in &row_keys {
                     rows.remove(k)?;
                 }
                 Ok(version)
             })
             .map_err(StateError::from)?;
-        Ok(Some(version))
+        Ok(Some(MovedPart { version, last }))
     }
 
     /// Up to `max_bytes` of the oldest outbox entries (at least one when any).
@@ -491,11 +512,17 @@ mod tests {
         let v = state
             .move_to_outbox(
                 "101:7:1:2026-01-02",
-                |version, rows| format!("{version}:{}", rows.len()).into_bytes(),
+                |version, rows, _| format!("{version}:{}", rows.len()).into_bytes(),
                 2000,
             )
             .unwrap();
-        assert_eq!(v, Some(1));
+        assert_eq!(
+            v,
+            Some(MovedPart {
+                version: 1,
+                last: true
+            })
+        );
         assert_eq!(state.open_visit_count(), 0);
         let entries = state.outbox_peek(1 << 20).unwrap();
         assert_eq!(entries.len(), 1);
@@ -507,11 +534,11 @@ mod tests {
         let v = state
             .move_to_outbox(
                 "101:7:1:2026-01-02",
-                |v, _| v.to_string().into_bytes(),
+                |v, _, _| v.to_string().into_bytes(),
                 4000,
             )
             .unwrap();
-        assert_eq!(v, Some(2));
+        assert_eq!(v, Some(MovedPart { version: 2, last: true }));
         state
             .outbox_done(&[(entries[0].id, "101:7:1:2026-01-02".into(), 1)], 5000)
             .unwrap();

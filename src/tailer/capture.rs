@@ -1,8 +1,15 @@
-//! The capture loop: follows the binlog, records each whole source transaction (rows into
-//! visit buffers + checkpoint, atomically), and moves ready visits to the outbox.
+//! The capture loop: follows the binlog, records whole source transactions (rows into visit
+//! buffers + the checkpoint after them, atomically), and moves ready visits to the outbox.
 //!
-//! Invariant: rows of a transaction are held until its commit event; a disconnect or restart
-//! inside a transaction drops them and re-reads the transaction whole from the checkpoint.
+//! Group commit: several complete source transactions are recorded in one sled transaction
+//! (at most `GROUP_ROWS` rows, `GROUP_WAIT` old) with the checkpoint after the last of them,
+//! so the checkpoint still only moves at transaction boundaries.
+//!
+//! Big transactions: rows of an unfinished transaction are held until its commit, up to
+//! `SPILL_ROWS`; beyond that they are written to the visit buffers in chunks *without* moving
+//! the checkpoint, so memory stays bounded. A crash in the middle re-reads the transaction
+//! whole from the checkpoint (rewriting the same rows is harmless: every row carries its
+//! position); no visit is moved to the outbox while such a transaction is open.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -13,11 +20,11 @@ use chrono::TimeZone;
 use mysql_async::{Opts, Pool};
 use serde_json::{Map, Value};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::binlog::{BinlogReader, RowChange, RowOp, Step};
 use crate::config::TailerConfig;
-use crate::mapping::Mapping;
-use crate::mapping::Role;
+use crate::mapping::{Mapping, Role};
 use crate::metrics as m;
 use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
@@ -37,6 +44,25 @@ pub struct CaptureStatus {
     pub connected: AtomicU64,
 }
 
+/// Most rows in one group commit.
+const GROUP_ROWS: usize = 5_000;
+/// Longest a recorded-but-unwritten transaction waits for others to join its group.
+const GROUP_WAIT: Duration = Duration::from_millis(50);
+/// Rows of an unfinished transaction held in memory before they are written in chunks.
+const SPILL_ROWS: usize = 5_000;
+
+/// Complete transactions (and chunks of an open one) not yet written to sled.
+#[derive(Default)]
+struct Group {
+    changes: TxnChanges,
+    /// Checkpoint after the last complete transaction in the group.
+    checkpoint: Option<Checkpoint>,
+    rows: usize,
+    transactions: u64,
+    since: Option<Instant>,
+    counts: HashMap<(String, RowOp), u64>,
+}
+
 /// The capture loop's parts.
 pub struct Capture {
     state: State,
@@ -53,12 +79,16 @@ pub struct Capture {
     ready_every: Duration,
     wake: Arc<Notify>,
     status: Arc<CaptureStatus>,
+    /// Rows of the transaction being read.
     pending: Vec<RowChange>,
-    last_checkpoint_write_ms: u64,
+    /// Whether some rows of the transaction being read were already written (big transaction).
+    spilled: bool,
+    group: Group,
+    /// The last checkpoint written to sled.
+    committed: Checkpoint,
+    /// Cache of the last (timestamp, local date) conversion.
+    day_cache: (u32, String),
 }
-
-/// Checkpoint-only commits (transactions of other databases) are written at most this often.
-const IDLE_CHECKPOINT_MS: u64 = 1_000;
 
 impl Capture {
     /// Prepares the loop.
@@ -73,6 +103,7 @@ impl Capture {
         mapped: HashMap<String, Vec<String>>,
         wake: Arc<Notify>,
         status: Arc<CaptureStatus>,
+        checkpoint: Checkpoint,
     ) -> Self {
         let database = config.source.database.clone();
         Self {
@@ -99,7 +130,10 @@ impl Capture {
             wake,
             status,
             pending: Vec::new(),
-            last_checkpoint_write_ms: 0,
+            spilled: false,
+            group: Group::default(),
+            committed: checkpoint,
+            day_cache: (u32::MAX, String::new()),
         }
     }
 
@@ -109,15 +143,12 @@ impl Capture {
         let mut ready_tick = tokio::time::interval(self.ready_every);
         ready_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let checkpoint = self
-                .state
-                .checkpoint()?
-                .ok_or_else(|| anyhow::anyhow!("no checkpoint"))?;
+            let start = self.committed.position.clone();
             let connected = BinlogReader::connect(
                 self.opts.clone(),
                 self.pool.clone(),
                 self.server_id,
-                &checkpoint.position,
+                &start,
                 &self.database,
                 self.mapped.clone(),
                 self.heartbeat,
@@ -136,33 +167,40 @@ impl Capture {
                 Err(e) => return Err(e.into()),
             };
             self.status.connected.store(1, Relaxed);
-            tracing::info!(position = %checkpoint.position, "following the binlog");
-            let mut cp = checkpoint;
+            tracing::info!(position = %start, "following the binlog");
             let ended = loop {
+                let flush_at = self.group.since.map(|t| t + GROUP_WAIT);
                 tokio::select! {
                     biased;
                     _ = shutdown.fired() => break None,
+                    _ = sleep_until(flush_at), if flush_at.is_some() => self.flush()?,
                     _ = ready_tick.tick() => {
-                        self.move_ready_visits()?;
-                        continue;
+                        if !self.spilled {
+                            self.flush()?;
+                            self.move_ready_visits()?;
+                        }
                     }
                     step = reader.next() => match step {
                         Ok(Some(step)) => {
                             backoff.reset();
                             self.status.last_event_ms.store(now_ms(), Relaxed);
                             metrics::counter!(m::TAILER_EVENTS).increment(1);
-                            self.step(step, &mut cp).await?;
+                            self.step(step).await?;
                         }
                         Ok(None) => break Some(anyhow::anyhow!("the source closed the binlog stream")),
                         Err(e) if e.is_retryable() => break Some(e.into()),
-                        Err(e) => return Err(e.into()),
+                        Err(e) => {
+                            self.abandon_open_transaction();
+                            self.flush()?;
+                            return Err(e.into());
+                        }
                     }
                 }
             };
             self.status.connected.store(0, Relaxed);
-            // Rows of an unfinished transaction are re-read whole from the checkpoint.
-            self.pending.clear();
-            self.resolver.clear_pending();
+            // Complete transactions are written; an unfinished one is re-read whole.
+            self.abandon_open_transaction();
+            self.flush()?;
             match ended {
                 None => {
                     self.move_ready_visits()?;
@@ -179,10 +217,27 @@ impl Capture {
         }
     }
 
-    async fn step(&mut self, step: Step, cp: &mut Checkpoint) -> Result<(), anyhow::Error> {
+    /// Drops the rows of a transaction whose commit was not read.
+    fn abandon_open_transaction(&mut self) {
+        self.pending.clear();
+        self.spilled = false;
+    }
+
+    /// The position of the last complete transaction seen (written or in the group).
+    fn last_commit(&self) -> &Checkpoint {
+        self.group.checkpoint.as_ref().unwrap_or(&self.committed)
+    }
+
+    async fn step(&mut self, step: Step) -> anyhow::Result<()> {
         match step {
             Step::Rows(rows) => {
                 self.pending.extend(rows);
+                if self.pending.len() >= SPILL_ROWS {
+                    // A big transaction: write what we have, keep the checkpoint before it.
+                    self.absorb_pending().await?;
+                    self.spilled = true;
+                    self.flush()?;
+                }
             }
             Step::Commit {
                 position,
@@ -190,22 +245,30 @@ impl Capture {
                 timestamp,
                 ddl,
             } => {
-                if position <= cp.position {
+                let last = self.last_commit();
+                if position <= last.position {
                     // Already recorded (re-read after a reconnect).
-                    self.pending.clear();
-                    self.resolver.clear_pending();
+                    self.abandon_open_transaction();
                     return Ok(());
                 }
+                let mut cp = last.clone();
                 cp.position = position;
-                cp.gtid = gtid.or(cp.gtid.take());
+                cp.gtid = gtid.or(cp.gtid);
                 cp.timestamp = timestamp;
-                let lag = (now_ms() / 1000) as i64 - timestamp as i64;
-                self.status.lag_seconds.store(lag.max(0), Relaxed);
-                metrics::gauge!(m::TAILER_LAG).set(lag.max(0) as f64);
+                let lag = ((now_ms() / 1000) as i64 - timestamp as i64).max(0);
+                self.status.lag_seconds.store(lag, Relaxed);
+                metrics::gauge!(m::TAILER_LAG).set(lag as f64);
                 if ddl {
                     tracing::info!(position = %cp.position, "schema change on the source database");
                 }
-                self.record(cp).await?;
+                self.absorb_pending().await?;
+                self.spilled = false;
+                self.group.checkpoint = Some(cp);
+                self.group.transactions += 1;
+                self.group.since.get_or_insert_with(Instant::now);
+                if self.group.rows >= GROUP_ROWS {
+                    self.flush()?;
+                }
             }
             Step::Heartbeat => {
                 self.status.lag_seconds.store(0, Relaxed);
@@ -216,24 +279,16 @@ impl Capture {
         Ok(())
     }
 
-    /// Records the pending rows of one transaction with the checkpoint after it.
-    async fn record(&mut self, cp: &Checkpoint) -> anyhow::Result<()> {
-        let now = now_ms();
-        if self.pending.is_empty() {
-            if now.saturating_sub(self.last_checkpoint_write_ms) >= IDLE_CHECKPOINT_MS {
-                self.state
-                    .commit_transaction(&TxnChanges::default(), cp, now)?;
-                self.last_checkpoint_write_ms = now;
-                publish_checkpoint(cp);
-            }
-            return Ok(());
-        }
-        let commit_date = local_date(cp.timestamp);
-        let rows = std::mem::take(&mut self.pending);
-        let mut txn = TxnChanges::default();
-        let mut counts: HashMap<(String, RowOp), u64> = HashMap::new();
-        for change in rows {
-            *counts.entry((change.table.clone(), change.op)).or_default() += 1;
+    /// Resolves the pending rows into the group's visit changes.
+    async fn absorb_pending(&mut self) -> anyhow::Result<()> {
+        let epoch = self.committed.epoch;
+        for change in std::mem::take(&mut self.pending) {
+            *self
+                .group
+                .counts
+                .entry((change.table.clone(), change.op))
+                .or_default() += 1;
+            let day = self.local_date(change.timestamp);
             let Some(spec) = self.mapping.table(&change.table) else {
                 continue;
             };
@@ -246,9 +301,10 @@ impl Capture {
             }
             let key = self
                 .resolver
-                .resolve(&change.table, &pk, &change.image, &commit_date)
+                .resolve(&change.table, &pk, &change.image, &day)
                 .await?;
-            let closing = self.is_closing(&change);
+            let closing = is_closing(&self.mapping, &change);
+            let clinical = spec.role == Role::Visit;
             let data = match change.op {
                 RowOp::Delete => Map::new(),
                 RowOp::Upsert => change
@@ -257,9 +313,10 @@ impl Capture {
                     .filter(|(c, _)| spec.ships_column(c) && !spec.pk.contains(c))
                     .collect(),
             };
-            let lsn = change.position.lsn(cp.epoch);
-            let clinical = spec.role == Role::Visit;
-            let entry = txn
+            let lsn = change.position.lsn(epoch);
+            let entry = self
+                .group
+                .changes
                 .visits
                 .entry(key.stream_key(self.site_id))
                 .or_insert_with(|| VisitChanges {
@@ -277,13 +334,30 @@ impl Capture {
             });
             entry.closing |= closing;
             entry.clinical |= clinical;
+            self.group.rows += 1;
         }
-        txn.lookups = self.resolver.take_pending();
-        self.state.commit_transaction(&txn, cp, now)?;
-        self.last_checkpoint_write_ms = now;
-        self.status.transactions.fetch_add(1, Relaxed);
-        metrics::counter!(m::TAILER_TRANSACTIONS).increment(1);
-        for ((table, op), n) in counts {
+        Ok(())
+    }
+
+    /// Writes the group: its rows, lookups and the checkpoint after its last complete
+    /// transaction, in one sled transaction.
+    fn flush(&mut self) -> anyhow::Result<()> {
+        let group = std::mem::take(&mut self.group);
+        let lookups = self.resolver.take_pending();
+        if group.rows == 0 && group.checkpoint.is_none() && lookups.is_empty() {
+            return Ok(());
+        }
+        let checkpoint = group.checkpoint.unwrap_or_else(|| self.committed.clone());
+        let mut changes = group.changes;
+        changes.lookups = lookups;
+        self.state
+            .commit_transaction(&changes, &checkpoint, now_ms())?;
+        self.committed = checkpoint;
+        self.status
+            .transactions
+            .fetch_add(group.transactions, Relaxed);
+        metrics::counter!(m::TAILER_TRANSACTIONS).increment(group.transactions);
+        for ((table, op), n) in group.counts {
             let op = if op == RowOp::Upsert {
                 "upsert"
             } else {
@@ -291,65 +365,83 @@ impl Capture {
             };
             metrics::counter!(m::TAILER_ROWS, "table" => table, "op" => op).increment(n);
         }
-        publish_checkpoint(cp);
+        metrics::gauge!(m::TAILER_CHECKPOINT_FILE).set(self.committed.position.sequence() as f64);
+        metrics::gauge!(m::TAILER_CHECKPOINT_POS).set(self.committed.position.pos as f64);
         Ok(())
     }
 
-    fn is_closing(&self, change: &RowChange) -> bool {
-        let mapping = &self.mapping;
-        change.op == RowOp::Upsert
-            && change.table == mapping.encounter_table
-            && change
-                .image
-                .get("voided")
-                .and_then(Value::as_i64)
-                .unwrap_or(0)
-                == 0
-            && change
-                .image
-                .get(&mapping.encounter_type_column)
-                .and_then(Value::as_i64)
-                .is_some_and(|t| mapping.closing_encounter_types.contains(&t))
-    }
-
-    /// Moves every ready visit to the outbox.
+    /// Moves every ready visit to the outbox (big visits in several parts).
     fn move_ready_visits(&mut self) -> anyhow::Result<()> {
         let now = now_ms();
         let today = chrono::Local::now().format("%Y-%m-%d").to_string();
         let mut moved = 0;
         let open = self.state.open_visits()?;
+        let mut still_open = open.len();
         for (stream_key, meta) in &open {
             let Some(complete) = is_ready(meta, now, &today, self.rules) else {
                 continue;
             };
-            let version = self.state.move_to_outbox(
-                stream_key,
-                |version, rows| envelope(stream_key, &meta.key, version, complete, rows),
-                now,
-            )?;
-            if version.is_some() {
-                moved += 1;
-                metrics::counter!(m::TAILER_VISITS_READY, "complete" => if complete { "true" } else { "false" }).increment(1);
+            loop {
+                let envelope_of = |version, rows: &[WireRow], last| {
+                    envelope(stream_key, &meta.key, version, complete && last, rows)
+                };
+                match self.state.move_to_outbox(stream_key, envelope_of, now)? {
+                    Some(moved_part) => {
+                        moved += 1;
+                        let label = if complete && moved_part.last {
+                            "true"
+                        } else {
+                            "false"
+                        };
+                        metrics::counter!(m::TAILER_VISITS_READY, "complete" => label).increment(1);
+                        if moved_part.last {
+                            still_open -= 1;
+                            break;
+                        }
+                    }
+                    None => break,
+                }
             }
         }
-        metrics::gauge!(m::TAILER_OPEN_VISITS).set((open.len() - moved) as f64);
+        metrics::gauge!(m::TAILER_OPEN_VISITS).set(still_open as f64);
         if moved > 0 {
             self.wake.notify_one();
         }
         Ok(())
     }
+
+    /// The facility's local date of a unix timestamp (the day of demographics changes).
+    fn local_date(&mut self, timestamp: u32) -> String {
+        if self.day_cache.0 != timestamp {
+            let t = chrono::Local
+                .timestamp_opt(timestamp as i64, 0)
+                .single()
+                .unwrap_or_else(chrono::Local::now);
+            self.day_cache = (timestamp, t.format("%Y-%m-%d").to_string());
+        }
+        self.day_cache.1.clone()
+    }
 }
 
-fn publish_checkpoint(cp: &Checkpoint) {
-    metrics::gauge!(m::TAILER_CHECKPOINT_FILE).set(cp.position.sequence() as f64);
-    metrics::gauge!(m::TAILER_CHECKPOINT_POS).set(cp.position.pos as f64);
+fn is_closing(mapping: &Mapping, change: &RowChange) -> bool {
+    change.op == RowOp::Upsert
+        && change.table == mapping.encounter_table
+        && change
+            .image
+            .get("voided")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0
+        && change
+            .image
+            .get(&mapping.encounter_type_column)
+            .and_then(Value::as_i64)
+            .is_some_and(|t| mapping.closing_encounter_types.contains(&t))
 }
 
-/// The facility's local date of a unix timestamp (the commit day of demographics changes).
-fn local_date(timestamp: u32) -> String {
-    let t = chrono::Local
-        .timestamp_opt(timestamp as i64, 0)
-        .single()
-        .unwrap_or_else(chrono::Local::now);
-    t.format("%Y-%m-%d").to_string()
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }

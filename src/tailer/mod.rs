@@ -124,6 +124,7 @@ pub async fn run(
         mapped,
         wake,
         capture_status,
+        checkpoint,
     );
     let result = capture.run(shutdown.clone()).await;
     // Capture ended (shutdown or fatal error): stop the others too.
