@@ -5,6 +5,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+
+/// mimalloc: the tailer makes many small allocations (rows, JSON maps, sled nodes); glibc
+/// malloc spent a third of the capture loop's time on them (perf, scripts/bench-e2e.sh).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use emr_stream::cli::{Cli, Command};
 use emr_stream::config::{ReceiverConfig, TailerConfig};
 use emr_stream::{metrics, receive, shutdown, simulate, tailer};

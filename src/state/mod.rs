@@ -300,7 +300,7 @@ impl State {
     pub fn move_to_outbox(
         &self,
         stream_key: &str,
-        envelope: impl Fn(u64, &[WireRow], bool) -> Vec<u8>,
+        envelope: impl Fn(u64, &[&[u8]], bool) -> Vec<u8>,
         now: u64,
     ) -> Result<Option<MovedPart>, StateError> {
         let Some(meta_bytes) = self.visits.get(stream_key.as_bytes())? else {
@@ -315,9 +315,10 @@ impl State {
                 break;
             }
             let (k, v) = item?;
-            wire_rows.push(decode::<WireRow>("visit row", &v)?);
+            wire_rows.push(v);
             row_keys.push(k);
         }
+        let row_bytes: Vec<&[u8]> = wire_rows.iter().map(|r| r.as_ref()).collect();
         let id = self.db.generate_id()?;
         let version = (&self.visits, &self.visit_rows, &self.outbox, &self.versions)
             .transaction(|(visits, rows, outbox, versions)| {
@@ -333,7 +334,7 @@ impl State {
                     .unwrap_or(0)
                     + 1;
                 let mut value = now.to_be_bytes().to_vec();
-                value.extend(envelope(version, &wire_rows, last));
+                value.extend(envelope(version, &row_bytes, last));
                 outbox.insert(&id.to_be_bytes(), value)?;
                 versions.insert(stream_key.as_bytes(), &version.to_be_bytes())?;
                 if last {
@@ -538,7 +539,13 @@ mod tests {
                 4000,
             )
             .unwrap();
-        assert_eq!(v, Some(MovedPart { version: 2, last: true }));
+        assert_eq!(
+            v,
+            Some(MovedPart {
+                version: 2,
+                last: true
+            })
+        );
         state
             .outbox_done(&[(entries[0].id, "101:7:1:2026-01-02".into(), 1)], 5000)
             .unwrap();

@@ -382,7 +382,7 @@ impl Capture {
                 continue;
             };
             loop {
-                let envelope_of = |version, rows: &[WireRow], last| {
+                let envelope_of = |version, rows: &[&[u8]], last| {
                     envelope(stream_key, &meta.key, version, complete && last, rows)
                 };
                 match self.state.move_to_outbox(stream_key, envelope_of, now)? {

@@ -96,41 +96,83 @@ pub struct WireRow {
     pub data: Map<String, Value>,
 }
 
-/// A visit version as shipped.
+/// The head of a visit version as shipped (its rows are spliced in as stored JSON).
 #[derive(Debug, Clone, Serialize)]
-pub struct Visit<'a> {
-    /// `{site}:{patient}:{program}:{date}`.
-    pub stream_key: &'a str,
-    /// The patient.
-    pub patient_id: i64,
-    /// The program.
-    pub program_id: i64,
-    /// The day.
-    pub visit_date: &'a str,
-    /// 1 for the first shipment, +1 for each later one.
-    pub version: u64,
-    /// Whether the visit was closed (closing encounter, or its day is over).
-    pub complete: bool,
-    /// The rows changed since the previous version.
-    pub rows: &'a [WireRow],
+struct VisitHead<'a> {
+    stream_key: &'a str,
+    patient_id: i64,
+    program_id: i64,
+    visit_date: &'a str,
+    version: u64,
+    complete: bool,
 }
 
-/// The wire envelope of one visit version.
+/// The wire envelope of one visit version: `{"stream_key", ..., "rows": [...]}`, with `rows`
+/// the stored JSON of each row (no decode and re-encode).
 pub fn envelope(
     stream_key: &str,
     key: &VisitKey,
     version: u64,
     complete: bool,
-    rows: &[WireRow],
+    rows: &[impl AsRef<[u8]>],
 ) -> Vec<u8> {
-    serde_json::to_vec(&Visit {
+    let head = serde_json::to_vec(&VisitHead {
         stream_key,
         patient_id: key.patient_id,
         program_id: key.program_id,
         visit_date: &key.visit_date,
         version,
         complete,
-        rows,
     })
-    .expect("visits serialize")
+    .expect("visit heads serialize");
+    let size: usize = rows.iter().map(|r| r.as_ref().len() + 1).sum();
+    let mut out = Vec::with_capacity(head.len() + size + 16);
+    out.extend_from_slice(&head[..head.len() - 1]);
+    out.extend_from_slice(b",\"rows\":[");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(row.as_ref());
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelope_is_the_visit_json() {
+        let key = VisitKey {
+            patient_id: 5,
+            program_id: 1,
+            visit_date: "2026-01-02".into(),
+        };
+        let row = WireRow {
+            table: "obs".into(),
+            op: RowOp::Upsert,
+            lsn: 9,
+            pk: serde_json::from_str(r#"{"obs_id":1}"#).unwrap(),
+            data: serde_json::from_str(r#"{"value_text":"Zoë \"quoted\""}"#).unwrap(),
+        };
+        let stored = serde_json::to_vec(&row).unwrap();
+        let bytes = envelope(
+            "101:5:1:2026-01-02",
+            &key,
+            3,
+            true,
+            &[stored.clone(), stored],
+        );
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["version"], 3);
+        assert_eq!(v["rows"].as_array().unwrap().len(), 2);
+        assert_eq!(v["rows"][1]["data"]["value_text"], "Zoë \"quoted\"");
+        let empty = envelope("k", &key, 1, false, &[] as &[&[u8]]);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&empty).unwrap()["rows"],
+            serde_json::json!([])
+        );
+    }
 }
