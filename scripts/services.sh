@@ -14,8 +14,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 dir=${EMR_SERVICES_DIR:-$root/.services}
 mysql_port=${EMR_MYSQL_PORT:-23306}
+minimal_port=${EMR_MYSQL_MINIMAL_PORT:-23307}
 pg_port=${EMR_PG_PORT:-25432}
-my_dir=$dir/mariadb
 pg_dir=$dir/postgres
 
 say() { printf 'services: %s\n' "$*" >&2; }
@@ -43,37 +43,41 @@ install_missing() {
   fi
 }
 
-mysql_cli() { mariadb --protocol=socket -S "$my_dir/mysqld.sock" -uroot "$@"; }
-mysql_up() { [ -S "$my_dir/mysqld.sock" ] && mysql_cli -e 'select 1' >/dev/null 2>&1; }
+# Two MariaDB instances: "mariadb" logs FULL row metadata (column names in the binlog, as the
+# tailer prefers); "mariadb-minimal" logs MINIMAL (as MySQL 5.7 or a default MariaDB would), for
+# the tests of the information_schema fallback.
+mysql_cli() { mariadb --protocol=socket -S "$1/mysqld.sock" -uroot "${@:2}"; }
+mysql_up() { [ -S "$1/mysqld.sock" ] && mysql_cli "$1" -e 'select 1' >/dev/null 2>&1; }
 pg_up() { [ -d "$pg_dir/data" ] && as_pg "$(pg_bin)/pg_ctl" -D "$pg_dir/data" status >/dev/null 2>&1; }
 
-start_mysql() {
-  if mysql_up; then say "mariadb already running on port $mysql_port"; return; fi
+start_mysql() { # name port metadata buffer-pool
+  local name=$1 port=$2 metadata=$3 pool=$4 my_dir=$dir/$1
+  if mysql_up "$my_dir"; then say "$name already running on port $port"; return; fi
   mkdir -p "$my_dir"
   local user_args=()
   [ "$(id -u)" = 0 ] && user_args=(--user=root)
   if [ ! -d "$my_dir/data/mysql" ]; then
-    say "initialising mariadb in $my_dir/data"
+    say "initialising $name in $my_dir/data"
     mariadb-install-db --no-defaults "${user_args[@]}" --datadir="$my_dir/data" \
       --auth-root-authentication-method=normal --skip-test-db >"$my_dir/install.log" 2>&1 \
       || { cat "$my_dir/install.log" >&2; exit 1; }
   fi
-  # Row-based binlog with full images and full metadata: what the tailer needs (DESIGN.md).
+  # Row-based binlog with full images: what the tailer needs (DESIGN.md).
   setsid mariadbd --no-defaults "${user_args[@]}" --datadir="$my_dir/data" \
-    --port="$mysql_port" --bind-address=127.0.0.1 --socket="$my_dir/mysqld.sock" \
+    --port="$port" --bind-address=127.0.0.1 --socket="$my_dir/mysqld.sock" \
     --pid-file="$my_dir/mysqld.pid" --log-error="$my_dir/error.log" \
     --server-id=1 --log-bin="$my_dir/data/binlog" --binlog-format=ROW \
-    --binlog-row-image=FULL --binlog-row-metadata=FULL --max-binlog-size=64M \
+    --binlog-row-image=FULL --binlog-row-metadata="$metadata" --max-binlog-size=64M \
     --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
-    --innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 \
+    --innodb-buffer-pool-size="$pool" --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 \
     --max-connections=500 --skip-name-resolve --log-bin-trust-function-creators=1 \
     </dev/null >/dev/null 2>&1 &
-  for _ in $(seq 1 60); do mysql_up && break; sleep 0.5; done
-  mysql_up || { say "mariadb did not start; see $my_dir/error.log"; tail -20 "$my_dir/error.log" >&2; exit 1; }
-  mysql_cli -e "CREATE USER IF NOT EXISTS 'emr'@'%' IDENTIFIED BY 'emr';
+  for _ in $(seq 1 60); do mysql_up "$my_dir" && break; sleep 0.5; done
+  mysql_up "$my_dir" || { say "$name did not start; see $my_dir/error.log"; tail -20 "$my_dir/error.log" >&2; exit 1; }
+  mysql_cli "$my_dir" -e "CREATE USER IF NOT EXISTS 'emr'@'%' IDENTIFIED BY 'emr';
                 GRANT ALL PRIVILEGES ON *.* TO 'emr'@'%' WITH GRANT OPTION;
                 FLUSH PRIVILEGES;"
-  say "mariadb running on 127.0.0.1:$mysql_port"
+  say "$name running on 127.0.0.1:$port (binlog_row_metadata=$metadata)"
 }
 
 start_pg() {
@@ -98,23 +102,33 @@ start_pg() {
 }
 
 stop_all() {
-  if [ -f "$my_dir/mysqld.pid" ]; then
-    local pid; pid=$(cat "$my_dir/mysqld.pid")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    say "mariadb stopped"
-  fi
+  local name
+  for name in mariadb mariadb-minimal; do
+    if [ -f "$dir/$name/mysqld.pid" ]; then
+      local pid; pid=$(cat "$dir/$name/mysqld.pid")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      rm -f "$dir/$name/mysqld.pid"
+      say "$name stopped"
+    fi
+  done
   if pg_up; then as_pg "$(pg_bin)/pg_ctl" -D "$pg_dir/data" -m fast -w stop >/dev/null; say "postgresql stopped"; fi
 }
 
 case "${1:-}" in
-  start) install_missing; start_mysql; start_pg ;;
+  start)
+    install_missing
+    start_mysql mariadb "$mysql_port" FULL 256M
+    start_mysql mariadb-minimal "$minimal_port" MINIMAL 64M
+    start_pg ;;
   stop) stop_all ;;
   status)
-    if mysql_up; then echo "mariadb: running on 127.0.0.1:$mysql_port"; else echo "mariadb: stopped"; fi
+    if mysql_up "$dir/mariadb"; then echo "mariadb: running on 127.0.0.1:$mysql_port"; else echo "mariadb: stopped"; fi
+    if mysql_up "$dir/mariadb-minimal"; then echo "mariadb-minimal: running on 127.0.0.1:$minimal_port"; else echo "mariadb-minimal: stopped"; fi
     if pg_bin >/dev/null && pg_up; then echo "postgresql: running on 127.0.0.1:$pg_port"; else echo "postgresql: stopped"; fi ;;
   env)
     echo "export EMR_MYSQL_URL=mysql://emr:emr@127.0.0.1:$mysql_port"
+    echo "export EMR_MYSQL_MINIMAL_URL=mysql://emr:emr@127.0.0.1:$minimal_port"
     echo "export EMR_PG_URL=postgres://emr:emr@127.0.0.1:$pg_port/emr" ;;
   *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
 esac

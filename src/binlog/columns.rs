@@ -45,6 +45,15 @@ pub fn from_table_map(tme: &TableMapEvent<'_>, sample: Option<&BinlogRow>) -> Ve
                 ColumnType::MYSQL_TYPE_SET => sets.next(),
                 _ => None,
             };
+            let fixed_len =
+                (column_type == ColumnType::MYSQL_TYPE_STRING && meta.len() >= 2).then(|| {
+                    let (byte0, byte1) = (meta[0] as usize, meta[1] as usize);
+                    if byte0 & 0x30 != 0x30 {
+                        byte1 | (((byte0 & 0x30) ^ 0x30) << 4)
+                    } else {
+                        byte1
+                    }
+                });
             let col = sample.and_then(|r| r.columns_ref().get(i));
             let is_blob = matches!(
                 column_type,
@@ -65,6 +74,7 @@ pub fn from_table_map(tme: &TableMapEvent<'_>, sample: Option<&BinlogRow>) -> Ve
                     .unwrap_or(if is_blob { BINARY_CHARSET } else { 0 }),
                 fsp,
                 labels,
+                fixed_len,
             }
         })
         .collect()

@@ -28,6 +28,8 @@ pub struct ColumnDesc {
     pub fsp: u8,
     /// ENUM / SET labels, when the source logs them or information_schema gave them.
     pub labels: Option<Vec<String>>,
+    /// Declared byte length of fixed-length CHAR/BINARY columns.
+    pub fixed_len: Option<usize>,
 }
 
 const MAX_SAFE_INT: u64 = (1 << 53) - 1;
@@ -72,7 +74,7 @@ fn int_to_json(i: i64, col: &ColumnDesc) -> Json {
         MYSQL_TYPE_TINY if col.unsigned && i < 0 => i + (1 << 8),
         MYSQL_TYPE_SHORT if col.unsigned && i < 0 => i + (1 << 16),
         MYSQL_TYPE_LONG if col.unsigned && i < 0 => i + (1 << 32),
-        MYSQL_TYPE_LONGLONG if col.unsigned && i < 0 => return uint_to_json(i as u64),
+        MYSQL_TYPE_LONGLONG if col.unsigned => return uint_to_json(i as u64),
         // TIMESTAMP (old format) arrives as epoch seconds.
         MYSQL_TYPE_TIMESTAMP => return epoch_to_rfc3339(i, 0, 0),
         // ENUM arrives as its 1-based index; 0 is MySQL's '' error value.
@@ -170,6 +172,14 @@ fn bytes_to_json(bytes: Vec<u8>, col: &ColumnDesc) -> Json {
                 None => uint_to_json(mask),
             }
         }
+        // BINARY(n) is padded with zero bytes by the server; the binlog drops the padding.
+        MYSQL_TYPE_STRING if col.charset == BINARY_CHARSET => {
+            let mut bytes = bytes;
+            if let Some(n) = col.fixed_len.filter(|n| *n > bytes.len() && *n <= 255) {
+                bytes.resize(n, 0);
+            }
+            b64(&bytes)
+        }
         _ => decode_text(bytes, col.charset),
     }
 }
@@ -233,6 +243,7 @@ mod tests {
             charset,
             fsp,
             labels: None,
+            fixed_len: None,
         }
     }
 
