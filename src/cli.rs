@@ -55,6 +55,42 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         pace_ms: u64,
     },
+    /// Inspects or moves the tailer's checkpoint (the tailer must be stopped).
+    Checkpoint {
+        /// show or reset.
+        #[command(subcommand)]
+        action: CheckpointAction,
+    },
     /// Reads a site token from standard input and prints its SHA-256 (for receiver.toml).
     HashToken,
+}
+
+/// `checkpoint` actions.
+#[derive(Debug, Subcommand)]
+pub enum CheckpointAction {
+    /// Prints position, GTID, source server, lag, outbox size (JSON).
+    Show {
+        /// Tailer config.
+        #[arg(long, default_value = "config/tailer.toml")]
+        config: PathBuf,
+    },
+    /// Moves the checkpoint; refuses while a tailer runs; prints the gap it opens.
+    Reset {
+        /// Tailer config.
+        #[arg(long, default_value = "config/tailer.toml")]
+        config: PathBuf,
+        /// Move to this binlog position, FILE:POS.
+        #[arg(
+            long,
+            conflicts_with = "to_current",
+            required_unless_present = "to_current"
+        )]
+        to: Option<String>,
+        /// Move to the source's current position.
+        #[arg(long)]
+        to_current: bool,
+        /// Really do it (without, only say what would change).
+        #[arg(long)]
+        yes: bool,
+    },
 }

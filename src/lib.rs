@@ -14,6 +14,7 @@
 
 pub mod apply;
 pub mod binlog;
+pub mod checkpoint;
 pub mod cli;
 pub mod config;
 pub mod ids;

@@ -10,9 +10,9 @@ use clap::Parser;
 /// malloc spent a third of the capture loop's time on them (perf, scripts/bench-e2e.sh).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use emr_stream::cli::{Cli, Command};
+use emr_stream::cli::{CheckpointAction, Cli, Command};
 use emr_stream::config::{ReceiverConfig, TailerConfig};
-use emr_stream::{metrics, receive, shutdown, simulate, tailer};
+use emr_stream::{checkpoint, metrics, receive, shutdown, simulate, tailer};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -80,6 +80,27 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             .await?;
             println!("{}", serde_json::to_string(&counts)?);
             Ok(())
+        }
+        Command::Checkpoint {
+            action: CheckpointAction::Show { config },
+        } => checkpoint::show(&config).await,
+        Command::Checkpoint {
+            action:
+                CheckpointAction::Reset {
+                    config,
+                    to,
+                    to_current,
+                    yes,
+                },
+        } => {
+            let target = match (to, to_current) {
+                (Some(to), false) => checkpoint::ResetTarget::To(
+                    emr_stream::binlog::BinlogPosition::parse(&to)
+                        .ok_or_else(|| anyhow::anyhow!("--to must be FILE:POS"))?,
+                ),
+                _ => checkpoint::ResetTarget::Current,
+            };
+            checkpoint::reset(&config, target, yes).await
         }
         Command::HashToken => {
             let mut token = String::new();

@@ -27,7 +27,9 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, Pool};
 use serde_json::{Map, Value as Json};
 
 pub use position::{file_sequence, lsn, BinlogPosition, MAX_EPOCH};
-pub use preflight::{preflight, read_site_id, server_position, SourceInfo};
+pub use preflight::{
+    binlog_files, preflight, preflight_with_grace, read_site_id, server_position, SourceInfo,
+};
 use value::ColumnDesc;
 
 /// Errors of the binlog adapter, with the position where they happened.
@@ -201,12 +203,7 @@ impl BinlogReader {
     pub async fn next(&mut self) -> Result<Option<Step>, BinlogError> {
         let event = match self.stream.next().await {
             None => return Ok(None),
-            Some(Err(source)) => {
-                return Err(BinlogError::Mysql {
-                    position: format!("{}:?", self.file),
-                    source,
-                })
-            }
+            Some(Err(source)) => return Err(stream_error(source, &self.file)),
             Some(Ok(event)) => event,
         };
         let header = event.header();
@@ -450,6 +447,23 @@ fn row_image(row: BinlogRow, descs: &[ColumnDesc]) -> Map<String, Json> {
         map.insert(desc.name.clone(), json);
     }
     map
+}
+
+/// A stream error; the server's "cannot read the binlog" (1236: file purged, position
+/// invalid) is final, everything else is retried from the checkpoint.
+fn stream_error(source: mysql_async::Error, file: &str) -> BinlogError {
+    match &source {
+        mysql_async::Error::Server(e) if e.code == 1236 => BinlogError::Refused {
+            position: format!("{file}:?"),
+            reason: format!(
+                "the source cannot send its binlog from the checkpoint (error 1236, SQLSTATE {}): the file was \
+                 purged or the position is invalid. Remedy: `emr-stream checkpoint reset --config <tailer.toml> \
+                 --to-current --yes` and re-send the visits of the gap it reports",
+                e.state
+            ),
+        },
+        _ => BinlogError::Mysql { position: format!("{file}:?"), source },
+    }
 }
 
 /// MariaDB GTID event body: seq u64 LE, domain u32 LE, flags u8.

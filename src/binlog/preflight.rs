@@ -15,8 +15,8 @@ pub struct SourceInfo {
     pub server_id: u32,
     /// `@@version`.
     pub version: String,
-    /// Binlog files the source still has, oldest first.
-    pub files: Vec<String>,
+    /// Binlog files the source still has, oldest first, with their sizes.
+    pub files: Vec<(String, u64)>,
     /// Whether column names are in the binlog (`binlog_row_metadata=FULL`).
     pub full_metadata: bool,
 }
@@ -34,6 +34,34 @@ async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>, BinlogE
         .await
         .map_err(mysql)?;
     Ok(row.and_then(|r| r.get::<Option<String>, _>(1).flatten()))
+}
+
+/// Whether a replica with `replica_id` is registered on the source.
+async fn replica_registered(conn: &mut Conn, replica_id: u32) -> bool {
+    let replicas: Vec<Row> = conn.query("SHOW SLAVE HOSTS").await.unwrap_or_default();
+    replicas
+        .iter()
+        .any(|r| r.get::<u32, _>(0) == Some(replica_id))
+}
+
+/// Refuses a source the tailer cannot follow exactly; `replica_id` is the tailer's server id.
+/// A registration under `replica_id` that outlives `grace` is another live replica (a stopped
+/// tailer's registration ends once the source's next heartbeat finds its socket closed).
+pub async fn preflight_with_grace(
+    conn: &mut Conn,
+    replica_id: u32,
+    grace: std::time::Duration,
+) -> Result<SourceInfo, BinlogError> {
+    let deadline = tokio::time::Instant::now() + grace;
+    while replica_registered(conn, replica_id).await {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BinlogError::Preflight(format!(
+                "another replica is connected with server_id {replica_id}: stop it or set a different source.server_id"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    preflight(conn, replica_id).await
 }
 
 /// Refuses a source the tailer cannot follow exactly; `replica_id` is the tailer's server id.
@@ -107,12 +135,12 @@ pub async fn preflight(conn: &mut Conn, replica_id: u32) -> Result<SourceInfo, B
     })
 }
 
-/// The binlog files the source has, oldest first.
-pub async fn binlog_files(conn: &mut Conn) -> Result<Vec<String>, BinlogError> {
+/// The binlog files the source has, oldest first, with their sizes in bytes.
+pub async fn binlog_files(conn: &mut Conn) -> Result<Vec<(String, u64)>, BinlogError> {
     let rows: Vec<Row> = conn.query("SHOW BINARY LOGS").await.map_err(mysql)?;
     Ok(rows
         .into_iter()
-        .filter_map(|r| r.get::<String, _>(0))
+        .filter_map(|r| Some((r.get::<String, _>(0)?, r.get::<u64, _>(1).unwrap_or(0))))
         .collect())
 }
 

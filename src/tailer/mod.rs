@@ -40,7 +40,8 @@ pub async fn run(
         .get_conn()
         .await
         .context("cannot connect to the source database (source.url)")?;
-    let info = binlog::preflight(&mut conn, config.source.server_id).await?;
+    let grace = std::time::Duration::from_secs(2 * config.source.heartbeat_secs.max(1) + 1);
+    let info = binlog::preflight_with_grace(&mut conn, config.source.server_id, grace).await?;
     if !info.full_metadata {
         tracing::info!("source logs no column names (binlog_row_metadata is not FULL); names come from information_schema");
     }
@@ -50,7 +51,7 @@ pub async fn run(
     };
     let checkpoint = match state.checkpoint()? {
         Some(cp) => {
-            check_position_exists(&cp.position, &info.files)?;
+            crate::checkpoint::check_resumable(&cp, &info).map_err(|e| anyhow::anyhow!(e))?;
             cp
         }
         None => {
@@ -60,7 +61,7 @@ pub async fn run(
                     file: info
                         .files
                         .first()
-                        .cloned()
+                        .map(|f| f.0.clone())
                         .context("the source has no binlog files")?,
                     pos: 4,
                 },
@@ -142,42 +143,4 @@ pub async fn run(
     pool.disconnect().await.ok();
     result?;
     ship_result
-}
-
-/// Refuses to start from a checkpoint whose binlog file the source no longer has.
-fn check_position_exists(position: &BinlogPosition, files: &[String]) -> anyhow::Result<()> {
-    if files.iter().any(|f| f == &position.file) {
-        return Ok(());
-    }
-    let newest = files.last().map(String::as_str).unwrap_or("none");
-    let what = match files.first().and_then(|f| binlog::file_sequence(f)) {
-        Some(first) if first > position.sequence() => "was purged from the source",
-        _ => "does not exist on the source (were its binlogs reset, or is this another server?)",
-    };
-    anyhow::bail!(
-        "the checkpoint's binlog file {} {what} (source has {} .. {newest}). Rows written since the checkpoint \
-         cannot be read from the binlog. Remedy: `emr-stream checkpoint reset --config <tailer.toml> --to-current --yes`, \
-         then `emr-stream sweep --config <tailer.toml> --since <the checkpoint's day>` to re-send what was missed.",
-        position.file,
-        files.first().map(String::as_str).unwrap_or("none"),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn purged_checkpoint_is_refused_with_remedy() {
-        let cp = BinlogPosition::parse("binlog.000002:400").unwrap();
-        let files = vec!["binlog.000005".to_string(), "binlog.000006".to_string()];
-        let e = check_position_exists(&cp, &files).unwrap_err().to_string();
-        assert!(e.contains("purged"), "{e}");
-        assert!(e.contains("checkpoint reset"), "{e}");
-        assert!(check_position_exists(&cp, &["binlog.000002".to_string()]).is_ok());
-        let reset =
-            check_position_exists(&BinlogPosition::parse("binlog.000009:4").unwrap(), &files)
-                .unwrap_err();
-        assert!(reset.to_string().contains("reset"));
-    }
 }

@@ -1,0 +1,425 @@
+//! The tailer's exactness on the real MariaDB: schema changes mid-stream (FULL and MINIMAL
+//! row metadata), lookups answered from the source, heartbeats, preflight refusals, and a
+//! checkpoint whose binlog is gone.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use emr_stream::binlog::{self, BinlogPosition, BinlogReader, RowOp, Step};
+use emr_stream::mapping::Mapping;
+use emr_stream::state::{Checkpoint, State};
+use emr_stream::visit::{Resolver, VisitKey};
+use mysql_async::prelude::Queryable;
+use mysql_async::{Opts, OptsBuilder, Pool};
+use serde_json::{json, Value};
+
+async fn position(conn: &mut mysql_async::Conn) -> BinlogPosition {
+    let row: mysql_async::Row = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .unwrap();
+    BinlogPosition {
+        file: row.get(0).unwrap(),
+        pos: row.get(1).unwrap(),
+    }
+}
+
+/// Reads the reader until it has passed `end`, collecting (table, op, image).
+async fn read_until(
+    reader: &mut BinlogReader,
+    end: &BinlogPosition,
+    out: &mut Vec<(String, &'static str, Value)>,
+) {
+    loop {
+        let step = tokio::time::timeout(Duration::from_secs(30), reader.next())
+            .await
+            .expect("binlog read timed out")
+            .unwrap()
+            .unwrap();
+        match step {
+            Step::Rows(rows) => {
+                for r in rows {
+                    out.push((
+                        r.table,
+                        if r.op == RowOp::Upsert {
+                            "upsert"
+                        } else {
+                            "delete"
+                        },
+                        Value::Object(r.image),
+                    ));
+                }
+            }
+            Step::Commit { position, .. } if position >= *end => return,
+            _ => {}
+        }
+    }
+}
+
+/// GIVEN a table followed live, WHEN it is altered (add, drop, modify), renamed, and another
+/// table is created after start, THEN every row before and after each change decodes with the
+/// columns it was written with.
+async fn schema_changes(url: &str, label: &str) {
+    let db = common::unique(&format!("ddl_{label}"));
+    let opts = Opts::from_url(url).unwrap();
+    let mut admin = mysql_async::Conn::new(opts.clone())
+        .await
+        .unwrap_or_else(|e| panic!("{url}: {e}: {}", common::HOWTO));
+    admin
+        .query_drop(format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let start = position(&mut admin).await;
+    let mapped: HashMap<String, Vec<String>> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|t| (t.to_string(), vec!["id".to_owned()]))
+        .collect();
+    let mut reader = BinlogReader::connect(
+        opts.clone(),
+        Pool::new(opts.clone()),
+        common::server_id(),
+        &start,
+        &db,
+        mapped,
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let mut conn = mysql_async::Conn::new(OptsBuilder::from_opts(opts).db_name(Some(db.clone())))
+        .await
+        .unwrap();
+    let steps = [
+        "CREATE TABLE s1 (id INT PRIMARY KEY, a VARCHAR(10))",
+        "INSERT INTO s1 VALUES (1, 'x')",
+        "ALTER TABLE s1 ADD COLUMN b INT",
+        "INSERT INTO s1 VALUES (2, 'y', 5)",
+        "ALTER TABLE s1 DROP COLUMN a",
+        "INSERT INTO s1 VALUES (3, 6)",
+        "ALTER TABLE s1 MODIFY COLUMN b BIGINT UNSIGNED",
+        "INSERT INTO s1 VALUES (4, 18446744073709551615)",
+        "RENAME TABLE s1 TO s2",
+        "INSERT INTO s2 VALUES (5, 7)",
+        "CREATE TABLE s3 (id INT PRIMARY KEY, note TEXT)",
+        "INSERT INTO s3 VALUES (1, 'late table')",
+        "UPDATE s2 SET b = 8 WHERE id = 5",
+    ];
+    let mut got = Vec::new();
+    for sql in steps {
+        conn.query_drop(sql).await.unwrap();
+        // followed live: the tailer reads each change before the next DDL
+        let end = position(&mut admin).await;
+        read_until(&mut reader, &end, &mut got).await;
+    }
+    let expected = vec![
+        ("s1".to_owned(), "upsert", json!({"id": 1, "a": "x"})),
+        (
+            "s1".to_owned(),
+            "upsert",
+            json!({"id": 2, "a": "y", "b": 5}),
+        ),
+        ("s1".to_owned(), "upsert", json!({"id": 3, "b": 6})),
+        (
+            "s1".to_owned(),
+            "upsert",
+            json!({"id": 4, "b": "18446744073709551615"}),
+        ),
+        ("s2".to_owned(), "upsert", json!({"id": 5, "b": 7})),
+        (
+            "s3".to_owned(),
+            "upsert",
+            json!({"id": 1, "note": "late table"}),
+        ),
+        ("s2".to_owned(), "upsert", json!({"id": 5, "b": 8})),
+    ];
+    assert_eq!(got, expected, "{label}");
+    admin
+        .query_drop(format!("DROP DATABASE {db}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn schema_changes_mid_stream_full_metadata() {
+    let services = common::Services::get().await;
+    schema_changes(&services.mysql_url, "full").await;
+}
+
+#[tokio::test]
+async fn schema_changes_mid_stream_minimal_metadata() {
+    let url = std::env::var("EMR_MYSQL_MINIMAL_URL")
+        .unwrap_or_else(|_| panic!("EMR_MYSQL_MINIMAL_URL is not set: {}", common::HOWTO));
+    schema_changes(&url, "minimal").await;
+}
+
+/// GIVEN encounters and orders the tailer never saw (its index is empty), WHEN obs and
+/// drug_order rows pointing at them are resolved, THEN their visit comes from the source: the
+/// encounter's patient, program and day, not the obs' own date.
+#[tokio::test]
+async fn lookups_the_tailer_never_saw_are_answered_by_the_source() {
+    let services = common::Services::get().await;
+    let db = common::unique("resolve");
+    emr_stream::simulate::init_schema(&services.mysql_url, &db)
+        .await
+        .unwrap();
+    let pool = services.mysql_pool(&db);
+    let mut conn = pool.get_conn().await.unwrap();
+    conn.query_drop(
+        "INSERT INTO encounter (encounter_id, encounter_type, patient_id, encounter_datetime, program_id, date_created, uuid) \
+         VALUES (900, 25, 77, '2026-01-05 09:30:00', 1, NOW(), 'e-900')",
+    )
+    .await
+    .unwrap();
+    conn.query_drop(
+        "INSERT INTO orders (order_id, order_type_id, concept_id, start_date, patient_id, encounter_id, date_created, uuid) \
+         VALUES (500, 1, 2833, '2026-01-05 09:40:00', 77, 900, NOW(), 'o-500')",
+    )
+    .await
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("emr-stream-tests/{db}-state"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = State::open(&dir).unwrap();
+    let mapping = Mapping::load(Path::new(&common::mapping_path())).unwrap();
+    let mut resolver = Resolver::new(mapping, state, pool.clone(), db.clone());
+    let visit = VisitKey {
+        patient_id: 77,
+        program_id: 1,
+        visit_date: "2026-01-05".into(),
+    };
+
+    let obs = json!({"obs_id": 1, "person_id": 77, "encounter_id": 900, "obs_datetime": "2026-02-20 08:00:00"});
+    let pk = json!({"obs_id": 1});
+    let key = resolver
+        .resolve(
+            "obs",
+            pk.as_object().unwrap(),
+            obs.as_object().unwrap(),
+            "2026-11-26",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        key, visit,
+        "a late lab result belongs to its encounter's visit"
+    );
+
+    let drug_order = json!({"order_id": 500, "quantity": 60});
+    let pk = json!({"order_id": 500});
+    let key = resolver
+        .resolve(
+            "drug_order",
+            pk.as_object().unwrap(),
+            drug_order.as_object().unwrap(),
+            "2026-11-26",
+        )
+        .await
+        .unwrap();
+    assert_eq!(key, visit, "drug_order -> orders -> encounter");
+
+    let loose = json!({"obs_id": 2, "person_id": 78, "encounter_id": null, "obs_datetime": "2026-03-01 10:00:00"});
+    let pk = json!({"obs_id": 2});
+    let key = resolver
+        .resolve(
+            "obs",
+            pk.as_object().unwrap(),
+            loose.as_object().unwrap(),
+            "2026-11-26",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        key,
+        VisitKey {
+            patient_id: 78,
+            program_id: 1,
+            visit_date: "2026-03-01".into()
+        },
+        "no encounter: own columns"
+    );
+
+    let orphan = json!({"obs_id": 3, "person_id": 79, "encounter_id": 123456, "obs_datetime": "2026-03-01 10:00:00"});
+    let pk = json!({"obs_id": 3});
+    let key = resolver
+        .resolve(
+            "obs",
+            pk.as_object().unwrap(),
+            orphan.as_object().unwrap(),
+            "2026-11-26",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        key,
+        VisitKey {
+            patient_id: 79,
+            program_id: 1,
+            visit_date: "2026-03-01".into()
+        },
+        "parent gone: own columns"
+    );
+    conn.query_drop(format!("DROP DATABASE {db}"))
+        .await
+        .unwrap();
+}
+
+/// An idle source still says it is alive: heartbeats arrive at the configured period.
+#[tokio::test]
+async fn heartbeats_arrive_on_an_idle_stream() {
+    let url = std::env::var("EMR_MYSQL_MINIMAL_URL")
+        .unwrap_or_else(|_| panic!("EMR_MYSQL_MINIMAL_URL is not set: {}", common::HOWTO));
+    let opts = Opts::from_url(&url).unwrap();
+    let mut admin = mysql_async::Conn::new(opts.clone()).await.unwrap();
+    let start = position(&mut admin).await;
+    let mut reader = BinlogReader::connect(
+        opts.clone(),
+        Pool::new(opts),
+        common::server_id(),
+        &start,
+        "nothing_here",
+        HashMap::new(),
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    let mut heartbeats = 0;
+    while tokio::time::Instant::now() < deadline && heartbeats < 2 {
+        if let Ok(step) = tokio::time::timeout_at(deadline, reader.next()).await {
+            if matches!(step.unwrap(), Some(Step::Heartbeat)) {
+                heartbeats += 1;
+            }
+        }
+    }
+    assert!(
+        heartbeats >= 2,
+        "expected heartbeats every second, got {heartbeats} in 6 s"
+    );
+}
+
+/// The tailer refuses a replica id equal to the source's own server_id, naming the fix.
+#[tokio::test]
+async fn preflight_refuses_the_sources_own_server_id() {
+    let services = common::Services::get().await;
+    let mut conn = mysql_async::Conn::new(Opts::from_url(&services.mysql_url).unwrap())
+        .await
+        .unwrap();
+    let own: u32 = conn
+        .query_first("SELECT @@server_id")
+        .await
+        .unwrap()
+        .unwrap();
+    let err = binlog::preflight(&mut conn, own)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("server_id") && err.contains("another id"),
+        "{err}"
+    );
+    assert!(binlog::preflight(&mut conn, common::server_id())
+        .await
+        .is_ok());
+}
+
+/// GIVEN a tailer whose checkpoint names a binlog file the source no longer has, WHEN it
+/// starts, THEN it refuses and names the remedy; `checkpoint reset --to-current` without --yes
+/// changes nothing, with --yes it moves the checkpoint and reports the gap, and the tailer
+/// then runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purged_checkpoint_stops_the_tailer_until_reset() {
+    let rig = common::Rig::new("purged").await;
+    let receiver = rig.receiver();
+    let mut tailer = rig.tailer(&receiver.addr);
+    rig.wait_quiet(&tailer, Duration::from_secs(60)).await;
+    tailer.stop();
+    let state = State::open(&rig.dir.join("state")).unwrap();
+    let mut cp: Checkpoint = state.checkpoint().unwrap().unwrap();
+    cp.position = BinlogPosition {
+        file: "binlog.000000".into(),
+        pos: 4,
+    };
+    state.set_checkpoint(&cp).unwrap();
+    drop(state);
+
+    let config = rig.dir.join("tailer.toml");
+    let run = std::process::Command::new(common::bin())
+        .args(["tailer", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success(),
+        "the tailer started from a purged checkpoint"
+    );
+    assert!(
+        err.contains("binlog.000000") && err.contains("checkpoint reset"),
+        "{err}"
+    );
+
+    let dry = std::process::Command::new(common::bin())
+        .args([
+            "checkpoint",
+            "reset",
+            "--config",
+            config.to_str().unwrap(),
+            "--to-current",
+        ])
+        .output()
+        .unwrap();
+    assert!(!dry.status.success());
+    assert!(String::from_utf8_lossy(&dry.stderr).contains("--yes"));
+    let reset = std::process::Command::new(common::bin())
+        .args([
+            "checkpoint",
+            "reset",
+            "--config",
+            config.to_str().unwrap(),
+            "--to-current",
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&reset.stdout);
+    assert!(
+        reset.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert!(
+        said.contains("will not be read") && said.contains("epoch 0"),
+        "{said}"
+    );
+    // moving back (here: to where the test began) bumps the lsn epoch, so that the rows read
+    // again still order after everything shipped before
+    let back = std::process::Command::new(common::bin())
+        .args([
+            "checkpoint",
+            "reset",
+            "--config",
+            config.to_str().unwrap(),
+            "--to",
+            &rig.start,
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&back.stdout);
+    assert!(
+        back.status.success() && said.contains("epoch 1"),
+        "{said} {}",
+        String::from_utf8_lossy(&back.stderr)
+    );
+
+    let show = std::process::Command::new(common::bin())
+        .args(["checkpoint", "show", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["resumable"], "yes", "{shown}");
+    let tailer = rig.tailer(&receiver.addr);
+    rig.wait_quiet(&tailer, Duration::from_secs(60)).await;
+    common::assert_stores_equal_source(&rig).await;
+}
