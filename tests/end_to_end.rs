@@ -43,34 +43,42 @@ async fn simulated_clinic_reaches_mirror_cdr_and_report() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tailer_killed_mid_stream_loses_nothing() {
-    // GIVEN a receiver and a tailer, and a clinic writing slowly
+async fn tailer_killed_at_twenty_random_moments_loses_nothing() {
+    // GIVEN a receiver and a tailer, and a clinic writing for a while
     let rig = Rig::new("kill").await;
     let receiver = rig.receiver();
     let mut tailer = rig.tailer(&receiver.addr);
-    let mut sim = rig.simulate(50, 4, 11, 4);
+    let mut sim = rig.simulate(60, 5, 11, 25);
 
-    // WHEN the tailer is killed with SIGKILL three times mid-stream and restarted each time
-    let mut kills = 0;
-    while kills < 3 {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+    // WHEN the tailer is killed with SIGKILL at 20 random moments and restarted each time
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut during_workload = 0;
+    for _ in 0..20 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        tokio::time::sleep(Duration::from_millis(100 + seed % 600)).await;
         tailer.kill9();
-        kills += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        tailer = rig.tailer(&receiver.addr);
-        if sim.try_wait().unwrap().is_some() {
-            break;
+        if sim.try_wait().unwrap().is_none() {
+            during_workload += 1;
         }
+        tailer = rig.tailer(&receiver.addr);
     }
     assert!(sim.wait().unwrap().success(), "simulate failed");
     assert!(
-        kills >= 2,
-        "the simulation ended before the tailer could be killed twice"
+        during_workload >= 10,
+        "only {during_workload} kills happened while the clinic was writing"
     );
-    rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+    rig.wait_quiet(&tailer, Duration::from_secs(180)).await;
 
-    // THEN the mirror and cdr still equal the source, no row missing
+    // THEN the mirror and cdr still equal the source, no row missing, and every visit of the
+    // source reached the receiver
     assert_stores_equal_source(&rig).await;
+    common::assert_every_visit_received(&rig).await;
     let expected = source_visits_per_day(&rig).await;
     wait_report_equals(&receiver, &expected, Duration::from_secs(30)).await;
 }

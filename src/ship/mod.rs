@@ -20,7 +20,7 @@ use crate::config::ShipConfig;
 use crate::metrics as m;
 use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
-use crate::state::{now_ms, DeadLetter, OutboxEntry, State, StateError};
+use crate::state::{now_ms, DeadLetter, State, StateError};
 pub use classify::{classify, Outcome};
 
 /// Errors that stop the shipper (storage, setup); network trouble is retried, not returned.
@@ -52,13 +52,24 @@ pub struct ShipStatus {
 
 /// Ships the outbox.
 pub struct Shipper {
-    client: reqwest::Client,
+    sender: Sender,
     config: ShipConfig,
     state: State,
-    site_id: i64,
-    tailer_id: String,
     wake: Arc<Notify>,
     status: Arc<ShipStatus>,
+}
+
+/// Sends batches to the receiver: gzip, bearer token, idempotency key; classifies answers.
+#[derive(Clone)]
+pub struct Sender {
+    client: reqwest::Client,
+    url: String,
+    token: crate::config::Secret,
+    /// This facility.
+    pub site_id: i64,
+    /// The state store's id (part of every batch id).
+    pub tailer_id: String,
+    backoff: (Duration, Duration),
 }
 
 /// Builds the HTTP client: rustls with the web PKI roots plus `ca_file`, timeouts.
@@ -92,11 +103,9 @@ impl Shipper {
         status: Arc<ShipStatus>,
     ) -> Result<Self, ShipError> {
         Ok(Self {
-            client: http_client(&config)?,
-            tailer_id: state.tailer_id()?,
+            sender: Sender::new(&config, site_id, state.tailer_id()?)?,
             config,
             state,
-            site_id,
             wake,
             status,
         })
@@ -140,12 +149,13 @@ impl Shipper {
                 .collect::<Result<_, _>>()?;
             let batch_id = format!(
                 "{}-{}-{}",
-                self.tailer_id,
+                self.sender.tailer_id,
                 entries[0].id,
                 entries[entries.len() - 1].id
             );
-            let body = batch_body(self.site_id, &batch_id, &entries);
-            let outcome = self.post(&batch_id, &body).await;
+            let visits: Vec<&[u8]> = entries.iter().map(|e| e.visit.as_slice()).collect();
+            let body = batch_body(self.sender.site_id, &batch_id, &visits);
+            let outcome = self.sender.post(&batch_id, &body).await;
             use std::sync::atomic::Ordering::Relaxed;
             match outcome {
                 Outcome::Stored | Outcome::Duplicate => {
@@ -212,16 +222,57 @@ impl Shipper {
             }
         }
     }
+}
 
-    async fn post(&self, batch_id: &str, body: &[u8]) -> Outcome {
+impl Sender {
+    /// A sender for `site_id` as configured in `[ship]`.
+    pub fn new(config: &ShipConfig, site_id: i64, tailer_id: String) -> Result<Self, ShipError> {
+        Ok(Self {
+            client: http_client(config)?,
+            url: config.url.clone(),
+            token: config.token.clone(),
+            site_id,
+            tailer_id,
+            backoff: (
+                Duration::from_millis(config.backoff_initial_ms),
+                Duration::from_secs(config.backoff_max_secs),
+            ),
+        })
+    }
+
+    /// Posts until the answer is final (stored, duplicate or rejected), retrying the rest with
+    /// backoff; `None` when shutdown came first.
+    pub async fn deliver(
+        &self,
+        batch_id: &str,
+        body: &[u8],
+        shutdown: &mut Shutdown,
+    ) -> Option<Outcome> {
+        let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
+        loop {
+            match self.post(batch_id, body).await {
+                Outcome::Retry(reason) => {
+                    metrics::counter!(m::SHIP_REQUESTS, "outcome" => "retry").increment(1);
+                    tracing::warn!(%reason, failures = backoff.failures() + 1, "direct ship failed; will retry");
+                    if !backoff.wait(shutdown).await {
+                        return None;
+                    }
+                }
+                outcome => return Some(outcome),
+            }
+        }
+    }
+
+    /// One POST; the answer classified.
+    pub async fn post(&self, batch_id: &str, body: &[u8]) -> Outcome {
         let gz = gzip(body);
         metrics::counter!(m::SHIP_BYTES_RAW).increment(body.len() as u64);
         metrics::counter!(m::SHIP_BYTES_COMPRESSED).increment(gz.len() as u64);
         let started = Instant::now();
         let result = self
             .client
-            .post(&self.config.url)
-            .bearer_auth(self.config.token.expose())
+            .post(&self.url)
+            .bearer_auth(self.token.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::CONTENT_ENCODING, "gzip")
             .header("Idempotency-Key", batch_id)
@@ -253,9 +304,9 @@ fn without_url(e: &reqwest::Error) -> String {
     text
 }
 
-/// `{"schema_version":1,"site_id":..,"batch_id":..,"visits":[...]}` from stored envelopes.
-pub fn batch_body(site_id: i64, batch_id: &str, entries: &[OutboxEntry]) -> Vec<u8> {
-    let size: usize = entries.iter().map(|e| e.visit.len() + 1).sum();
+/// `{"schema_version":1,"site_id":..,"batch_id":..,"visits":[...]}` from visit envelopes.
+pub fn batch_body(site_id: i64, batch_id: &str, visits: &[&[u8]]) -> Vec<u8> {
+    let size: usize = visits.iter().map(|v| v.len() + 1).sum();
     let mut body = Vec::with_capacity(size + 128);
     body.extend_from_slice(
         format!(
@@ -264,11 +315,11 @@ pub fn batch_body(site_id: i64, batch_id: &str, entries: &[OutboxEntry]) -> Vec<
         )
         .as_bytes(),
     );
-    for (i, e) in entries.iter().enumerate() {
+    for (i, v) in visits.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        body.extend_from_slice(&e.visit);
+        body.extend_from_slice(v);
     }
     body.extend_from_slice(b"]}");
     body
@@ -290,19 +341,11 @@ mod tests {
 
     #[test]
     fn batch_body_is_valid_json() {
-        let entries = vec![
-            OutboxEntry {
-                id: 1,
-                enqueued_ms: 0,
-                visit: br#"{"stream_key":"1:2:1:2026-01-01","version":1}"#.to_vec(),
-            },
-            OutboxEntry {
-                id: 2,
-                enqueued_ms: 0,
-                visit: br#"{"stream_key":"1:3:1:2026-01-01","version":2}"#.to_vec(),
-            },
+        let visits: [&[u8]; 2] = [
+            br#"{"stream_key":"1:2:1:2026-01-01","version":1}"#,
+            br#"{"stream_key":"1:3:1:2026-01-01","version":2}"#,
         ];
-        let body = batch_body(101, "t-1-2", &entries);
+        let body = batch_body(101, "t-1-2", &visits);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["site_id"], 101);
         assert_eq!(v["visits"][1]["version"], 2);

@@ -349,6 +349,27 @@ impl State {
         Ok(Some(MovedPart { version, last }))
     }
 
+    /// The next version of `stream_key` (for visit parts shipped without the outbox).
+    pub fn next_version(&self, stream_key: &str) -> Result<u64, StateError> {
+        let updated = self
+            .versions
+            .update_and_fetch(stream_key.as_bytes(), |old| {
+                let v = old
+                    .map(|v| u64::from_be_bytes(v.try_into().unwrap_or([0; 8])))
+                    .unwrap_or(0)
+                    + 1;
+                Some(v.to_be_bytes().to_vec())
+            })?;
+        Ok(updated
+            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+            .unwrap_or(1))
+    }
+
+    /// Records dead letters that never were in the outbox.
+    pub fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), StateError> {
+        self.outbox_dead(&[], letters)
+    }
+
     /// Up to `max_bytes` of the oldest outbox entries (at least one when any).
     pub fn outbox_peek(&self, max_bytes: usize) -> Result<Vec<OutboxEntry>, StateError> {
         let mut out = Vec::new();

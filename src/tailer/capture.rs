@@ -6,10 +6,13 @@
 //! so the checkpoint still only moves at transaction boundaries.
 //!
 //! Big transactions: rows of an unfinished transaction are held until its commit, up to
-//! `SPILL_ROWS`; beyond that they are written to the visit buffers in chunks *without* moving
-//! the checkpoint, so memory stays bounded. A crash in the middle re-reads the transaction
-//! whole from the checkpoint (rewriting the same rows is harmless: every row carries its
-//! position); no visit is moved to the outbox while such a transaction is open.
+//! `SPILL_ROWS`; beyond that each chunk is shipped straight to the receiver as visit parts
+//! (`complete: false`), bypassing sled, so memory stays bounded whatever the transaction's
+//! size. The binlog is their outbox: the checkpoint stays before the transaction until its
+//! commit is read, so a crash in the middle re-reads and re-sends it whole (batch ids are
+//! derived from the rows' positions and every row carries its `lsn`, so re-sending is
+//! harmless). While the receiver is unreachable, capture waits at such a transaction; nothing
+//! is lost, the source keeps the binlog.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -27,8 +30,9 @@ use crate::config::TailerConfig;
 use crate::mapping::{Mapping, Role};
 use crate::metrics as m;
 use crate::retry::Backoff;
+use crate::ship::{batch_body, Outcome, Sender};
 use crate::shutdown::Shutdown;
-use crate::state::{now_ms, Checkpoint, State, TxnChanges, VisitChanges};
+use crate::state::{now_ms, Checkpoint, DeadLetter, State, TxnChanges, VisitChanges};
 use crate::visit::{envelope, is_ready, Readiness, Resolver, WireRow};
 
 /// Live numbers of the capture loop, for `/status`.
@@ -49,7 +53,7 @@ const GROUP_ROWS: usize = 5_000;
 /// Longest a recorded-but-unwritten transaction waits for others to join its group.
 const GROUP_WAIT: Duration = Duration::from_millis(50);
 /// Rows of an unfinished transaction held in memory before they are written in chunks.
-const SPILL_ROWS: usize = 5_000;
+const SPILL_ROWS: usize = 2_000;
 
 /// Complete transactions (and chunks of an open one) not yet written to sled.
 #[derive(Default)]
@@ -81,8 +85,8 @@ pub struct Capture {
     status: Arc<CaptureStatus>,
     /// Rows of the transaction being read.
     pending: Vec<RowChange>,
-    /// Whether some rows of the transaction being read were already written (big transaction).
-    spilled: bool,
+    /// Ships the chunks of big transactions.
+    sender: Sender,
     group: Group,
     /// The last checkpoint written to sled.
     committed: Checkpoint,
@@ -104,6 +108,7 @@ impl Capture {
         wake: Arc<Notify>,
         status: Arc<CaptureStatus>,
         checkpoint: Checkpoint,
+        sender: Sender,
     ) -> Self {
         let database = config.source.database.clone();
         Self {
@@ -130,7 +135,7 @@ impl Capture {
             wake,
             status,
             pending: Vec::new(),
-            spilled: false,
+            sender,
             group: Group::default(),
             committed: checkpoint,
             day_cache: (u32::MAX, String::new()),
@@ -175,17 +180,17 @@ impl Capture {
                     _ = shutdown.fired() => break None,
                     _ = sleep_until(flush_at), if flush_at.is_some() => self.flush()?,
                     _ = ready_tick.tick() => {
-                        if !self.spilled {
-                            self.flush()?;
-                            self.move_ready_visits()?;
-                        }
+                        self.flush()?;
+                        self.move_ready_visits()?;
                     }
                     step = reader.next() => match step {
                         Ok(Some(step)) => {
                             backoff.reset();
                             self.status.last_event_ms.store(now_ms(), Relaxed);
                             metrics::counter!(m::TAILER_EVENTS).increment(1);
-                            self.step(step).await?;
+                            if !self.step(step, &mut shutdown).await? {
+                                break None;
+                            }
                         }
                         Ok(None) => break Some(anyhow::anyhow!("the source closed the binlog stream")),
                         Err(e) if e.is_retryable() => break Some(e.into()),
@@ -220,7 +225,6 @@ impl Capture {
     /// Drops the rows of a transaction whose commit was not read.
     fn abandon_open_transaction(&mut self) {
         self.pending.clear();
-        self.spilled = false;
     }
 
     /// The position of the last complete transaction seen (written or in the group).
@@ -228,15 +232,13 @@ impl Capture {
         self.group.checkpoint.as_ref().unwrap_or(&self.committed)
     }
 
-    async fn step(&mut self, step: Step) -> anyhow::Result<()> {
+    /// Handles one step; false when shutdown interrupted it.
+    async fn step(&mut self, step: Step, shutdown: &mut Shutdown) -> anyhow::Result<bool> {
         match step {
             Step::Rows(rows) => {
                 self.pending.extend(rows);
                 if self.pending.len() >= SPILL_ROWS {
-                    // A big transaction: write what we have, keep the checkpoint before it.
-                    self.absorb_pending().await?;
-                    self.spilled = true;
-                    self.flush()?;
+                    return self.ship_open_transaction_part(shutdown).await;
                 }
             }
             Step::Commit {
@@ -249,7 +251,7 @@ impl Capture {
                 if position <= last.position {
                     // Already recorded (re-read after a reconnect).
                     self.abandon_open_transaction();
-                    return Ok(());
+                    return Ok(true);
                 }
                 let mut cp = last.clone();
                 cp.position = position;
@@ -261,8 +263,11 @@ impl Capture {
                 if ddl {
                     tracing::info!(position = %cp.position, "schema change on the source database");
                 }
-                self.absorb_pending().await?;
-                self.spilled = false;
+                let rows = std::mem::take(&mut self.pending);
+                self.group.rows += rows.len();
+                let mut visits = std::mem::take(&mut self.group.changes.visits);
+                self.resolve_into(rows, &mut visits).await?;
+                self.group.changes.visits = visits;
                 self.group.checkpoint = Some(cp);
                 self.group.transactions += 1;
                 self.group.since.get_or_insert_with(Instant::now);
@@ -276,13 +281,86 @@ impl Capture {
             }
             Step::Skip => {}
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Resolves the pending rows into the group's visit changes.
-    async fn absorb_pending(&mut self) -> anyhow::Result<()> {
+    /// Ships the held rows of an unfinished big transaction straight to the receiver (see the
+    /// module doc); false when shutdown interrupted it.
+    async fn ship_open_transaction_part(
+        &mut self,
+        shutdown: &mut Shutdown,
+    ) -> anyhow::Result<bool> {
+        // Complete transactions before this one are written first.
+        self.flush()?;
+        let rows = std::mem::take(&mut self.pending);
+        let first_lsn = rows
+            .first()
+            .map(|r| r.position.lsn(self.committed.epoch))
+            .unwrap_or(0);
+        let count = rows.len();
+        let mut part = std::collections::BTreeMap::new();
+        self.resolve_into(rows, &mut part).await?;
+        // Its lookup entries are facts about committed rows: keep them (checkpoint unchanged).
+        self.flush()?;
+        let mut envelopes = Vec::with_capacity(part.len());
+        for (stream_key, changes) in &part {
+            let version = self.state.next_version(stream_key)?;
+            let rows: Vec<Vec<u8>> = changes
+                .rows
+                .iter()
+                .map(|r| serde_json::to_vec(r).expect("rows serialize"))
+                .collect();
+            envelopes.push((
+                stream_key.clone(),
+                version,
+                envelope(stream_key, &changes.key, version, false, &rows),
+            ));
+        }
+        let visits: Vec<&[u8]> = envelopes.iter().map(|e| e.2.as_slice()).collect();
+        let batch_id = format!("{}-txn-{first_lsn}-{count}", self.sender.tailer_id);
+        let body = batch_body(self.site_id, &batch_id, &visits);
+        tracing::info!(
+            rows = count,
+            visits = visits.len(),
+            "big transaction: shipping a part directly"
+        );
+        match self.sender.deliver(&batch_id, &body, shutdown).await {
+            None => return Ok(false),
+            Some(Outcome::Stored | Outcome::Duplicate) => {
+                metrics::counter!(m::SHIP_REQUESTS, "outcome" => "stored").increment(1);
+                metrics::counter!(m::SHIP_VISITS).increment(visits.len() as u64);
+            }
+            Some(Outcome::Rejected { status, reason, .. }) => {
+                tracing::error!(status, %reason, rows = count, "receiver refused a big transaction's part; moved to dead letters");
+                let letters = envelopes
+                    .into_iter()
+                    .map(|(stream_key, version, visit)| DeadLetter {
+                        status,
+                        reason: reason.clone(),
+                        at_ms: now_ms(),
+                        stream_key,
+                        version,
+                        visit: serde_json::value::RawValue::from_string(
+                            String::from_utf8_lossy(&visit).into_owned(),
+                        )
+                        .expect("envelopes are JSON"),
+                    })
+                    .collect();
+                self.state.add_dead_letters(letters)?;
+            }
+            Some(Outcome::Retry(_)) => unreachable!("deliver retries until the answer is final"),
+        }
+        Ok(true)
+    }
+
+    /// Resolves row changes into visit changes.
+    async fn resolve_into(
+        &mut self,
+        rows: Vec<RowChange>,
+        visits: &mut std::collections::BTreeMap<String, VisitChanges>,
+    ) -> anyhow::Result<()> {
         let epoch = self.committed.epoch;
-        for change in std::mem::take(&mut self.pending) {
+        for change in rows {
             *self
                 .group
                 .counts
@@ -314,10 +392,7 @@ impl Capture {
                     .collect(),
             };
             let lsn = change.position.lsn(epoch);
-            let entry = self
-                .group
-                .changes
-                .visits
+            let entry = visits
                 .entry(key.stream_key(self.site_id))
                 .or_insert_with(|| VisitChanges {
                     key,
@@ -334,7 +409,6 @@ impl Capture {
             });
             entry.closing |= closing;
             entry.clinical |= clinical;
-            self.group.rows += 1;
         }
         Ok(())
     }

@@ -86,6 +86,7 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     let ship_status = Arc::new(ShipStatus::default());
     let capture_status = Arc::new(CaptureStatus::default());
+    let sender = crate::ship::Sender::new(&config.ship, site_id, state.tailer_id()?)?;
     let shipper = Shipper::new(
         config.ship.clone(),
         state.clone(),
@@ -126,6 +127,7 @@ pub async fn run(
         wake,
         capture_status,
         checkpoint,
+        sender,
     );
     let result = capture.run(shutdown.clone()).await;
     // Capture ended (shutdown or fatal error): stop the others too.

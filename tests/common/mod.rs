@@ -556,3 +556,40 @@ pub async fn wait_report_equals(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Every visit (patient, program, day of a non-voided or voided encounter) of the source has
+/// reached the receiver's ledger of visit versions.
+pub async fn assert_every_visit_received(rig: &Rig) {
+    let source = rig.services.mysql_pool(&rig.source_db);
+    let keys: Vec<String> = source
+        .get_conn()
+        .await
+        .unwrap()
+        .query(format!(
+            "SELECT DISTINCT CONCAT('{SITE}:', patient_id, ':', COALESCE(program_id, 1), ':', DATE(encounter_datetime)) FROM encounter"
+        ))
+        .await
+        .unwrap();
+    let (pg, connection) = tokio_postgres::connect(&rig.pg_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let got: std::collections::HashSet<String> = pg
+        .query(
+            "SELECT stream_key FROM cdr._stream_visits WHERE site_id = $1",
+            &[&(SITE as i32)],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let missing: Vec<&String> = keys.iter().filter(|k| !got.contains(*k)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} of {} source visits never reached the receiver: {:?}",
+        missing.len(),
+        keys.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
