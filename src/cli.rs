@@ -61,8 +61,58 @@ pub enum Command {
         #[command(subcommand)]
         action: CheckpointAction,
     },
+    /// Visits the receiver refused for good: list, show, retry or drop them (tailer stopped).
+    Dead {
+        /// list, show, retry or drop.
+        #[command(subcommand)]
+        action: DeadAction,
+    },
     /// Reads a site token from standard input and prints its SHA-256 (for receiver.toml).
     HashToken,
+}
+
+/// `dead` actions.
+#[derive(Debug, Subcommand)]
+pub enum DeadAction {
+    /// One line per dead letter: id, time, status, reason, rows per table (no patient data).
+    List {
+        /// Tailer config.
+        #[arg(long, default_value = "config/tailer.toml")]
+        config: PathBuf,
+    },
+    /// One dead letter whole, with its visit (patient data).
+    Show {
+        /// Tailer config.
+        #[arg(long, default_value = "config/tailer.toml")]
+        config: PathBuf,
+        /// Dead letter id (from `dead list`).
+        id: u64,
+    },
+    /// Moves dead letters back to the outbox.
+    Retry {
+        /// Tailer config.
+        #[arg(long, default_value = "config/tailer.toml")]
+        config: PathBuf,
+        /// Dead letter ids.
+        ids: Vec<u64>,
+        /// All of them.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Deletes dead letters for good.
+    Drop {
+        /// Tailer config.
+        #[arg(long, default_value = "config/tailer.toml")]
+        config: PathBuf,
+        /// Dead letter ids.
+        ids: Vec<u64>,
+        /// All of them.
+        #[arg(long)]
+        all: bool,
+        /// Really delete.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 /// `checkpoint` actions.

@@ -17,6 +17,7 @@ pub mod binlog;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
+pub mod dead;
 pub mod ids;
 pub mod mapping;
 pub mod metrics;

@@ -10,9 +10,9 @@ use clap::Parser;
 /// malloc spent a third of the capture loop's time on them (perf, scripts/bench-e2e.sh).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use emr_stream::cli::{CheckpointAction, Cli, Command};
+use emr_stream::cli::{CheckpointAction, Cli, Command, DeadAction};
 use emr_stream::config::{ReceiverConfig, TailerConfig};
-use emr_stream::{checkpoint, metrics, receive, shutdown, simulate, tailer};
+use emr_stream::{checkpoint, dead, metrics, receive, shutdown, simulate, tailer};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -102,6 +102,17 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             };
             checkpoint::reset(&config, target, yes).await
         }
+        Command::Dead { action } => match action {
+            DeadAction::List { config } => dead::list(&config),
+            DeadAction::Show { config, id } => dead::show(&config, id),
+            DeadAction::Retry { config, ids, all } => dead::retry(&config, &ids, all),
+            DeadAction::Drop {
+                config,
+                ids,
+                all,
+                yes,
+            } => dead::drop(&config, &ids, all, yes),
+        },
         Command::HashToken => {
             let mut token = String::new();
             std::io::stdin().read_to_string(&mut token)?;

@@ -84,6 +84,10 @@ pub async fn run(
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            config.limits.max_body_bytes,
+            refuse_announced_oversize,
+        ))
         .with_state(app);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -96,6 +100,32 @@ pub async fn run(
     shutdown.fired().await;
     refresher.await.ok();
     Ok(())
+}
+
+/// Refuses a body whose announced length is over the cap before reading any of it (the body
+/// limit layer catches bodies without a length, or that lie about it, while reading).
+async fn refuse_announced_oversize(
+    State(limit): State<usize>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > limit as u64) {
+        let mut response = answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            json!({ "error": format!("body larger than {limit} bytes") }),
+        );
+        response.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
+        return response;
+    }
+    next.run(request).await
 }
 
 fn answer(status: StatusCode, body: serde_json::Value) -> Response {

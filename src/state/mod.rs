@@ -130,6 +130,9 @@ pub struct MovedPart {
 
 const CHECKPOINT: &[u8] = b"checkpoint";
 const TAILER_ID: &[u8] = b"tailer_id";
+/// (count, bytes) of the outbox, kept in the transactions that change it, so that metrics
+/// never walk a large outbox.
+const OUTBOX_SIZE: &[u8] = b"outbox_size";
 
 /// The store.
 #[derive(Clone)]
@@ -151,6 +154,36 @@ fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, bytes: &[u8]) -> Res
 
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("state records serialize")
+}
+
+/// Adds to the outbox's (count, bytes) counter inside a transaction.
+fn bump_outbox(
+    meta: &sled::transaction::TransactionalTree,
+    count: i64,
+    bytes: i64,
+) -> sled::transaction::ConflictableTransactionResult<(), StateError> {
+    let (c, b) = meta
+        .get(OUTBOX_SIZE)?
+        .map(|v| outbox_size(&v))
+        .unwrap_or((0, 0));
+    let mut value = (c as i64 + count).max(0).to_be_bytes().to_vec();
+    value.extend((b as i64 + bytes).max(0).to_be_bytes());
+    meta.insert(OUTBOX_SIZE, value)?;
+    Ok(())
+}
+
+fn outbox_size(v: &[u8]) -> (u64, u64) {
+    let c = v
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0);
+    let b = v
+        .get(8..16)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0);
+    (c, b)
 }
 
 fn abort(e: StateError) -> ConflictableTransactionError<StateError> {
@@ -320,8 +353,14 @@ impl State {
         }
         let row_bytes: Vec<&[u8]> = wire_rows.iter().map(|r| r.as_ref()).collect();
         let id = self.db.generate_id()?;
-        let version = (&self.visits, &self.visit_rows, &self.outbox, &self.versions)
-            .transaction(|(visits, rows, outbox, versions)| {
+        let version = (
+            &self.visits,
+            &self.visit_rows,
+            &self.outbox,
+            &self.versions,
+            &self.meta,
+        )
+            .transaction(|(visits, rows, outbox, versions, meta)| {
                 // The buffer must be exactly what was scanned.
                 if visits.get(stream_key.as_bytes())?.as_deref() != Some(&meta_bytes[..]) {
                     return Err(abort(StateError::Locked(
@@ -335,6 +374,7 @@ impl State {
                     + 1;
                 let mut value = now.to_be_bytes().to_vec();
                 value.extend(envelope(version, &row_bytes, last));
+                bump_outbox(meta, 1, value.len() as i64 - 8)?;
                 outbox.insert(&id.to_be_bytes(), value)?;
                 versions.insert(stream_key.as_bytes(), &version.to_be_bytes())?;
                 if last {
@@ -394,10 +434,12 @@ impl State {
     /// Entries the receiver stored (2xx) or already had (409): out of the outbox, into the
     /// ledger of shipped versions.
     pub fn outbox_done(&self, done: &[(u64, String, u64)], now: u64) -> Result<(), StateError> {
-        (&self.outbox, &self.shipped)
-            .transaction(|(outbox, shipped)| {
+        (&self.outbox, &self.shipped, &self.meta)
+            .transaction(|(outbox, shipped, meta)| {
                 for (id, stream_key, version) in done {
-                    outbox.remove(&id.to_be_bytes())?;
+                    if let Some(old) = outbox.remove(&id.to_be_bytes())? {
+                        bump_outbox(meta, -1, 8 - old.len() as i64)?;
+                    }
                     shipped.insert(stream_key.as_bytes(), encode(&(version, now)))?;
                 }
                 Ok(())
@@ -411,10 +453,12 @@ impl State {
             .iter()
             .map(|_| self.db.generate_id())
             .collect::<Result<_, _>>()?;
-        (&self.outbox, &self.dead)
-            .transaction(|(outbox, dead)| {
+        (&self.outbox, &self.dead, &self.meta)
+            .transaction(|(outbox, dead, meta)| {
                 for id in ids {
-                    outbox.remove(&id.to_be_bytes())?;
+                    if let Some(old) = outbox.remove(&id.to_be_bytes())? {
+                        bump_outbox(meta, -1, 8 - old.len() as i64)?;
+                    }
                 }
                 for (id, letter) in dead_ids.iter().zip(&letters) {
                     dead.insert(&id.to_be_bytes(), encode(letter))?;
@@ -426,23 +470,27 @@ impl State {
 
     /// (count, bytes, oldest enqueue time in unix ms) of the outbox.
     pub fn outbox_stats(&self) -> Result<(usize, u64, Option<u64>), StateError> {
-        let mut count = 0;
-        let mut bytes = 0u64;
-        let mut oldest = None;
-        for item in self.outbox.iter() {
-            let (_, v) = item?;
-            if oldest.is_none() {
-                oldest = Some(u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8])));
-            }
-            count += 1;
-            bytes += v.len() as u64 - 8;
-        }
-        Ok((count, bytes, oldest))
+        let (count, bytes) = self
+            .meta
+            .get(OUTBOX_SIZE)?
+            .map(|v| outbox_size(&v))
+            .unwrap_or((0, 0));
+        let oldest = self.outbox.first()?.and_then(|(_, v)| {
+            v.get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes)
+        });
+        Ok((count as usize, bytes, oldest))
     }
 
     /// Number of outbox entries.
     pub fn outbox_len(&self) -> usize {
-        self.outbox.len()
+        self.meta
+            .get(OUTBOX_SIZE)
+            .ok()
+            .flatten()
+            .map(|v| outbox_size(&v).0 as usize)
+            .unwrap_or(0)
     }
 
     /// Dead letters, oldest first, with their ids.
@@ -457,6 +505,41 @@ impl State {
                 ))
             })
             .collect()
+    }
+
+    /// Moves dead letters back to the end of the outbox (to be shipped again); returns how many.
+    pub fn dead_retry(&self, ids: &[u64], now: u64) -> Result<usize, StateError> {
+        let mut moved = Vec::new();
+        for id in ids {
+            if let Some(v) = self.dead.get(id.to_be_bytes())? {
+                let letter: DeadLetter = decode("dead letter", &v)?;
+                moved.push((*id, self.db.generate_id()?, letter));
+            }
+        }
+        (&self.dead, &self.outbox, &self.meta)
+            .transaction(|(dead, outbox, meta)| {
+                for (id, outbox_id, letter) in &moved {
+                    dead.remove(&id.to_be_bytes())?;
+                    let mut value = now.to_be_bytes().to_vec();
+                    value.extend_from_slice(letter.visit.get().as_bytes());
+                    bump_outbox(meta, 1, value.len() as i64 - 8)?;
+                    outbox.insert(&outbox_id.to_be_bytes(), value)?;
+                }
+                Ok(())
+            })
+            .map_err(StateError::from)?;
+        Ok(moved.len())
+    }
+
+    /// Deletes dead letters for good; returns how many.
+    pub fn dead_drop(&self, ids: &[u64]) -> Result<usize, StateError> {
+        let mut n = 0;
+        for id in ids {
+            if self.dead.remove(id.to_be_bytes())?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// The last shipped version of a visit and when (unix ms).

@@ -106,6 +106,23 @@ pub fn server_id() -> u32 {
     100_000 + (std::process::id() % 1000) * 1000 + nanos % 1000
 }
 
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+/// Resident memory now (VmRSS) of a process, KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_emr-stream")
 }
@@ -247,11 +264,16 @@ impl Rig {
         }
     }
 
-    /// Writes receiver.toml and starts the receiver.
+    /// Writes receiver.toml and starts the receiver on a free port.
     pub fn receiver(&self) -> Proc {
+        self.receiver_at("127.0.0.1:0")
+    }
+
+    /// Starts the receiver on `listen` (to bring it back on the same address).
+    pub fn receiver_at(&self, listen: &str) -> Proc {
         let hash = emr_stream::receive::auth::hash_token(&self.token);
         let config = format!(
-            "listen = \"127.0.0.1:0\"\nmapping = \"{mapping}\"\n[mysql]\nurl = \"{my}\"\ndatabase = \"{db}\"\n[postgres]\nurl = \"{pg}\"\n\
+            "listen = \"{listen}\"\nmapping = \"{mapping}\"\n[mysql]\nurl = \"{my}\"\ndatabase = \"{db}\"\n[postgres]\nurl = \"{pg}\"\n\
              [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n[views]\ndebounce_ms = 200\n",
             mapping = mapping_path(),
             my = self.services.mysql_url,
@@ -350,7 +372,7 @@ impl Rig {
     }
 }
 
-fn position_ge(a: &str, b: &str) -> bool {
+pub fn position_ge(a: &str, b: &str) -> bool {
     let parse = |p: &str| -> Option<(u64, u64)> {
         let (file, pos) = p.rsplit_once(':')?;
         Some((file.rsplit_once('.')?.1.parse().ok()?, pos.parse().ok()?))
@@ -592,4 +614,72 @@ pub async fn assert_every_visit_received(rig: &Rig) {
         keys.len(),
         &missing[..missing.len().min(5)]
     );
+}
+
+/// A TCP proxy that drops connections, delays answers and cuts answers off at random, between
+/// the tailer and the receiver. Runs until dropped (bounded: only loopback, only while the test
+/// runs).
+pub struct FaultProxy {
+    pub addr: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FaultProxy {
+    pub async fn start(upstream: String) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let task = tokio::spawn(async move {
+            let mut seed = 0x2545_f491_4f6c_dd1du64;
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let roll = seed % 100;
+                let delay = Duration::from_millis(seed % 400);
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if roll < 15 {
+                        return; // connection dropped before anything
+                    }
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.split();
+                    let (mut sr, mut sw) = server.split();
+                    let up = tokio::io::copy(&mut cr, &mut sw);
+                    let down = async {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match sr.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            tokio::time::sleep(delay).await;
+                            if roll < 30 {
+                                return; // the receiver answered, the answer is lost
+                            }
+                            if cw.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::select! {
+                        _ = up => {}
+                        _ = down => {}
+                    }
+                });
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for FaultProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

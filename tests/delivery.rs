@@ -1,0 +1,123 @@
+//! Delivery through outages and faults, with real processes: the receiver down for a while,
+//! the receiver killed in the middle of applies, and a proxy that drops connections and loses
+//! answers. Every time the mirror and cdr converge to the source.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_every_visit_received, assert_stores_equal_source, Rig};
+
+async fn status(tailer: &common::Proc) -> serde_json::Value {
+    let body = reqwest::get(format!("http://{}/status", tailer.addr))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_outage_fills_the_outbox_then_drains_it() {
+    // GIVEN a tailer whose receiver is down
+    let rig = Rig::new("outage").await;
+    let addr = common::free_addr();
+    let mut receiver = rig.receiver_at(&addr);
+    let tailer = rig.tailer(&addr);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    receiver.kill9();
+
+    // WHEN the clinic writes more than 500 visits, in two waves
+    let mut outbox_rss = Vec::new();
+    for (wave, seed) in [(1, 21u64), (2, 22)] {
+        let sim = rig.simulate(320, 6, seed, 0).wait_with_output().unwrap();
+        assert!(sim.status.success());
+        let counts: serde_json::Value = serde_json::from_slice(&sim.stdout).unwrap();
+        assert!(counts["visits"].as_u64().unwrap() >= 500, "{counts}");
+        // THEN the tailer keeps capturing: every visit waits in the outbox
+        let target = rig.services.binlog_position().await;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let s = loop {
+            let s = status(&tailer).await;
+            let caught_up = s["checkpoint"]
+                .as_str()
+                .is_some_and(|c| common::position_ge(c, &target));
+            if caught_up
+                && s["open_visits"] == 0
+                && s["outbox_visits"].as_u64().unwrap_or(0) >= 500 * wave
+            {
+                break s;
+            }
+            assert!(Instant::now() < deadline, "outbox did not fill: {s}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert!(s["ship_failures"].as_u64().unwrap() > 0, "{s}");
+        let rss = common::rss_kib(tailer.child.id());
+        eprintln!(
+            "outage wave {wave}: outbox {} visits / {} bytes; tailer RSS {rss} KiB",
+            s["outbox_visits"], s["outbox_bytes"]
+        );
+        outbox_rss.push((s["outbox_bytes"].as_u64().unwrap(), rss));
+    }
+    // AND its memory stays flat while the outbox keeps growing (sled's working set is bounded;
+    // the outbox lives on disk)
+    let (bytes1, rss1) = outbox_rss[0];
+    let (bytes2, rss2) = outbox_rss[1];
+    assert!(
+        bytes2 > bytes1 * 3 / 2,
+        "the outbox did not grow: {outbox_rss:?}"
+    );
+    assert!(
+        rss2 < rss1 * 5 / 4 && rss2 < 200 * 1024,
+        "tailer RSS grew with the outbox: {outbox_rss:?}"
+    );
+
+    // WHEN the receiver comes back on the same address
+    let receiver = rig.receiver_at(&addr);
+    // THEN the outbox drains to 0 and the stores converge to the source
+    let s = rig.wait_quiet(&tailer, Duration::from_secs(240)).await;
+    assert_eq!(s["outbox_visits"], 0);
+    assert_stores_equal_source(&rig).await;
+    assert_every_visit_received(&rig).await;
+    drop(receiver);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_killed_during_applies_still_converges() {
+    // GIVEN a receiver, a tailer, and a clinic writing
+    let rig = Rig::new("rkill").await;
+    let addr = common::free_addr();
+    let mut receiver = rig.receiver_at(&addr);
+    let tailer = rig.tailer(&addr);
+    let mut sim = rig.simulate(80, 4, 5, 5);
+    // WHEN the receiver is killed with SIGKILL in the middle of applies, three times
+    for i in 0..3u64 {
+        tokio::time::sleep(Duration::from_millis(400 + 250 * i)).await;
+        receiver.kill9();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        receiver = rig.receiver_at(&addr);
+    }
+    assert!(sim.wait().unwrap().success());
+    // THEN after the restarts everything converges
+    rig.wait_quiet(&tailer, Duration::from_secs(180)).await;
+    assert_stores_equal_source(&rig).await;
+    assert_every_visit_received(&rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulty_network_still_delivers_everything() {
+    // GIVEN a proxy between tailer and receiver that drops connections, delays answers and
+    // loses answers after the receiver applied the batch
+    let rig = Rig::new("faults").await;
+    let receiver = rig.receiver();
+    let proxy = common::FaultProxy::start(receiver.addr.clone()).await;
+    let tailer = rig.tailer(&proxy.addr);
+    // WHEN a clinic works through it
+    assert!(rig.simulate(60, 4, 9, 0).wait().unwrap().success());
+    // THEN the mirror still equals the source
+    let s = rig.wait_quiet(&tailer, Duration::from_secs(240)).await;
+    assert!(s["ship_failures"].as_u64().is_some(), "{s}");
+    assert_stores_equal_source(&rig).await;
+    assert_every_visit_received(&rig).await;
+}
