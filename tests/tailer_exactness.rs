@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use emr_stream::binlog::{self, BinlogPosition, BinlogReader, RowOp, Step};
+use emr_stream::binlog::{self, BinlogPosition, BinlogReader, Step};
 use emr_stream::mapping::Mapping;
 use emr_stream::state::{Checkpoint, State};
 use emr_stream::visit::{Resolver, VisitKey};
@@ -16,49 +16,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool};
 use serde_json::{json, Value};
 
-async fn position(conn: &mut mysql_async::Conn) -> BinlogPosition {
-    let row: mysql_async::Row = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .unwrap()
-        .unwrap();
-    BinlogPosition {
-        file: row.get(0).unwrap(),
-        pos: row.get(1).unwrap(),
-    }
-}
-
-/// Reads the reader until it has passed `end`, collecting (table, op, image).
-async fn read_until(
-    reader: &mut BinlogReader,
-    end: &BinlogPosition,
-    out: &mut Vec<(String, &'static str, Value)>,
-) {
-    loop {
-        let step = tokio::time::timeout(Duration::from_secs(30), reader.next())
-            .await
-            .expect("binlog read timed out")
-            .unwrap()
-            .unwrap();
-        match step {
-            Step::Rows(rows) => {
-                for r in rows {
-                    out.push((
-                        r.table,
-                        if r.op == RowOp::Upsert {
-                            "upsert"
-                        } else {
-                            "delete"
-                        },
-                        Value::Object(r.image),
-                    ));
-                }
-            }
-            Step::Commit { position, .. } if position >= *end => return,
-            _ => {}
-        }
-    }
-}
+use common::{emr, position_of as position, read_until};
 
 /// GIVEN a table followed live, WHEN it is altered (add, drop, modify), renamed, and another
 /// table is created after start, THEN every row before and after each change decodes with the
@@ -344,11 +302,9 @@ async fn purged_checkpoint_stops_the_tailer_until_reset() {
     state.set_checkpoint(&cp).unwrap();
     drop(state);
 
-    let config = rig.dir.join("tailer.toml");
-    let run = std::process::Command::new(common::bin())
-        .args(["tailer", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let config_path = rig.dir.join("tailer.toml");
+    let config = config_path.to_str().unwrap();
+    let run = emr(&["tailer", "--config", config]);
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(
         !run.status.success(),
@@ -359,29 +315,17 @@ async fn purged_checkpoint_stops_the_tailer_until_reset() {
         "{err}"
     );
 
-    let dry = std::process::Command::new(common::bin())
-        .args([
-            "checkpoint",
-            "reset",
-            "--config",
-            config.to_str().unwrap(),
-            "--to-current",
-        ])
-        .output()
-        .unwrap();
+    let dry = emr(&["checkpoint", "reset", "--config", config, "--to-current"]);
     assert!(!dry.status.success());
     assert!(String::from_utf8_lossy(&dry.stderr).contains("--yes"));
-    let reset = std::process::Command::new(common::bin())
-        .args([
-            "checkpoint",
-            "reset",
-            "--config",
-            config.to_str().unwrap(),
-            "--to-current",
-            "--yes",
-        ])
-        .output()
-        .unwrap();
+    let reset = emr(&[
+        "checkpoint",
+        "reset",
+        "--config",
+        config,
+        "--to-current",
+        "--yes",
+    ]);
     let said = String::from_utf8_lossy(&reset.stdout);
     assert!(
         reset.status.success(),
@@ -394,18 +338,15 @@ async fn purged_checkpoint_stops_the_tailer_until_reset() {
     );
     // moving back (here: to where the test began) bumps the lsn epoch, so that the rows read
     // again still order after everything shipped before
-    let back = std::process::Command::new(common::bin())
-        .args([
-            "checkpoint",
-            "reset",
-            "--config",
-            config.to_str().unwrap(),
-            "--to",
-            &rig.start,
-            "--yes",
-        ])
-        .output()
-        .unwrap();
+    let back = emr(&[
+        "checkpoint",
+        "reset",
+        "--config",
+        config,
+        "--to",
+        &rig.start,
+        "--yes",
+    ]);
     let said = String::from_utf8_lossy(&back.stdout);
     assert!(
         back.status.success() && said.contains("epoch 1"),
@@ -413,10 +354,7 @@ async fn purged_checkpoint_stops_the_tailer_until_reset() {
         String::from_utf8_lossy(&back.stderr)
     );
 
-    let show = std::process::Command::new(common::bin())
-        .args(["checkpoint", "show", "--config", config.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let show = emr(&["checkpoint", "show", "--config", config]);
     let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(shown["resumable"], "yes", "{shown}");
     let tailer = rig.tailer(&receiver.addr);

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use emr_stream::binlog::{BinlogPosition, BinlogReader, RowOp, Step};
+use emr_stream::binlog::BinlogReader;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool};
 use serde_json::Value;
@@ -56,17 +56,7 @@ fn fixtures() -> Vec<Fixture> {
         .collect()
 }
 
-async fn position(conn: &mut mysql_async::Conn) -> BinlogPosition {
-    let row: mysql_async::Row = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .unwrap()
-        .unwrap();
-    BinlogPosition {
-        file: row.get(0).unwrap(),
-        pos: row.get(1).unwrap(),
-    }
-}
+use common::position_of as position;
 
 /// Runs every fixture against the server at `url`; returns the number of rows checked.
 async fn check_all(url: &str, label: &str) -> usize {
@@ -112,29 +102,11 @@ async fn check_all(url: &str, label: &str) -> usize {
     )
     .await
     .unwrap();
+    let mut rows = Vec::new();
+    common::read_until(&mut reader, &end, &mut rows).await;
     let mut got: HashMap<String, Vec<(String, Value)>> = HashMap::new();
-    loop {
-        let step = tokio::time::timeout(Duration::from_secs(30), reader.next())
-            .await
-            .expect("binlog read timed out")
-            .unwrap()
-            .unwrap();
-        match step {
-            Step::Rows(rows) => {
-                for r in rows {
-                    let op = if r.op == RowOp::Upsert {
-                        "upsert"
-                    } else {
-                        "delete"
-                    };
-                    got.entry(r.table)
-                        .or_default()
-                        .push((op.to_owned(), Value::Object(r.image)));
-                }
-            }
-            Step::Commit { position, .. } if position >= end => break,
-            _ => {}
-        }
+    for (table, op, image) in rows {
+        got.entry(table).or_default().push((op.to_owned(), image));
     }
     let mut checked = 0;
     for f in &fixtures {

@@ -683,3 +683,57 @@ impl Drop for FaultProxy {
         self.task.abort();
     }
 }
+
+/// Runs `emr-stream <args>` to completion.
+pub fn emr(args: &[&str]) -> std::process::Output {
+    Command::new(bin())
+        .args(args)
+        .output()
+        .expect("run emr-stream")
+}
+
+/// The server's current binlog position.
+pub async fn position_of(conn: &mut mysql_async::Conn) -> emr_stream::binlog::BinlogPosition {
+    let row: Row = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .unwrap()
+        .unwrap();
+    emr_stream::binlog::BinlogPosition {
+        file: row.get(0).unwrap(),
+        pos: row.get(1).unwrap(),
+    }
+}
+
+/// Reads `reader` until it has passed `end`, collecting (table, op, image) of every row.
+pub async fn read_until(
+    reader: &mut emr_stream::binlog::BinlogReader,
+    end: &emr_stream::binlog::BinlogPosition,
+    out: &mut Vec<(String, &'static str, serde_json::Value)>,
+) {
+    use emr_stream::binlog::{RowOp, Step};
+    loop {
+        let step = tokio::time::timeout(Duration::from_secs(30), reader.next())
+            .await
+            .expect("binlog read timed out")
+            .unwrap()
+            .unwrap();
+        match step {
+            Step::Rows(rows) => {
+                for r in rows {
+                    out.push((
+                        r.table,
+                        if r.op == RowOp::Upsert {
+                            "upsert"
+                        } else {
+                            "delete"
+                        },
+                        serde_json::Value::Object(r.image),
+                    ));
+                }
+            }
+            Step::Commit { position, .. } if position >= *end => return,
+            _ => {}
+        }
+    }
+}
