@@ -121,3 +121,74 @@ async fn a_faulty_network_still_delivers_everything() {
     assert_stores_equal_source(&rig).await;
     assert_every_visit_received(&rig).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_visits_become_dead_letters_and_can_be_retried() {
+    // GIVEN a receiver whose mapping does not know person_attribute (so it answers 422 for
+    // every visit carrying such a row)
+    let rig = Rig::new("dead").await;
+    let narrow = rig.dir.join("mappings");
+    std::fs::create_dir_all(&narrow).unwrap();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    for f in ["mirror-mysql.sql", "cdr-postgres.sql", "ids-views.sql"] {
+        std::fs::copy(src.join(f), narrow.join(f)).unwrap();
+    }
+    let full = std::fs::read_to_string(src.join("openmrs.toml")).unwrap();
+    let cut = full.replace("[tables.person_attribute]\npk = [\"person_attribute_id\"]\nrole = \"demographics\"\npatient = \"person_id\"\n", "");
+    assert_ne!(cut, full);
+    std::fs::write(narrow.join("openmrs.toml"), cut).unwrap();
+    let addr = common::free_addr();
+    let mut receiver = rig.receiver_with(&addr, narrow.join("openmrs.toml").to_str().unwrap());
+    let mut tailer = rig.tailer(&addr);
+
+    // WHEN a clinic registers patients (each registration writes a person_attribute row)
+    assert!(rig.simulate(20, 2, 3, 0).wait().unwrap().success());
+    // THEN those visits go to dead letters, and the rest of the queue keeps flowing
+    let s = rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+    assert!(s["dead_letters"].as_u64().unwrap() >= 1, "{s}");
+    tailer.stop();
+    let config = rig.dir.join("tailer.toml");
+    let config = config.to_str().unwrap();
+    let list = common::emr(&["dead", "list", "--config", config]);
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.status.success()
+            && listed.contains("\"status\":422")
+            && listed.contains("unknown table"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("stream_key")
+            && !listed.contains("given_name")
+            && !listed.contains("+265"),
+        "list shows patient data: {listed}"
+    );
+    let mirror = rig.services.mysql_pool(&rig.mirror_db);
+    let encounters: i64 = mysql_async::prelude::Queryable::query_first(
+        &mut mirror.get_conn().await.unwrap(),
+        "SELECT COUNT(*) FROM encounter",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        encounters > 0,
+        "the queue stopped behind the refused visits"
+    );
+
+    // WHEN the receiver knows the table again and the dead letters are retried
+    receiver.kill9();
+    let receiver = rig.receiver_at(&addr);
+    let retry = common::emr(&["dead", "retry", "--all", "--config", config]);
+    assert!(
+        retry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&retry.stderr)
+    );
+    let tailer = rig.tailer(&addr);
+    // THEN everything arrives and no dead letter is left
+    let s = rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+    assert_eq!(s["dead_letters"], 0, "{s}");
+    assert_stores_equal_source(&rig).await;
+    drop(receiver);
+}

@@ -271,11 +271,15 @@ impl Rig {
 
     /// Starts the receiver on `listen` (to bring it back on the same address).
     pub fn receiver_at(&self, listen: &str) -> Proc {
+        self.receiver_with(listen, &mapping_path())
+    }
+
+    /// Starts the receiver on `listen` with another mapping file.
+    pub fn receiver_with(&self, listen: &str, mapping: &str) -> Proc {
         let hash = emr_stream::receive::auth::hash_token(&self.token);
         let config = format!(
             "listen = \"{listen}\"\nmapping = \"{mapping}\"\n[mysql]\nurl = \"{my}\"\ndatabase = \"{db}\"\n[postgres]\nurl = \"{pg}\"\n\
              [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n[views]\ndebounce_ms = 200\n",
-            mapping = mapping_path(),
             my = self.services.mysql_url,
             db = self.mirror_db,
             pg = self.pg_url,
