@@ -19,6 +19,7 @@ pg_port=${EMR_PG_PORT:-25432}
 pg_dir=$dir/postgres
 
 say() { printf 'services: %s\n' "$*" >&2; }
+port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 as_pg() { # PostgreSQL refuses to run as root: run its tools as the postgres user then.
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
@@ -53,6 +54,7 @@ pg_up() { [ -d "$pg_dir/data" ] && as_pg "$(pg_bin)/pg_ctl" -D "$pg_dir/data" st
 start_mysql() { # name port metadata buffer-pool
   local name=$1 port=$2 metadata=$3 pool=$4 my_dir=$dir/$1
   if mysql_up "$my_dir"; then say "$name already running on port $port"; return; fi
+  port_taken "$port" && { say "port $port is taken by another process: stop it, or choose another with EMR_MYSQL_PORT / EMR_MYSQL_MINIMAL_PORT"; exit 1; }
   mkdir -p "$my_dir"
   local user_args=()
   [ "$(id -u)" = 0 ] && user_args=(--user=root)
@@ -82,6 +84,7 @@ start_mysql() { # name port metadata buffer-pool
 
 start_pg() {
   if pg_up; then say "postgresql already running on port $pg_port"; return; fi
+  port_taken "$pg_port" && { say "port $pg_port is taken by another process: stop it, or choose another with EMR_PG_PORT"; exit 1; }
   local bin; bin=$(pg_bin)
   mkdir -p "$pg_dir"
   [ "$(id -u)" = 0 ] && chown postgres: "$pg_dir"
