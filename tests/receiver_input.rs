@@ -199,5 +199,22 @@ async fn bad_input_gets_its_stated_answer_and_writes_nothing() {
         .unwrap()
         .unwrap();
     assert_eq!(v, 2.5);
+
+    // AND a batch carrying two versions of one visit (an outbox drained after an outage) is
+    // stored, the newer row image winning
+    let visit = |version: u64, lsn: u64, v: f64| {
+        json!({"stream_key": "101:5:1:2026-01-02", "patient_id": 5, "program_id": 1, "visit_date": "2026-01-02",
+               "version": version, "complete": true,
+               "rows": [{"table": "obs", "op": "upsert", "lsn": lsn, "pk": {"obs_id": 2}, "data": {"value_numeric": v}}]})
+    };
+    let two = json!({"schema_version": 1, "site_id": 101, "batch_id": "two-versions", "visits": [visit(1, 10, 1.0), visit(2, 11, 2.0)]});
+    let (s, b) = c.post(token, true, gz(&two)).await;
+    assert_eq!(s, 200, "{b}");
+    let v: f64 = conn
+        .query_first("SELECT value_numeric FROM obs WHERE site_id = 101 AND obs_id = 2")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v, 2.0);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }

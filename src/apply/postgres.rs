@@ -183,9 +183,18 @@ impl PgStore {
         for (table, rows) in &plan.tables {
             written += self.apply_table(&tx, site_id, table, rows).await?;
         }
-        let visits: Vec<Value> = batch
-            .visits
-            .iter()
+        // A batch can carry several versions (or parts) of one visit: one ledger row each,
+        // the highest version (ON CONFLICT may not touch a row twice in one statement).
+        let mut latest: std::collections::BTreeMap<&str, &crate::receive::batch::VisitIn> =
+            std::collections::BTreeMap::new();
+        for v in &batch.visits {
+            let slot = latest.entry(v.stream_key.as_str()).or_insert(v);
+            if v.version > slot.version {
+                *slot = v;
+            }
+        }
+        let visits: Vec<Value> = latest
+            .values()
             .map(|v| serde_json::json!({"site_id": site_id, "stream_key": v.stream_key, "patient_id": v.patient_id, "program_id": v.program_id, "visit_date": v.visit_date, "version": v.version, "complete": v.complete}))
             .collect();
         tx.execute(
