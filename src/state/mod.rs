@@ -37,6 +37,9 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    /// A visit buffer changed between reading and moving it (the move is retried later).
+    #[error("state store: visit buffer changed during a move")]
+    Changed,
     /// Another process holds the state directory.
     #[error("state directory {0} is in use by another emr-stream process (a tailer is running?)")]
     Locked(String),
@@ -329,7 +332,7 @@ impl State {
     /// Moves the buffer of `stream_key` into the outbox as its next version, built by
     /// `envelope(version, rows, last)`. A buffer of more than `VISIT_PART_ROWS` rows moves in
     /// parts, one version each; `last` says whether this part emptied the buffer. `None` when
-    /// the buffer is gone.
+    /// the buffer is gone, or changed since it was read (moved on a later call).
     pub fn move_to_outbox(
         &self,
         stream_key: &str,
@@ -363,9 +366,7 @@ impl State {
             .transaction(|(visits, rows, outbox, versions, meta)| {
                 // The buffer must be exactly what was scanned.
                 if visits.get(stream_key.as_bytes())?.as_deref() != Some(&meta_bytes[..]) {
-                    return Err(abort(StateError::Locked(
-                        "visit changed during move".into(),
-                    )));
+                    return Err(abort(StateError::Changed));
                 }
                 let version = versions
                     .get(stream_key.as_bytes())?
@@ -385,8 +386,12 @@ impl State {
                 }
                 Ok(version)
             })
-            .map_err(StateError::from)?;
-        Ok(Some(MovedPart { version, last }))
+            .map_err(StateError::from);
+        match version {
+            Ok(version) => Ok(Some(MovedPart { version, last })),
+            Err(StateError::Changed) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// The next version of `stream_key` (for visit parts shipped without the outbox).

@@ -60,7 +60,6 @@ async fn metrics(AxState(board): AxState<Board>) -> impl IntoResponse {
             .unwrap_or(0.0);
         metrics::gauge!(m::OUTBOX_OLDEST).set(age);
     }
-    metrics::gauge!(m::TAILER_OPEN_VISITS).set(board.state.open_visit_count() as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         board.metrics.render(),
@@ -81,6 +80,7 @@ async fn status(
         "checkpoint": checkpoint.as_ref().map(|c| c.position.to_string()),
         "gtid": checkpoint.as_ref().and_then(|c| c.gtid.clone()),
         "lag_seconds": board.capture.lag_seconds.load(Relaxed),
+        "last_event_ms": match board.capture.last_event_ms.load(Relaxed) { 0 => None, t => Some(t) },
         "transactions": board.capture.transactions.load(Relaxed),
         "open_visits": board.state.open_visit_count(),
         "outbox_visits": outbox,

@@ -13,7 +13,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use anyhow::Context;
-use mysql_async::prelude::Queryable;
 use tokio::sync::Notify;
 
 use crate::binlog::{self, BinlogPosition};
@@ -79,7 +78,6 @@ pub async fn run(
             cp
         }
     };
-    let _ = conn.query_drop("DO 1").await;
     drop(conn);
     tracing::info!(site_id, position = %checkpoint.position, source_version = %info.version, "tailer starting");
 

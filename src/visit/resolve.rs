@@ -63,19 +63,9 @@ impl Resolver {
         }
     }
 
-    /// The mapping.
-    pub fn mapping(&self) -> &Mapping {
-        &self.mapping
-    }
-
     /// Takes the lookup entries recorded since the last call (to commit them).
     pub fn take_pending(&mut self) -> HashMap<(String, String), VisitKey> {
         std::mem::take(&mut self.pending)
-    }
-
-    /// Forgets the entries of a transaction that will be re-read.
-    pub fn clear_pending(&mut self) {
-        self.pending.clear();
     }
 
     /// The visit of a row of `table` with `image`, committed on `commit_date`. Rows of tables
