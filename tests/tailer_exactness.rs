@@ -22,16 +22,7 @@ use common::{emr, position_of as position, read_until};
 /// table is created after start, THEN every row before and after each change decodes with the
 /// columns it was written with.
 async fn schema_changes(url: &str, label: &str) {
-    let db = common::unique(&format!("ddl_{label}"));
-    let opts = Opts::from_url(url).unwrap();
-    let mut admin = mysql_async::Conn::new(opts.clone())
-        .await
-        .unwrap_or_else(|e| panic!("{url}: {e}: {}", common::HOWTO));
-    admin
-        .query_drop(format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let start = position(&mut admin).await;
+    let (opts, mut admin, db, start) = common::fresh_database(url, &format!("ddl_{label}")).await;
     let mapped: HashMap<String, Vec<String>> = ["s1", "s2", "s3"]
         .iter()
         .map(|t| (t.to_string(), vec!["id".to_owned()]))
@@ -142,85 +133,50 @@ async fn lookups_the_tailer_never_saw_are_answered_by_the_source() {
     let state = State::open(&dir).unwrap();
     let mapping = Mapping::load(Path::new(&common::mapping_path())).unwrap();
     let mut resolver = Resolver::new(mapping, state, pool.clone(), db.clone());
-    let visit = VisitKey {
-        patient_id: 77,
+    let key = |patient_id, visit_date: &str| VisitKey {
+        patient_id,
         program_id: 1,
-        visit_date: "2026-01-05".into(),
+        visit_date: visit_date.into(),
     };
+    let visit = key(77, "2026-01-05");
 
     let obs = json!({"obs_id": 1, "person_id": 77, "encounter_id": 900, "obs_datetime": "2026-02-20 08:00:00"});
-    let pk = json!({"obs_id": 1});
-    let key = resolver
-        .resolve(
-            "obs",
-            pk.as_object().unwrap(),
-            obs.as_object().unwrap(),
-            "2026-11-26",
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        key, visit,
+        resolve(&mut resolver, "obs", "obs_id", obs).await,
+        visit,
         "a late lab result belongs to its encounter's visit"
     );
-
     let drug_order = json!({"order_id": 500, "quantity": 60});
-    let pk = json!({"order_id": 500});
-    let key = resolver
-        .resolve(
-            "drug_order",
-            pk.as_object().unwrap(),
-            drug_order.as_object().unwrap(),
-            "2026-11-26",
-        )
-        .await
-        .unwrap();
-    assert_eq!(key, visit, "drug_order -> orders -> encounter");
-
-    let loose = json!({"obs_id": 2, "person_id": 78, "encounter_id": null, "obs_datetime": "2026-03-01 10:00:00"});
-    let pk = json!({"obs_id": 2});
-    let key = resolver
-        .resolve(
-            "obs",
-            pk.as_object().unwrap(),
-            loose.as_object().unwrap(),
-            "2026-11-26",
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        key,
-        VisitKey {
-            patient_id: 78,
-            program_id: 1,
-            visit_date: "2026-03-01".into()
-        },
+        resolve(&mut resolver, "drug_order", "order_id", drug_order).await,
+        visit,
+        "drug_order -> orders -> encounter"
+    );
+    let loose = json!({"obs_id": 2, "person_id": 78, "encounter_id": null, "obs_datetime": "2026-03-01 10:00:00"});
+    assert_eq!(
+        resolve(&mut resolver, "obs", "obs_id", loose).await,
+        key(78, "2026-03-01"),
         "no encounter: own columns"
     );
-
     let orphan = json!({"obs_id": 3, "person_id": 79, "encounter_id": 123456, "obs_datetime": "2026-03-01 10:00:00"});
-    let pk = json!({"obs_id": 3});
-    let key = resolver
-        .resolve(
-            "obs",
-            pk.as_object().unwrap(),
-            orphan.as_object().unwrap(),
-            "2026-11-26",
-        )
-        .await
-        .unwrap();
     assert_eq!(
-        key,
-        VisitKey {
-            patient_id: 79,
-            program_id: 1,
-            visit_date: "2026-03-01".into()
-        },
+        resolve(&mut resolver, "obs", "obs_id", orphan).await,
+        key(79, "2026-03-01"),
         "parent gone: own columns"
     );
     conn.query_drop(format!("DROP DATABASE {db}"))
         .await
         .unwrap();
+}
+
+/// The visit of a row of `table` whose primary key column is `pk_col`, committed today.
+async fn resolve(resolver: &mut Resolver, table: &str, pk_col: &str, image: Value) -> VisitKey {
+    let image = image.as_object().unwrap().clone();
+    let pk = serde_json::Map::from_iter([(pk_col.to_owned(), image[pk_col].clone())]);
+    resolver
+        .resolve(table, &pk, &image, "2026-11-26")
+        .await
+        .unwrap()
 }
 
 /// An idle source still says it is alive: heartbeats arrive at the configured period.

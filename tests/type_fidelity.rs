@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use emr_stream::binlog::BinlogReader;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, OptsBuilder, Pool};
+use mysql_async::{OptsBuilder, Pool};
 use serde_json::Value;
 
 struct Fixture {
@@ -61,16 +61,7 @@ use common::position_of as position;
 /// Runs every fixture against the server at `url`; returns the number of rows checked.
 async fn check_all(url: &str, label: &str) -> usize {
     let fixtures = fixtures();
-    let db = common::unique(&format!("types_{label}"));
-    let opts = Opts::from_url(url).unwrap();
-    let mut admin = mysql_async::Conn::new(opts.clone())
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach {url} ({e}): {}", common::HOWTO));
-    admin
-        .query_drop(format!("CREATE DATABASE {db}"))
-        .await
-        .unwrap();
-    let start = position(&mut admin).await;
+    let (opts, mut admin, db, start) = common::fresh_database(url, &format!("types_{label}")).await;
     let mut conn =
         mysql_async::Conn::new(OptsBuilder::from_opts(opts.clone()).db_name(Some(db.clone())))
             .await

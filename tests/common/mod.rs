@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
@@ -295,10 +297,15 @@ impl Rig {
 
     /// Writes tailer.toml pointing at `receiver_addr` and starts the tailer.
     pub fn tailer(&self, receiver_addr: &str) -> Proc {
+        self.tailer_with(receiver_addr, "")
+    }
+
+    /// Like `tailer`, with extra lines in its `[ship]` section.
+    pub fn tailer_with(&self, receiver_addr: &str, ship_extra: &str) -> Proc {
         let config = format!(
             "mapping = \"{mapping}\"\n[source]\nurl = \"{my}\"\ndatabase = \"{db}\"\nserver_id = {sid}\nstart = \"{start}\"\nheartbeat_secs = 1\n\
              [state]\ndir = \"{state}\"\n[visits]\nsettle_ms = 300\nidle_timeout_secs = 2\nready_check_ms = 100\n\
-             [ship]\nurl = \"http://{receiver_addr}/api/v1/stream\"\ntoken = \"{token}\"\nbackoff_initial_ms = 100\nbackoff_max_secs = 2\n\
+             [ship]\nurl = \"http://{receiver_addr}/api/v1/stream\"\ntoken = \"{token}\"\nbackoff_initial_ms = 100\nbackoff_max_secs = 2\n{ship_extra}\n\
              [http]\nlisten = \"127.0.0.1:0\"\n",
             mapping = mapping_path(),
             my = self.services.mysql_url,
@@ -620,65 +627,105 @@ pub async fn assert_every_visit_received(rig: &Rig) {
     );
 }
 
-/// A TCP proxy that drops connections, delays answers and cuts answers off at random, between
-/// the tailer and the receiver. Runs until dropped (bounded: only loopback, only while the test
-/// runs).
+/// A TCP proxy between the tailer and the receiver that refuses connections, loses requests,
+/// loses answers (after the receiver applied the batch) and delays answers, at random, chunk
+/// by chunk (so a keep-alive connection meets faults too). Loopback only; ends when dropped.
 pub struct FaultProxy {
     pub addr: String,
+    /// Connections accepted and faults injected so far.
+    pub stats: Arc<[AtomicU64; 2]>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// One roll of the proxy's dice, 0..100 (xorshift; deterministic sequence).
+fn roll(state: &AtomicU64) -> u64 {
+    let mut x = state.load(Relaxed);
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    state.store(x, Relaxed);
+    x % 100
 }
 
 impl FaultProxy {
     pub async fn start(upstream: String) -> Self {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap().to_string();
+        let stats: Arc<[AtomicU64; 2]> = Arc::new(Default::default());
+        let dice = Arc::new(AtomicU64::new(0x2545_f491_4f6c_dd1d));
+        let counters = stats.clone();
         let task = tokio::spawn(async move {
-            let mut seed = 0x2545_f491_4f6c_dd1du64;
             loop {
-                let Ok((mut client, _)) = listener.accept().await else {
+                let Ok((client, _)) = listener.accept().await else {
                     return;
                 };
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                let roll = seed % 100;
-                let delay = Duration::from_millis(seed % 400);
-                let upstream = upstream.clone();
-                tokio::spawn(async move {
-                    if roll < 15 {
-                        return; // connection dropped before anything
-                    }
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
-                        return;
-                    };
-                    let (mut cr, mut cw) = client.split();
-                    let (mut sr, mut sw) = server.split();
-                    let up = tokio::io::copy(&mut cr, &mut sw);
-                    let down = async {
-                        let mut buf = vec![0u8; 16 * 1024];
-                        loop {
-                            let n = match sr.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => n,
-                            };
-                            tokio::time::sleep(delay).await;
-                            if roll < 30 {
-                                return; // the receiver answered, the answer is lost
-                            }
-                            if cw.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    };
-                    tokio::select! {
-                        _ = up => {}
-                        _ = down => {}
-                    }
-                });
+                counters[0].fetch_add(1, Relaxed);
+                tokio::spawn(proxy_connection(
+                    client,
+                    upstream.clone(),
+                    dice.clone(),
+                    counters.clone(),
+                ));
             }
         });
-        Self { addr, task }
+        Self { addr, stats, task }
+    }
+}
+
+async fn proxy_connection(
+    mut client: tokio::net::TcpStream,
+    upstream: String,
+    dice: Arc<AtomicU64>,
+    stats: Arc<[AtomicU64; 2]>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fault = || stats[1].fetch_add(1, Relaxed);
+    if roll(&dice) < 10 {
+        fault();
+        return; // connection refused
+    }
+    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let up = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if roll(&dice) < 5 {
+                fault();
+                return; // the request is lost on the way
+            }
+            if sw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down = async {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = match sr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let r = roll(&dice);
+            tokio::time::sleep(Duration::from_millis(r * 4)).await;
+            if r < 15 {
+                fault();
+                return; // the receiver answered, the answer is lost
+            }
+            if cw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
     }
 }
 
@@ -740,4 +787,28 @@ pub async fn read_until(
             _ => {}
         }
     }
+}
+
+/// A new database on the server at `url`: its connection options, an admin connection, its
+/// name, and the binlog position just before it was created.
+pub async fn fresh_database(
+    url: &str,
+    prefix: &str,
+) -> (
+    Opts,
+    mysql_async::Conn,
+    String,
+    emr_stream::binlog::BinlogPosition,
+) {
+    let db = unique(prefix);
+    let opts = Opts::from_url(url).unwrap();
+    let mut admin = mysql_async::Conn::new(opts.clone())
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach {url} ({e}): {HOWTO}"));
+    admin
+        .query_drop(format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let start = position_of(&mut admin).await;
+    (opts, admin, db, start)
 }
