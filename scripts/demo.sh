@@ -68,11 +68,13 @@ done
 echo "tailer: $status"
 sleep 2 # the receiver refreshes its views after a short debounce
 
+say "TX_CURR today (GET /api/v1/reports/tx_curr?site_id=101&format=csv)"
+curl -sf "http://127.0.0.1:8080/api/v1/reports/tx_curr?site_id=101&format=csv" | awk -F, 'NR <= 2 || $3 > 0'
 first=$(date -d "-$((days + 30)) days" +%F)
-say "visits report (GET /api/v1/reports/visits?site_id=101&start_date=$first&end_date=$(date +%F)&format=csv)"
-curl -sf "http://127.0.0.1:8080/api/v1/reports/visits?site_id=101&start_date=$first&end_date=$(date +%F)&format=csv"
+say "visits report (GET /api/v1/reports/visits?site_id=101&start_date=$first&end_date=$(date +%F)&format=csv&detail=days)"
+curl -sf "http://127.0.0.1:8080/api/v1/reports/visits?site_id=101&start_date=$first&end_date=$(date +%F)&format=csv&detail=days"
 say "same count on the EMR itself"
-mariadb --protocol=socket -S "$sock" -uroot -e "SELECT DATE(encounter_datetime) AS visit_date, COUNT(DISTINCT patient_id) AS visits FROM openmrs_demo.encounter WHERE voided = 0 GROUP BY 1 ORDER BY 1"
+mariadb --protocol=socket -S "$sock" -uroot -e "SELECT DATE(e.encounter_datetime) AS visit_date, COUNT(DISTINCT e.patient_id) AS visits FROM openmrs_demo.encounter e JOIN openmrs_demo.patient p ON p.patient_id = e.patient_id AND p.voided = 0 JOIN openmrs_demo.person pe ON pe.person_id = e.patient_id AND pe.voided = 0 WHERE e.voided = 0 GROUP BY 1 ORDER BY 1"
 
 say "metrics excerpt (tailer)"
 curl -sf http://127.0.0.1:9187/metrics | grep -E '^emr_(tailer_(transactions|lag|open)|outbox_visits|ship_(requests|visits|bytes))' | sort

@@ -224,7 +224,8 @@ INSERT INTO concept (concept_id, datatype_id, class_id, is_set, date_created, uu
   (7459, 2, 1, 0, '2010-01-01', 'c-7459'), (1085, 4, 3, 1, '2010-01-01', 'c-1085'),
   (2833, 4, 3, 0, '2010-01-01', 'c-2833'), (2985, 4, 3, 0, '2010-01-01', 'c-2985'),
   (9662, 4, 3, 0, '2010-01-01', 'c-9662'), (916, 4, 3, 0, '2010-01-01', 'c-0916'),
-  (2834, 1, 1, 0, '2010-01-01', 'c-2834');
+  (2834, 1, 1, 0, '2010-01-01', 'c-2834'), (7571, 4, 11, 0, '2010-01-01', 'c-7571'),
+  (7572, 4, 11, 0, '2010-01-01', 'c-7572');
 INSERT INTO concept_name (concept_id, name, concept_name_type, locale_preferred, date_created, uuid) VALUES
   (5089, 'Weight (kg)', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-5089'),
   (5090, 'Height (cm)', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-5090'),
@@ -248,7 +249,9 @@ INSERT INTO concept_name (concept_id, name, concept_name_type, locale_preferred,
   (2985, 'Zidovudine Lamivudine', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-2985'),
   (9662, 'Dolutegravir', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9662'),
   (916, 'Cotrimoxazole', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-0916'),
-  (2834, 'Amount dispensed', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-2834');
+  (2834, 'Amount dispensed', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-2834'),
+  (7571, 'New patient', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-7571'),
+  (7572, 'Transfer in', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-7572');
 INSERT INTO concept_set (concept_id, concept_set, sort_weight, date_created, uuid) VALUES
   (2833, 1085, 1, '2010-01-01', 'cs-1'), (2985, 1085, 2, '2010-01-01', 'cs-2'), (9662, 1085, 3, '2010-01-01', 'cs-3');
 INSERT INTO drug (drug_id, concept_id, name, combination, dose_strength, units, date_created, uuid) VALUES

@@ -182,14 +182,21 @@ pub async fn reset(config_path: &Path, target: ResetTarget, yes: bool) -> anyhow
     };
     state.set_checkpoint(&cp)?;
     if let Some(old) = old {
+        // A month before the last transaction read: retrospective entries typed in during the
+        // gap carry earlier visit days (paper records entered weeks late).
+        let since = if old.timestamp > 0 {
+            format!(
+                " --since {}",
+                commit_day(old.timestamp.saturating_sub(31 * 86_400))
+            )
+        } else {
+            String::new()
+        };
         println!(
-            "the binlog between {} and {} will not be read: visits changed there since {} must be re-sent \
-             (`emr-stream sweep --config {} --since {}` once the sweep is available; see README).",
+            "the binlog between {} and {} will not be read: re-send the visits changed there with\n  emr-stream sweep --config {}{since}",
             old.position,
             cp.position,
-            commit_day(old.timestamp),
             config_path.display(),
-            commit_day(old.timestamp)
         );
     }
     Ok(())

@@ -55,6 +55,33 @@ pub enum Command {
         #[arg(long, default_value_t = 0)]
         pace_ms: u64,
     },
+    /// Re-sends visits the binlog path missed: compares the source's visits of a window of days
+    /// with what was shipped and queues the missing or changed ones (tailer stopped; they ship
+    /// when it runs; a running tailer sweeps nightly). Also the initial load of a facility's
+    /// history: `--since` its first day. Resumes an interrupted run of the same window.
+    Sweep {
+        /// Tailer config.
+        #[arg(long, default_value = "config/tailer.toml")]
+        config: PathBuf,
+        /// First visit day, YYYY-MM-DD (default: sweep.days ago).
+        #[arg(long)]
+        since: Option<chrono::NaiveDate>,
+        /// Last visit day, YYYY-MM-DD (default: today).
+        #[arg(long)]
+        until: Option<chrono::NaiveDate>,
+    },
+    /// Checkpoint to the source's current position, then sweep since DATE (tailer stopped).
+    Resync {
+        /// Tailer config.
+        #[arg(long, default_value = "config/tailer.toml")]
+        config: PathBuf,
+        /// First visit day to re-send, YYYY-MM-DD.
+        #[arg(long)]
+        since: chrono::NaiveDate,
+        /// Do it (without: only say what would happen).
+        #[arg(long)]
+        yes: bool,
+    },
     /// Inspects or moves the tailer's checkpoint (the tailer must be stopped).
     Checkpoint {
         /// show or reset.

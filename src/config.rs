@@ -116,6 +116,70 @@ pub struct TailerConfig {
     /// The tailer's own HTTP endpoint (`/metrics`, `/healthz`, `/status`).
     #[serde(default)]
     pub http: HttpConfig,
+    /// The nightly missed-visit sweep.
+    #[serde(default)]
+    pub sweep: SweepConfig,
+}
+
+/// Local time of the nightly sweep.
+pub const DEFAULT_SWEEP_AT: &str = "01:00";
+/// Days the nightly sweep looks back (today included).
+pub const DEFAULT_SWEEP_DAYS: u32 = 7;
+/// Most source rows a sweep reads per second.
+pub const DEFAULT_SWEEP_ROWS_PER_SEC: u32 = 5_000;
+
+/// `[sweep]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepConfig {
+    /// Run the sweep every night.
+    #[serde(default = "yes")]
+    pub nightly: bool,
+    /// Local time `HH:MM` (or `HH:MM:SS`) of the nightly sweep.
+    #[serde(default = "default_sweep_at")]
+    pub at: String,
+    /// Days it looks back, today included.
+    #[serde(default = "default_sweep_days")]
+    pub days: u32,
+    /// Most source rows read per second (the sweep is gentle with the EMR).
+    #[serde(default = "default_sweep_rows_per_sec")]
+    pub rows_per_sec: u32,
+}
+
+impl Default for SweepConfig {
+    fn default() -> Self {
+        Self {
+            nightly: true,
+            at: default_sweep_at(),
+            days: DEFAULT_SWEEP_DAYS,
+            rows_per_sec: DEFAULT_SWEEP_ROWS_PER_SEC,
+        }
+    }
+}
+
+impl SweepConfig {
+    /// The nightly time.
+    pub fn time(&self) -> Option<chrono::NaiveTime> {
+        chrono::NaiveTime::parse_from_str(&self.at, "%H:%M")
+            .or_else(|_| chrono::NaiveTime::parse_from_str(&self.at, "%H:%M:%S"))
+            .ok()
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_sweep_at() -> String {
+    DEFAULT_SWEEP_AT.into()
+}
+
+fn default_sweep_days() -> u32 {
+    DEFAULT_SWEEP_DAYS
+}
+
+fn default_sweep_rows_per_sec() -> u32 {
+    DEFAULT_SWEEP_ROWS_PER_SEC
 }
 
 /// Where a tailer without a checkpoint starts reading.
@@ -327,6 +391,18 @@ impl TailerConfig {
 
     /// Checks the values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.sweep.time().is_none() {
+            return Err(ConfigError::Invalid {
+                field: "sweep.at",
+                problem: "must be a local time HH:MM".into(),
+            });
+        }
+        if self.sweep.days == 0 || self.sweep.rows_per_sec == 0 {
+            return Err(ConfigError::Invalid {
+                field: "sweep.days / sweep.rows_per_sec",
+                problem: "must be at least 1".into(),
+            });
+        }
         if self.source.url.is_empty() {
             return invalid("source.url", "is empty: set it or EMR_SOURCE_URL");
         }

@@ -27,5 +27,6 @@ pub mod ship;
 pub mod shutdown;
 pub mod simulate;
 pub mod state;
+pub mod sweep;
 pub mod tailer;
 pub mod visit;

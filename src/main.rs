@@ -102,6 +102,32 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             };
             checkpoint::reset(&config, target, yes).await
         }
+        Command::Sweep {
+            config,
+            since,
+            until,
+        } => {
+            let config = emr_stream::config::TailerConfig::load(&config)?;
+            let default = emr_stream::sweep::last_days(config.sweep.days);
+            let window = emr_stream::sweep::Window {
+                since: since.unwrap_or(default.since),
+                until: until.unwrap_or(default.until),
+            };
+            let summary = emr_stream::sweep::command(&config, window).await?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
+        Command::Resync { config, since, yes } => {
+            checkpoint::reset(&config, checkpoint::ResetTarget::Current, yes).await?;
+            let config = emr_stream::config::TailerConfig::load(&config)?;
+            let window = emr_stream::sweep::Window {
+                since,
+                until: chrono::Local::now().date_naive(),
+            };
+            let summary = emr_stream::sweep::command(&config, window).await?;
+            println!("{}", serde_json::to_string(&summary)?);
+            Ok(())
+        }
         Command::Dead { action } => match action {
             DeadAction::List { config } => dead::list(&config),
             DeadAction::Show { config, id } => dead::show(&config, id),

@@ -54,6 +54,13 @@ pub const VIEW_AGE: &str = "emr_ids_view_age_seconds";
 /// Unix time a site last sent a batch. Label: site.
 pub const SITE_LAST_SEEN: &str = "emr_receiver_site_last_seen_timestamp_seconds";
 
+/// Sweeps completed (nightly or on demand).
+pub const SWEEP_RUNS: &str = "emr_sweep_runs_total";
+/// Visits a sweep compared with the ledger.
+pub const SWEEP_VISITS_CHECKED: &str = "emr_sweep_visits_checked_total";
+/// Visits a sweep queued again (never shipped, or changed).
+pub const SWEEP_VISITS_RESENT: &str = "emr_sweep_visits_resent_total";
+
 /// Installs the Prometheus recorder and describes every metric; render with the handle.
 pub fn install() -> PrometheusHandle {
     const BUCKETS: [f64; 12] = [
@@ -71,6 +78,12 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    describe_counter!(SWEEP_RUNS, "missed-visit sweeps completed");
+    describe_counter!(
+        SWEEP_VISITS_CHECKED,
+        "visits a sweep compared with the ledger"
+    );
+    describe_counter!(SWEEP_VISITS_RESENT, "visits a sweep queued again");
     describe_counter!(TAILER_EVENTS, "binlog events read");
     describe_counter!(
         TAILER_ROWS,

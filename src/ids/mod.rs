@@ -17,10 +17,17 @@ use tokio::sync::Notify;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 
-/// The views, in refresh order.
-pub const VIEWS: [&str; 1] = ["ids.visits_daily"];
+/// The views, in refresh order (a view comes after the views it reads).
+pub const VIEWS: [&str; 6] = [
+    "ids.arv_dispensations",
+    "ids.program_states",
+    "ids.art_status",
+    "ids.patient_visits",
+    "ids.appointments",
+    "ids.visits_daily",
+];
 /// Advisory lock key of the refresher.
-const REFRESH_LOCK: i64 = 0x656d_7202;
+pub const REFRESH_LOCK: i64 = 0x656d_7202;
 
 /// Marks views dirty; cheap to clone.
 #[derive(Clone, Default)]
@@ -60,44 +67,57 @@ pub async fn refresher(pool: Pool, dirty: Dirty, debounce: Duration, mut shutdow
 }
 
 /// Refreshes every view now if this process gets the lock; false when another holds it.
+///
+/// All views refresh in one transaction: readers keep reading the previous contents (a
+/// concurrent refresh takes no lock that blocks SELECT) and see every view change at once at
+/// commit, so a report never mixes dispensations of one refresh with statuses of another.
 pub async fn refresh(pool: &Pool) -> Result<bool, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
-    let locked: bool = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&REFRESH_LOCK])
+    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    let locked: bool = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&REFRESH_LOCK])
         .await
         .map_err(|e| e.to_string())?
         .get(0);
     if !locked {
         return Ok(false);
     }
-    let mut result = Ok(true);
+    let mut took = Vec::with_capacity(VIEWS.len());
     for view in VIEWS {
         let started = Instant::now();
-        if let Err(e) = client
-            .batch_execute(&format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
+        tx.batch_execute(&format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
             .await
-        {
-            result = Err(format!("refresh {view}: {e}"));
-            break;
-        }
-        let took = started.elapsed();
-        metrics::histogram!(m::VIEW_REFRESH_DURATION, "view" => view).record(took.as_secs_f64());
-        let logged = client
-            .execute(
-                "INSERT INTO ids.refresh_log (view_name, refreshed_at, duration_ms) VALUES ($1, now(), $2)
-                 ON CONFLICT (view_name) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at, duration_ms = EXCLUDED.duration_ms",
-                &[&view, &(took.as_millis() as i64)],
-            )
-            .await;
-        if let Err(e) = logged {
-            result = Err(e.to_string());
-            break;
-        }
-        tracing::debug!(view, ms = took.as_millis() as u64, "view refreshed");
+            .map_err(|e| format!("refresh {view}: {e}"))?;
+        took.push((view, started.elapsed()));
     }
-    client
-        .execute("SELECT pg_advisory_unlock($1)", &[&REFRESH_LOCK])
+    for (view, duration) in &took {
+        tx.execute(
+            "INSERT INTO ids.refresh_log (view_name, refreshed_at, duration_ms) VALUES ($1, now(), $2)
+             ON CONFLICT (view_name) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at, duration_ms = EXCLUDED.duration_ms",
+            &[view, &(duration.as_millis() as i64)],
+        )
         .await
-        .ok();
-    result
+        .map_err(|e| e.to_string())?;
+    }
+    tx.commit().await.map_err(|e| e.to_string())?;
+    for (view, duration) in took {
+        metrics::histogram!(m::VIEW_REFRESH_DURATION, "view" => view)
+            .record(duration.as_secs_f64());
+        tracing::debug!(view, ms = duration.as_millis() as u64, "view refreshed");
+    }
+    Ok(true)
+}
+
+/// Seconds since each view was last refreshed (by any replica), for the age gauge.
+pub async fn view_ages(pool: &Pool) -> Result<Vec<(String, f64)>, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    let rows = client
+        .query(
+            "SELECT view_name, extract(epoch FROM now() - refreshed_at)::float8 FROM ids.refresh_log
+             WHERE view_name = ANY($1)",
+            &[&VIEWS.to_vec()],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }

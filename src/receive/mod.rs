@@ -8,12 +8,13 @@
 pub mod auth;
 pub mod batch;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -79,7 +80,7 @@ pub async fn run(
     });
     let router = Router::new()
         .route("/api/v1/stream", post(stream))
-        .route("/api/v1/reports/visits", get(visits_report))
+        .route("/api/v1/reports/{name}", get(report))
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
@@ -240,32 +241,29 @@ fn store_error(e: ApplyError, site_id: i64) -> Response {
     }
 }
 
-async fn visits_report(
+async fn report(
     State(app): State<Arc<App>>,
+    Path(name): Path<String>,
     headers: HeaderMap,
-    Query(query): Query<reports::ReportQuery>,
+    Query(params): Query<HashMap<String, String>>,
 ) -> Response {
-    let period = match query.period() {
-        Ok(p) => p,
-        Err(e) => return answer(StatusCode::BAD_REQUEST, json!({ "error": e.0 })),
+    let Some(name) = reports::ReportName::parse(&name) else {
+        return answer(
+            StatusCode::NOT_FOUND,
+            json!({ "error": "no such report; reports: tx_curr, tx_new, visits, missed_appointments" }),
+        );
     };
     let accept_csv = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/csv"));
-    let csv = match query.format.as_deref() {
-        None => accept_csv,
-        Some("csv") => true,
-        Some("json") => false,
-        Some(_) => {
-            return answer(
-                StatusCode::BAD_REQUEST,
-                json!({ "error": "format must be json or csv" }),
-            )
-        }
+    let today = chrono::Local::now().date_naive();
+    let request = match reports::Request::parse(name, &params, accept_csv, today) {
+        Ok(r) => r,
+        Err(e) => return answer(StatusCode::BAD_REQUEST, json!({ "error": e.0 })),
     };
-    match reports::visits(app.pg.pool(), period).await {
-        Ok(report) if csv => {
+    match reports::read(app.pg.pool(), &request).await {
+        Ok(report) if request.csv => {
             metrics::counter!(m::RECEIVER_REQUESTS, "status" => "200").increment(1);
             (
                 [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
@@ -278,7 +276,7 @@ async fn visits_report(
             serde_json::to_value(report).unwrap_or_default(),
         ),
         Err(e) => {
-            tracing::warn!(error = %e, "report failed");
+            tracing::warn!(report = name.as_str(), error = %e, "report failed");
             answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({ "error": "report store unavailable" }),
@@ -288,6 +286,12 @@ async fn visits_report(
 }
 
 async fn render_metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
+    // The views' age comes from the refresh log: another replica may have refreshed them.
+    if let Ok(ages) = ids::view_ages(app.pg.pool()).await {
+        for (view, age) in ages {
+            metrics::gauge!(m::VIEW_AGE, "view" => view).set(age);
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

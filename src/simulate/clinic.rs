@@ -39,8 +39,16 @@ const FAMILY: &[&str] = &[
     "Ngwira",
 ];
 const DISTRICTS: &[&str] = &["Lilongwe", "Blantyre", "Zomba", "Mzuzu", "Kasungu", "Dedza"];
-/// (drug_id, daily dose, pack size) of the ARVs the fixture knows.
-const ARVS: &[(i64, f64, i64)] = &[(983, 1.0, 30), (731, 2.0, 60), (982, 1.0, 30)];
+/// ARV regimens: (drug_id, daily dose, pack size) of each drug. The second dispenses two ARVs
+/// on one day, each in its own number of packs, so their expiries differ.
+const REGIMENS: &[&[(i64, f64, i64)]] = &[
+    &[(983, 1.0, 30)],
+    &[(731, 2.0, 60), (982, 1.0, 30)],
+    &[(982, 1.0, 30)],
+];
+/// "Type of patient" (obs 3289) answers.
+const NEW_PATIENT: i64 = 7571;
+const TRANSFER_IN: i64 = 7572;
 const COTRIMOXAZOLE: i64 = 297;
 
 /// What the simulation wrote.
@@ -60,12 +68,29 @@ pub struct Counts {
     pub transactions: u64,
 }
 
+/// Where a simulated patient stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    /// Registered, not yet on ART (HIV-program state 1); starts at the next visit.
+    PreArt,
+    /// On ART, coming to appointments.
+    Active,
+    /// Stopped coming without a word: defaults once the pills run out.
+    Lost,
+    /// HIV-program state 2, 6, 3 or 127; voided patients are `Voided`.
+    Exited(i64),
+    /// Registered in error and voided.
+    Voided,
+}
+
 struct Patient {
     id: i64,
     patient_program_id: i64,
     next_visit: NaiveDate,
-    arv: usize,
-    active: bool,
+    regimen: usize,
+    status: Status,
+    /// The latest order of each ARV, for pill counts tied to the order.
+    last_orders: Vec<(i64, i64)>,
     /// A consultation encounter of an earlier visit, for late lab results.
     last_consultation: Option<(i64, NaiveDateTime)>,
 }
@@ -128,9 +153,17 @@ impl Clinic {
             self.register(date).await?;
         }
         let due: Vec<usize> = (0..self.patients.len())
-            .filter(|&i| self.patients[i].active && self.patients[i].next_visit == date)
+            .filter(|&i| {
+                matches!(self.patients[i].status, Status::Active | Status::PreArt)
+                    && self.patients[i].next_visit == date
+            })
             .collect();
         for i in due {
+            if self.patients[i].status == Status::Active && self.rng.chance(0.04) {
+                // lost to follow-up: never comes back on their own
+                self.patients[i].status = Status::Lost;
+                continue;
+            }
             if self.rng.chance(0.12) {
                 // missed appointment: comes back some days later
                 let p = &mut self.patients[i];
@@ -184,11 +217,28 @@ impl Clinic {
             }
             self.commit().await?;
         }
-        // An outcome: death or transfer out.
+        // An outcome: death (state 3, or its alternate 127), transfer out or treatment stopped.
         if self.rng.chance(0.5) {
-            if let Some(i) = self.pick_patient(|p| p.active) {
-                let state = if self.rng.chance(0.5) { 3 } else { 2 };
+            if let Some(i) = self.pick_patient(|p| p.status == Status::Active) {
+                let state = *self.rng.pick(&[3, 127, 2, 2, 6, 6]);
                 self.outcome(i, date, state).await?;
+            }
+        }
+        // Re-initiation: a patient who stopped, transferred out or was lost comes back.
+        if self.rng.chance(0.3) {
+            if let Some(i) = self.pick_patient(|p| {
+                matches!(
+                    p.status,
+                    Status::Lost | Status::Exited(2) | Status::Exited(6)
+                )
+            }) {
+                self.reinitiate(i, date).await?;
+            }
+        }
+        // A registration entered in error: the patient and person are voided.
+        if self.rng.chance(0.1) {
+            if let Some(i) = self.pick_patient(|p| p.status == Status::Active) {
+                self.void_patient(i, date).await?;
             }
         }
         Ok(())
@@ -223,8 +273,14 @@ impl Clinic {
         let family = (*self.rng.pick(FAMILY)).to_owned();
         let age_days = self.rng.range(200, 70 * 365);
         let birthdate = date - chrono::Duration::days(age_days);
-        let arv = self.rng.range(0, ARVS.len() as i64 - 1) as usize;
-        let transfer_in = self.rng.chance(0.2);
+        let regimen = self.rng.range(0, REGIMENS.len() as i64 - 1) as usize;
+        // 15% transfer in, 10% re-initiate (new, but started ART long ago), 10% wait in Pre-ART.
+        let kind = self.rng.range(0, 99);
+        let (transfer_in, reinitiating, pre_art) = (
+            kind < 15,
+            (15..25).contains(&kind),
+            (25..35).contains(&kind),
+        );
         let when = at(date, self.rng.range(0, 240));
         let ids;
         self.begin().await?;
@@ -256,11 +312,13 @@ impl Clinic {
             let ppid = self.insert("INSERT INTO patient_program (patient_id, program_id, date_enrolled, location_id, date_created, uuid) VALUES (?, ?, ?, ?, ?, ?)",
                 vec![Value::Int(pid), Value::Int(HIV_PROGRAM), dt(when), Value::Int(LOCATION), dt(when), text(&r0)]).await?;
             let r0 = self.rng.uuid();
-            self.exec("INSERT INTO patient_state (patient_program_id, state, start_date, date_created, uuid) VALUES (?, 7, ?, ?, ?)",
-                vec![Value::Int(ppid), text(&date.to_string()), dt(when), text(&r0)]).await?;
+            self.exec("INSERT INTO patient_state (patient_program_id, state, start_date, date_created, uuid) VALUES (?, ?, ?, ?, ?)",
+                vec![Value::Int(ppid), Value::Int(if pre_art { 1 } else { 7 }), text(&date.to_string()), dt(when), text(&r0)]).await?;
             let reg = self.encounter(pid, 9, when).await?;
             let started = if transfer_in {
                 when - chrono::Duration::days(400)
+            } else if reinitiating {
+                when - chrono::Duration::days(self.rng.range(100, 900))
             } else {
                 when
             };
@@ -271,7 +329,11 @@ impl Clinic {
                 3289,
                 reg,
                 when,
-                ObsValue::Coded(if transfer_in { 7572 } else { 7571 }),
+                ObsValue::Coded(if transfer_in {
+                    TRANSFER_IN
+                } else {
+                    NEW_PATIENT
+                }),
             )
             .await?;
             let staging = self
@@ -292,11 +354,19 @@ impl Clinic {
         self.patients.push(Patient {
             id: ids.0,
             patient_program_id: ids.1,
-            next_visit: date,
-            arv,
-            active: true,
+            next_visit: date + chrono::Duration::days(self.rng.range(1, 4)),
+            regimen,
+            status: if pre_art {
+                Status::PreArt
+            } else {
+                Status::Active
+            },
+            last_orders: Vec::new(),
             last_consultation: None,
         });
+        if pre_art {
+            return Ok(());
+        }
         // The first ART visit happens on the registration day.
         let i = self.patients.len() - 1;
         self.follow_up(i, date, date).await
@@ -310,11 +380,15 @@ impl Clinic {
         entry_day: NaiveDate,
     ) -> anyhow::Result<()> {
         let pid = self.patients[i].id;
-        let (drug, dose, pack) = ARVS[self.patients[i].arv];
+        let regimen = REGIMENS[self.patients[i].regimen];
         let start = at(visit_day, 60 + self.rng.range(0, 300));
         let created = at(entry_day, 600);
         let retro = visit_day < entry_day;
         let stamp = move |t: NaiveDateTime| if retro { created } else { t };
+        if self.patients[i].status == Status::PreArt {
+            self.set_state(i, visit_day, 7).await?;
+            self.patients[i].status = Status::Active;
+        }
         // HIV RECEPTION and VITALS
         self.begin().await?;
         {
@@ -355,40 +429,70 @@ impl Clinic {
         }
         self.commit().await?;
         self.patients[i].last_consultation = Some((consultation, start));
-        // ART ADHERENCE: pills brought back
-        let brought = self.rng.range(0, 8) as f64;
+        // ART ADHERENCE: pills brought back, per drug; tied to the drug's last order (as the
+        // EMR does) or naming the drug.
+        let last_orders = self.patients[i].last_orders.clone();
         self.begin().await?;
         {
             let e = self
                 .encounter_at(pid, 68, start + chrono::Duration::minutes(40), stamp(start))
                 .await?;
-            self.obs_in(pid, 2540, e, start, ObsValue::Drug(drug, brought))
-                .await?;
+            for &(drug, _, _) in regimen {
+                let brought = self.rng.range(0, 8) as f64;
+                let order = last_orders.iter().find(|(d, _)| *d == drug).map(|o| o.1);
+                match order {
+                    Some(order_id) if self.rng.chance(0.5) => {
+                        self.obs_for_order(pid, 2540, e, start, order_id, brought)
+                            .await?;
+                    }
+                    _ => {
+                        self.obs_in(pid, 2540, e, start, ObsValue::Drug(drug, brought))
+                            .await?;
+                    }
+                }
+            }
             let r0 = self.rng.range(0, 3);
             self.obs_in(pid, 2973, e, start, ObsValue::Numeric(r0 as f64))
                 .await?;
         }
         self.commit().await?;
-        // TREATMENT (orders) and DISPENSING
-        let packs = *self.rng.pick(&[1i64, 2, 3]);
-        let quantity = pack * packs;
+        // TREATMENT (orders) and DISPENSING: each ARV in its own number of packs; now and then
+        // a dose left empty or a quantity typo (6000+) beside the real order.
         let cpt = self.rng.chance(0.5);
+        let mut orders = Vec::new();
         self.begin().await?;
         {
             let t = start + chrono::Duration::minutes(50);
             let e = self.encounter_at(pid, 25, t, stamp(t)).await?;
-            let days = (quantity as f64 / dose).round() as i64;
-            self.order(pid, e, drug, t, days, dose, quantity).await?;
-            if cpt {
-                self.order(pid, e, COTRIMOXAZOLE, t, 30, 1.0, 30).await?;
-            }
             let d = self
                 .encounter_at(pid, 54, t + chrono::Duration::minutes(5), stamp(t))
                 .await?;
-            self.obs_in(pid, 2834, d, t, ObsValue::Drug(drug, quantity as f64))
-                .await?;
+            for &(drug, dose, pack) in regimen {
+                let quantity = pack * *self.rng.pick(&[1i64, 2, 3]);
+                let days = (quantity as f64 / dose).round() as i64;
+                let recorded_dose = match self.rng.range(0, 19) {
+                    0 => None,
+                    1 => Some(0.0),
+                    _ => Some(dose),
+                };
+                let order_id = self
+                    .order(pid, e, drug, t, days, recorded_dose, quantity)
+                    .await?;
+                orders.push((drug, order_id));
+                if self.rng.chance(0.03) {
+                    self.order(pid, e, drug, t, days, Some(dose), 6000 + quantity)
+                        .await?;
+                }
+                self.obs_in(pid, 2834, d, t, ObsValue::Drug(drug, quantity as f64))
+                    .await?;
+            }
+            if cpt {
+                self.order(pid, e, COTRIMOXAZOLE, t, 30, Some(1.0), 30)
+                    .await?;
+            }
         }
         self.commit().await?;
+        self.patients[i].last_orders = orders;
         // APPOINTMENT: the next visit
         let interval = self.rng.range(1, 3);
         let next = visit_day.max(entry_day) + chrono::Duration::days(interval);
@@ -405,26 +509,62 @@ impl Clinic {
         Ok(())
     }
 
+    /// Ends the current HIV-program state and starts `state` on `date`, in one transaction.
+    async fn set_state(&mut self, i: usize, date: NaiveDate, state: i64) -> anyhow::Result<()> {
+        self.begin().await?;
+        self.new_state(i, date, state).await?;
+        self.commit().await
+    }
+
+    async fn new_state(&mut self, i: usize, date: NaiveDate, state: i64) -> anyhow::Result<()> {
+        let ppid = self.patients[i].patient_program_id;
+        let when = at(date, 500);
+        self.exec("UPDATE patient_state SET end_date = ?, date_changed = ? WHERE patient_program_id = ? AND end_date IS NULL",
+            vec![text(&date.to_string()), dt(when), Value::Int(ppid)]).await?;
+        let r0 = self.rng.uuid();
+        self.exec("INSERT INTO patient_state (patient_program_id, state, start_date, date_created, uuid) VALUES (?, ?, ?, ?, ?)",
+            vec![Value::Int(ppid), Value::Int(state), text(&date.to_string()), dt(when), text(&r0)]).await
+    }
+
+    /// Death (3 or 127), transfer out (2) or treatment stopped (6).
     async fn outcome(&mut self, i: usize, date: NaiveDate, state: i64) -> anyhow::Result<()> {
-        let (pid, ppid) = (self.patients[i].id, self.patients[i].patient_program_id);
+        let pid = self.patients[i].id;
         let when = at(date, 500);
         self.begin().await?;
         {
-            self.exec("UPDATE patient_state SET end_date = ?, date_changed = ? WHERE patient_program_id = ? AND end_date IS NULL",
-                vec![text(&date.to_string()), dt(when), Value::Int(ppid)]).await?;
-            let r0 = self.rng.uuid();
-            self.exec("INSERT INTO patient_state (patient_program_id, state, start_date, date_created, uuid) VALUES (?, ?, ?, ?, ?)",
-                vec![Value::Int(ppid), Value::Int(state), text(&date.to_string()), dt(when), text(&r0)]).await?;
-            if state == 3 {
+            self.new_state(i, date, state).await?;
+            if state == 3 || state == 127 {
                 self.exec("UPDATE person SET dead = 1, death_date = ?, changed_by = 1, date_changed = ? WHERE person_id = ?",
                     vec![dt(when), dt(when), Value::Int(pid)]).await?;
             }
-            let e = self.encounter(pid, 70, when).await?;
-            self.obs_in(pid, 3289, e, when, ObsValue::Coded(state))
-                .await?;
+            self.encounter(pid, 70, when).await?;
         }
         self.commit().await?;
-        self.patients[i].active = false;
+        self.patients[i].status = Status::Exited(state);
+        Ok(())
+    }
+
+    /// A patient back on ART after stopping, transferring out or defaulting: state 7 again
+    /// and a visit with a dispensation today.
+    async fn reinitiate(&mut self, i: usize, date: NaiveDate) -> anyhow::Result<()> {
+        self.set_state(i, date, 7).await?;
+        self.patients[i].status = Status::Active;
+        self.follow_up(i, date, date).await
+    }
+
+    /// A registration entered in error: the patient and the person are voided.
+    async fn void_patient(&mut self, i: usize, date: NaiveDate) -> anyhow::Result<()> {
+        let pid = self.patients[i].id;
+        let when = dt(at(date, 620));
+        self.begin().await?;
+        {
+            self.exec("UPDATE patient SET voided = 1, voided_by = 1, date_voided = ?, void_reason = 'duplicate' WHERE patient_id = ?",
+                vec![when.clone(), Value::Int(pid)]).await?;
+            self.exec("UPDATE person SET voided = 1, voided_by = 1, date_voided = ?, void_reason = 'duplicate' WHERE person_id = ?",
+                vec![when, Value::Int(pid)]).await?;
+        }
+        self.commit().await?;
+        self.patients[i].status = Status::Voided;
         Ok(())
     }
 }
@@ -503,9 +643,9 @@ impl Clinic {
         drug: i64,
         when: NaiveDateTime,
         days: i64,
-        dose: f64,
+        dose: Option<f64>,
         quantity: i64,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<i64> {
         self.counts.orders += 1;
         let concept: Option<i64> = self
             .conn
@@ -515,12 +655,32 @@ impl Clinic {
         let order_id = self
             .insert(
                 "INSERT INTO orders (order_type_id, concept_id, orderer, instructions, start_date, auto_expire_date, patient_id, encounter_id, date_created, uuid) VALUES (1, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
-                vec![Value::Int(concept.unwrap_or(0)), text(&format!("{dose} tablet(s) daily")), dt(when), dt(when + chrono::Duration::days(days)), Value::Int(pid), Value::Int(encounter), dt(when), text(&uuid)],
+                vec![Value::Int(concept.unwrap_or(0)), text(&format!("{} tablet(s) daily", dose.unwrap_or(1.0))), dt(when), dt(when + chrono::Duration::days(days)), Value::Int(pid), Value::Int(encounter), dt(when), text(&uuid)],
             )
             .await?;
         self.exec(
             "INSERT INTO drug_order (order_id, drug_inventory_id, dose, equivalent_daily_dose, units, frequency, quantity) VALUES (?, ?, ?, ?, 'tab(s)', 'OD', ?)",
-            vec![Value::Int(order_id), Value::Int(drug), Value::Double(dose), Value::Double(dose), Value::Int(quantity)],
+            vec![Value::Int(order_id), Value::Int(drug), dose.map_or(Value::NULL, Value::Double), dose.map_or(Value::NULL, Value::Double), Value::Int(quantity)],
+        )
+        .await?;
+        Ok(order_id)
+    }
+
+    /// An obs tied to an order (pills of that order brought back), without value_drug.
+    async fn obs_for_order(
+        &mut self,
+        pid: i64,
+        concept: i64,
+        encounter: i64,
+        when: NaiveDateTime,
+        order_id: i64,
+        value: f64,
+    ) -> anyhow::Result<()> {
+        self.counts.obs += 1;
+        let uuid = self.rng.uuid();
+        self.exec(
+            "INSERT INTO obs (person_id, concept_id, encounter_id, order_id, obs_datetime, location_id, value_numeric, date_created, uuid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![Value::Int(pid), Value::Int(concept), Value::Int(encounter), Value::Int(order_id), dt(when), Value::Int(LOCATION), Value::Double(value), dt(when), text(&uuid)],
         )
         .await
     }

@@ -149,6 +149,7 @@ pub struct State {
     versions: sled::Tree,
     shipped: sled::Tree,
     dead: sled::Tree,
+    digests: sled::Tree,
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, bytes: &[u8]) -> Result<T, StateError> {
@@ -175,6 +176,32 @@ fn bump_outbox(
     Ok(())
 }
 
+/// Inside a transaction: gives `stream_key` its next version, appends the envelope built for
+/// it to the outbox under `id` and counts it. Returns the version.
+fn append_version(
+    (outbox, versions, meta): (
+        &sled::transaction::TransactionalTree,
+        &sled::transaction::TransactionalTree,
+        &sled::transaction::TransactionalTree,
+    ),
+    stream_key: &str,
+    id: u64,
+    now: u64,
+    envelope: impl Fn(u64) -> Vec<u8>,
+) -> sled::transaction::ConflictableTransactionResult<u64, StateError> {
+    let version = versions
+        .get(stream_key.as_bytes())?
+        .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
+        .unwrap_or(0)
+        + 1;
+    let mut value = now.to_be_bytes().to_vec();
+    value.extend(envelope(version));
+    bump_outbox(meta, 1, value.len() as i64 - 8)?;
+    outbox.insert(&id.to_be_bytes(), value)?;
+    versions.insert(stream_key.as_bytes(), &version.to_be_bytes())?;
+    Ok(version)
+}
+
 fn outbox_size(v: &[u8]) -> (u64, u64) {
     let c = v
         .get(..8)
@@ -191,6 +218,18 @@ fn outbox_size(v: &[u8]) -> (u64, u64) {
 
 fn abort(e: StateError) -> ConflictableTransactionError<StateError> {
     ConflictableTransactionError::Abort(e)
+}
+
+/// The digest of a stored row's content: its primary key and data, not its `lsn` (the same
+/// row read again later digests the same). Rows are stored as `{"table","op","lsn","pk",
+/// "data"}` in that order.
+pub fn row_digest(stored: &[u8]) -> [u8; 8] {
+    use sha2::Digest;
+    let from = stored.windows(5).position(|w| w == b"\"pk\":").unwrap_or(0);
+    let hash = sha2::Sha256::digest(&stored[from..]);
+    let mut out = [0; 8];
+    out.copy_from_slice(&hash[..8]);
+    out
 }
 
 /// Milliseconds since the unix epoch.
@@ -232,6 +271,7 @@ impl State {
             versions: db.open_tree("versions")?,
             shipped: db.open_tree("shipped")?,
             dead: db.open_tree("dead")?,
+            digests: db.open_tree("digests")?,
             db,
         };
         if state.meta.get(TAILER_ID)?.is_none() {
@@ -356,33 +396,30 @@ impl State {
         }
         let row_bytes: Vec<&[u8]> = wire_rows.iter().map(|r| r.as_ref()).collect();
         let id = self.db.generate_id()?;
+        let digests: Vec<[u8; 8]> = wire_rows.iter().map(|r| row_digest(r)).collect();
         let version = (
             &self.visits,
             &self.visit_rows,
             &self.outbox,
             &self.versions,
             &self.meta,
+            &self.digests,
         )
-            .transaction(|(visits, rows, outbox, versions, meta)| {
+            .transaction(|(visits, rows, outbox, versions, meta, digest_tree)| {
                 // The buffer must be exactly what was scanned.
                 if visits.get(stream_key.as_bytes())?.as_deref() != Some(&meta_bytes[..]) {
                     return Err(abort(StateError::Changed));
                 }
-                let version = versions
-                    .get(stream_key.as_bytes())?
-                    .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-                    .unwrap_or(0)
-                    + 1;
-                let mut value = now.to_be_bytes().to_vec();
-                value.extend(envelope(version, &row_bytes, last));
-                bump_outbox(meta, 1, value.len() as i64 - 8)?;
-                outbox.insert(&id.to_be_bytes(), value)?;
-                versions.insert(stream_key.as_bytes(), &version.to_be_bytes())?;
+                let version =
+                    append_version((outbox, versions, meta), stream_key, id, now, |version| {
+                        envelope(version, &row_bytes, last)
+                    })?;
                 if last {
                     visits.remove(stream_key.as_bytes())?;
                 }
-                for k in &row_keys {
+                for (k, digest) in row_keys.iter().zip(&digests) {
                     rows.remove(k)?;
+                    digest_tree.insert(k, &digest[..])?;
                 }
                 Ok(version)
             })
@@ -392,6 +429,78 @@ impl State {
             Err(StateError::Changed) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// The digest of a row as last queued for shipping (by the binlog path or a sweep), by
+    /// its visit row key.
+    pub fn row_digest(&self, row_key: &[u8]) -> Result<Option<[u8; 8]>, StateError> {
+        Ok(self
+            .digests
+            .get(row_key)?
+            .and_then(|v| v.as_ref().try_into().ok()))
+    }
+
+    /// Whether a visit has an open buffer (the binlog path is still collecting it).
+    pub fn is_open(&self, stream_key: &str) -> Result<bool, StateError> {
+        Ok(self.visits.contains_key(stream_key.as_bytes())?)
+    }
+
+    /// Queues a visit snapshot read by a sweep: its rows (visit row key, stored row JSON) go
+    /// to the outbox as the visit's next versions (parts of `VISIT_PART_ROWS`), and their
+    /// digests into the ledger, in one transaction per part. Returns the versions given.
+    pub fn enqueue_snapshot(
+        &self,
+        stream_key: &str,
+        rows: &[(Vec<u8>, Vec<u8>)],
+        envelope: impl Fn(u64, &[&[u8]], bool) -> Vec<u8>,
+        now: u64,
+    ) -> Result<Vec<u64>, StateError> {
+        let mut given = Vec::new();
+        let parts: Vec<&[(Vec<u8>, Vec<u8>)]> = if rows.is_empty() {
+            vec![rows]
+        } else {
+            rows.chunks(VISIT_PART_ROWS).collect()
+        };
+        let count = parts.len();
+        for (i, part) in parts.into_iter().enumerate() {
+            let id = self.db.generate_id()?;
+            let row_bytes: Vec<&[u8]> = part.iter().map(|r| r.1.as_slice()).collect();
+            let last = i + 1 == count;
+            let version = (&self.outbox, &self.versions, &self.meta, &self.digests)
+                .transaction(|(outbox, versions, meta, digests)| {
+                    let version =
+                        append_version((outbox, versions, meta), stream_key, id, now, |version| {
+                            envelope(version, &row_bytes, last)
+                        })?;
+                    for (k, row) in part {
+                        digests.insert(k.as_slice(), &row_digest(row)[..])?;
+                    }
+                    Ok(version)
+                })
+                .map_err(StateError::from)?;
+            given.push(version);
+        }
+        Ok(given)
+    }
+
+    /// A value kept in the meta tree under `name` (sweep progress and the like).
+    pub fn meta_get<T: for<'de> Deserialize<'de>>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, StateError> {
+        self.meta
+            .get(format!("x:{name}"))?
+            .map(|v| decode("meta", &v))
+            .transpose()
+    }
+
+    /// Stores `value` in the meta tree under `name`; `None` removes it.
+    pub fn meta_set<T: Serialize>(&self, name: &str, value: Option<&T>) -> Result<(), StateError> {
+        match value {
+            Some(v) => self.meta.insert(format!("x:{name}"), encode(v))?,
+            None => self.meta.remove(format!("x:{name}"))?,
+        };
+        Ok(())
     }
 
     /// The next version of `stream_key` (for visit parts shipped without the outbox).

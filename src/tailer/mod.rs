@@ -39,7 +39,8 @@ pub async fn run(
         .get_conn()
         .await
         .context("cannot connect to the source database (source.url)")?;
-    let grace = std::time::Duration::from_secs(2 * config.source.heartbeat_secs.max(1) + 1);
+    // A stopped tailer's registration can linger on a busy server for a few heartbeats.
+    let grace = std::time::Duration::from_secs(3 * config.source.heartbeat_secs.max(1) + 5);
     let info = binlog::preflight_with_grace(&mut conn, config.source.server_id, grace).await?;
     if !info.full_metadata {
         tracing::info!("source logs no column names (binlog_row_metadata is not FULL); names come from information_schema");
@@ -108,6 +109,26 @@ pub async fn run(
         shutdown.clone(),
     ));
     let ship_task = tokio::spawn(shipper.run(shutdown.clone()));
+    let nightly = config.sweep.nightly.then(|| {
+        let (mapping, sweep_state, opts) = (mapping.clone(), state.clone(), opts.clone());
+        let (database, rows_per_sec) = (config.source.database.clone(), config.sweep.rows_per_sec);
+        let sweeper = move |epoch| {
+            crate::sweep::Sweeper::new(
+                mapping.clone(),
+                sweep_state.clone(),
+                opts.clone(),
+                database.clone(),
+                site_id,
+                epoch,
+                rows_per_sec,
+            )
+        };
+        let (state, sweep_config, shutdown) =
+            (state.clone(), config.sweep.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            crate::sweep::nightly(sweeper, state, &sweep_config, shutdown).await;
+        })
+    });
 
     let mapped: HashMap<String, Vec<String>> = mapping
         .tables
@@ -139,6 +160,9 @@ pub async fn run(
             .map_err(anyhow::Error::from)
     };
     http.abort();
+    if let Some(task) = nightly {
+        task.abort();
+    }
     state.flush()?;
     pool.disconnect().await.ok();
     result?;

@@ -533,14 +533,17 @@ pub async fn assert_stores_equal_source(rig: &Rig) -> usize {
 }
 
 /// Visits per day computed directly on the source: distinct patient-days with non-voided
-/// encounters.
+/// encounters of patients that are not voided (nor their person).
 pub async fn source_visits_per_day(rig: &Rig) -> Vec<(String, i64)> {
     let source = rig.services.mysql_pool(&rig.source_db);
     source
         .get_conn()
         .await
         .unwrap()
-        .query("SELECT CAST(DATE(encounter_datetime) AS CHAR), COUNT(DISTINCT patient_id) FROM encounter WHERE voided = 0 GROUP BY DATE(encounter_datetime) ORDER BY 1")
+        .query("SELECT CAST(DATE(e.encounter_datetime) AS CHAR), COUNT(DISTINCT e.patient_id) FROM encounter e \
+                JOIN patient p ON p.patient_id = e.patient_id AND p.voided = 0 \
+                JOIN person pe ON pe.person_id = e.patient_id AND pe.voided = 0 \
+                WHERE e.voided = 0 GROUP BY DATE(e.encounter_datetime) ORDER BY 1")
         .await
         .unwrap()
 }
@@ -560,7 +563,7 @@ pub async fn wait_report_equals(
         .map(|e| e.0.clone())
         .unwrap_or_else(|| "2000-01-01".into());
     let url = format!(
-        "http://{}/api/v1/reports/visits?site_id={SITE}&start_date={start}&end_date={end}",
+        "http://{}/api/v1/reports/visits?site_id={SITE}&start_date={start}&end_date={end}&detail=days",
         receiver.addr
     );
     let deadline = Instant::now() + timeout;
@@ -568,7 +571,7 @@ pub async fn wait_report_equals(
         let report: serde_json::Value =
             serde_json::from_slice(&reqwest::get(&url).await.unwrap().bytes().await.unwrap())
                 .unwrap();
-        let got: Vec<(String, i64)> = report["rows"]
+        let got: Vec<(String, i64)> = report["days"]
             .as_array()
             .unwrap()
             .iter()

@@ -1,0 +1,139 @@
+//! The missed-visit sweep on the real parts: visits the binlog path never delivered reach the
+//! receiver through the nightly sweep, and through the sweep command that closes the gap a
+//! checkpoint reset opens.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{assert_stores_equal_source, emr, Rig};
+use mysql_async::prelude::Queryable;
+
+/// Scrapes one counter of the tailer's /metrics (0 when absent).
+async fn metric(addr: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nightly_sweep_ships_a_visit_the_binlog_never_carried() {
+    // GIVEN a tailer whose nightly sweep is due in 25 s, and a clinic streamed through it
+    let rig = Rig::new("nightly").await;
+    let receiver = rig.receiver();
+    let at = (chrono::Local::now() + chrono::Duration::seconds(25)).format("%H:%M:%S");
+    let tailer = rig.tailer_with(
+        &receiver.addr,
+        &format!("\n[sweep]\nat = \"{at}\"\ndays = 3\nrows_per_sec = 20000\n"),
+    );
+    let sim = rig.simulate(20, 2, 8, 0).wait_with_output().unwrap();
+    assert!(sim.status.success());
+    // AND a visit written with binary logging off: the binlog path never sees it
+    let source = rig.services.mysql_pool(&rig.source_db);
+    let mut conn = source.get_conn().await.unwrap();
+    conn.query_drop("SET SESSION sql_log_bin = 0")
+        .await
+        .unwrap();
+    conn.query_drop(
+        "INSERT INTO encounter (encounter_id, encounter_type, patient_id, provider_id, location_id, encounter_datetime, program_id, date_created, uuid) \
+         VALUES (900001, 6, 1, 1, 101, NOW(), 1, NOW(), 'sweep-test-encounter')",
+    )
+    .await
+    .unwrap();
+    conn.query_drop(
+        "INSERT INTO obs (obs_id, person_id, concept_id, encounter_id, obs_datetime, location_id, value_numeric, date_created, uuid) \
+         VALUES (900001, 1, 5089, 900001, NOW(), 101, 61.5, NOW(), 'sweep-test-obs')",
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+
+    // WHEN the night comes
+    let mirror = rig.services.mysql_pool(&rig.mirror_db);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let found: Option<i64> = mirror
+            .get_conn()
+            .await
+            .unwrap()
+            .query_first("SELECT COUNT(*) FROM obs WHERE obs_id = 900001")
+            .await
+            .unwrap();
+        if found == Some(1) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the nightly sweep did not deliver the visit"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    rig.wait_quiet(&tailer, Duration::from_secs(60)).await;
+
+    // THEN the stores equal the source, and the sweep counted what it did
+    assert_stores_equal_source(&rig).await;
+    let runs = metric(&tailer.addr, "emr_sweep_runs_total").await;
+    let checked = metric(&tailer.addr, "emr_sweep_visits_checked_total").await;
+    let resent = metric(&tailer.addr, "emr_sweep_visits_resent_total").await;
+    assert!(
+        runs >= 1.0 && resent >= 1.0 && checked >= resent,
+        "runs {runs} checked {checked} resent {resent}"
+    );
+    eprintln!("nightly sweep: {checked} visits checked, {resent} re-sent");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_then_printed_sweep_closes_the_gap() {
+    // GIVEN a clinic streamed, then the tailer stopped while the clinic goes on
+    let rig = Rig::new("gap").await;
+    let receiver = rig.receiver();
+    let mut tailer = rig.tailer(&receiver.addr);
+    let sim = rig.simulate(20, 3, 9, 0).wait_with_output().unwrap();
+    assert!(sim.status.success());
+    rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+    tailer.kill9();
+    let sim = rig.simulate(15, 3, 10, 0).wait_with_output().unwrap();
+    assert!(sim.status.success());
+
+    // WHEN the checkpoint is reset past those writes (as after a purge), and the sweep command
+    // the reset prints is run
+    let config_path = rig.dir.join("tailer.toml");
+    let config = config_path.to_str().unwrap();
+    let reset = emr(&[
+        "checkpoint",
+        "reset",
+        "--config",
+        config,
+        "--to-current",
+        "--yes",
+    ]);
+    let said = String::from_utf8_lossy(&reset.stdout).into_owned();
+    assert!(reset.status.success(), "{said}");
+    let printed = said
+        .lines()
+        .find(|l| l.trim_start().starts_with("emr-stream sweep"))
+        .unwrap_or_else(|| panic!("no sweep command printed: {said}"));
+    let args: Vec<&str> = printed.split_whitespace().skip(1).collect();
+    let sweep = emr(&args);
+    assert!(
+        sweep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sweep.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&sweep.stdout).unwrap();
+    assert!(summary["visits_resent"].as_u64().unwrap() > 0, "{summary}");
+    let tailer = rig.tailer(&receiver.addr);
+    rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+
+    // THEN the mirror and cdr equal the source
+    assert_stores_equal_source(&rig).await;
+    eprintln!("gap sweep: {summary}");
+}
