@@ -31,6 +31,7 @@ async fn nightly_sweep_ships_a_visit_the_binlog_never_carried() {
     let at = (chrono::Local::now() + chrono::Duration::seconds(25)).format("%H:%M:%S");
     let tailer = rig.tailer_with(
         &receiver.addr,
+        "",
         &format!("\n[sweep]\nat = \"{at}\"\ndays = 3\nrows_per_sec = 20000\n"),
     );
     let sim = rig.simulate(20, 2, 8, 0).wait_with_output().unwrap();

@@ -297,14 +297,14 @@ impl Rig {
 
     /// Writes tailer.toml pointing at `receiver_addr` and starts the tailer.
     pub fn tailer(&self, receiver_addr: &str) -> Proc {
-        self.tailer_with(receiver_addr, "")
+        self.tailer_with(receiver_addr, "", "")
     }
 
-    /// Like `tailer`, with extra lines in its `[ship]` section.
-    pub fn tailer_with(&self, receiver_addr: &str, ship_extra: &str) -> Proc {
+    /// Like `tailer`, with extra lines in its `[state]` section and after its `[ship]` one.
+    pub fn tailer_with(&self, receiver_addr: &str, state_extra: &str, ship_extra: &str) -> Proc {
         let config = format!(
             "mapping = \"{mapping}\"\n[source]\nurl = \"{my}\"\ndatabase = \"{db}\"\nserver_id = {sid}\nstart = \"{start}\"\nheartbeat_secs = 1\n\
-             [state]\ndir = \"{state}\"\n[visits]\nsettle_ms = 300\nidle_timeout_secs = 2\nready_check_ms = 100\n\
+             [state]\ndir = \"{state}\"\n{state_extra}\n[visits]\nsettle_ms = 300\nidle_timeout_secs = 2\nready_check_ms = 100\n\
              [ship]\nurl = \"http://{receiver_addr}/api/v1/stream\"\ntoken = \"{token}\"\nbackoff_initial_ms = 100\nbackoff_max_secs = 2\n{ship_extra}\n\
              [http]\nlisten = \"127.0.0.1:0\"\n",
             mapping = mapping_path(),
