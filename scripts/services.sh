@@ -5,6 +5,8 @@
 #   scripts/services.sh stop     stop both
 #   scripts/services.sh status   say what runs
 #   scripts/services.sh env      print the connection URLs to export:  eval "$(scripts/services.sh env)"
+#   scripts/services.sh browser  install Chromium and ChromeDriver with apt if missing (the
+#                                status-page tests drive them; the demo does not need them)
 #
 # Each has its own data directory under .services/ (git-ignored) and its own port, so nothing
 # clashes with a system MariaDB or PostgreSQL. Override with EMR_SERVICES_DIR, EMR_MYSQL_PORT,
@@ -42,6 +44,19 @@ install_missing() {
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
   fi
+}
+
+install_browser() {
+  local pkgs=()
+  [ -x /usr/bin/chromium ] || pkgs+=(chromium)
+  [ -x /usr/bin/chromedriver ] || pkgs+=(chromium-driver)
+  if [ ${#pkgs[@]} -gt 0 ]; then
+    if [ "$(id -u)" != 0 ]; then say "missing ${pkgs[*]}: install them (apt-get install ${pkgs[*]}) or run as root"; exit 1; fi
+    say "installing ${pkgs[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+  fi
+  say "browser: $(/usr/bin/chromium --version 2>/dev/null | head -1), $(/usr/bin/chromedriver --version | head -1)"
 }
 
 # Two MariaDB instances: "mariadb" logs FULL row metadata (column names in the binlog, as the
@@ -125,6 +140,7 @@ case "${1:-}" in
     start_mysql mariadb-minimal "$minimal_port" MINIMAL 64M
     start_pg ;;
   stop) stop_all ;;
+  browser) install_browser ;;
   status)
     if mysql_up "$dir/mariadb"; then echo "mariadb: running on 127.0.0.1:$mysql_port"; else echo "mariadb: stopped"; fi
     if mysql_up "$dir/mariadb-minimal"; then echo "mariadb-minimal: running on 127.0.0.1:$minimal_port"; else echo "mariadb-minimal: stopped"; fi
@@ -133,5 +149,5 @@ case "${1:-}" in
     echo "export EMR_MYSQL_URL=mysql://emr:emr@127.0.0.1:$mysql_port"
     echo "export EMR_MYSQL_MINIMAL_URL=mysql://emr:emr@127.0.0.1:$minimal_port"
     echo "export EMR_PG_URL=postgres://emr:emr@127.0.0.1:$pg_port/emr" ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|env|browser" >&2; exit 2 ;;
 esac

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and lints, unit tests, and the integration tests against the
-# private MariaDB and PostgreSQL that scripts/services.sh starts (installing them if missing).
+# private MariaDB and PostgreSQL that scripts/services.sh starts (installing them if missing),
+# and the status pages in headless Chromium (installed if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh start
+scripts/services.sh browser
 eval "$(scripts/services.sh env)"
 
 cargo fmt --all -- --check

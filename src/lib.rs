@@ -30,3 +30,4 @@ pub mod state;
 pub mod sweep;
 pub mod tailer;
 pub mod visit;
+pub mod web;

@@ -54,6 +54,8 @@ pub const VIEW_AGE: &str = "emr_ids_view_age_seconds";
 /// Unix time a site last sent a batch. Label: site.
 pub const SITE_LAST_SEEN: &str = "emr_receiver_site_last_seen_timestamp_seconds";
 
+/// Seconds the oldest visit of a site's last batch waited at the facility, by site.
+pub const SITE_LAG: &str = "emr_receiver_site_lag_seconds";
 /// Sweeps completed (nightly or on demand).
 pub const SWEEP_RUNS: &str = "emr_sweep_runs_total";
 /// Visits a sweep compared with the ledger.
@@ -75,6 +77,29 @@ pub fn install() -> PrometheusHandle {
         .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle());
     describe();
     handle
+}
+
+/// Registers the tailer's counters at zero (and its dead letters at their count) so that a
+/// scrape shows every series from the start, not only after the first increment.
+pub fn zero_tailer(dead_letters: usize) {
+    for name in [
+        SWEEP_RUNS,
+        SWEEP_VISITS_CHECKED,
+        SWEEP_VISITS_RESENT,
+        TAILER_EVENTS,
+        TAILER_TRANSACTIONS,
+        TAILER_VISITS_READY,
+        TAILER_RECONNECTS,
+        SHIP_BYTES_RAW,
+        SHIP_BYTES_COMPRESSED,
+        SHIP_VISITS,
+    ] {
+        metrics::counter!(name).increment(0);
+    }
+    for outcome in ["stored", "duplicate", "retry", "rejected"] {
+        metrics::counter!(SHIP_REQUESTS, "outcome" => outcome).increment(0);
+    }
+    metrics::gauge!(DEAD_LETTERS).set(dead_letters as f64);
 }
 
 fn describe() {
@@ -144,6 +169,11 @@ fn describe() {
         VIEW_AGE,
         Unit::Seconds,
         "seconds since the views were refreshed"
+    );
+    describe_gauge!(
+        SITE_LAG,
+        Unit::Seconds,
+        "how long the oldest visit of a site's last batch waited at the facility"
     );
     describe_gauge!(
         SITE_LAST_SEEN,

@@ -153,18 +153,8 @@ async fn refused_visits_become_dead_letters_and_can_be_retried() {
     // GIVEN a receiver whose mapping does not know person_attribute (so it answers 422 for
     // every visit carrying such a row)
     let rig = Rig::new("dead").await;
-    let narrow = rig.dir.join("mappings");
-    std::fs::create_dir_all(&narrow).unwrap();
-    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
-    for f in ["mirror-mysql.sql", "cdr-postgres.sql", "ids-views.sql"] {
-        std::fs::copy(src.join(f), narrow.join(f)).unwrap();
-    }
-    let full = std::fs::read_to_string(src.join("openmrs.toml")).unwrap();
-    let cut = full.replace("[tables.person_attribute]\npk = [\"person_attribute_id\"]\nrole = \"demographics\"\npatient = \"person_id\"\n", "");
-    assert_ne!(cut, full);
-    std::fs::write(narrow.join("openmrs.toml"), cut).unwrap();
     let addr = common::free_addr();
-    let mut receiver = rig.receiver_with(&addr, narrow.join("openmrs.toml").to_str().unwrap());
+    let mut receiver = rig.receiver_with(&addr, &rig.mapping_without_person_attribute());
     let mut tailer = rig.tailer(&addr);
 
     // WHEN a clinic registers patients (each registration writes a person_attribute row)

@@ -32,6 +32,9 @@ CREATE TABLE IF NOT EXISTS cdr._stream_visits (
   site_id integer NOT NULL, stream_key text NOT NULL, patient_id bigint NOT NULL, program_id bigint NOT NULL,
   visit_date date NOT NULL, version bigint NOT NULL, complete boolean NOT NULL,
   received_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (site_id, stream_key));
+CREATE TABLE IF NOT EXISTS cdr._stream_sites (
+  site_id integer PRIMARY KEY, last_seen timestamptz NOT NULL, lag_seconds integer,
+  batches bigint NOT NULL, visits_day date NOT NULL, visits_today bigint NOT NULL);
 ";
 
 /// PostgreSQL `cdr` (and the pool the IDS views and reports use).
@@ -148,6 +151,29 @@ impl PgStore {
     /// The pool (reports, views).
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Records that `site_id` delivered a batch of `visits` visit versions now, the oldest of
+    /// which waited `lag_seconds` at the facility (what `/status` shows).
+    pub async fn site_seen(
+        &self,
+        site_id: i64,
+        visits: usize,
+        lag_seconds: Option<i32>,
+    ) -> Result<(), ApplyError> {
+        let client = self.pool.get().await.map_err(pool_err)?;
+        client
+            .execute(
+                "INSERT INTO cdr._stream_sites AS s (site_id, last_seen, lag_seconds, batches, visits_day, visits_today)
+                 VALUES ($1, now(), $2, 1, current_date, $3)
+                 ON CONFLICT (site_id) DO UPDATE SET last_seen = now(), lag_seconds = EXCLUDED.lag_seconds,
+                   batches = s.batches + 1, visits_day = current_date,
+                   visits_today = CASE WHEN s.visits_day = current_date THEN s.visits_today + $3 ELSE $3 END",
+                &[&(site_id as i32), &lag_seconds, &(visits as i64)],
+            )
+            .await
+            .map_err(pg_err("_stream_sites"))?;
+        Ok(())
     }
 
     /// Whether PostgreSQL answers.

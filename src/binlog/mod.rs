@@ -371,9 +371,15 @@ impl BinlogReader {
         self.columns.insert(table_id, descs.clone());
         let pk = self.mapped.get(&table).cloned().unwrap_or_default();
         let mut out = Vec::with_capacity(decoded.len());
+        let mut counts = [0u64; 3]; // insert, update, delete
         for (before, after) in decoded {
             let before = before.map(|r| row_image(r, &descs));
             let after = after.map(|r| row_image(r, &descs));
+            counts[match (&before, &after) {
+                (None, _) => 0,
+                (Some(_), Some(_)) => 1,
+                (Some(_), None) => 2,
+            }] += 1;
             match (before, after) {
                 (Some(image), None) => out.push(RowChange {
                     table: table.clone(),
@@ -404,6 +410,12 @@ impl BinlogReader {
                     });
                 }
                 (None, None) => {}
+            }
+        }
+        for (op, n) in ["insert", "update", "delete"].into_iter().zip(counts) {
+            if n > 0 {
+                metrics::counter!(crate::metrics::TAILER_ROWS, "table" => table.clone(), "op" => op)
+                    .increment(n);
             }
         }
         Ok(Step::Rows(out))

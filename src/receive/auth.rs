@@ -39,6 +39,14 @@ impl SiteTokens {
         }
     }
 
+    /// The configured sites, ascending.
+    pub fn site_ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self.sites.iter().map(|(_, id)| *id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// The site of an `Authorization` header value, if it is `Bearer <known token>`.
     pub fn site_of(&self, authorization: Option<&str>) -> Option<i64> {
         let token = authorization?.strip_prefix("Bearer ")?.trim();

@@ -1,5 +1,5 @@
 //! The central receiver: `POST /api/v1/stream` (authenticate, decode, validate, apply to both
-//! stores), the reports, `/metrics` and `/healthz`.
+//! stores), the reports, `/status`, `/metrics`, `/healthz` and `/readyz`.
 //!
 //! Answers (DESIGN.md): 200 stored; 409 already stored; 422 invalid, with the JSON pointer of
 //! the first bad field; 401/403 auth; 413 too large; 503 a store is unavailable. The receiver
@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,7 +41,13 @@ pub struct App {
     pg: PgStore,
     dirty: Dirty,
     metrics: PrometheusHandle,
+    tx_curr: status::TxCurrCache,
 }
+
+/// A site silent this long is flagged on `/status` (as the EmrSiteSilent alert example does).
+const SILENT_AFTER_SECS: u64 = 24 * 3600;
+/// The header a tailer reports its lag in: how long the oldest visit of the batch waited.
+pub const LAG_HEADER: &str = "x-emr-lag-seconds";
 
 /// Runs the receiver until shutdown; in-flight requests finish first.
 pub async fn run(
@@ -77,6 +84,7 @@ pub async fn run(
         pg,
         dirty,
         metrics,
+        tx_curr: status::TxCurrCache::default(),
     });
     let router = Router::new()
         .route("/api/v1/stream", post(stream))
@@ -84,6 +92,7 @@ pub async fn run(
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/status", get(status_page))
         .layer(DefaultBodyLimit::max(config.limits.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             config.limits.max_body_bytes,
@@ -217,6 +226,18 @@ async fn stream(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) ->
                 }
             }
             app.dirty.mark();
+            // At most ten years, so a bad header cannot overflow the column.
+            let lag = headers
+                .get(LAG_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<i32>().ok())
+                .filter(|l| (0..=315_360_000).contains(l));
+            if let Some(l) = lag {
+                metrics::gauge!(m::SITE_LAG, "site" => site_id.to_string()).set(f64::from(l));
+            }
+            if let Err(e) = app.pg.site_seen(site_id, batch.visits.len(), lag).await {
+                tracing::warn!(site_id, error = %e, "cannot record the site's last batch");
+            }
             answer(
                 StatusCode::OK,
                 json!({ "batch_id": batch.batch_id, "visits": batch.visits.len(), "rows": plan.rows_in }),
@@ -296,6 +317,35 @@ async fn render_metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),
     )
+}
+
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    format: Option<String>,
+}
+
+async fn status_page(
+    State(app): State<Arc<App>>,
+    Query(q): Query<StatusQuery>,
+    headers: HeaderMap,
+) -> Response {
+    match status::sites(app.pg.pool(), &app.tokens.site_ids(), &app.tx_curr).await {
+        Ok((lines, age)) => {
+            if crate::web::wants_html(q.format.as_deref(), &headers) {
+                axum::response::Html(status::to_html(&lines, age, SILENT_AFTER_SECS))
+                    .into_response()
+            } else {
+                Json(status::to_json(&lines, age)).into_response()
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "status page: cannot read PostgreSQL");
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({ "error": "PostgreSQL unavailable" }),
+            )
+        }
+    }
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> Response {

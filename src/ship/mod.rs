@@ -155,7 +155,9 @@ impl Shipper {
             );
             let visits: Vec<&[u8]> = entries.iter().map(|e| e.visit.as_slice()).collect();
             let body = batch_body(self.sender.site_id, &batch_id, &visits);
-            let outcome = self.sender.post(&batch_id, &body).await;
+            let oldest = entries.iter().map(|e| e.enqueued_ms).min().unwrap_or(0);
+            let waited = now_ms().saturating_sub(oldest) / 1000;
+            let outcome = self.sender.post(&batch_id, &body, waited).await;
             use std::sync::atomic::Ordering::Relaxed;
             match outcome {
                 Outcome::Stored | Outcome::Duplicate => {
@@ -246,11 +248,12 @@ impl Sender {
         &self,
         batch_id: &str,
         body: &[u8],
+        lag_seconds: u64,
         shutdown: &mut Shutdown,
     ) -> Option<Outcome> {
         let mut backoff = Backoff::new(self.backoff.0, self.backoff.1);
         loop {
-            match self.post(batch_id, body).await {
+            match self.post(batch_id, body, lag_seconds).await {
                 Outcome::Retry(reason) => {
                     metrics::counter!(m::SHIP_REQUESTS, "outcome" => "retry").increment(1);
                     tracing::warn!(%reason, failures = backoff.failures() + 1, "direct ship failed; will retry");
@@ -263,8 +266,9 @@ impl Sender {
         }
     }
 
-    /// One POST; the answer classified.
-    pub async fn post(&self, batch_id: &str, body: &[u8]) -> Outcome {
+    /// One POST; the answer classified. `lag_seconds` (how long the oldest visit waited here)
+    /// travels in the `X-Emr-Lag-Seconds` header for the receiver's status page.
+    pub async fn post(&self, batch_id: &str, body: &[u8], lag_seconds: u64) -> Outcome {
         let gz = gzip(body);
         metrics::counter!(m::SHIP_BYTES_RAW).increment(body.len() as u64);
         metrics::counter!(m::SHIP_BYTES_COMPRESSED).increment(gz.len() as u64);
@@ -276,6 +280,7 @@ impl Sender {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::CONTENT_ENCODING, "gzip")
             .header("Idempotency-Key", batch_id)
+            .header(crate::receive::LAG_HEADER, lag_seconds)
             .body(gz)
             .send()
             .await;

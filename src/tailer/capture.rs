@@ -64,7 +64,6 @@ struct Group {
     rows: usize,
     transactions: u64,
     since: Option<Instant>,
-    counts: HashMap<(String, RowOp), u64>,
 }
 
 /// The capture loop's parts.
@@ -324,7 +323,8 @@ impl Capture {
             visits = visits.len(),
             "big transaction: shipping a part directly"
         );
-        match self.sender.deliver(&batch_id, &body, shutdown).await {
+        let lag = self.status.lag_seconds.load(Relaxed).max(0) as u64;
+        match self.sender.deliver(&batch_id, &body, lag, shutdown).await {
             None => return Ok(false),
             Some(Outcome::Stored | Outcome::Duplicate) => {
                 metrics::counter!(m::SHIP_REQUESTS, "outcome" => "stored").increment(1);
@@ -361,11 +361,6 @@ impl Capture {
     ) -> anyhow::Result<()> {
         let epoch = self.committed.epoch;
         for change in rows {
-            *self
-                .group
-                .counts
-                .entry((change.table.clone(), change.op))
-                .or_default() += 1;
             let day = self.local_date(change.timestamp);
             let Some(spec) = self.mapping.table(&change.table) else {
                 continue;
@@ -431,14 +426,6 @@ impl Capture {
             .transactions
             .fetch_add(group.transactions, Relaxed);
         metrics::counter!(m::TAILER_TRANSACTIONS).increment(group.transactions);
-        for ((table, op), n) in group.counts {
-            let op = if op == RowOp::Upsert {
-                "upsert"
-            } else {
-                "delete"
-            };
-            metrics::counter!(m::TAILER_ROWS, "table" => table, "op" => op).increment(n);
-        }
         metrics::gauge!(m::TAILER_CHECKPOINT_FILE).set(self.committed.position.sequence() as f64);
         metrics::gauge!(m::TAILER_CHECKPOINT_POS).set(self.committed.position.pos as f64);
         Ok(())

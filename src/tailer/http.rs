@@ -1,23 +1,29 @@
-//! The tailer's HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (alive) and
-//! `/status` (JSON: checkpoint, lag, open visits, outbox, dead letters, last shipment).
-//! It shows ids, counts and positions only, never patient data.
+//! The tailer's HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz`
+//! (connected to the source and its stream not stuck) and `/status` (JSON, or HTML for a
+//! browser: checkpoint, lag, open visits, outbox, last shipment, dead letters with a retry
+//! button). Retrying is for the local admin only: a request from a loopback address carrying
+//! the page's token. It shows ids, counts and positions only, never patient data.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
-use axum::extract::State as AxState;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::extract::{ConnectInfo, Form, Query, State as AxState};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
-use serde_json::json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::Notify;
 
 use super::CaptureStatus;
 use crate::metrics as m;
 use crate::ship::ShipStatus;
 use crate::shutdown::Shutdown;
 use crate::state::{now_ms, State};
+use crate::web::{ago, escape, page, wants_html};
 
 /// What the endpoint reads.
 #[derive(Clone)]
@@ -32,6 +38,12 @@ pub struct Board {
     pub capture: Arc<CaptureStatus>,
     /// This facility.
     pub site_id: i64,
+    /// The source's heartbeat period: a stream silent for three of them is stuck.
+    pub heartbeat_secs: u64,
+    /// Wakes the shipper (after a retry).
+    pub wake: Arc<Notify>,
+    /// The token the status page's forms carry (against cross-site requests).
+    pub admin_token: Arc<str>,
 }
 
 /// Serves until shutdown.
@@ -39,14 +51,43 @@ pub async fn serve(listener: tokio::net::TcpListener, board: Board, mut shutdown
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/status", get(status))
+        .route("/dead/retry", post(retry))
         .with_state(board);
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.fired().await })
-        .await;
+    let result = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.fired().await })
+    .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "tailer http server failed");
     }
+}
+
+/// A random token for the admin forms (the OS's randomness, else the clock).
+pub fn admin_token() -> Arc<str> {
+    use sha2::Digest;
+    let mut seed = Vec::new();
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let mut buf = [0u8; 32];
+        if f.read_exact(&mut buf).is_ok() {
+            seed.extend_from_slice(&buf);
+        }
+    }
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    seed.extend_from_slice(&clock.to_le_bytes());
+    seed.extend_from_slice(&std::process::id().to_le_bytes());
+    let hash = sha2::Sha256::digest(&seed);
+    hash.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+        .into()
 }
 
 async fn metrics(AxState(board): AxState<Board>) -> impl IntoResponse {
@@ -66,17 +107,62 @@ async fn metrics(AxState(board): AxState<Board>) -> impl IntoResponse {
     )
 }
 
-async fn status(
-    AxState(board): AxState<Board>,
-) -> Result<Json<serde_json::Value>, (StatusCode, String)> {
-    let err = |e: crate::state::StateError| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-    let checkpoint = board.state.checkpoint().map_err(err)?;
-    let (outbox, outbox_bytes, oldest) = board.state.outbox_stats().map_err(err)?;
-    let dead = board.state.dead_letters().map_err(err)?;
+/// Why the tailer is not ready, if it is not.
+fn not_ready(board: &Board, now: u64) -> Option<String> {
+    unready_reason(
+        board.capture.connected.load(Relaxed) == 1,
+        board.capture.last_event_ms.load(Relaxed),
+        board.heartbeat_secs,
+        now,
+    )
+}
+
+/// Ready = connected to the source, and an event or heartbeat came within three heartbeat
+/// periods (plus 5 s): the source sends heartbeats when idle, so silence means a stuck stream.
+fn unready_reason(
+    connected: bool,
+    last_event_ms: u64,
+    heartbeat_secs: u64,
+    now: u64,
+) -> Option<String> {
+    if !connected {
+        return Some("not connected to the source".into());
+    }
+    let last = last_event_ms;
+    let limit_ms = (3 * heartbeat_secs.max(1) + 5) * 1000;
+    if last == 0 || now.saturating_sub(last) > limit_ms {
+        return Some(format!(
+            "no binlog event or heartbeat for over {} s",
+            limit_ms / 1000
+        ));
+    }
+    None
+}
+
+async fn readyz(AxState(board): AxState<Board>) -> Response {
+    match not_ready(&board, now_ms()) {
+        None => (StatusCode::OK, Json(json!({ "ready": true }))).into_response(),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "ready": false, "reason": reason })),
+        )
+            .into_response(),
+    }
+}
+
+fn snapshot(board: &Board) -> Result<Value, crate::state::StateError> {
+    let checkpoint = board.state.checkpoint()?;
+    let (outbox, outbox_bytes, oldest) = board.state.outbox_stats()?;
+    let dead = board.state.dead_letters()?;
     let now = now_ms();
-    Ok(Json(json!({
+    let letters: Vec<Value> = dead
+        .iter()
+        .map(|(id, letter)| crate::dead::summary(*id, letter))
+        .collect();
+    Ok(json!({
         "site_id": board.site_id,
         "connected": board.capture.connected.load(Relaxed) == 1,
+        "ready": not_ready(board, now).is_none(),
         "checkpoint": checkpoint.as_ref().map(|c| c.position.to_string()),
         "gtid": checkpoint.as_ref().and_then(|c| c.gtid.clone()),
         "lag_seconds": board.capture.lag_seconds.load(Relaxed),
@@ -87,7 +173,188 @@ async fn status(
         "outbox_bytes": outbox_bytes,
         "outbox_oldest_age_seconds": oldest.map(|t| now.saturating_sub(t) / 1000),
         "dead_letters": dead.len(),
+        "dead": letters,
         "last_shipped_ms": match board.ship.last_shipped_ms.load(Relaxed) { 0 => None, t => Some(t) },
         "ship_failures": board.ship.failures.load(Relaxed),
-    })))
+    }))
+}
+
+#[derive(Deserialize)]
+struct StatusQuery {
+    format: Option<String>,
+}
+
+async fn status(
+    AxState(board): AxState<Board>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<StatusQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let s = match snapshot(&board) {
+        Ok(s) => s,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    if wants_html(q.format.as_deref(), &headers) {
+        Html(render(&s, peer.ip().is_loopback(), &board.admin_token)).into_response()
+    } else {
+        Json(s).into_response()
+    }
+}
+
+fn render(s: &Value, admin: bool, token: &str) -> String {
+    let now = now_ms();
+    let num = |k: &str| s[k].as_u64().unwrap_or(0);
+    let (ready, connected) = (s["ready"] == true, s["connected"] == true);
+    let state = match (connected, ready) {
+        (true, true) => "<span class=ok>following the binlog</span>",
+        (true, false) => "<span class=bad>connected, but the stream is silent</span>",
+        _ => "<span class=bad>not connected to the source</span>",
+    };
+    let mut body = format!(
+        "<h1>emr-stream tailer · site {site}</h1>\
+         <table class=kv>\
+         <tr><th>Source</th><td>{state}</td></tr>\
+         <tr><th>Checkpoint</th><td><code>{cp}</code> {gtid}</td></tr>\
+         <tr><th>Lag</th><td id=lag>{lag} s</td></tr>\
+         <tr><th>Open visits</th><td>{open}</td></tr>\
+         <tr><th>Outbox</th><td id=outbox>{outbox} visits, {kib} KiB{oldest}</td></tr>\
+         <tr><th>Last shipment</th><td id=shipped>{shipped}</td></tr>\
+         <tr><th>Ship failures in a row</th><td>{failures}</td></tr>\
+         <tr><th>Dead letters</th><td id=dead-count>{dead}</td></tr>\
+         </table>",
+        site = num("site_id"),
+        cp = escape(s["checkpoint"].as_str().unwrap_or("none yet")),
+        gtid = s["gtid"]
+            .as_str()
+            .map(|g| format!("(GTID <code>{}</code>)", escape(g)))
+            .unwrap_or_default(),
+        lag = num("lag_seconds"),
+        open = num("open_visits"),
+        outbox = num("outbox_visits"),
+        kib = num("outbox_bytes").div_ceil(1024),
+        oldest = s["outbox_oldest_age_seconds"]
+            .as_u64()
+            .map(|a| format!(", oldest {a} s"))
+            .unwrap_or_default(),
+        shipped = s["last_shipped_ms"]
+            .as_u64()
+            .map(|t| ago(now, t))
+            .unwrap_or_else(|| "none since start".into()),
+        failures = num("ship_failures"),
+        dead = num("dead_letters"),
+    );
+    let letters = s["dead"].as_array().cloned().unwrap_or_default();
+    if !letters.is_empty() {
+        body.push_str(
+            "<h2>Dead letters</h2><table id=dead><tr><th>Id</th><th>When</th><th>Status</th>\
+             <th>Receiver's reason</th><th>Version</th><th>Rows</th><th></th></tr>",
+        );
+        for l in &letters {
+            let id = l["id"].as_u64().unwrap_or(0);
+            let rows = l["rows"]
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(t, n)| format!("{} {}", escape(t), n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let action = if admin {
+                format!(
+                    "<form method=post action=/dead/retry><input type=hidden name=token value={token}>\
+                     <input type=hidden name=id value={id}><button id=retry-{id}>Retry</button></form>"
+                )
+            } else {
+                "<small>retry from the facility machine</small>".to_owned()
+            };
+            body.push_str(&format!(
+                "<tr><td>{id}</td><td>{at}</td><td>{status}</td><td>{reason}</td><td>{version}</td><td>{rows}</td><td>{action}</td></tr>",
+                at = escape(l["at"].as_str().unwrap_or("")),
+                status = l["status"].as_u64().unwrap_or(0),
+                reason = escape(l["reason"].as_str().unwrap_or("")),
+                version = l["version"].as_u64().unwrap_or(0),
+            ));
+        }
+        body.push_str("</table>");
+    }
+    page("emr-stream tailer", &body)
+}
+
+#[derive(Deserialize)]
+struct RetryForm {
+    token: String,
+    id: u64,
+}
+
+async fn retry(
+    AxState(board): AxState<Board>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Form(form): Form<RetryForm>,
+) -> Response {
+    if !peer.ip().is_loopback() {
+        return (
+            StatusCode::FORBIDDEN,
+            "dead letters are retried from the facility machine only\n",
+        )
+            .into_response();
+    }
+    if form.token != *board.admin_token {
+        return (
+            StatusCode::FORBIDDEN,
+            "stale or missing page token: reload /status\n",
+        )
+            .into_response();
+    }
+    match board.state.dead_retry(&[form.id], now_ms()) {
+        Ok(n) => {
+            tracing::info!(
+                id = form.id,
+                moved = n,
+                "dead letter retried from the status page"
+            );
+            if let Ok(dead) = board.state.dead_letters() {
+                metrics::gauge!(m::DEAD_LETTERS).set(dead.len() as f64);
+            }
+            board.wake.notify_one();
+            Redirect::to("/status").into_response()
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_needs_a_connection_and_a_recent_event() {
+        let now = 1_000_000;
+        assert_eq!(unready_reason(true, now - 2_000, 10, now), None);
+        assert_eq!(
+            unready_reason(false, now, 10, now).as_deref(),
+            Some("not connected to the source")
+        );
+        // 3 heartbeats of 10 s + 5 s = 35 s of silence allowed
+        assert_eq!(unready_reason(true, now - 35_000, 10, now), None);
+        assert!(unready_reason(true, now - 35_001, 10, now)
+            .unwrap()
+            .contains("35 s"));
+        assert!(unready_reason(true, 0, 10, now).is_some());
+    }
+
+    #[test]
+    fn the_page_escapes_and_offers_retry_to_the_local_admin_only() {
+        let s = json!({
+            "site_id": 101, "ready": true, "connected": true, "checkpoint": "binlog.000001:4",
+            "dead_letters": 1,
+            "dead": [{ "id": 7, "at": "2026-11-26T10:00:00+00:00", "status": 422,
+                       "reason": "unknown table <script>", "version": 2, "rows": { "obs": 3 } }]
+        });
+        let local = render(&s, true, "tok");
+        assert!(local.contains("id=retry-7") && local.contains("value=tok"));
+        assert!(local.contains("unknown table &lt;script&gt;") && !local.contains("<script>"));
+        let remote = render(&s, false, "tok");
+        assert!(!remote.contains("<button") && !remote.contains("tok"));
+    }
 }

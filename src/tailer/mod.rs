@@ -82,6 +82,7 @@ pub async fn run(
     drop(conn);
     tracing::info!(site_id, position = %checkpoint.position, source_version = %info.version, "tailer starting");
 
+    crate::metrics::zero_tailer(state.dead_letters()?.len());
     let wake = Arc::new(Notify::new());
     let ship_status = Arc::new(ShipStatus::default());
     let capture_status = Arc::new(CaptureStatus::default());
@@ -105,6 +106,9 @@ pub async fn run(
             ship: ship_status,
             capture: capture_status.clone(),
             site_id,
+            heartbeat_secs: config.source.heartbeat_secs,
+            wake: wake.clone(),
+            admin_token: http::admin_token(),
         },
         shutdown.clone(),
     ));

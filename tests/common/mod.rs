@@ -5,6 +5,8 @@
 //! A test that cannot reach its services fails with a message saying how to start them.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -293,6 +295,23 @@ impl Rig {
             &self.dir.join("receiver.log"),
             "receiver listening",
         )
+    }
+
+    /// A copy of the mapping without `person_attribute`: a receiver using it answers 422 to
+    /// every visit carrying such a row (every registration), which makes dead letters.
+    pub fn mapping_without_person_attribute(&self) -> String {
+        let narrow = self.dir.join("mappings");
+        std::fs::create_dir_all(&narrow).unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+        for f in ["mirror-mysql.sql", "cdr-postgres.sql", "ids-views.sql"] {
+            std::fs::copy(src.join(f), narrow.join(f)).unwrap();
+        }
+        let full = std::fs::read_to_string(src.join("openmrs.toml")).unwrap();
+        let cut = full.replace("[tables.person_attribute]\npk = [\"person_attribute_id\"]\nrole = \"demographics\"\npatient = \"person_id\"\n", "");
+        assert_ne!(cut, full, "the mapping's person_attribute entry changed");
+        let path = narrow.join("openmrs.toml");
+        std::fs::write(&path, cut).unwrap();
+        path.to_str().unwrap().to_owned()
     }
 
     /// Writes tailer.toml pointing at `receiver_addr` and starts the tailer.

@@ -1,0 +1,304 @@
+//! What the people who run it see: every metric of the list in a scrape after an end-to-end
+//! run, readiness, and both status pages rendered in headless Chromium (screenshots saved
+//! under `target/screenshots/`), including a dead letter retried with the page's button.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::browser::Browser;
+use common::{Proc, Rig, SITE};
+
+/// `(name, labels) -> value` of a Prometheus text scrape.
+async fn scrape(addr: &str) -> BTreeMap<(String, String), f64> {
+    let text = get(&format!("http://{addr}/metrics")).await.1;
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let (name, labels) = match series.split_once('{') {
+            Some((n, l)) => (n, l.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value: {line}"));
+        out.insert((name.to_owned(), labels.to_owned()), value);
+    }
+    out
+}
+
+async fn get(url: &str) -> (u16, String) {
+    let r = reqwest::get(url).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The values of `name` whose labels contain every `want` (e.g. `table="obs"`).
+fn values(m: &BTreeMap<(String, String), f64>, name: &str, want: &[&str]) -> Vec<f64> {
+    m.iter()
+        .filter(|((n, l), _)| n == name && want.iter().all(|w| l.contains(w)))
+        .map(|(_, v)| *v)
+        .collect()
+}
+
+/// The one value of `name` with `want` labels; fails naming the metric when it is missing.
+fn one(m: &BTreeMap<(String, String), f64>, name: &str, want: &[&str]) -> f64 {
+    let v = values(m, name, want);
+    assert!(
+        !v.is_empty(),
+        "metric {name}{want:?} is missing from the scrape: {:?}",
+        m.keys()
+            .map(|k| &k.0)
+            .collect::<std::collections::BTreeSet<_>>()
+    );
+    v.iter().sum()
+}
+
+async fn wait_for(what: &str, timeout: Duration, mut ok: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_listed_metric_is_in_a_scrape_after_an_end_to_end_run() {
+    // GIVEN a receiver and a tailer whose nightly sweep is due in 20 s
+    let rig = Rig::new("metrics").await;
+    let receiver = rig.receiver();
+    let at = (chrono::Local::now() + chrono::Duration::seconds(20)).format("%H:%M:%S");
+    let tailer = rig.tailer_with(
+        &receiver.addr,
+        "",
+        &format!("\n[sweep]\nat = \"{at}\"\ndays = 3\nrows_per_sec = 20000\n"),
+    );
+    // WHEN a clinic works for two days and everything has shipped, and the sweep has run
+    assert!(rig.simulate(30, 2, 11, 0).wait().unwrap().success());
+    rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+    wait_for("the nightly sweep", Duration::from_secs(60), async || {
+        values(&scrape(&tailer.addr).await, "emr_sweep_runs_total", &[]) == [1.0]
+    })
+    .await;
+    rig.wait_quiet(&tailer, Duration::from_secs(60)).await;
+
+    // THEN the tailer's scrape carries every listed series, with plausible values
+    let t = scrape(&tailer.addr).await;
+    assert!(one(&t, "emr_tailer_binlog_events_total", &[]) > 100.0);
+    for op in ["insert", "update"] {
+        let rows = one(
+            &t,
+            "emr_tailer_binlog_rows_total",
+            &[&format!("op=\"{op}\"")],
+        );
+        assert!(rows > 0.0, "{op} rows: {rows}");
+    }
+    assert!(
+        one(
+            &t,
+            "emr_tailer_binlog_rows_total",
+            &["table=\"encounter\"", "op=\"insert\""]
+        ) > 0.0
+    );
+    assert!(one(&t, "emr_tailer_binlog_rows_total", &["table=\"obs\""]) > 50.0);
+    let lag = one(&t, "emr_tailer_lag_seconds", &[]);
+    assert!((0.0..120.0).contains(&lag), "lag {lag}");
+    assert!(one(&t, "emr_tailer_checkpoint_file_sequence", &[]) >= 1.0);
+    assert!(one(&t, "emr_tailer_checkpoint_position_bytes", &[]) > 4.0);
+    assert_eq!(one(&t, "emr_tailer_open_visits", &[]), 0.0);
+    assert_eq!(one(&t, "emr_outbox_visits", &[]), 0.0);
+    assert_eq!(one(&t, "emr_outbox_bytes", &[]), 0.0);
+    assert_eq!(one(&t, "emr_outbox_oldest_age_seconds", &[]), 0.0);
+    let stored = one(&t, "emr_ship_requests_total", &["outcome=\"stored\""]);
+    assert!(stored >= 1.0);
+    for outcome in ["retry", "rejected", "duplicate"] {
+        one(
+            &t,
+            "emr_ship_requests_total",
+            &[&format!("outcome=\"{outcome}\"")],
+        );
+    }
+    let shipped = one(&t, "emr_ship_request_duration_seconds_count", &[]);
+    assert!(
+        shipped >= stored,
+        "{shipped} durations for {stored} requests"
+    );
+    assert!(one(&t, "emr_ship_request_duration_seconds_sum", &[]) > 0.0);
+    assert!(
+        values(
+            &t,
+            "emr_ship_request_duration_seconds_bucket",
+            &["le=\"+Inf\""]
+        ) == [shipped]
+    );
+    let (raw, gz) = (
+        one(&t, "emr_ship_bytes_raw_total", &[]),
+        one(&t, "emr_ship_bytes_compressed_total", &[]),
+    );
+    assert!(raw > gz && gz > 0.0, "raw {raw} compressed {gz}");
+    assert!(one(&t, "emr_ship_visits_total", &[]) >= 30.0);
+    assert_eq!(one(&t, "emr_dead_letters", &[]), 0.0);
+    assert_eq!(one(&t, "emr_sweep_runs_total", &[]), 1.0);
+    assert!(one(&t, "emr_sweep_visits_checked_total", &[]) >= 30.0);
+    let resent = one(&t, "emr_sweep_visits_resent_total", &[]);
+    assert!(resent < one(&t, "emr_sweep_visits_checked_total", &[]));
+
+    // AND so does the receiver's
+    let r = scrape(&receiver.addr).await;
+    assert!(one(&r, "emr_receiver_requests_total", &["status=\"200\""]) >= stored);
+    for store in ["postgres", "mysql"] {
+        let s = format!("store=\"{store}\"");
+        assert!(
+            one(
+                &r,
+                "emr_receiver_rows_applied_total",
+                &["table=\"obs\"", &s]
+            ) > 50.0
+        );
+        assert!(one(&r, "emr_receiver_apply_duration_seconds_count", &[&s]) >= 1.0);
+    }
+    for view in ["arv_dispensations", "art_status", "visits_daily"] {
+        let v = format!("view=\"ids.{view}\"");
+        assert!(one(&r, "emr_ids_view_refresh_duration_seconds_count", &[&v]) >= 1.0);
+        let age = one(&r, "emr_ids_view_age_seconds", &[&v]);
+        assert!((0.0..600.0).contains(&age), "{view} age {age}");
+    }
+    let site = format!("site=\"{SITE}\"");
+    let seen = one(
+        &r,
+        "emr_receiver_site_last_seen_timestamp_seconds",
+        &[&site],
+    );
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(
+        (now - 600.0..=now + 5.0).contains(&seen),
+        "last seen {seen}, now {now}"
+    );
+    let site_lag = one(&r, "emr_receiver_site_lag_seconds", &[&site]);
+    assert!((0.0..600.0).contains(&site_lag), "site lag {site_lag}");
+
+    // AND both are alive and ready
+    for addr in [&tailer.addr, &receiver.addr] {
+        assert_eq!(get(&format!("http://{addr}/healthz")).await.0, 200);
+        let (code, body) = get(&format!("http://{addr}/readyz")).await;
+        assert_eq!(code, 200, "{addr}: {body}");
+    }
+}
+
+fn screenshot_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("target/screenshots")
+        .join(name)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_pages_render_in_headless_chromium_and_retry_a_dead_letter() {
+    // GIVEN dead letters: a receiver that does not know person_attribute refused visits
+    let rig = Rig::new("pages").await;
+    let addr = common::free_addr();
+    let mut receiver = rig.receiver_with(&addr, &rig.mapping_without_person_attribute());
+    let tailer = rig.tailer(&addr);
+    assert!(rig.simulate(20, 2, 3, 0).wait().unwrap().success());
+    let s = rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+    let dead = s["dead_letters"].as_u64().unwrap();
+    assert!(dead >= 2, "{s}");
+    // AND the receiver is back with the full mapping
+    receiver.kill9();
+    let receiver: Proc = rig.receiver_at(&addr);
+
+    // WHEN the facility's admin opens the tailer's status page
+    let browser = Browser::start(&rig.dir.join("chromium")).await;
+    let page = format!("http://{}/status", tailer.addr);
+    browser.open(&page).await;
+    // THEN it shows the source, lag, outbox, last shipment and the dead letters, each with
+    // a retry button
+    let kv = browser.text("table.kv").await;
+    for field in [
+        "Checkpoint",
+        "Lag",
+        "Outbox",
+        "Last shipment",
+        "Dead letters",
+    ] {
+        assert!(kv.contains(field), "{field} missing: {kv}");
+    }
+    assert!(kv.contains("following the binlog"), "{kv}");
+    assert_eq!(browser.text("#dead-count").await, dead.to_string());
+    assert_eq!(browser.count("#dead button").await, dead as usize);
+    assert!(browser.text("#dead").await.contains("422"));
+    let png = browser
+        .screenshot(&screenshot_path("tailer-status.png"))
+        .await;
+    assert!(png > 10_000, "screenshot of {png} bytes");
+
+    // WHEN they press the first Retry
+    browser.click("#dead button").await;
+    // THEN the page comes back with one dead letter fewer, and the visit ships
+    assert!(browser.url().await.ends_with("/status"));
+    browser
+        .wait_text("#dead-count", &(dead - 1).to_string())
+        .await;
+    let s = rig.wait_quiet(&tailer, Duration::from_secs(60)).await;
+    assert_eq!(s["dead_letters"].as_u64(), Some(dead - 1), "{s}");
+
+    // AND pressing Retry on each of the others empties the list
+    for left in (0..dead - 1).rev() {
+        browser.click("#dead button").await;
+        browser.wait_text("#dead-count", &left.to_string()).await;
+    }
+    assert_eq!(browser.count("#dead").await, 0);
+    rig.wait_quiet(&tailer, Duration::from_secs(60)).await;
+
+    // AND a retry without the page's token is refused
+    let form = "token=guess&id=1";
+    let forged = reqwest::Client::new()
+        .post(format!("http://{}/dead/retry", tailer.addr))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
+
+    // WHEN the central team opens the receiver's status page
+    // THEN it lists the site, seen seconds ago, with its visits today and TX_CURR as the
+    // report computes it (once the views have refreshed after the last batch)
+    let report_url = format!(
+        "http://{}/api/v1/reports/tx_curr?site_id={SITE}",
+        receiver.addr
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (row, tx_curr) = loop {
+        browser
+            .open(&format!("http://{}/status", receiver.addr))
+            .await;
+        let row = browser.text(&format!("#site-{SITE}")).await;
+        let report: serde_json::Value = serde_json::from_str(&get(&report_url).await.1).unwrap();
+        let tx_curr = report["total"].as_i64().unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        if tx_curr > 0 && cells.get(cells.len() - 2) == Some(&tx_curr.to_string().as_str()) {
+            break (row, tx_curr);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "TX_CURR cell of {row:?} never matched the report: {report}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(row.contains("s ago") && !row.contains("never"), "{row}");
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    let today: i64 = cells[cells.len() - 3].parse().unwrap();
+    assert!(
+        today >= 20,
+        "visits today {today} in {row:?} (TX_CURR {tx_curr})"
+    );
+    let png = browser
+        .screenshot(&screenshot_path("receiver-status.png"))
+        .await;
+    assert!(png > 10_000, "screenshot of {png} bytes");
+    browser.close().await;
+}
