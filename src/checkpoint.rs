@@ -124,8 +124,143 @@ async fn source_now(config: &TailerConfig) -> anyhow::Result<(BinlogPosition, So
 pub enum ResetTarget {
     /// An explicit position.
     To(BinlogPosition),
+    /// Just after the transaction with this GTID.
+    Gtid(Gtid),
     /// The source's current position.
     Current,
+}
+
+/// A MariaDB GTID: replication domain, originating server, sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gtid {
+    /// Replication domain.
+    pub domain: u32,
+    /// Server that originated the transaction.
+    pub server: u32,
+    /// Sequence number within the domain.
+    pub seq: u64,
+}
+
+impl Gtid {
+    /// `DOMAIN-SERVER-SEQ`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let mut parts = text.trim().splitn(3, '-');
+        let gtid = Self {
+            domain: parts.next()?.parse().ok()?,
+            server: parts.next()?.parse().ok()?,
+            seq: parts.next()?.parse().ok()?,
+        };
+        Some(gtid)
+    }
+}
+
+impl std::fmt::Display for Gtid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}-{}", self.domain, self.server, self.seq)
+    }
+}
+
+/// The sequence number a `Gtid_list` event's text (`[0-1-5,1-2-9]`) gives `domain`, if any.
+fn gtid_list_seq(info: &str, domain: u32) -> Option<u64> {
+    info.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .filter_map(Gtid::parse)
+        .find(|g| g.domain == domain)
+        .map(|g| g.seq)
+}
+
+/// Where the transaction after `gtid` starts: the binlog file whose starting GTID state is
+/// below it is read event by event (SHOW BINLOG EVENTS, streamed) for its GTID event, and the
+/// position is that of the next transaction's GTID event (or the next file's start).
+pub async fn position_after_gtid(
+    conn: &mut mysql_async::Conn,
+    gtid: Gtid,
+    files: &[(String, u64)],
+) -> anyhow::Result<BinlogPosition> {
+    use mysql_async::prelude::Queryable;
+    // Each MariaDB binlog opens with a Gtid_list event: the GTID state before the file.
+    let mut candidate = None;
+    for (i, (file, _)) in files.iter().enumerate().rev() {
+        let head: Vec<(String, String)> = conn
+            .exec_map(
+                format!("SHOW BINLOG EVENTS IN '{}' LIMIT 4", file.replace('\'', "")),
+                (),
+                |row: mysql_async::Row| {
+                    let kind: String = row.get("Event_type").unwrap_or_default();
+                    let info: String = row.get("Info").unwrap_or_default();
+                    (kind, info)
+                },
+            )
+            .await
+            .with_context(|| format!("cannot read binlog {file}"))?;
+        let before = head
+            .iter()
+            .find(|(kind, _)| kind == "Gtid_list")
+            .and_then(|(_, info)| gtid_list_seq(info, gtid.domain));
+        if before.is_none_or(|s| s < gtid.seq) {
+            candidate = Some(i);
+            break;
+        }
+    }
+    let Some(start) = candidate else {
+        anyhow::bail!(
+            "GTID {gtid} is older than the source's first binlog {}: it was purged",
+            files.first().map(|f| f.0.as_str()).unwrap_or("none")
+        );
+    };
+    let needle = format!("GTID {gtid}");
+    for (i, (file, _)) in files.iter().enumerate().skip(start) {
+        let mut found = false;
+        let mut result = conn
+            .query_iter(format!(
+                "SHOW BINLOG EVENTS IN '{}'",
+                file.replace('\'', "")
+            ))
+            .await
+            .with_context(|| format!("cannot read binlog {file}"))?;
+        let mut after = None;
+        while let Some(row) = result.next().await? {
+            let kind: String = row.get("Event_type").unwrap_or_default();
+            if kind != "Gtid" {
+                continue;
+            }
+            if found {
+                let pos: u64 = row.get("Pos").unwrap_or(4);
+                after = Some(pos);
+                break;
+            }
+            let info: String = row.get("Info").unwrap_or_default();
+            found = info
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .ends_with(&needle)
+                || info.contains(&format!("{needle} "));
+        }
+        result.drop_result().await?;
+        match (found, after) {
+            (true, Some(pos)) => {
+                return Ok(BinlogPosition {
+                    file: file.clone(),
+                    pos,
+                })
+            }
+            (true, None) => {
+                // The file's last transaction: continue at the next file, or the current end.
+                return match files.get(i + 1) {
+                    Some((next, _)) => Ok(BinlogPosition {
+                        file: next.clone(),
+                        pos: 4,
+                    }),
+                    None => Ok(binlog::server_position(conn).await?),
+                };
+            }
+            _ => {}
+        }
+    }
+    anyhow::bail!(
+        "GTID {gtid} is not in the source's binlogs (was it written by this server's domain?)"
+    )
 }
 
 /// `emr-stream checkpoint reset`: refuses while a tailer runs; without `yes` only says what it
@@ -135,8 +270,18 @@ pub async fn reset(config_path: &Path, target: ResetTarget, yes: bool) -> anyhow
     let state = open_stopped(&config)?;
     let old = state.checkpoint()?;
     let (current, info) = source_now(&config).await?;
+    let mut gtid = None;
     let position = match target {
         ResetTarget::Current => current,
+        ResetTarget::Gtid(g) => {
+            let mut conn = mysql_async::Conn::new(binlog::source_opts(config.source.url.expose())?)
+                .await
+                .context("cannot connect to the source")?;
+            let found = position_after_gtid(&mut conn, g, &info.files).await;
+            conn.disconnect().await.ok();
+            gtid = Some(g.to_string());
+            found?
+        }
         ResetTarget::To(p) => {
             anyhow::ensure!(
                 info.files.iter().any(|(f, _)| *f == p.file),
@@ -175,7 +320,7 @@ pub async fn reset(config_path: &Path, target: ResetTarget, yes: bool) -> anyhow
     }
     let cp = Checkpoint {
         position,
-        gtid: None,
+        gtid,
         epoch,
         server_id: info.server_id,
         timestamp: (crate::state::now_ms() / 1000) as u32,
@@ -205,6 +350,19 @@ pub async fn reset(config_path: &Path, target: ResetTarget, yes: bool) -> anyhow
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gtids_parse_and_gtid_lists_give_a_domain_seq() {
+        let g = Gtid::parse("0-1-4711").unwrap();
+        assert_eq!((g.domain, g.server, g.seq), (0, 1, 4711));
+        assert_eq!(g.to_string(), "0-1-4711");
+        for bad in ["", "0-1", "a-b-c", "0-1-2-3", "3E11FA47-71CA:23"] {
+            assert!(Gtid::parse(bad).is_none(), "{bad}");
+        }
+        assert_eq!(gtid_list_seq("[0-1-5,1-2-9]", 1), Some(9));
+        assert_eq!(gtid_list_seq("[0-1-5]", 0), Some(5));
+        assert_eq!(gtid_list_seq("[]", 0), None);
+    }
 
     fn info(files: &[(&str, u64)]) -> SourceInfo {
         SourceInfo {

@@ -152,20 +152,21 @@ pub enum CheckpointAction {
         config: PathBuf,
     },
     /// Moves the checkpoint; refuses while a tailer runs; prints the gap it opens.
+    #[command(group(clap::ArgGroup::new("target").required(true).multiple(false)))]
     Reset {
         /// Tailer config.
         #[arg(long, default_value = "config/tailer.toml")]
         config: PathBuf,
         /// Move to this binlog position, FILE:POS.
-        #[arg(
-            long,
-            conflicts_with = "to_current",
-            required_unless_present = "to_current"
-        )]
+        #[arg(long, group = "target")]
         to: Option<String>,
         /// Move to the source's current position.
-        #[arg(long)]
+        #[arg(long, group = "target")]
         to_current: bool,
+        /// Move to just after the transaction with this MariaDB GTID (DOMAIN-SERVER-SEQ), found
+        /// in the source's binlogs (as a replica's gtid_slave_pos names the last one applied).
+        #[arg(long, group = "target")]
+        gtid: Option<String>,
         /// Really do it (without, only say what would change).
         #[arg(long)]
         yes: bool,

@@ -92,15 +92,23 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                     config,
                     to,
                     to_current,
+                    gtid,
                     yes,
                 },
         } => {
-            let target = match (to, to_current) {
-                (Some(to), false) => checkpoint::ResetTarget::To(
+            let target = match (to, gtid, to_current) {
+                (Some(to), _, _) => checkpoint::ResetTarget::To(
                     emr_stream::binlog::BinlogPosition::parse(&to)
                         .ok_or_else(|| anyhow::anyhow!("--to must be FILE:POS"))?,
                 ),
-                _ => checkpoint::ResetTarget::Current,
+                (None, Some(gtid), _) => checkpoint::ResetTarget::Gtid(
+                    checkpoint::Gtid::parse(&gtid).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--gtid must be a MariaDB GTID DOMAIN-SERVER-SEQ, e.g. 0-1-4711"
+                        )
+                    })?,
+                ),
+                (None, None, _) => checkpoint::ResetTarget::Current,
             };
             checkpoint::reset(&config, target, yes).await
         }

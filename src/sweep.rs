@@ -64,8 +64,10 @@ pub struct Summary {
     pub visits_resent: u64,
     /// Rows read from the source.
     pub rows_read: u64,
-    /// Visits skipped because their buffer is open.
+    /// Visits whose buffer is open (the binlog path ships them).
     pub visits_open: u64,
+    /// Open visits of past days shipped as `complete: false` (parts counted one by one).
+    pub visits_open_shipped: u64,
 }
 
 /// Progress after each day: (days done, days in all, summary so far).
@@ -168,6 +170,24 @@ impl Sweeper {
         Ok(summary)
     }
 
+    /// Moves an open buffer into the outbox as `complete: false`; the number of parts moved.
+    fn ship_open(&self, stream_key: &str, key: &VisitKey) -> Result<u64, SweepError> {
+        let mut parts = 0;
+        let envelope_of = |version, rows: &[&[u8]], _last| {
+            crate::visit::envelope(stream_key, key, version, false, rows)
+        };
+        while let Some(part) =
+            self.state
+                .move_to_outbox(stream_key, envelope_of, crate::state::now_ms())?
+        {
+            parts += 1;
+            if part.last {
+                break;
+            }
+        }
+        Ok(parts)
+    }
+
     /// One day in one snapshot.
     async fn day(
         &self,
@@ -193,6 +213,11 @@ impl Sweeper {
             metrics::counter!(crate::metrics::SWEEP_VISITS_CHECKED).increment(1);
             if self.state.is_open(&stream_key)? {
                 summary.visits_open += 1;
+                if day < chrono::Local::now().date_naive() {
+                    // Still open past its day (the tailer was stopped since, or its clock is
+                    // behind): ship what the buffer holds, marked as never closed.
+                    summary.visits_open_shipped += self.ship_open(&stream_key, &key)?;
+                }
                 continue;
             }
             let stored: Vec<(Vec<u8>, Vec<u8>)> = rows

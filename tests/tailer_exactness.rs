@@ -317,3 +317,69 @@ async fn purged_checkpoint_stops_the_tailer_until_reset() {
     rig.wait_quiet(&tailer, Duration::from_secs(60)).await;
     common::assert_stores_equal_source(&rig).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_to_a_gtid_resumes_right_after_that_transaction() {
+    // GIVEN a stopped tailer and a transaction whose GTID the admin knows
+    let rig = common::Rig::new("gtid").await;
+    let receiver = rig.receiver();
+    let mut tailer = rig.tailer(&receiver.addr);
+    rig.wait_quiet(&tailer, Duration::from_secs(60)).await;
+    tailer.stop();
+    let pool = rig.services.mysql_pool(&rig.source_db);
+    let mut conn = pool.get_conn().await.unwrap();
+    conn.query_drop("INSERT INTO location (name, creator, date_created, uuid) VALUES ('gtid test', 1, NOW(), UUID())")
+        .await
+        .unwrap();
+    let gtid: String = conn
+        .query_first("SELECT @@last_gtid")
+        .await
+        .unwrap()
+        .unwrap();
+    // WHEN the checkpoint is reset to it
+    let config_path = rig.dir.join("tailer.toml");
+    let config = config_path.to_str().unwrap();
+    let reset = emr(&[
+        "checkpoint",
+        "reset",
+        "--config",
+        config,
+        "--gtid",
+        &gtid,
+        "--yes",
+    ]);
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    // THEN the checkpoint names the GTID, and the source's GTID state at its position ends
+    // with that transaction
+    let show = emr(&["checkpoint", "show", "--config", config]);
+    let shown: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(shown["gtid"], gtid.as_str(), "{shown}");
+    let at = BinlogPosition::parse(shown["checkpoint"].as_str().unwrap()).unwrap();
+    let state: String = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (at.file.clone(), at.pos))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        state.split(',').any(|g| g == gtid),
+        "state at {at}: {state}, expected {gtid}"
+    );
+    // AND a GTID the source never wrote is refused, naming it
+    let domain = gtid.split('-').next().unwrap();
+    let bogus = format!("{domain}-1-999999999");
+    let refused = emr(&[
+        "checkpoint",
+        "reset",
+        "--config",
+        config,
+        "--gtid",
+        &bogus,
+        "--yes",
+    ]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains(&bogus), "{err}");
+}

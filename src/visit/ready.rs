@@ -18,14 +18,19 @@ pub struct Readiness {
     pub idle_ms: u64,
 }
 
-/// `Some(complete)` when the visit is ready: `complete` says the visit was closed (closing
-/// encounter seen, or its day is over) rather than shipped on the idle timeout.
+/// `Some(complete)` when the visit is ready: `complete` says the visit was closed (a closing
+/// encounter seen; demographics-only changes have nothing to close). A visit whose day is over
+/// without a closing encounter ships after the settle delay as `complete: false`, like one
+/// shipped on the idle timeout: the central side sees that it never closed.
 pub fn is_ready(meta: &VisitMeta, now_ms: u64, today: &str, rules: Readiness) -> Option<bool> {
     let quiet = now_ms.saturating_sub(meta.last_change_ms);
     let day_over = meta.key.visit_date.as_str() < today;
     let closed = meta.closing_at_ms.is_some();
-    if quiet >= rules.settle_ms && (closed || day_over || !meta.clinical) {
+    if quiet >= rules.settle_ms && (closed || !meta.clinical) {
         return Some(true);
+    }
+    if quiet >= rules.settle_ms && day_over {
+        return Some(false);
     }
     if quiet >= rules.idle_ms {
         return Some(false);
@@ -81,9 +86,11 @@ mod tests {
     }
 
     #[test]
-    fn past_day_is_ready_after_settle() {
-        let m = meta("2026-10-01", 0, None);
-        assert_eq!(is_ready(&m, 4_000, "2026-11-26", RULES), None);
-        assert_eq!(is_ready(&m, 5_000, "2026-11-26", RULES), Some(true));
+    fn past_day_is_ready_after_settle_complete_only_if_closed() {
+        let open = meta("2026-10-01", 0, None);
+        assert_eq!(is_ready(&open, 4_000, "2026-11-26", RULES), None);
+        assert_eq!(is_ready(&open, 5_000, "2026-11-26", RULES), Some(false));
+        let closed = meta("2026-10-01", 0, Some(0));
+        assert_eq!(is_ready(&closed, 5_000, "2026-11-26", RULES), Some(true));
     }
 }
