@@ -302,3 +302,45 @@ async fn status_pages_render_in_headless_chromium_and_retry_a_dead_letter() {
     assert!(png > 10_000, "screenshot of {png} bytes");
     browser.close().await;
 }
+
+/// Every `emr_*` name in the shipped Prometheus alert rules and Grafana dashboard is a metric
+/// the code exports (so a renamed metric cannot leave a silent alert or an empty panel).
+#[test]
+fn alert_rules_and_dashboard_name_only_exported_metrics() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let source = std::fs::read_to_string(root.join("src/metrics.rs")).unwrap();
+    let exported: std::collections::BTreeSet<String> = source
+        .lines()
+        .filter(|l| l.starts_with("pub const ") && l.contains("&str = \"emr_"))
+        .filter_map(|l| l.split('"').nth(1).map(str::to_owned))
+        .collect();
+    assert!(exported.len() >= 25, "{exported:?}");
+    let dashboard = root.join("scripts/ops/emr-stream-dashboard.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&dashboard).unwrap()).unwrap();
+    assert!(json["panels"].as_array().unwrap().len() > 10);
+    for file in ["emr-stream-alerts.yml", "emr-stream-dashboard.json"] {
+        let text = std::fs::read_to_string(root.join("scripts/ops").join(file)).unwrap();
+        let mut seen = 0;
+        for (i, _) in text.match_indices("emr_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            if name == "emr_" || name.starts_with("emr_stream") {
+                continue;
+            }
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| exported.contains(*b))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(base),
+                "{file} names {name}, which is not exported"
+            );
+            seen += 1;
+        }
+        assert!(seen > 5, "{file}: {seen} metric names");
+    }
+}
