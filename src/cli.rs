@@ -56,9 +56,11 @@ pub enum Command {
         pace_ms: u64,
     },
     /// Re-sends visits the binlog path missed: compares the source's visits of a window of days
-    /// with what was shipped and queues the missing or changed ones (tailer stopped; they ship
-    /// when it runs; a running tailer sweeps nightly). Also the initial load of a facility's
-    /// history: `--since` its first day. Resumes an interrupted run of the same window.
+    /// with what was shipped and queues the missing or changed ones. With the tailer stopped it
+    /// sweeps itself (progress bar; the visits ship when the tailer runs); while the tailer runs
+    /// it asks the tailer to sweep (progress in the tailer's log), which also sweeps nightly.
+    /// Also the initial load of a facility's history: `--since` its first day. Resumes an
+    /// interrupted run of the same window.
     Sweep {
         /// Tailer config.
         #[arg(long, default_value = "config/tailer.toml")]

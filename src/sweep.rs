@@ -54,7 +54,7 @@ pub struct Window {
 }
 
 /// What a sweep did.
-#[derive(Debug, Default, Clone, Serialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Summary {
     /// Days read.
     pub days: u64,
@@ -454,15 +454,11 @@ pub async fn command(
     use anyhow::Context;
     anyhow::ensure!(window.since <= window.until, "--since is after --until");
     let mapping = Mapping::load(&config.mapping)?;
-    let state = State::open(&config.state.dir).map_err(|e| match e {
-        StateError::Locked(_) => anyhow::anyhow!(
-            "the state in {} is in use: stop the tailer first (a running tailer sweeps the last {} days nightly at {})",
-            config.state.dir.display(),
-            config.sweep.days,
-            config.sweep.at
-        ),
-        other => other.into(),
-    })?;
+    let state = match State::open(&config.state.dir) {
+        Ok(state) => state,
+        Err(StateError::Locked(_)) => return through_tailer(config, &window).await,
+        Err(e) => return Err(e.into()),
+    };
     let checkpoint = state.checkpoint()?.context(
         "no checkpoint yet: start the tailer once, or `emr-stream checkpoint reset --to-current --yes`",
     )?;
@@ -510,9 +506,94 @@ pub async fn command(
 
 /// The tailer's nightly sweep: waits for `config.at` local time, sweeps the last
 /// `config.days` days, and again the next night, until shutdown.
-pub async fn nightly(
-    sweeper: impl Fn(u64) -> Sweeper,
+/// The tailer holds the state: ask it (on its loopback HTTP endpoint) to sweep, and wait.
+async fn through_tailer(
+    config: &crate::config::TailerConfig,
+    window: &Window,
+) -> anyhow::Result<Summary> {
+    let recorded = std::fs::read_to_string(config.state.dir.join(crate::tailer::ADDR_FILE))
+        .ok()
+        .and_then(|a| a.trim().parse::<std::net::SocketAddr>().ok());
+    let mut addr = recorded.unwrap_or(config.http.listen);
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    eprintln!(
+        "the tailer is running (its state in {} is in use): asking it at {addr} to sweep {} .. {}; progress is in its log",
+        config.state.dir.display(),
+        window.since,
+        window.until
+    );
+    let answer = reqwest::Client::new()
+        .post(format!("http://{addr}/sweep"))
+        .header(crate::tailer::SWEEP_HEADER, "sweep")
+        .header(reqwest::header::CONTENT_TYPE, "application/json")
+        .body(serde_json::to_vec(window)?)
+        .send()
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "the state in {} is in use, but no tailer answers at {addr} ({e}): stop whatever holds the state and try again",
+                config.state.dir.display()
+            )
+        })?;
+    let status = answer.status();
+    let body = answer.bytes().await?;
+    anyhow::ensure!(
+        status.is_success(),
+        "the tailer answered {status}: {}",
+        String::from_utf8_lossy(&body).trim()
+    );
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// Runs sweeps inside a running tailer, one at a time: the nightly one and those asked for on
+/// `POST /sweep` (what `emr-stream sweep` does while the tailer holds the state).
+pub struct SweepRunner {
+    make: Box<dyn Fn(u64) -> Sweeper + Send + Sync>,
     state: State,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl SweepRunner {
+    /// `make(epoch)` builds a sweeper for the checkpoint's current `lsn` epoch.
+    pub fn new(make: impl Fn(u64) -> Sweeper + Send + Sync + 'static, state: State) -> Self {
+        Self {
+            make: Box::new(make),
+            state,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Sweeps `window` now, waiting for a running sweep to end first when `wait`, else `None`
+    /// if one is running. Progress goes to the log, a line per day.
+    pub async fn run(&self, window: &Window, wait: bool) -> Option<Result<Summary, SweepError>> {
+        let _guard = if wait {
+            self.lock.lock().await
+        } else {
+            self.lock.try_lock().ok()?
+        };
+        let epoch = match self.state.checkpoint() {
+            Ok(Some(cp)) => cp.epoch,
+            _ => 0,
+        };
+        let sweep = (self.make)(epoch);
+        let mut log = |done: u64, total: u64, s: &Summary| {
+            tracing::info!(
+                since = %window.since, done, total, checked = s.visits_checked,
+                resent = s.visits_resent, "sweep progress (days)"
+            );
+        };
+        Some(sweep.run(window, &mut log).await)
+    }
+}
+
+/// The tailer's nightly sweep: at `config.at` local time, the last `config.days` days.
+pub async fn nightly(
+    runner: std::sync::Arc<SweepRunner>,
     config: &crate::config::SweepConfig,
     mut shutdown: crate::shutdown::Shutdown,
 ) {
@@ -530,24 +611,19 @@ pub async fn nightly(
         if !shutdown.sleep(wait).await {
             return;
         }
-        let epoch = match state.checkpoint() {
-            Ok(Some(cp)) => cp.epoch,
-            _ => 0,
-        };
         let window = last_days(config.days);
-        let sweep = sweeper(epoch);
-        let mut quiet = |_: u64, _: u64, _: &Summary| {};
         let result = tokio::select! {
             biased;
             _ = shutdown.fired() => return,
-            r = sweep.run(&window, &mut quiet) => r,
+            r = runner.run(&window, true) => r,
         };
         match result {
-            Ok(s) => tracing::info!(
+            Some(Ok(s)) => tracing::info!(
                 since = %window.since, checked = s.visits_checked, resent = s.visits_resent,
                 rows = s.rows_read, "nightly sweep done"
             ),
-            Err(e) => tracing::warn!(error = %e, "nightly sweep failed; next night retries"),
+            Some(Err(e)) => tracing::warn!(error = %e, "nightly sweep failed; next night retries"),
+            None => {}
         }
     }
 }

@@ -37,46 +37,11 @@ async fn nightly_sweep_ships_a_visit_the_binlog_never_carried() {
     let sim = rig.simulate(20, 2, 8, 0).wait_with_output().unwrap();
     assert!(sim.status.success());
     // AND a visit written with binary logging off: the binlog path never sees it
-    let source = rig.services.mysql_pool(&rig.source_db);
-    let mut conn = source.get_conn().await.unwrap();
-    conn.query_drop("SET SESSION sql_log_bin = 0")
-        .await
-        .unwrap();
-    conn.query_drop(
-        "INSERT INTO encounter (encounter_id, encounter_type, patient_id, provider_id, location_id, encounter_datetime, program_id, date_created, uuid) \
-         VALUES (900001, 6, 1, 1, 101, NOW(), 1, NOW(), 'sweep-test-encounter')",
-    )
-    .await
-    .unwrap();
-    conn.query_drop(
-        "INSERT INTO obs (obs_id, person_id, concept_id, encounter_id, obs_datetime, location_id, value_numeric, date_created, uuid) \
-         VALUES (900001, 1, 5089, 900001, NOW(), 101, 61.5, NOW(), 'sweep-test-obs')",
-    )
-    .await
-    .unwrap();
-    drop(conn);
+    write_without_binlog(&rig, 900001).await;
     rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
 
     // WHEN the night comes
-    let mirror = rig.services.mysql_pool(&rig.mirror_db);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let found: Option<i64> = mirror
-            .get_conn()
-            .await
-            .unwrap()
-            .query_first("SELECT COUNT(*) FROM obs WHERE obs_id = 900001")
-            .await
-            .unwrap();
-        if found == Some(1) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the nightly sweep did not deliver the visit"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_mirror_obs(&rig, 900001, "the nightly sweep").await;
     rig.wait_quiet(&tailer, Duration::from_secs(60)).await;
 
     // THEN the stores equal the source, and the sweep counted what it did
@@ -137,4 +102,89 @@ async fn reset_then_printed_sweep_closes_the_gap() {
     // THEN the mirror and cdr equal the source
     assert_stores_equal_source(&rig).await;
     eprintln!("gap sweep: {summary}");
+}
+
+/// Writes an encounter and an obs (ids `id`) for patient 1 today with binary logging off, so
+/// only a sweep can find them.
+async fn write_without_binlog(rig: &Rig, id: u32) {
+    let source = rig.services.mysql_pool(&rig.source_db);
+    let mut conn = source.get_conn().await.unwrap();
+    conn.query_drop("SET SESSION sql_log_bin = 0")
+        .await
+        .unwrap();
+    conn.query_drop(format!(
+        "INSERT INTO encounter (encounter_id, encounter_type, patient_id, provider_id, location_id, encounter_datetime, program_id, date_created, uuid) \
+         VALUES ({id}, 6, 1, 1, 101, NOW(), 1, NOW(), 'sweep-test-encounter-{id}')"
+    ))
+    .await
+    .unwrap();
+    conn.query_drop(format!(
+        "INSERT INTO obs (obs_id, person_id, concept_id, encounter_id, obs_datetime, location_id, value_numeric, date_created, uuid) \
+         VALUES ({id}, 1, 5089, {id}, NOW(), 101, 61.5, NOW(), 'sweep-test-obs-{id}')"
+    ))
+    .await
+    .unwrap();
+}
+
+/// Waits until the mirror holds obs `id`.
+async fn wait_mirror_obs(rig: &Rig, id: u32, what: &str) {
+    let mirror = rig.services.mysql_pool(&rig.mirror_db);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let found: Option<i64> = mirror
+            .get_conn()
+            .await
+            .unwrap()
+            .query_first(format!("SELECT COUNT(*) FROM obs WHERE obs_id = {id}"))
+            .await
+            .unwrap();
+        if found == Some(1) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not deliver the visit"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_on_demand_goes_through_the_running_tailer() {
+    // GIVEN a running tailer (no nightly sweep) and a visit the binlog never carried
+    let rig = Rig::new("ondemand").await;
+    let receiver = rig.receiver();
+    let tailer = rig.tailer_with(&receiver.addr, "", "\n[sweep]\nnightly = false\n");
+    assert!(rig.simulate(15, 2, 12, 0).wait().unwrap().success());
+    write_without_binlog(&rig, 900002).await;
+    rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+
+    // WHEN the admin runs `emr-stream sweep` while the tailer holds the state
+    let config = rig.dir.join("tailer.toml");
+    let today = chrono::Local::now().date_naive().to_string();
+    let sweep = emr(&[
+        "sweep",
+        "--config",
+        config.to_str().unwrap(),
+        "--since",
+        &today,
+    ]);
+    let err = String::from_utf8_lossy(&sweep.stderr);
+    assert!(sweep.status.success(), "{err}");
+    // THEN the tailer swept, said so, and the visit reaches the stores
+    assert!(err.contains("asking it"), "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&sweep.stdout).unwrap();
+    assert!(summary["visits_resent"].as_u64().unwrap() >= 1, "{summary}");
+    wait_mirror_obs(&rig, 900002, "the on-demand sweep").await;
+    rig.wait_quiet(&tailer, Duration::from_secs(60)).await;
+    assert_stores_equal_source(&rig).await;
+    // AND a sweep cannot be started from a web page (no admin header)
+    let forged = reqwest::Client::new()
+        .post(format!("http://{}/sweep", tailer.addr))
+        .header("content-type", "application/json")
+        .body(format!("{{\"since\":\"{today}\",\"until\":\"{today}\"}}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status().as_u16(), 403);
 }

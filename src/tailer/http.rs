@@ -1,8 +1,9 @@
 //! The tailer's HTTP endpoint: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz`
 //! (connected to the source and its stream not stuck) and `/status` (JSON, or HTML for a
 //! browser: checkpoint, lag, open visits, outbox, last shipment, dead letters with a retry
-//! button). Retrying is for the local admin only: a request from a loopback address carrying
-//! the page's token. It shows ids, counts and positions only, never patient data.
+//! button), and `POST /sweep` (what `emr-stream sweep` asks a running tailer). Retrying and
+//! sweeping are for the local admin only: requests from a loopback address carrying the page's
+//! token, or the admin header. It shows ids, counts and positions only, never patient data.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
@@ -44,7 +45,13 @@ pub struct Board {
     pub wake: Arc<Notify>,
     /// The token the status page's forms carry (against cross-site requests).
     pub admin_token: Arc<str>,
+    /// Sweeps on demand (`POST /sweep`), one at a time with the nightly one.
+    pub sweeps: Arc<crate::sweep::SweepRunner>,
 }
+
+/// The header `POST /sweep` needs: a browser cannot send a custom header to another origin
+/// without a CORS preflight this server never grants, so no web page can start a sweep.
+pub const SWEEP_HEADER: &str = "x-emr-admin";
 
 /// Serves until shutdown.
 pub async fn serve(listener: tokio::net::TcpListener, board: Board, mut shutdown: Shutdown) {
@@ -54,6 +61,7 @@ pub async fn serve(listener: tokio::net::TcpListener, board: Board, mut shutdown
         .route("/readyz", get(readyz))
         .route("/status", get(status))
         .route("/dead/retry", post(retry))
+        .route("/sweep", post(sweep))
         .with_state(board);
     let result = axum::serve(
         listener,
@@ -356,5 +364,36 @@ mod tests {
         assert!(local.contains("unknown table &lt;script&gt;") && !local.contains("<script>"));
         let remote = render(&s, false, "tok");
         assert!(!remote.contains("<button") && !remote.contains("tok"));
+    }
+}
+
+async fn sweep(
+    AxState(board): AxState<Board>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(window): Json<crate::sweep::Window>,
+) -> Response {
+    if !peer.ip().is_loopback() || !headers.contains_key(SWEEP_HEADER) {
+        return (
+            StatusCode::FORBIDDEN,
+            "sweeps are started from the facility machine: `emr-stream sweep`\n",
+        )
+            .into_response();
+    }
+    if window.since > window.until {
+        return (StatusCode::BAD_REQUEST, "since is after until\n").into_response();
+    }
+    tracing::info!(since = %window.since, until = %window.until, "sweep asked for");
+    match board.sweeps.run(&window, false).await {
+        None => (
+            StatusCode::CONFLICT,
+            "a sweep is running already (the nightly one, or another request)\n",
+        )
+            .into_response(),
+        Some(Ok(summary)) => {
+            board.wake.notify_one();
+            Json(summary).into_response()
+        }
+        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }

@@ -8,6 +8,10 @@
 
 mod capture;
 mod http;
+pub use http::SWEEP_HEADER;
+
+/// The file in the state directory that holds the running tailer's HTTP address.
+pub const ADDR_FILE: &str = "http.addr";
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -97,7 +101,39 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(config.http.listen)
         .await
         .with_context(|| format!("cannot listen on http.listen {}", config.http.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "tailer http listening");
+    let local = listener.local_addr()?;
+    tracing::info!(addr = %local, "tailer http listening");
+    // Where `emr-stream sweep` finds this tailer (http.listen may name port 0, or 0.0.0.0).
+    if let Err(e) = std::fs::write(config.state.dir.join(ADDR_FILE), local.to_string()) {
+        tracing::warn!(error = %e, "cannot record the http address in the state directory");
+    }
+    let ship_task = tokio::spawn(shipper.run(shutdown.clone()));
+    let sweeps = {
+        let (mapping, sweep_state, opts) = (mapping.clone(), state.clone(), opts.clone());
+        let (database, rows_per_sec) = (config.source.database.clone(), config.sweep.rows_per_sec);
+        Arc::new(crate::sweep::SweepRunner::new(
+            move |epoch| {
+                crate::sweep::Sweeper::new(
+                    mapping.clone(),
+                    sweep_state.clone(),
+                    opts.clone(),
+                    database.clone(),
+                    site_id,
+                    epoch,
+                    rows_per_sec,
+                )
+            },
+            state.clone(),
+        ))
+    };
+    let nightly = config.sweep.nightly.then(|| {
+        let (runner, sweep_config, shutdown) =
+            (sweeps.clone(), config.sweep.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            crate::sweep::nightly(runner, &sweep_config, shutdown).await;
+        })
+    });
+
     let http = tokio::spawn(http::serve(
         listener,
         http::Board {
@@ -109,31 +145,10 @@ pub async fn run(
             heartbeat_secs: config.source.heartbeat_secs,
             wake: wake.clone(),
             admin_token: http::admin_token(),
+            sweeps,
         },
         shutdown.clone(),
     ));
-    let ship_task = tokio::spawn(shipper.run(shutdown.clone()));
-    let nightly = config.sweep.nightly.then(|| {
-        let (mapping, sweep_state, opts) = (mapping.clone(), state.clone(), opts.clone());
-        let (database, rows_per_sec) = (config.source.database.clone(), config.sweep.rows_per_sec);
-        let sweeper = move |epoch| {
-            crate::sweep::Sweeper::new(
-                mapping.clone(),
-                sweep_state.clone(),
-                opts.clone(),
-                database.clone(),
-                site_id,
-                epoch,
-                rows_per_sec,
-            )
-        };
-        let (state, sweep_config, shutdown) =
-            (state.clone(), config.sweep.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            crate::sweep::nightly(sweeper, state, &sweep_config, shutdown).await;
-        })
-    });
-
     let mapped: HashMap<String, Vec<String>> = mapping
         .tables
         .iter()
