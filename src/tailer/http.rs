@@ -331,6 +331,37 @@ async fn retry(
     }
 }
 
+async fn sweep(
+    AxState(board): AxState<Board>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Json(window): Json<crate::sweep::Window>,
+) -> Response {
+    if !peer.ip().is_loopback() || !headers.contains_key(SWEEP_HEADER) {
+        return (
+            StatusCode::FORBIDDEN,
+            "sweeps are started from the facility machine: `emr-stream sweep`\n",
+        )
+            .into_response();
+    }
+    if window.since > window.until {
+        return (StatusCode::BAD_REQUEST, "since is after until\n").into_response();
+    }
+    tracing::info!(since = %window.since, until = %window.until, "sweep asked for");
+    match board.sweeps.run(&window, false).await {
+        None => (
+            StatusCode::CONFLICT,
+            "a sweep is running already (the nightly one, or another request)\n",
+        )
+            .into_response(),
+        Some(Ok(summary)) => {
+            board.wake.notify_one();
+            Json(summary).into_response()
+        }
+        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,36 +395,5 @@ mod tests {
         assert!(local.contains("unknown table &lt;script&gt;") && !local.contains("<script>"));
         let remote = render(&s, false, "tok");
         assert!(!remote.contains("<button") && !remote.contains("tok"));
-    }
-}
-
-async fn sweep(
-    AxState(board): AxState<Board>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Json(window): Json<crate::sweep::Window>,
-) -> Response {
-    if !peer.ip().is_loopback() || !headers.contains_key(SWEEP_HEADER) {
-        return (
-            StatusCode::FORBIDDEN,
-            "sweeps are started from the facility machine: `emr-stream sweep`\n",
-        )
-            .into_response();
-    }
-    if window.since > window.until {
-        return (StatusCode::BAD_REQUEST, "since is after until\n").into_response();
-    }
-    tracing::info!(since = %window.since, until = %window.until, "sweep asked for");
-    match board.sweeps.run(&window, false).await {
-        None => (
-            StatusCode::CONFLICT,
-            "a sweep is running already (the nightly one, or another request)\n",
-        )
-            .into_response(),
-        Some(Ok(summary)) => {
-            board.wake.notify_one();
-            Json(summary).into_response()
-        }
-        Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }
