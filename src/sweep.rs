@@ -10,7 +10,9 @@
 //! Which rows make a visit follows the mapping: tables of role `visit` and `program` find
 //! their patient, program and day through their `via` chain as the binlog path does (the day
 //! of the root row unless `date_from = "own"`); `demographics` rows join the patient's visit of
-//! the day they were created, changed or voided. Reference tables are not swept. A visit is
+//! the day they were created, changed or voided; `reference` rows (locations, concepts, users)
+//! join the reference visit (patient 0, program 0) of the day they were created, changed or
+//! retired, so an initial load carries them too (rows with no audit date are not swept). A visit is
 //! re-sent when a row's digest (primary key and data) differs from what was last queued for
 //! it, or a row was never queued; visits with an open buffer are left to the binlog path.
 //! Hard deletes made while the tailer was away are not detected (OpenMRS voids instead).
@@ -143,9 +145,16 @@ impl Sweeper {
                 queries.push((table.as_str(), t, sql));
             }
         }
+        // Days with no row in any table are skipped: an initial load from a facility's first
+        // day (years, mostly empty at the start) reads only the days that hold something.
+        let present = self
+            .days_present(&mut conn, &queries, day, window.until)
+            .await?;
         let started = Instant::now();
         while day <= window.until {
-            self.day(&mut conn, &queries, day, &mut summary).await?;
+            if present.contains(&day) {
+                self.day(&mut conn, &queries, day, &mut summary).await?;
+            }
             summary.days += 1;
             let next = day + chrono::Duration::days(1);
             self.state.meta_set(
@@ -168,6 +177,37 @@ impl Sweeper {
         conn.disconnect().await.ok();
         metrics::counter!(crate::metrics::SWEEP_RUNS).increment(1);
         Ok(summary)
+    }
+
+    /// The days in `[since, until]` that hold a row of some swept table.
+    async fn days_present(
+        &self,
+        conn: &mut Conn,
+        queries: &[(&str, &TableMapping, String)],
+        since: NaiveDate,
+        until: NaiveDate,
+    ) -> Result<std::collections::BTreeSet<NaiveDate>, SweepError> {
+        let end = until + chrono::Duration::days(1);
+        let mut days = std::collections::BTreeSet::new();
+        for (_, _, sql) in queries {
+            // The same query with only its last column, the day (built by select_for).
+            let Some(from) = sql.rfind("CAST(DATE(") else {
+                continue;
+            };
+            let found: Vec<Option<String>> = conn
+                .exec(
+                    format!("SELECT DISTINCT {}", &sql[from..]),
+                    (since.to_string(), end.to_string()),
+                )
+                .await?;
+            days.extend(
+                found
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|d| NaiveDate::parse_from_str(&d, "%Y-%m-%d").ok()),
+            );
+        }
+        Ok(days)
     }
 
     /// Moves an open buffer into the outbox as `complete: false`; the number of parts moved.
@@ -336,9 +376,6 @@ impl Sweeper {
         table: &str,
         t: &TableMapping,
     ) -> Result<Option<String>, SweepError> {
-        if t.role == Role::Reference {
-            return Ok(None);
-        }
         let columns: Vec<String> = conn
             .exec(
                 "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
@@ -353,6 +390,17 @@ impl Sweeper {
             .filter(|c| t.ships_column(c))
             .map(|c| format!("t0.`{c}`"))
             .collect();
+        if t.role == Role::Reference {
+            // Reference rows (locations, concepts, users...) belong to the reference visit
+            // (patient 0, program 0) of the day they were created, changed or retired.
+            let Some(day) = audit_day(&columns) else {
+                return Ok(None);
+            };
+            return Ok(Some(format!(
+                "SELECT {}, 0, 0, CAST(DATE({day}) AS CHAR) AS _sweep_day FROM `{table}` t0 WHERE {day} >= ? AND {day} < ?",
+                select.join(", ")
+            )));
+        }
         // Walk the via chain: t0 → t1 → ... (at most 3 hops).
         let mut joins = String::new();
         let mut alias = 0;
@@ -391,28 +439,10 @@ impl Sweeper {
             return Ok(None);
         };
         let day_expr = match (t.role, date) {
-            (Role::Demographics, _) => {
-                let audit: Vec<String> = ["date_created", "date_changed", "date_voided"]
-                    .iter()
-                    .filter(|c| columns.iter().any(|x| x == *c))
-                    .map(|c| format!("t0.`{c}`"))
-                    .collect();
-                if audit.is_empty() {
-                    return Ok(None);
-                }
-                if audit.len() == 1 {
-                    audit[0].clone()
-                } else {
-                    format!(
-                        "GREATEST({})",
-                        audit
-                            .iter()
-                            .map(|a| format!("COALESCE({a}, {})", audit[0]))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                }
-            }
+            (Role::Demographics, _) => match audit_day(&columns) {
+                Some(day) => day,
+                None => return Ok(None),
+            },
             (_, Some(date)) => date,
             (_, None) => return Ok(None),
         };
@@ -422,10 +452,37 @@ impl Sweeper {
             program.unwrap_or_else(|| "NULL".into())
         };
         Ok(Some(format!(
-            "SELECT {}, {patient}, {program}, CAST(DATE({day_expr}) AS CHAR) FROM `{table}` t0{joins} \
+            "SELECT {}, {patient}, {program}, CAST(DATE({day_expr}) AS CHAR) AS _sweep_day FROM `{table}` t0{joins} \
              WHERE {day_expr} >= ? AND {day_expr} < ?",
             select.join(", ")
         )))
+    }
+}
+
+/// The latest of a row's audit dates (created, changed, voided, retired) that its table has,
+/// as SQL over alias `t0`; `None` when it has none.
+fn audit_day(columns: &[String]) -> Option<String> {
+    let audit: Vec<String> = [
+        "date_created",
+        "date_changed",
+        "date_voided",
+        "date_retired",
+    ]
+    .iter()
+    .filter(|c| columns.iter().any(|x| x == *c))
+    .map(|c| format!("t0.`{c}`"))
+    .collect();
+    match audit.len() {
+        0 => None,
+        1 => Some(audit[0].clone()),
+        _ => Some(format!(
+            "GREATEST({})",
+            audit
+                .iter()
+                .map(|a| format!("COALESCE({a}, {})", audit[0]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 

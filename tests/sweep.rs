@@ -188,3 +188,52 @@ async fn sweep_on_demand_goes_through_the_running_tailer() {
         .unwrap();
     assert_eq!(forged.status().as_u16(), 403);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_load_carries_a_facilitys_history_and_reference_data() {
+    // GIVEN a facility with history the binlog path never sees (reference data dated 2010, three
+    // clinic days), and a tailer that starts after it
+    let mut rig = Rig::new("initial").await;
+    assert!(rig.simulate(20, 3, 14, 0).wait().unwrap().success());
+    rig.start = rig.services.binlog_position().await;
+    let receiver = rig.receiver();
+    let mut tailer = rig.tailer(&receiver.addr);
+    // (global_property has no audit date, so no sweep finds it: it travels by binlog only)
+    let source = rig.services.mysql_pool(&rig.source_db);
+    source
+        .get_conn()
+        .await
+        .unwrap()
+        .query_drop("UPDATE global_property SET description = 'this facility'")
+        .await
+        .unwrap();
+    rig.wait_quiet(&tailer, Duration::from_secs(60)).await;
+    tailer.stop();
+
+    // WHEN the initial load runs from the facility's first day, tailer stopped
+    let config = rig.dir.join("tailer.toml");
+    let load = emr(&[
+        "sweep",
+        "--config",
+        config.to_str().unwrap(),
+        "--since",
+        "2010-01-01",
+    ]);
+    let err = String::from_utf8_lossy(&load.stderr);
+    assert!(load.status.success(), "{err}");
+    let summary: serde_json::Value = serde_json::from_slice(&load.stdout).unwrap();
+    // THEN it covered every day since, with a progress line, and queued the history
+    let today = chrono::Local::now().date_naive();
+    let days = (today - chrono::NaiveDate::from_ymd_opt(2010, 1, 1).unwrap()).num_days() + 1;
+    assert_eq!(summary["days"].as_i64(), Some(days), "{summary}");
+    assert!(err.contains(&format!("{days}/{days} days")), "{err}");
+    assert!(
+        summary["visits_resent"].as_u64().unwrap() >= 20,
+        "{summary}"
+    );
+    // AND once the tailer ships it, the mirror and cdr equal the source, reference tables too
+    let tailer = rig.tailer(&receiver.addr);
+    rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+    assert_stores_equal_source(&rig).await;
+    eprintln!("initial load: {summary}");
+}
