@@ -85,18 +85,7 @@ async fn purged_binlogs_stop_the_tailer_until_the_printed_reset_and_sweep() {
         "{said} {}",
         String::from_utf8_lossy(&reset.stderr)
     );
-    let sweep_line = said
-        .lines()
-        .find(|l| l.trim_start().starts_with("emr-stream sweep"))
-        .unwrap_or_else(|| panic!("the reset printed no sweep: {said}"));
-    let args: Vec<&str> = sweep_line.split_whitespace().skip(1).collect();
-    let sweep = emr(&args);
-    assert!(
-        sweep.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sweep.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&sweep.stdout).unwrap();
+    let summary = common::run_printed_sweep(&said);
     assert!(summary["visits_resent"].as_u64().unwrap() > 0, "{summary}");
 
     // THEN the tailer runs again, and the mirror and cdr equal the source, every visit received

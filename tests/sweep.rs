@@ -83,18 +83,7 @@ async fn reset_then_printed_sweep_closes_the_gap() {
     ]);
     let said = String::from_utf8_lossy(&reset.stdout).into_owned();
     assert!(reset.status.success(), "{said}");
-    let printed = said
-        .lines()
-        .find(|l| l.trim_start().starts_with("emr-stream sweep"))
-        .unwrap_or_else(|| panic!("no sweep command printed: {said}"));
-    let args: Vec<&str> = printed.split_whitespace().skip(1).collect();
-    let sweep = emr(&args);
-    assert!(
-        sweep.status.success(),
-        "{}",
-        String::from_utf8_lossy(&sweep.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&sweep.stdout).unwrap();
+    let summary = common::run_printed_sweep(&said);
     assert!(summary["visits_resent"].as_u64().unwrap() > 0, "{summary}");
     let tailer = rig.tailer(&receiver.addr);
     rig.wait_quiet(&tailer, Duration::from_secs(120)).await;

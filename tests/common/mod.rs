@@ -758,6 +758,22 @@ impl Drop for FaultProxy {
 }
 
 /// Runs `emr-stream <args>` to completion.
+/// Runs the `emr-stream sweep ...` line a `checkpoint reset` printed in `said`; its summary.
+pub fn run_printed_sweep(said: &str) -> serde_json::Value {
+    let line = said
+        .lines()
+        .find(|l| l.trim_start().starts_with("emr-stream sweep"))
+        .unwrap_or_else(|| panic!("the reset printed no sweep: {said}"));
+    let args: Vec<&str> = line.split_whitespace().skip(1).collect();
+    let sweep = emr(&args);
+    assert!(
+        sweep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sweep.stderr)
+    );
+    serde_json::from_slice(&sweep.stdout).unwrap()
+}
+
 pub fn emr(args: &[&str]) -> std::process::Output {
     Command::new(bin())
         .args(args)
