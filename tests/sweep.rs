@@ -226,3 +226,50 @@ async fn initial_load_carries_a_facilitys_history_and_reference_data() {
     assert_stores_equal_source(&rig).await;
     eprintln!("initial load: {summary}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_sweep_resumes_where_it_stopped() {
+    // GIVEN a stopped tailer whose state says a sweep of the last three days stopped after two
+    let rig = Rig::new("resume").await;
+    let receiver = rig.receiver();
+    let mut tailer = rig.tailer(&receiver.addr);
+    rig.wait_quiet(&tailer, Duration::from_secs(60)).await;
+    tailer.stop();
+    let today = chrono::Local::now().date_naive();
+    let since = (today - chrono::Duration::days(2)).to_string();
+    let state = emr_stream::state::State::open(&rig.dir.join("state")).unwrap();
+    let mark = serde_json::json!({
+        "window": { "since": since, "until": today.to_string() },
+        "next": today.to_string(),
+    });
+    state.meta_set("sweep_resume", Some(&mark)).unwrap();
+    drop(state);
+    let config = rig.dir.join("tailer.toml");
+    let sweep = |since: &str| {
+        let out = emr(&[
+            "sweep",
+            "--config",
+            config.to_str().unwrap(),
+            "--since",
+            since,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (summary, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // WHEN the same sweep runs again
+    let (summary, err) = sweep(&since);
+    // THEN it sweeps only the day left, and says so; progress counts the whole window
+    assert_eq!(summary["days"], 1, "{summary}");
+    assert!(err.contains("3/3 days"), "{err}");
+    // AND the next run of that window, with nothing left to resume, sweeps all of it
+    let (summary, _) = sweep(&since);
+    assert_eq!(summary["days"], 3, "{summary}");
+    // AND another window does not pick up a stale mark (nor leave one)
+    let (summary, _) = sweep(&today.to_string());
+    assert_eq!(summary["days"], 1, "{summary}");
+}
