@@ -84,6 +84,16 @@ struct Resume {
 
 const RESUME_KEY: &str = "sweep_resume";
 
+/// How the sweep reads one table: its rows of a day, and which days hold any.
+struct TableQuery<'a> {
+    table: &'a str,
+    spec: &'a TableMapping,
+    /// `SELECT <shipped columns>, patient, program, day ... WHERE day in [?, ?)`.
+    rows: String,
+    /// `SELECT DISTINCT day ...` over the same rows.
+    days: String,
+}
+
 /// The sweep of one source.
 pub struct Sweeper {
     mapping: Mapping,
@@ -141,8 +151,13 @@ impl Sweeper {
         // The per-table queries, built once (information_schema is read once per run).
         let mut queries = Vec::new();
         for (table, t) in &self.mapping.tables {
-            if let Some(sql) = self.select_for(&mut conn, table, t).await? {
-                queries.push((table.as_str(), t, sql));
+            if let Some((rows, days)) = self.select_for(&mut conn, table, t).await? {
+                queries.push(TableQuery {
+                    table,
+                    spec: t,
+                    rows,
+                    days,
+                });
             }
         }
         // Days with no row in any table are skipped: an initial load from a facility's first
@@ -183,22 +198,15 @@ impl Sweeper {
     async fn days_present(
         &self,
         conn: &mut Conn,
-        queries: &[(&str, &TableMapping, String)],
+        queries: &[TableQuery<'_>],
         since: NaiveDate,
         until: NaiveDate,
     ) -> Result<std::collections::BTreeSet<NaiveDate>, SweepError> {
         let end = until + chrono::Duration::days(1);
         let mut days = std::collections::BTreeSet::new();
-        for (_, _, sql) in queries {
-            // The same query with only its last column, the day (built by select_for).
-            let Some(from) = sql.rfind("CAST(DATE(") else {
-                continue;
-            };
+        for q in queries {
             let found: Vec<Option<String>> = conn
-                .exec(
-                    format!("SELECT DISTINCT {}", &sql[from..]),
-                    (since.to_string(), end.to_string()),
-                )
+                .exec(q.days.as_str(), (since.to_string(), end.to_string()))
                 .await?;
             days.extend(
                 found
@@ -232,7 +240,7 @@ impl Sweeper {
     async fn day(
         &self,
         conn: &mut Conn,
-        queries: &[(&str, &TableMapping, String)],
+        queries: &[TableQuery<'_>],
         day: NaiveDate,
         summary: &mut Summary,
     ) -> Result<(), SweepError> {
@@ -295,14 +303,20 @@ impl Sweeper {
     async fn read_day(
         &self,
         conn: &mut Conn,
-        queries: &[(&str, &TableMapping, String)],
+        queries: &[TableQuery<'_>],
         day: NaiveDate,
         lsn: u64,
         visits: &mut BTreeMap<String, (VisitKey, Vec<WireRow>)>,
     ) -> Result<u64, SweepError> {
         let mut rows_read = 0;
         let next = day + chrono::Duration::days(1);
-        for (table, t, sql) in queries {
+        for TableQuery {
+            table,
+            spec: t,
+            rows: sql,
+            ..
+        } in queries
+        {
             let result: Vec<mysql_async::Row> = conn
                 .exec(sql.as_str(), (day.to_string(), next.to_string()))
                 .await?;
@@ -368,14 +382,14 @@ impl Sweeper {
         Ok(rows_read)
     }
 
-    /// `SELECT <shipped columns>, patient, program, day FROM table ... WHERE day in [?, ?)`,
-    /// following the `via` chain; None for tables the sweep does not read.
+    /// The rows and days queries of a table (see `TableQuery`), following the `via` chain;
+    /// None for tables the sweep does not read.
     async fn select_for(
         &self,
         conn: &mut Conn,
         table: &str,
         t: &TableMapping,
-    ) -> Result<Option<String>, SweepError> {
+    ) -> Result<Option<(String, String)>, SweepError> {
         let columns: Vec<String> = conn
             .exec(
                 "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
@@ -396,10 +410,10 @@ impl Sweeper {
             let Some(day) = audit_day(&columns) else {
                 return Ok(None);
             };
-            return Ok(Some(format!(
-                "SELECT {}, 0, 0, CAST(DATE({day}) AS CHAR) AS _sweep_day FROM `{table}` t0 WHERE {day} >= ? AND {day} < ?",
-                select.join(", ")
-            )));
+            let tail = format!(
+                "CAST(DATE({day}) AS CHAR) FROM `{table}` t0 WHERE {day} >= ? AND {day} < ?"
+            );
+            return Ok(Some(queries(&select, "0, 0", &tail)));
         }
         // Walk the via chain: t0 → t1 → ... (at most 3 hops).
         let mut joins = String::new();
@@ -451,12 +465,24 @@ impl Sweeper {
         } else {
             program.unwrap_or_else(|| "NULL".into())
         };
-        Ok(Some(format!(
-            "SELECT {}, {patient}, {program}, CAST(DATE({day_expr}) AS CHAR) AS _sweep_day FROM `{table}` t0{joins} \
-             WHERE {day_expr} >= ? AND {day_expr} < ?",
-            select.join(", ")
+        let tail = format!(
+            "CAST(DATE({day_expr}) AS CHAR) FROM `{table}` t0{joins} WHERE {day_expr} >= ? AND {day_expr} < ?"
+        );
+        Ok(Some(queries(
+            &select,
+            &format!("{patient}, {program}"),
+            &tail,
         )))
     }
+}
+
+/// The rows query (`SELECT <select>, <patient_program>, <tail>`) and the days query
+/// (`SELECT DISTINCT <tail>`), where `tail` is `<day> FROM ... WHERE ...`.
+fn queries(select: &[String], patient_program: &str, tail: &str) -> (String, String) {
+    (
+        format!("SELECT {}, {patient_program}, {tail}", select.join(", ")),
+        format!("SELECT DISTINCT {tail}"),
+    )
 }
 
 /// The latest of a row's audit dates (created, changed, voided, retired) that its table has,

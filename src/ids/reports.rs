@@ -67,6 +67,10 @@ pub enum Definition {
     Pepfar,
 }
 
+/// The outcome `ids.outcomes` gives a patient on ART: what TX_CURR counts (the tx_curr query
+/// below filters on the same text).
+pub const ON_ART: &str = "On antiretrovirals";
+
 impl Definition {
     /// Days past expiry after which a patient has defaulted.
     pub fn default_days(self) -> i32 {

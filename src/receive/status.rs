@@ -114,11 +114,12 @@ async fn tx_curr(
             return Ok((counts.clone(), age));
         }
     }
+    let moh = crate::ids::reports::Definition::Moh.default_days();
     let counts: BTreeMap<i64, i64> = client
         .query(
-            "SELECT site_id::int8, count(*) FROM ids.outcomes(current_date, 60, NULL)
-             WHERE outcome = 'On antiretrovirals' GROUP BY 1",
-            &[],
+            "SELECT site_id::int8, count(*) FROM ids.outcomes(current_date, $1, NULL)
+             WHERE outcome = $2 GROUP BY 1",
+            &[&moh, &crate::ids::reports::ON_ART],
         )
         .await
         .map_err(|e| e.to_string())?
