@@ -8,9 +8,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use emr_stream::apply::{self, MirrorStore, PgStore};
 use emr_stream::mapping::Mapping;
-use emr_stream::receive::batch;
+use emr_stream::receiver::apply::{self, MirrorStore, PgStore};
+use emr_stream::receiver::receive::batch;
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 

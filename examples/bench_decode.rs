@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use emr_stream::binlog::{BinlogPosition, BinlogReader, Step};
+use emr_stream::tailer::binlog::{BinlogPosition, BinlogReader, Step};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::EventData;
 use mysql_async::{BinlogStreamRequest, Opts, Pool};

@@ -9,9 +9,9 @@
 use std::path::Path;
 use std::time::Instant;
 
-use emr_stream::apply::{self, PgStore};
-use emr_stream::ids::{self, reports};
 use emr_stream::mapping::Mapping;
+use emr_stream::receiver::apply::{self, PgStore};
+use emr_stream::receiver::{ids, reports};
 
 /// The synthetic national CDR, generated inside PostgreSQL. `{P}` patients, `{V}` visits each.
 const FILL: &str = "

@@ -1,33 +1,33 @@
 //! emr-stream: streams patient visits from OpenMRS EMR binlogs to a central data repository.
 //!
-//! Data flow, facility side (`tailer`):
-//! `binlog` (mysql_async adapter: row changes + positions) → `visit` (group into visits,
-//! readiness) → `state` (sled: checkpoint, buffers, outbox, ledger, dead letters) → `ship`
-//! (gzip + bearer token over HTTPS, retry / dead-letter).
+//! Two processes, one crate; the folders tell the data flow.
 //!
-//! Central side (`receive`): `receive` (auth, caps, decode, validate) → `apply` (MySQL
-//! mirror + PostgreSQL `cdr`, idempotent, `lsn`-guarded) → `ids` (materialized views,
-//! reports).
+//! - [`tailer`], the facility sidecar, and only it: `binlog` (mysql_async adapter: row changes
+//!   and positions) → `visit` (group into visits, readiness) → `state` (sled: checkpoint,
+//!   buffers, outbox, ledger, dead letters) → `ship` (gzip + bearer token over HTTPS, retry /
+//!   dead-letter); `sweep` (missed-visit sweep, initial load), `checkpoint` and `dead`
+//!   (operator commands), `http` (metrics, health, status page).
+//! - [`receiver`], the central service, and only it: `receive` (auth, caps, decode, validate)
+//!   → `apply` (MySQL mirror + PostgreSQL `cdr`, idempotent, `lsn`-guarded) → `ids` (the
+//!   per-patient analytics) → `reports`; `status` (the sites page).
+//! - Shared by both: [`wire`] (the stream contract, written once), [`mapping`] (which tables
+//!   and columns exist, how a row finds its visit), [`position`] (binlog positions and the
+//!   `lsn` every row carries), [`config`], [`metrics`] (every metric name), [`cli`], [`web`]
+//!   (small HTTP helpers), [`retry`], [`shutdown`], [`clock`].
+//! - [`simulate`] writes a realistic ART clinic into an EMR database (demo, tests, benches).
 //!
-//! `mapping` says which tables and columns exist and how a row finds its visit; `config`
-//! holds the TOML configs; `metrics` names every metric; `simulate` writes a realistic clinic.
+//! Nothing in `tailer` imports from `receiver` or back.
 
-pub mod apply;
-pub mod binlog;
-pub mod checkpoint;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod dead;
-pub mod ids;
 pub mod mapping;
 pub mod metrics;
-pub mod receive;
+pub mod position;
+pub mod receiver;
 pub mod retry;
-pub mod ship;
 pub mod shutdown;
 pub mod simulate;
-pub mod state;
-pub mod sweep;
 pub mod tailer;
-pub mod visit;
 pub mod web;
+pub mod wire;

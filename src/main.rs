@@ -14,7 +14,8 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use emr_stream::cli::{CheckpointAction, Cli, Command, DeadAction};
 use emr_stream::config::{ReceiverConfig, TailerConfig};
-use emr_stream::{checkpoint, dead, metrics, receive, shutdown, simulate, tailer};
+use emr_stream::tailer::{checkpoint, dead};
+use emr_stream::{metrics, receiver, shutdown, simulate, tailer};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -56,7 +57,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let config = ReceiverConfig::load(&config)?;
             let (trigger, listener) = shutdown::channel();
             shutdown::on_signals(trigger);
-            receive::run(config, metrics::install(), listener).await
+            receiver::run(config, metrics::install(), listener).await
         }
         Command::Simulate {
             mysql,
@@ -98,7 +99,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
         } => {
             let target = match (to, gtid, to_current) {
                 (Some(to), _, _) => checkpoint::ResetTarget::To(
-                    emr_stream::binlog::BinlogPosition::parse(&to)
+                    emr_stream::position::BinlogPosition::parse(&to)
                         .ok_or_else(|| anyhow::anyhow!("--to must be FILE:POS"))?,
                 ),
                 (None, Some(gtid), _) => checkpoint::ResetTarget::Gtid(
@@ -118,23 +119,23 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             until,
         } => {
             let config = emr_stream::config::TailerConfig::load(&config)?;
-            let default = emr_stream::sweep::last_days(config.sweep.days);
-            let window = emr_stream::sweep::Window {
+            let default = emr_stream::tailer::sweep::last_days(config.sweep.days);
+            let window = emr_stream::tailer::sweep::Window {
                 since: since.unwrap_or(default.since),
                 until: until.unwrap_or(default.until),
             };
-            let summary = emr_stream::sweep::command(&config, window).await?;
+            let summary = emr_stream::tailer::sweep::command(&config, window).await?;
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
         Command::Resync { config, since, yes } => {
             checkpoint::reset(&config, checkpoint::ResetTarget::Current, yes).await?;
             let config = emr_stream::config::TailerConfig::load(&config)?;
-            let window = emr_stream::sweep::Window {
+            let window = emr_stream::tailer::sweep::Window {
                 since,
                 until: chrono::Local::now().date_naive(),
             };
-            let summary = emr_stream::sweep::command(&config, window).await?;
+            let summary = emr_stream::tailer::sweep::command(&config, window).await?;
             println!("{}", serde_json::to_string(&summary)?);
             Ok(())
         }
@@ -154,7 +155,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             std::io::stdin().read_to_string(&mut token)?;
             let token = token.trim();
             anyhow::ensure!(!token.is_empty(), "no token on standard input");
-            println!("{}", receive::auth::hash_token(token));
+            println!("{}", receiver::receive::auth::hash_token(token));
             Ok(())
         }
     }

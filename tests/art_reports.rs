@@ -257,9 +257,9 @@ fn assert_same(what: &str, receiver: &Counted, source: &Counted) {
 /// Refreshes the views now, with the receiver's own refresh (waiting out a refresh that
 /// holds the lock), so that they hold everything applied so far.
 async fn refresh_now(pg_url: &str) {
-    let pool = emr_stream::apply::postgres_pool(pg_url, 1).unwrap();
+    let pool = emr_stream::receiver::apply::postgres_pool(pg_url, 1).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !emr_stream::ids::refresh(&pool).await.unwrap() {
+    while !emr_stream::receiver::ids::refresh(&pool).await.unwrap() {
         assert!(Instant::now() < deadline, "refresh lock never free");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -540,25 +540,25 @@ async fn refresh_never_blocks_readers_nor_empties_views() {
     let tx = holder.transaction().await.unwrap();
     tx.query_one(
         "SELECT pg_advisory_xact_lock($1)",
-        &[&emr_stream::ids::REFRESH_LOCK],
+        &[&emr_stream::receiver::ids::REFRESH_LOCK],
     )
     .await
     .unwrap();
     let held = Instant::now();
-    for view in emr_stream::ids::VIEWS {
+    for view in emr_stream::receiver::ids::VIEWS {
         tx.batch_execute(&format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
             .await
             .unwrap();
     }
-    let pool = emr_stream::apply::postgres_pool(&rig.pg_url, 2).unwrap();
-    let other_replica = emr_stream::ids::refresh(&pool).await.unwrap();
+    let pool = emr_stream::receiver::apply::postgres_pool(&rig.pg_url, 2).unwrap();
+    let other_replica = emr_stream::receiver::ids::refresh(&pool).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3).saturating_sub(held.elapsed())).await;
     tx.commit().await.unwrap();
     let mut refreshes = 0;
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
         // false when the receiver's own refresher holds the lock at that moment
-        if emr_stream::ids::refresh(&pool).await.unwrap() {
+        if emr_stream::receiver::ids::refresh(&pool).await.unwrap() {
             refreshes += 1;
         }
     }

@@ -71,7 +71,7 @@ async fn bad_input_gets_its_stated_answer_and_writes_nothing() {
         url: format!("http://{}/api/v1/stream", receiver.addr),
     };
     let token = Some(rig.token.as_str());
-    let gz = |v: &Value| emr_stream::ship::gzip(v.to_string().as_bytes());
+    let gz = |v: &Value| emr_stream::wire::gzip(v.to_string().as_bytes());
     let good_row = json!([{"table": "obs", "op": "upsert", "lsn": 5, "pk": {"obs_id": 1}, "data": {"value_numeric": 1.5}}]);
 
     // GIVEN / WHEN / THEN, one bad input at a time
@@ -103,7 +103,7 @@ async fn bad_input_gets_its_stated_answer_and_writes_nothing() {
         422,
         "truncated gzip"
     );
-    let bomb = emr_stream::ship::gzip(&vec![b' '; 100 << 20]);
+    let bomb = emr_stream::wire::gzip(&vec![b' '; 100 << 20]);
     assert!(bomb.len() < 1 << 20);
     assert_eq!(c.post(token, true, bomb).await.0, 413, "gzip bomb");
     let (s, b) = c

@@ -237,7 +237,7 @@ async fn an_interrupted_sweep_resumes_where_it_stopped() {
     tailer.stop();
     let today = chrono::Local::now().date_naive();
     let since = (today - chrono::Duration::days(2)).to_string();
-    let state = emr_stream::state::State::open(&rig.dir.join("state")).unwrap();
+    let state = emr_stream::tailer::state::State::open(&rig.dir.join("state")).unwrap();
     let mark = serde_json::json!({
         "window": { "since": since, "until": today.to_string() },
         "next": today.to_string(),

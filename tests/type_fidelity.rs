@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use emr_stream::binlog::BinlogReader;
+use emr_stream::tailer::binlog::BinlogReader;
 use mysql_async::prelude::Queryable;
 use mysql_async::{OptsBuilder, Pool};
 use serde_json::Value;

@@ -71,7 +71,7 @@ pub async fn init_schema(url: &str, database: &str) -> anyhow::Result<()> {
         "database {database} already has tables; --init-schema wants an empty one"
     );
     conn.query_drop(format!("USE `{database}`")).await?;
-    for stmt in crate::apply::split_sql(EMR_SCHEMA) {
+    for stmt in crate::receiver::apply::split_sql(EMR_SCHEMA) {
         conn.query_drop(stmt)
             .await
             .context("loading the EMR schema")?;

@@ -25,15 +25,17 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::binlog::{BinlogReader, RowChange, RowOp, Step};
+use crate::clock::now_ms;
 use crate::config::TailerConfig;
 use crate::mapping::{Mapping, Role};
 use crate::metrics as m;
 use crate::retry::Backoff;
-use crate::ship::{batch_body, Outcome, Sender};
 use crate::shutdown::Shutdown;
-use crate::state::{now_ms, Checkpoint, DeadLetter, State, TxnChanges, VisitChanges};
-use crate::visit::{envelope, is_ready, Readiness, Resolver, WireRow};
+use crate::tailer::binlog::{BinlogReader, RowChange, Step};
+use crate::tailer::ship::{batch_body, Outcome, Sender};
+use crate::tailer::state::{Checkpoint, DeadLetter, State, TxnChanges, VisitChanges};
+use crate::tailer::visit::{envelope, is_ready, Readiness, Resolver};
+use crate::wire::{self, Op};
 
 /// Live numbers of the capture loop, for `/status`.
 #[derive(Debug, Default)]
@@ -379,8 +381,8 @@ impl Capture {
             let closing = is_closing(&self.mapping, &change);
             let clinical = spec.role == Role::Visit;
             let data = match change.op {
-                RowOp::Delete => Map::new(),
-                RowOp::Upsert => change
+                Op::Delete => Map::new(),
+                Op::Upsert => change
                     .image
                     .into_iter()
                     .filter(|(c, _)| spec.ships_column(c) && !spec.pk.contains(c))
@@ -395,7 +397,7 @@ impl Capture {
                     closing: false,
                     clinical: false,
                 });
-            entry.rows.push(WireRow {
+            entry.rows.push(wire::Row {
                 table: change.table,
                 op: change.op,
                 lsn,
@@ -485,7 +487,7 @@ impl Capture {
 }
 
 fn is_closing(mapping: &Mapping, change: &RowChange) -> bool {
-    change.op == RowOp::Upsert
+    change.op == Op::Upsert
         && change.table == mapping.encounter_table
         && change
             .image

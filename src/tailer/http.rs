@@ -20,10 +20,11 @@ use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use super::CaptureStatus;
+use crate::clock::now_ms;
 use crate::metrics as m;
-use crate::ship::ShipStatus;
 use crate::shutdown::Shutdown;
-use crate::state::{now_ms, State};
+use crate::tailer::ship::ShipStatus;
+use crate::tailer::state::State;
 use crate::web::{ago, escape, page, wants_html};
 
 /// What the endpoint reads.
@@ -46,12 +47,8 @@ pub struct Board {
     /// The token the status page's forms carry (against cross-site requests).
     pub admin_token: Arc<str>,
     /// Sweeps on demand (`POST /sweep`), one at a time with the nightly one.
-    pub sweeps: Arc<crate::sweep::SweepRunner>,
+    pub sweeps: Arc<crate::tailer::sweep::SweepRunner>,
 }
-
-/// The header `POST /sweep` needs: a browser cannot send a custom header to another origin
-/// without a CORS preflight this server never grants, so no web page can start a sweep.
-pub const SWEEP_HEADER: &str = "x-emr-admin";
 
 /// Serves until shutdown.
 pub async fn serve(listener: tokio::net::TcpListener, board: Board, mut shutdown: Shutdown) {
@@ -158,14 +155,14 @@ async fn readyz(AxState(board): AxState<Board>) -> Response {
     }
 }
 
-fn snapshot(board: &Board) -> Result<Value, crate::state::StateError> {
+fn snapshot(board: &Board) -> Result<Value, crate::tailer::state::StateError> {
     let checkpoint = board.state.checkpoint()?;
     let (outbox, outbox_bytes, oldest) = board.state.outbox_stats()?;
     let dead = board.state.dead_letters()?;
     let now = now_ms();
     let letters: Vec<Value> = dead
         .iter()
-        .map(|(id, letter)| crate::dead::summary(*id, letter))
+        .map(|(id, letter)| crate::tailer::dead::summary(*id, letter))
         .collect();
     Ok(json!({
         "site_id": board.site_id,
@@ -335,9 +332,9 @@ async fn sweep(
     AxState(board): AxState<Board>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    Json(window): Json<crate::sweep::Window>,
+    Json(window): Json<crate::tailer::sweep::Window>,
 ) -> Response {
-    if !peer.ip().is_loopback() || !headers.contains_key(SWEEP_HEADER) {
+    if !peer.ip().is_loopback() || !headers.contains_key(crate::tailer::sweep::ADMIN_HEADER) {
         return (
             StatusCode::FORBIDDEN,
             "sweeps are started from the facility machine: `emr-stream sweep`\n",

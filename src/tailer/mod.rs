@@ -6,12 +6,15 @@
 //! store and refusals (purged binlog, unsupported source) stop the tailer with a message that
 //! names the remedy.
 
+pub mod binlog;
 mod capture;
+pub mod checkpoint;
+pub mod dead;
 mod http;
-pub use http::SWEEP_HEADER;
-
-/// The file in the state directory that holds the running tailer's HTTP address.
-pub const ADDR_FILE: &str = "http.addr";
+pub mod ship;
+pub mod state;
+pub mod sweep;
+pub mod visit;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,12 +22,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::sync::Notify;
 
-use crate::binlog::{self, BinlogPosition};
 use crate::config::TailerConfig;
 use crate::mapping::Mapping;
-use crate::ship::{ShipStatus, Shipper};
 use crate::shutdown::Shutdown;
-use crate::state::{Checkpoint, State};
+use crate::tailer::ship::{ShipStatus, Shipper};
+use crate::tailer::state::{Checkpoint, State};
+use binlog::BinlogPosition;
 pub use capture::{Capture, CaptureStatus};
 
 /// Runs the tailer until shutdown.
@@ -55,7 +58,8 @@ pub async fn run(
     };
     let checkpoint = match state.checkpoint()? {
         Some(cp) => {
-            crate::checkpoint::check_resumable(&cp, &info).map_err(|e| anyhow::anyhow!(e))?;
+            crate::tailer::checkpoint::check_resumable(&cp, &info)
+                .map_err(|e| anyhow::anyhow!(e))?;
             cp
         }
         None => {
@@ -90,7 +94,7 @@ pub async fn run(
     let wake = Arc::new(Notify::new());
     let ship_status = Arc::new(ShipStatus::default());
     let capture_status = Arc::new(CaptureStatus::default());
-    let sender = crate::ship::Sender::new(&config.ship, site_id, state.tailer_id()?)?;
+    let sender = crate::tailer::ship::Sender::new(&config.ship, site_id, state.tailer_id()?)?;
     let shipper = Shipper::new(
         config.ship.clone(),
         state.clone(),
@@ -104,16 +108,16 @@ pub async fn run(
     let local = listener.local_addr()?;
     tracing::info!(addr = %local, "tailer http listening");
     // Where `emr-stream sweep` finds this tailer (http.listen may name port 0, or 0.0.0.0).
-    if let Err(e) = std::fs::write(config.state.dir.join(ADDR_FILE), local.to_string()) {
+    if let Err(e) = std::fs::write(config.state.dir.join(sweep::ADDR_FILE), local.to_string()) {
         tracing::warn!(error = %e, "cannot record the http address in the state directory");
     }
     let ship_task = tokio::spawn(shipper.run(shutdown.clone()));
     let sweeps = {
         let (mapping, sweep_state, opts) = (mapping.clone(), state.clone(), opts.clone());
         let (database, rows_per_sec) = (config.source.database.clone(), config.sweep.rows_per_sec);
-        Arc::new(crate::sweep::SweepRunner::new(
+        Arc::new(crate::tailer::sweep::SweepRunner::new(
             move |epoch| {
-                crate::sweep::Sweeper::new(
+                crate::tailer::sweep::Sweeper::new(
                     mapping.clone(),
                     sweep_state.clone(),
                     opts.clone(),
@@ -130,7 +134,7 @@ pub async fn run(
         let (runner, sweep_config, shutdown) =
             (sweeps.clone(), config.sweep.clone(), shutdown.clone());
         tokio::spawn(async move {
-            crate::sweep::nightly(runner, &sweep_config, shutdown).await;
+            crate::tailer::sweep::nightly(runner, &sweep_config, shutdown).await;
         })
     });
 

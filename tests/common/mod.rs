@@ -280,7 +280,7 @@ impl Rig {
 
     /// Starts the receiver on `listen` with another mapping file.
     pub fn receiver_with(&self, listen: &str, mapping: &str) -> Proc {
-        let hash = emr_stream::receive::auth::hash_token(&self.token);
+        let hash = emr_stream::receiver::receive::auth::hash_token(&self.token);
         let config = format!(
             "listen = \"{listen}\"\nmapping = \"{mapping}\"\n[mysql]\nurl = \"{my}\"\ndatabase = \"{db}\"\n[postgres]\nurl = \"{pg}\"\n\
              [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n[views]\ndebounce_ms = 200\n",
@@ -782,13 +782,13 @@ pub fn emr(args: &[&str]) -> std::process::Output {
 }
 
 /// The server's current binlog position.
-pub async fn position_of(conn: &mut mysql_async::Conn) -> emr_stream::binlog::BinlogPosition {
+pub async fn position_of(conn: &mut mysql_async::Conn) -> emr_stream::position::BinlogPosition {
     let row: Row = conn
         .query_first("SHOW MASTER STATUS")
         .await
         .unwrap()
         .unwrap();
-    emr_stream::binlog::BinlogPosition {
+    emr_stream::position::BinlogPosition {
         file: row.get(0).unwrap(),
         pos: row.get(1).unwrap(),
     }
@@ -796,11 +796,12 @@ pub async fn position_of(conn: &mut mysql_async::Conn) -> emr_stream::binlog::Bi
 
 /// Reads `reader` until it has passed `end`, collecting (table, op, image) of every row.
 pub async fn read_until(
-    reader: &mut emr_stream::binlog::BinlogReader,
-    end: &emr_stream::binlog::BinlogPosition,
+    reader: &mut emr_stream::tailer::binlog::BinlogReader,
+    end: &emr_stream::position::BinlogPosition,
     out: &mut Vec<(String, &'static str, serde_json::Value)>,
 ) {
-    use emr_stream::binlog::{RowOp, Step};
+    use emr_stream::tailer::binlog::Step;
+    use emr_stream::wire::Op;
     loop {
         let step = tokio::time::timeout(Duration::from_secs(30), reader.next())
             .await
@@ -812,7 +813,7 @@ pub async fn read_until(
                 for r in rows {
                     out.push((
                         r.table,
-                        if r.op == RowOp::Upsert {
+                        if r.op == Op::Upsert {
                             "upsert"
                         } else {
                             "delete"
@@ -836,7 +837,7 @@ pub async fn fresh_database(
     Opts,
     mysql_async::Conn,
     String,
-    emr_stream::binlog::BinlogPosition,
+    emr_stream::position::BinlogPosition,
 ) {
     let db = unique(prefix);
     let opts = Opts::from_url(url).unwrap();

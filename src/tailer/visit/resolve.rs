@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 use super::VisitKey;
 use crate::mapping::{DateFrom, Mapping, Role, TableMapping};
-use crate::state::{canonical_pk, State, StateError};
+use crate::tailer::state::{canonical_pk, State, StateError};
 
 /// Errors while resolving.
 #[derive(Debug, thiserror::Error)]

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::clock::now_ms;
 use crate::config::TailerConfig;
-use crate::state::{now_ms, DeadLetter, State, StateError};
+use crate::tailer::state::{DeadLetter, State, StateError};
 
 fn open(config_path: &Path) -> anyhow::Result<State> {
     let config = TailerConfig::load(config_path)?;

@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::schema::{Catalog, BOOKKEEPING};
 use super::{split_columns, Applied, ApplyError, Plan, PlannedRow};
 use crate::mapping::Mapping;
-use crate::receive::batch::Op;
+use crate::wire::Op;
 
 const STORE: &str = "mysql";
 /// Placeholders per statement stay well under MySQL's 65,535.

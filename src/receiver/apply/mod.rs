@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Map, Value};
 
 use crate::mapping::Mapping;
-use crate::receive::batch::{Batch, Op};
+use crate::wire::{Batch, Op};
 pub use mysql::{split_sql, MirrorStore};
 pub use postgres::{pg_pool as postgres_pool, PgStore};
 pub use schema::Catalog;

@@ -41,7 +41,7 @@ pub fn is_ready(meta: &VisitMeta, now_ms: u64, today: &str, rules: Readiness) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::visit::VisitKey;
+    use crate::tailer::visit::VisitKey;
 
     const RULES: Readiness = Readiness {
         settle_ms: 5_000,

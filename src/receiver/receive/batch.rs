@@ -7,68 +7,10 @@
 
 use std::io::Read;
 
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::mapping::Mapping;
-
-/// A batch as sent by a tailer.
-#[derive(Debug, Deserialize)]
-pub struct Batch {
-    /// Wire format version (1).
-    pub schema_version: u32,
-    /// The sending site (must equal the token's).
-    pub site_id: i64,
-    /// Idempotency key of the batch.
-    pub batch_id: String,
-    /// The visit versions.
-    pub visits: Vec<VisitIn>,
-}
-
-/// One visit version.
-#[derive(Debug, Deserialize)]
-pub struct VisitIn {
-    /// `{site}:{patient}:{program}:{date}`.
-    pub stream_key: String,
-    /// The patient.
-    pub patient_id: i64,
-    /// The program.
-    pub program_id: i64,
-    /// The day.
-    pub visit_date: String,
-    /// Version number.
-    pub version: u64,
-    /// Closed visit or not.
-    pub complete: bool,
-    /// Rows changed.
-    pub rows: Vec<RowIn>,
-}
-
-/// Upsert or delete.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Op {
-    /// Insert or update.
-    Upsert,
-    /// Delete.
-    Delete,
-}
-
-/// One row.
-#[derive(Debug, Deserialize)]
-pub struct RowIn {
-    /// Source table.
-    pub table: String,
-    /// Upsert or delete.
-    pub op: Op,
-    /// Monotone position of the change.
-    pub lsn: u64,
-    /// Primary key columns.
-    pub pk: Map<String, Value>,
-    /// Other columns.
-    #[serde(default)]
-    pub data: Map<String, Value>,
-}
+use crate::wire::{Batch, SCHEMA_VERSION};
 
 /// Why a body was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,7 +115,7 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
 
 /// Checks a parsed batch against the site, the caps and the mapping.
 pub fn validate(batch: &Batch, site_id: i64, caps: Caps, mapping: &Mapping) -> Result<(), Refusal> {
-    if batch.schema_version != 1 {
+    if batch.schema_version != SCHEMA_VERSION {
         return Err(Refusal::new(
             422,
             "unsupported schema_version (1 is supported)",
@@ -357,7 +299,7 @@ mod tests {
     #[test]
     fn gzip_bomb_is_413_and_truncation_422() {
         let zeros = vec![0u8; 8 << 20];
-        let gz = crate::ship::gzip(&zeros);
+        let gz = crate::wire::gzip(&zeros);
         assert!(gz.len() < 64 << 10);
         assert_eq!(gunzip(&gz, true, 1 << 20).unwrap_err().status, 413);
         assert_eq!(
@@ -366,7 +308,7 @@ mod tests {
                 .status,
             422
         );
-        assert_eq!(gunzip(&crate::ship::gzip(b"{}"), true, 100).unwrap(), b"{}");
+        assert_eq!(gunzip(&crate::wire::gzip(b"{}"), true, 100).unwrap(), b"{}");
     }
 
     #[test]

@@ -11,9 +11,9 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::json;
 
-use crate::binlog::{self, BinlogPosition, SourceInfo, MAX_EPOCH};
 use crate::config::TailerConfig;
-use crate::state::{Checkpoint, State};
+use crate::tailer::binlog::{self, BinlogPosition, SourceInfo, MAX_EPOCH};
+use crate::tailer::state::{Checkpoint, State};
 
 /// Why a checkpoint cannot be resumed from, with the remedy; `Ok` when it can.
 pub fn check_resumable(cp: &Checkpoint, info: &SourceInfo) -> Result<(), String> {
@@ -52,7 +52,7 @@ pub fn check_resumable(cp: &Checkpoint, info: &SourceInfo) -> Result<(), String>
 
 fn open_stopped(config: &TailerConfig) -> anyhow::Result<State> {
     State::open(&config.state.dir).map_err(|e| match e {
-        crate::state::StateError::Locked(_) => anyhow::anyhow!(
+        crate::tailer::state::StateError::Locked(_) => anyhow::anyhow!(
             "the state in {} is in use: stop the tailer first",
             config.state.dir.display()
         ),
@@ -97,7 +97,7 @@ pub async fn show(config_path: &Path) -> anyhow::Result<()> {
                     .err()
                     .unwrap_or_else(|| "yes".into()));
                 out["lag_seconds"] = json!(if position > cp.position {
-                    (crate::state::now_ms() / 1000).saturating_sub(cp.timestamp as u64)
+                    (crate::clock::now_ms() / 1000).saturating_sub(cp.timestamp as u64)
                 } else {
                     0
                 });
@@ -323,7 +323,7 @@ pub async fn reset(config_path: &Path, target: ResetTarget, yes: bool) -> anyhow
         gtid,
         epoch,
         server_id: info.server_id,
-        timestamp: (crate::state::now_ms() / 1000) as u32,
+        timestamp: (crate::clock::now_ms() / 1000) as u32,
     };
     state.set_checkpoint(&cp)?;
     if let Some(old) = old {

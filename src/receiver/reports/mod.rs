@@ -369,7 +369,7 @@ async fn staleness(
             "SELECT to_char(min(refreshed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
                     floor(extract(epoch FROM now() - min(refreshed_at)))::bigint
              FROM ids.refresh_log WHERE view_name = ANY($1)",
-            &[&super::VIEWS.to_vec()],
+            &[&crate::receiver::ids::VIEWS.to_vec()],
         )
         .await
         .map_err(|e| e.to_string())?;

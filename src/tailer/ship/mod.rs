@@ -16,11 +16,12 @@ use flate2::write::GzEncoder;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
+use crate::clock::now_ms;
 use crate::config::ShipConfig;
 use crate::metrics as m;
 use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
-use crate::state::{now_ms, DeadLetter, State, StateError};
+use crate::tailer::state::{DeadLetter, State, StateError};
 pub use classify::{classify, Outcome};
 
 /// Errors that stop the shipper (storage, setup); network trouble is retried, not returned.
@@ -280,7 +281,7 @@ impl Sender {
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::CONTENT_ENCODING, "gzip")
             .header("Idempotency-Key", batch_id)
-            .header(crate::receive::LAG_HEADER, lag_seconds)
+            .header(crate::wire::LAG_HEADER, lag_seconds)
             .body(gz)
             .send()
             .await;

@@ -421,7 +421,7 @@ impl TailerConfig {
         let start = self.source.start.as_str();
         if start != "current"
             && start != "earliest"
-            && crate::binlog::BinlogPosition::parse(start).is_none()
+            && crate::position::BinlogPosition::parse(start).is_none()
         {
             return invalid("source.start", "must be current, earliest or FILE:POS");
         }

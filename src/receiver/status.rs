@@ -12,7 +12,7 @@ use deadpool_postgres::Pool;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::state::now_ms;
+use crate::clock::now_ms;
 use crate::web::{ago, escape, page};
 
 /// TX_CURR per site as of one refresh of the views.
@@ -114,12 +114,12 @@ async fn tx_curr(
             return Ok((counts.clone(), age));
         }
     }
-    let moh = crate::ids::reports::Definition::Moh.default_days();
+    let moh = crate::receiver::reports::Definition::Moh.default_days();
     let counts: BTreeMap<i64, i64> = client
         .query(
             "SELECT site_id::int8, count(*) FROM ids.outcomes(current_date, $1, NULL)
              WHERE outcome = $2 GROUP BY 1",
-            &[&moh, &crate::ids::reports::ON_ART],
+            &[&moh, &crate::receiver::reports::ON_ART],
         )
         .await
         .map_err(|e| e.to_string())?

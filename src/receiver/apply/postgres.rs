@@ -13,7 +13,7 @@ use tokio_postgres::NoTls;
 use super::schema::{Catalog, BOOKKEEPING};
 use super::{split_columns, Applied, ApplyError, Plan, PlannedRow};
 use crate::mapping::Mapping;
-use crate::receive::batch::{Batch, Op};
+use crate::wire::{Batch, Op};
 
 const STORE: &str = "postgres";
 const ROWS_PER_STATEMENT: usize = 2_000;
@@ -211,7 +211,7 @@ impl PgStore {
         }
         // A batch can carry several versions (or parts) of one visit: one ledger row each,
         // the highest version (ON CONFLICT may not touch a row twice in one statement).
-        let mut latest: std::collections::BTreeMap<&str, &crate::receive::batch::VisitIn> =
+        let mut latest: std::collections::BTreeMap<&str, &crate::wire::Visit> =
             std::collections::BTreeMap::new();
         for v in &batch.visits {
             let slot = latest.entry(v.stream_key.as_str()).or_insert(v);

@@ -6,8 +6,6 @@
 //! receiver replicas; the others skip and try again later), refreshes CONCURRENTLY (readers
 //! are never blocked and never see an empty view) and records the time in `ids.refresh_log`.
 
-pub mod reports;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -18,8 +18,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
 
-use crate::binlog::BinlogPosition;
-use crate::visit::{VisitKey, VisitMeta, WireRow};
+use crate::clock::now_ms;
+use crate::position::BinlogPosition;
+use crate::tailer::visit::{VisitKey, VisitMeta};
+use crate::wire;
 pub use keys::{canonical_pk, row_key, visit_prefix};
 
 /// Errors of the state store.
@@ -103,7 +105,7 @@ pub struct VisitChanges {
     /// The visit.
     pub key: VisitKey,
     /// Its rows (a row changed twice keeps the latest).
-    pub rows: Vec<WireRow>,
+    pub rows: Vec<wire::Row>,
     /// A closing encounter type committed.
     pub closing: bool,
     /// Some row is clinical (role `visit`), so the visit may wait for a closing encounter.
@@ -230,14 +232,6 @@ pub fn row_digest(stored: &[u8]) -> [u8; 8] {
     let mut out = [0; 8];
     out.copy_from_slice(&hash[..8]);
     out
-}
-
-/// Milliseconds since the unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl State {
@@ -686,10 +680,10 @@ mod tests {
         dir
     }
 
-    fn row(table: &str, id: i64, lsn: u64) -> WireRow {
-        WireRow {
+    fn row(table: &str, id: i64, lsn: u64) -> wire::Row {
+        wire::Row {
             table: table.into(),
-            op: crate::binlog::RowOp::Upsert,
+            op: crate::wire::Op::Upsert,
             lsn,
             pk: serde_json::from_value(json!({ "obs_id": id })).unwrap(),
             data: serde_json::from_value(json!({ "value_numeric": 1.5 })).unwrap(),

@@ -11,13 +11,13 @@
 //! only ever returned between a transaction's start and its commit.
 
 mod columns;
-mod position;
 mod preflight;
 pub mod value;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::wire::Op;
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::binlog::row::BinlogRow;
@@ -26,7 +26,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, Pool};
 use serde_json::{Map, Value as Json};
 
-pub use position::{file_sequence, lsn, BinlogPosition, MAX_EPOCH};
+pub use crate::position::{file_sequence, lsn, BinlogPosition, MAX_EPOCH};
 pub use preflight::{
     binlog_files, preflight, preflight_with_grace, read_site_id, server_position, SourceInfo,
 };
@@ -77,23 +77,13 @@ impl BinlogError {
     }
 }
 
-/// What a row change does to its row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RowOp {
-    /// Insert or update: the image is the row after.
-    Upsert,
-    /// Delete: the image is the row before.
-    Delete,
-}
-
 /// One row of a mapped table, changed by the source.
 #[derive(Debug, Clone)]
 pub struct RowChange {
     /// Source table.
     pub table: String,
     /// Upsert or delete.
-    pub op: RowOp,
+    pub op: Op,
     /// All columns of the row (after image, or before image for deletes).
     pub image: Map<String, Json>,
     /// Position right after the event that carried it.
@@ -383,7 +373,7 @@ impl BinlogReader {
             match (before, after) {
                 (Some(image), None) => out.push(RowChange {
                     table: table.clone(),
-                    op: RowOp::Delete,
+                    op: Op::Delete,
                     image,
                     position: end.clone(),
                     timestamp,
@@ -395,7 +385,7 @@ impl BinlogReader {
                     if let (true, Some(before)) = (key_changed, before) {
                         out.push(RowChange {
                             table: table.clone(),
-                            op: RowOp::Delete,
+                            op: Op::Delete,
                             image: before,
                             position: end.clone(),
                             timestamp,
@@ -403,7 +393,7 @@ impl BinlogReader {
                     }
                     out.push(RowChange {
                         table: table.clone(),
-                        op: RowOp::Upsert,
+                        op: Op::Upsert,
                         image,
                         position: end.clone(),
                         timestamp,
