@@ -2,14 +2,15 @@
 
 use std::time::Duration;
 
-use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
+use chrono::{NaiveDate, NaiveDateTime};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
+use super::rows::{at, dt, text, ObsValue};
 use super::Rng;
 
-const LOCATION: i64 = 101;
-const HIV_PROGRAM: i64 = 1;
+pub(super) const LOCATION: i64 = 101;
+pub(super) const HIV_PROGRAM: i64 = 1;
 const GIVEN_F: &[&str] = &[
     "Chikondi", "Mphatso", "Thandiwe", "Zoë", "Élise", "Tiyamike", "Chisomo", "Memory", "Dalitso",
     "Agnès",
@@ -70,7 +71,7 @@ pub struct Counts {
 
 /// Where a simulated patient stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Status {
+pub(super) enum Status {
     /// Registered, not yet on ART (HIV-program state 1); starts at the next visit.
     PreArt,
     /// On ART, coming to appointments.
@@ -83,46 +84,25 @@ enum Status {
     Voided,
 }
 
-struct Patient {
-    id: i64,
-    patient_program_id: i64,
-    next_visit: NaiveDate,
-    regimen: usize,
-    status: Status,
+pub(super) struct Patient {
+    pub(super) id: i64,
+    pub(super) patient_program_id: i64,
+    pub(super) next_visit: NaiveDate,
+    pub(super) regimen: usize,
+    pub(super) status: Status,
     /// The latest order of each ARV, for pill counts tied to the order.
-    last_orders: Vec<(i64, i64)>,
+    pub(super) last_orders: Vec<(i64, i64)>,
     /// A consultation encounter of an earlier visit, for late lab results.
-    last_consultation: Option<(i64, NaiveDateTime)>,
-}
-
-enum ObsValue {
-    Numeric(f64),
-    Coded(i64),
-    Datetime(NaiveDateTime),
-    Text(String),
-    Drug(i64, f64),
+    pub(super) last_consultation: Option<(i64, NaiveDateTime)>,
 }
 
 /// The clinic: one connection, writing one transaction per form.
 pub struct Clinic {
-    conn: Conn,
-    rng: Rng,
-    pace: Duration,
-    patients: Vec<Patient>,
-    counts: Counts,
-}
-
-fn at(date: NaiveDate, minutes: i64) -> NaiveDateTime {
-    date.and_time(NaiveTime::from_hms_opt(7, 30, 0).unwrap_or_default())
-        + chrono::Duration::minutes(minutes)
-}
-
-fn dt(t: NaiveDateTime) -> Value {
-    Value::Bytes(t.format("%Y-%m-%d %H:%M:%S").to_string().into_bytes())
-}
-
-fn text(s: &str) -> Value {
-    Value::Bytes(s.as_bytes().to_vec())
+    pub(super) conn: Conn,
+    pub(super) rng: Rng,
+    pub(super) pace: Duration,
+    pub(super) patients: Vec<Patient>,
+    pub(super) counts: Counts,
 }
 
 impl Clinic {
@@ -252,13 +232,13 @@ impl Clinic {
     }
 
     /// Starts one form's transaction.
-    async fn begin(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn begin(&mut self) -> anyhow::Result<()> {
         self.conn.query_drop("START TRANSACTION").await?;
         Ok(())
     }
 
     /// Commits it, then paces.
-    async fn commit(&mut self) -> anyhow::Result<()> {
+    pub(super) async fn commit(&mut self) -> anyhow::Result<()> {
         self.conn.query_drop("COMMIT").await?;
         self.counts.transactions += 1;
         if !self.pace.is_zero() {
@@ -373,7 +353,7 @@ impl Clinic {
     }
 
     /// A full ART visit on `visit_day`, typed in on `entry_day`.
-    async fn follow_up(
+    pub(super) async fn follow_up(
         &mut self,
         i: usize,
         visit_day: NaiveDate,
@@ -507,181 +487,5 @@ impl Clinic {
         self.commit().await?;
         self.patients[i].next_visit = next;
         Ok(())
-    }
-
-    /// Ends the current HIV-program state and starts `state` on `date`, in one transaction.
-    async fn set_state(&mut self, i: usize, date: NaiveDate, state: i64) -> anyhow::Result<()> {
-        self.begin().await?;
-        self.new_state(i, date, state).await?;
-        self.commit().await
-    }
-
-    async fn new_state(&mut self, i: usize, date: NaiveDate, state: i64) -> anyhow::Result<()> {
-        let ppid = self.patients[i].patient_program_id;
-        let when = at(date, 500);
-        self.exec("UPDATE patient_state SET end_date = ?, date_changed = ? WHERE patient_program_id = ? AND end_date IS NULL",
-            vec![text(&date.to_string()), dt(when), Value::Int(ppid)]).await?;
-        let r0 = self.rng.uuid();
-        self.exec("INSERT INTO patient_state (patient_program_id, state, start_date, date_created, uuid) VALUES (?, ?, ?, ?, ?)",
-            vec![Value::Int(ppid), Value::Int(state), text(&date.to_string()), dt(when), text(&r0)]).await
-    }
-
-    /// Death (3 or 127), transfer out (2) or treatment stopped (6).
-    async fn outcome(&mut self, i: usize, date: NaiveDate, state: i64) -> anyhow::Result<()> {
-        let pid = self.patients[i].id;
-        let when = at(date, 500);
-        self.begin().await?;
-        {
-            self.new_state(i, date, state).await?;
-            if state == 3 || state == 127 {
-                self.exec("UPDATE person SET dead = 1, death_date = ?, changed_by = 1, date_changed = ? WHERE person_id = ?",
-                    vec![dt(when), dt(when), Value::Int(pid)]).await?;
-            }
-            self.encounter(pid, 70, when).await?;
-        }
-        self.commit().await?;
-        self.patients[i].status = Status::Exited(state);
-        Ok(())
-    }
-
-    /// A patient back on ART after stopping, transferring out or defaulting: state 7 again
-    /// and a visit with a dispensation today.
-    async fn reinitiate(&mut self, i: usize, date: NaiveDate) -> anyhow::Result<()> {
-        self.set_state(i, date, 7).await?;
-        self.patients[i].status = Status::Active;
-        self.follow_up(i, date, date).await
-    }
-
-    /// A registration entered in error: the patient and the person are voided.
-    async fn void_patient(&mut self, i: usize, date: NaiveDate) -> anyhow::Result<()> {
-        let pid = self.patients[i].id;
-        let when = dt(at(date, 620));
-        self.begin().await?;
-        {
-            self.exec("UPDATE patient SET voided = 1, voided_by = 1, date_voided = ?, void_reason = 'duplicate' WHERE patient_id = ?",
-                vec![when.clone(), Value::Int(pid)]).await?;
-            self.exec("UPDATE person SET voided = 1, voided_by = 1, date_voided = ?, void_reason = 'duplicate' WHERE person_id = ?",
-                vec![when, Value::Int(pid)]).await?;
-        }
-        self.commit().await?;
-        self.patients[i].status = Status::Voided;
-        Ok(())
-    }
-}
-
-/// Row writers, used between `begin` and `commit`.
-impl Clinic {
-    async fn exec(&mut self, sql: &str, params: Vec<Value>) -> anyhow::Result<()> {
-        self.conn.exec_drop(sql, params).await?;
-        Ok(())
-    }
-
-    async fn insert(&mut self, sql: &str, params: Vec<Value>) -> anyhow::Result<i64> {
-        self.conn.exec_drop(sql, params).await?;
-        Ok(self.conn.last_insert_id().unwrap_or(0) as i64)
-    }
-
-    async fn encounter(&mut self, pid: i64, kind: i64, when: NaiveDateTime) -> anyhow::Result<i64> {
-        self.encounter_at(pid, kind, when, when).await
-    }
-
-    async fn encounter_at(
-        &mut self,
-        pid: i64,
-        kind: i64,
-        when: NaiveDateTime,
-        created: NaiveDateTime,
-    ) -> anyhow::Result<i64> {
-        self.counts.encounters += 1;
-        let uuid = self.rng.uuid();
-        self.insert(
-            "INSERT INTO encounter (encounter_type, patient_id, provider_id, location_id, encounter_datetime, program_id, date_created, uuid) VALUES (?, ?, 1, ?, ?, ?, ?, ?)",
-            vec![Value::Int(kind), Value::Int(pid), Value::Int(LOCATION), dt(when), Value::Int(HIV_PROGRAM), dt(created), text(&uuid)],
-        )
-        .await
-    }
-
-    async fn obs_in(
-        &mut self,
-        pid: i64,
-        concept: i64,
-        encounter: i64,
-        when: NaiveDateTime,
-        value: ObsValue,
-    ) -> anyhow::Result<i64> {
-        self.counts.obs += 1;
-        let (mut numeric, mut coded, mut datetime, mut txt, mut drug) = (
-            Value::NULL,
-            Value::NULL,
-            Value::NULL,
-            Value::NULL,
-            Value::NULL,
-        );
-        match value {
-            ObsValue::Numeric(v) => numeric = Value::Double(v),
-            ObsValue::Coded(v) => coded = Value::Int(v),
-            ObsValue::Datetime(v) => datetime = dt(v),
-            ObsValue::Text(v) => txt = text(&v),
-            ObsValue::Drug(d, v) => {
-                drug = Value::Int(d);
-                numeric = Value::Double(v);
-            }
-        }
-        let uuid = self.rng.uuid();
-        self.insert(
-            "INSERT INTO obs (person_id, concept_id, encounter_id, obs_datetime, location_id, value_coded, value_drug, value_datetime, value_numeric, value_text, date_created, uuid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![Value::Int(pid), Value::Int(concept), Value::Int(encounter), dt(when), Value::Int(LOCATION), coded, drug, datetime, numeric, txt, dt(when), text(&uuid)],
-        )
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn order(
-        &mut self,
-        pid: i64,
-        encounter: i64,
-        drug: i64,
-        when: NaiveDateTime,
-        days: i64,
-        dose: Option<f64>,
-        quantity: i64,
-    ) -> anyhow::Result<i64> {
-        self.counts.orders += 1;
-        let concept: Option<i64> = self
-            .conn
-            .exec_first("SELECT concept_id FROM drug WHERE drug_id = ?", (drug,))
-            .await?;
-        let uuid = self.rng.uuid();
-        let order_id = self
-            .insert(
-                "INSERT INTO orders (order_type_id, concept_id, orderer, instructions, start_date, auto_expire_date, patient_id, encounter_id, date_created, uuid) VALUES (1, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
-                vec![Value::Int(concept.unwrap_or(0)), text(&format!("{} tablet(s) daily", dose.unwrap_or(1.0))), dt(when), dt(when + chrono::Duration::days(days)), Value::Int(pid), Value::Int(encounter), dt(when), text(&uuid)],
-            )
-            .await?;
-        self.exec(
-            "INSERT INTO drug_order (order_id, drug_inventory_id, dose, equivalent_daily_dose, units, frequency, quantity) VALUES (?, ?, ?, ?, 'tab(s)', 'OD', ?)",
-            vec![Value::Int(order_id), Value::Int(drug), dose.map_or(Value::NULL, Value::Double), dose.map_or(Value::NULL, Value::Double), Value::Int(quantity)],
-        )
-        .await?;
-        Ok(order_id)
-    }
-
-    /// An obs tied to an order (pills of that order brought back), without value_drug.
-    async fn obs_for_order(
-        &mut self,
-        pid: i64,
-        concept: i64,
-        encounter: i64,
-        when: NaiveDateTime,
-        order_id: i64,
-        value: f64,
-    ) -> anyhow::Result<()> {
-        self.counts.obs += 1;
-        let uuid = self.rng.uuid();
-        self.exec(
-            "INSERT INTO obs (person_id, concept_id, encounter_id, order_id, obs_datetime, location_id, value_numeric, date_created, uuid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![Value::Int(pid), Value::Int(concept), Value::Int(encounter), Value::Int(order_id), dt(when), Value::Int(LOCATION), Value::Double(value), dt(when), text(&uuid)],
-        )
-        .await
     }
 }

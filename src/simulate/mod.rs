@@ -9,7 +9,9 @@
 //! Deterministic: the same `--seed` and `--start-date` write the same rows.
 
 mod clinic;
+mod events;
 mod rng;
+mod rows;
 
 use std::time::Duration;
 
@@ -71,7 +73,7 @@ pub async fn init_schema(url: &str, database: &str) -> anyhow::Result<()> {
         "database {database} already has tables; --init-schema wants an empty one"
     );
     conn.query_drop(format!("USE `{database}`")).await?;
-    for stmt in crate::receiver::apply::split_sql(EMR_SCHEMA) {
+    for stmt in crate::mapping::split_sql(EMR_SCHEMA) {
         conn.query_drop(stmt)
             .await
             .context("loading the EMR schema")?;

@@ -110,7 +110,7 @@ impl MirrorStore {
         let ddl = mapping
             .read_beside(&mapping.mirror_schema)
             .map_err(|e| setup(e.to_string()))?;
-        for stmt in split_sql(&format!("{ddl}\n{BOOKKEEPING_DDL}")) {
+        for stmt in crate::mapping::split_sql(&format!("{ddl}\n{BOOKKEEPING_DDL}")) {
             conn.query_drop(stmt)
                 .await
                 .map_err(|e| setup(format!("migration failed: {}", sanitize(&e))))?;
@@ -351,19 +351,4 @@ fn to_mysql(v: &Value, column_type: Option<&str>) -> My {
         },
         Value::Array(_) => My::Bytes(v.to_string().into_bytes()),
     }
-}
-
-/// Splits a DDL file into statements (no semicolons inside strings in our schema files).
-pub fn split_sql(sql: &str) -> Vec<String> {
-    let without_comments: String = sql
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    without_comments
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }

@@ -8,11 +8,9 @@
 
 mod classify;
 
-use std::io::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flate2::write::GzEncoder;
 use serde::Deserialize;
 use tokio::sync::Notify;
 
@@ -155,7 +153,7 @@ impl Shipper {
                 entries[entries.len() - 1].id
             );
             let visits: Vec<&[u8]> = entries.iter().map(|e| e.visit.as_slice()).collect();
-            let body = batch_body(self.sender.site_id, &batch_id, &visits);
+            let body = crate::wire::batch_json(self.sender.site_id, &batch_id, &visits);
             let oldest = entries.iter().map(|e| e.enqueued_ms).min().unwrap_or(0);
             let waited = now_ms().saturating_sub(oldest) / 1000;
             let outcome = self.sender.post(&batch_id, &body, waited).await;
@@ -270,7 +268,7 @@ impl Sender {
     /// One POST; the answer classified. `lag_seconds` (how long the oldest visit waited here)
     /// travels in the `X-Emr-Lag-Seconds` header for the receiver's status page.
     pub async fn post(&self, batch_id: &str, body: &[u8], lag_seconds: u64) -> Outcome {
-        let gz = gzip(body);
+        let gz = crate::wire::gzip(body);
         metrics::counter!(m::SHIP_BYTES_RAW).increment(body.len() as u64);
         metrics::counter!(m::SHIP_BYTES_COMPRESSED).increment(gz.len() as u64);
         let started = Instant::now();
@@ -280,7 +278,7 @@ impl Sender {
             .bearer_auth(self.token.expose())
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .header(reqwest::header::CONTENT_ENCODING, "gzip")
-            .header("Idempotency-Key", batch_id)
+            .header(crate::wire::IDEMPOTENCY_HEADER, batch_id)
             .header(crate::wire::LAG_HEADER, lag_seconds)
             .body(gz)
             .send()
@@ -308,52 +306,4 @@ fn without_url(e: &reqwest::Error) -> String {
         text.push_str(&format!(": {source}"));
     }
     text
-}
-
-/// `{"schema_version":1,"site_id":..,"batch_id":..,"visits":[...]}` from visit envelopes.
-pub fn batch_body(site_id: i64, batch_id: &str, visits: &[&[u8]]) -> Vec<u8> {
-    let size: usize = visits.iter().map(|v| v.len() + 1).sum();
-    let mut body = Vec::with_capacity(size + 128);
-    body.extend_from_slice(
-        format!(
-            "{{\"schema_version\":1,\"site_id\":{site_id},\"batch_id\":{},\"visits\":[",
-            serde_json::Value::String(batch_id.to_owned())
-        )
-        .as_bytes(),
-    );
-    for (i, v) in visits.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(v);
-    }
-    body.extend_from_slice(b"]}");
-    body
-}
-
-/// Gzips a request body.
-pub fn gzip(body: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(
-        Vec::with_capacity(body.len() / 4 + 64),
-        flate2::Compression::default(),
-    );
-    enc.write_all(body).expect("writing to a Vec cannot fail");
-    enc.finish().expect("writing to a Vec cannot fail")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn batch_body_is_valid_json() {
-        let visits: [&[u8]; 2] = [
-            br#"{"stream_key":"1:2:1:2026-01-01","version":1}"#,
-            br#"{"stream_key":"1:3:1:2026-01-01","version":2}"#,
-        ];
-        let body = batch_body(101, "t-1-2", &visits);
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["site_id"], 101);
-        assert_eq!(v["visits"][1]["version"], 2);
-    }
 }

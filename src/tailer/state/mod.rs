@@ -11,16 +11,18 @@
 //!   `outbox_dead` (other 4xx), never silently.
 
 mod keys;
+mod outbox;
+mod visits;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-use sled::transaction::{ConflictableTransactionError, TransactionError, Transactional};
+use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::clock::now_ms;
 use crate::position::BinlogPosition;
-use crate::tailer::visit::{VisitKey, VisitMeta};
+use crate::tailer::visit::VisitKey;
 use crate::wire;
 pub use keys::{canonical_pk, row_key, visit_prefix};
 
@@ -137,88 +139,35 @@ const CHECKPOINT: &[u8] = b"checkpoint";
 const TAILER_ID: &[u8] = b"tailer_id";
 /// (count, bytes) of the outbox, kept in the transactions that change it, so that metrics
 /// never walk a large outbox.
-const OUTBOX_SIZE: &[u8] = b"outbox_size";
+pub(super) const OUTBOX_SIZE: &[u8] = b"outbox_size";
 
 /// The store.
 #[derive(Clone)]
 pub struct State {
-    db: sled::Db,
-    meta: sled::Tree,
-    visits: sled::Tree,
-    visit_rows: sled::Tree,
-    lookup: sled::Tree,
-    outbox: sled::Tree,
-    versions: sled::Tree,
-    shipped: sled::Tree,
-    dead: sled::Tree,
-    digests: sled::Tree,
+    pub(super) db: sled::Db,
+    pub(super) meta: sled::Tree,
+    pub(super) visits: sled::Tree,
+    pub(super) visit_rows: sled::Tree,
+    pub(super) lookup: sled::Tree,
+    pub(super) outbox: sled::Tree,
+    pub(super) versions: sled::Tree,
+    pub(super) shipped: sled::Tree,
+    pub(super) dead: sled::Tree,
+    pub(super) digests: sled::Tree,
 }
 
-fn decode<T: for<'de> Deserialize<'de>>(what: &'static str, bytes: &[u8]) -> Result<T, StateError> {
+pub(super) fn decode<T: for<'de> Deserialize<'de>>(
+    what: &'static str,
+    bytes: &[u8],
+) -> Result<T, StateError> {
     serde_json::from_slice(bytes).map_err(|source| StateError::Corrupt { what, source })
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+pub(super) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("state records serialize")
 }
 
-/// Adds to the outbox's (count, bytes) counter inside a transaction.
-fn bump_outbox(
-    meta: &sled::transaction::TransactionalTree,
-    count: i64,
-    bytes: i64,
-) -> sled::transaction::ConflictableTransactionResult<(), StateError> {
-    let (c, b) = meta
-        .get(OUTBOX_SIZE)?
-        .map(|v| outbox_size(&v))
-        .unwrap_or((0, 0));
-    let mut value = (c as i64 + count).max(0).to_be_bytes().to_vec();
-    value.extend((b as i64 + bytes).max(0).to_be_bytes());
-    meta.insert(OUTBOX_SIZE, value)?;
-    Ok(())
-}
-
-/// Inside a transaction: gives `stream_key` its next version, appends the envelope built for
-/// it to the outbox under `id` and counts it. Returns the version.
-fn append_version(
-    (outbox, versions, meta): (
-        &sled::transaction::TransactionalTree,
-        &sled::transaction::TransactionalTree,
-        &sled::transaction::TransactionalTree,
-    ),
-    stream_key: &str,
-    id: u64,
-    now: u64,
-    envelope: impl Fn(u64) -> Vec<u8>,
-) -> sled::transaction::ConflictableTransactionResult<u64, StateError> {
-    let version = versions
-        .get(stream_key.as_bytes())?
-        .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-        .unwrap_or(0)
-        + 1;
-    let mut value = now.to_be_bytes().to_vec();
-    value.extend(envelope(version));
-    bump_outbox(meta, 1, value.len() as i64 - 8)?;
-    outbox.insert(&id.to_be_bytes(), value)?;
-    versions.insert(stream_key.as_bytes(), &version.to_be_bytes())?;
-    Ok(version)
-}
-
-fn outbox_size(v: &[u8]) -> (u64, u64) {
-    let c = v
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0);
-    let b = v
-        .get(8..16)
-        .and_then(|b| b.try_into().ok())
-        .map(u64::from_be_bytes)
-        .unwrap_or(0);
-    (c, b)
-}
-
-fn abort(e: StateError) -> ConflictableTransactionError<StateError> {
+pub(super) fn abort(e: StateError) -> ConflictableTransactionError<StateError> {
     ConflictableTransactionError::Abort(e)
 }
 
@@ -300,183 +249,6 @@ impl State {
         Ok(())
     }
 
-    /// Records one source transaction: rows into visit buffers, lookup entries, and the
-    /// checkpoint after it, atomically.
-    pub fn commit_transaction(
-        &self,
-        txn: &TxnChanges,
-        checkpoint: &Checkpoint,
-        now: u64,
-    ) -> Result<(), StateError> {
-        let cp = encode(checkpoint);
-        (&self.meta, &self.visits, &self.visit_rows, &self.lookup)
-            .transaction(|(meta, visits, rows, lookup)| {
-                for (stream_key, change) in &txn.visits {
-                    let mut visit = match visits.get(stream_key.as_bytes())? {
-                        Some(v) => decode::<VisitMeta>("visit", &v).map_err(abort)?,
-                        None => VisitMeta::new(change.key.clone(), now),
-                    };
-                    visit.touch(
-                        now,
-                        change.closing,
-                        change.clinical,
-                        change.rows.len() as u64,
-                    );
-                    visits.insert(stream_key.as_bytes(), encode(&visit))?;
-                    for row in &change.rows {
-                        rows.insert(row_key(stream_key, &row.table, &row.pk), encode(row))?;
-                    }
-                }
-                for ((table, pk), key) in &txn.lookups {
-                    lookup.insert(keys::lookup_key(table, pk), encode(key))?;
-                }
-                meta.insert(CHECKPOINT, cp.as_slice())?;
-                Ok(())
-            })
-            .map_err(StateError::from)
-    }
-
-    /// The visit key recorded for the row `table` / `pk` (the canonical pk text).
-    pub fn lookup(&self, table: &str, pk: &str) -> Result<Option<VisitKey>, StateError> {
-        self.lookup
-            .get(keys::lookup_key(table, pk))?
-            .map(|v| decode("lookup", &v))
-            .transpose()
-    }
-
-    /// All open visit buffers.
-    pub fn open_visits(&self) -> Result<Vec<(String, VisitMeta)>, StateError> {
-        self.visits
-            .iter()
-            .map(|r| {
-                let (k, v) = r?;
-                Ok((
-                    String::from_utf8_lossy(&k).into_owned(),
-                    decode("visit", &v)?,
-                ))
-            })
-            .collect()
-    }
-
-    /// Number of open visit buffers.
-    pub fn open_visit_count(&self) -> usize {
-        self.visits.len()
-    }
-
-    /// Moves the buffer of `stream_key` into the outbox as its next version, built by
-    /// `envelope(version, rows, last)`. A buffer of more than `VISIT_PART_ROWS` rows moves in
-    /// parts, one version each; `last` says whether this part emptied the buffer. `None` when
-    /// the buffer is gone, or changed since it was read (moved on a later call).
-    pub fn move_to_outbox(
-        &self,
-        stream_key: &str,
-        envelope: impl Fn(u64, &[&[u8]], bool) -> Vec<u8>,
-        now: u64,
-    ) -> Result<Option<MovedPart>, StateError> {
-        let Some(meta_bytes) = self.visits.get(stream_key.as_bytes())? else {
-            return Ok(None);
-        };
-        let mut row_keys = Vec::new();
-        let mut wire_rows = Vec::new();
-        let mut last = true;
-        for item in self.visit_rows.scan_prefix(visit_prefix(stream_key)) {
-            if wire_rows.len() == VISIT_PART_ROWS {
-                last = false;
-                break;
-            }
-            let (k, v) = item?;
-            wire_rows.push(v);
-            row_keys.push(k);
-        }
-        let row_bytes: Vec<&[u8]> = wire_rows.iter().map(|r| r.as_ref()).collect();
-        let id = self.db.generate_id()?;
-        let digests: Vec<[u8; 8]> = wire_rows.iter().map(|r| row_digest(r)).collect();
-        let version = (
-            &self.visits,
-            &self.visit_rows,
-            &self.outbox,
-            &self.versions,
-            &self.meta,
-            &self.digests,
-        )
-            .transaction(|(visits, rows, outbox, versions, meta, digest_tree)| {
-                // The buffer must be exactly what was scanned.
-                if visits.get(stream_key.as_bytes())?.as_deref() != Some(&meta_bytes[..]) {
-                    return Err(abort(StateError::Changed));
-                }
-                let version =
-                    append_version((outbox, versions, meta), stream_key, id, now, |version| {
-                        envelope(version, &row_bytes, last)
-                    })?;
-                if last {
-                    visits.remove(stream_key.as_bytes())?;
-                }
-                for (k, digest) in row_keys.iter().zip(&digests) {
-                    rows.remove(k)?;
-                    digest_tree.insert(k, &digest[..])?;
-                }
-                Ok(version)
-            })
-            .map_err(StateError::from);
-        match version {
-            Ok(version) => Ok(Some(MovedPart { version, last })),
-            Err(StateError::Changed) => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// The digest of a row as last queued for shipping (by the binlog path or a sweep), by
-    /// its visit row key.
-    pub fn row_digest(&self, row_key: &[u8]) -> Result<Option<[u8; 8]>, StateError> {
-        Ok(self
-            .digests
-            .get(row_key)?
-            .and_then(|v| v.as_ref().try_into().ok()))
-    }
-
-    /// Whether a visit has an open buffer (the binlog path is still collecting it).
-    pub fn is_open(&self, stream_key: &str) -> Result<bool, StateError> {
-        Ok(self.visits.contains_key(stream_key.as_bytes())?)
-    }
-
-    /// Queues a visit snapshot read by a sweep: its rows (visit row key, stored row JSON) go
-    /// to the outbox as the visit's next versions (parts of `VISIT_PART_ROWS`), and their
-    /// digests into the ledger, in one transaction per part. Returns the versions given.
-    pub fn enqueue_snapshot(
-        &self,
-        stream_key: &str,
-        rows: &[(Vec<u8>, Vec<u8>)],
-        envelope: impl Fn(u64, &[&[u8]], bool) -> Vec<u8>,
-        now: u64,
-    ) -> Result<Vec<u64>, StateError> {
-        let mut given = Vec::new();
-        let parts: Vec<&[(Vec<u8>, Vec<u8>)]> = if rows.is_empty() {
-            vec![rows]
-        } else {
-            rows.chunks(VISIT_PART_ROWS).collect()
-        };
-        let count = parts.len();
-        for (i, part) in parts.into_iter().enumerate() {
-            let id = self.db.generate_id()?;
-            let row_bytes: Vec<&[u8]> = part.iter().map(|r| r.1.as_slice()).collect();
-            let last = i + 1 == count;
-            let version = (&self.outbox, &self.versions, &self.meta, &self.digests)
-                .transaction(|(outbox, versions, meta, digests)| {
-                    let version =
-                        append_version((outbox, versions, meta), stream_key, id, now, |version| {
-                            envelope(version, &row_bytes, last)
-                        })?;
-                    for (k, row) in part {
-                        digests.insert(k.as_slice(), &row_digest(row)[..])?;
-                    }
-                    Ok(version)
-                })
-                .map_err(StateError::from)?;
-            given.push(version);
-        }
-        Ok(given)
-    }
-
     /// A value kept in the meta tree under `name` (sweep progress and the like).
     pub fn meta_get<T: for<'de> Deserialize<'de>>(
         &self,
@@ -495,167 +267,6 @@ impl State {
             None => self.meta.remove(format!("x:{name}"))?,
         };
         Ok(())
-    }
-
-    /// The next version of `stream_key` (for visit parts shipped without the outbox).
-    pub fn next_version(&self, stream_key: &str) -> Result<u64, StateError> {
-        let updated = self
-            .versions
-            .update_and_fetch(stream_key.as_bytes(), |old| {
-                let v = old
-                    .map(|v| u64::from_be_bytes(v.try_into().unwrap_or([0; 8])))
-                    .unwrap_or(0)
-                    + 1;
-                Some(v.to_be_bytes().to_vec())
-            })?;
-        Ok(updated
-            .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
-            .unwrap_or(1))
-    }
-
-    /// Records dead letters that never were in the outbox.
-    pub fn add_dead_letters(&self, letters: Vec<DeadLetter>) -> Result<(), StateError> {
-        self.outbox_dead(&[], letters)
-    }
-
-    /// Up to `max_bytes` of the oldest outbox entries (at least one when any).
-    pub fn outbox_peek(&self, max_bytes: usize) -> Result<Vec<OutboxEntry>, StateError> {
-        let mut out = Vec::new();
-        let mut total = 0;
-        for item in self.outbox.iter() {
-            let (k, v) = item?;
-            if !out.is_empty() && total + v.len() > max_bytes {
-                break;
-            }
-            total += v.len();
-            let id = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-            let enqueued_ms = u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
-            out.push(OutboxEntry {
-                id,
-                enqueued_ms,
-                visit: v[8..].to_vec(),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Entries the receiver stored (2xx) or already had (409): out of the outbox, into the
-    /// ledger of shipped versions.
-    pub fn outbox_done(&self, done: &[(u64, String, u64)], now: u64) -> Result<(), StateError> {
-        (&self.outbox, &self.shipped, &self.meta)
-            .transaction(|(outbox, shipped, meta)| {
-                for (id, stream_key, version) in done {
-                    if let Some(old) = outbox.remove(&id.to_be_bytes())? {
-                        bump_outbox(meta, -1, 8 - old.len() as i64)?;
-                    }
-                    shipped.insert(stream_key.as_bytes(), encode(&(version, now)))?;
-                }
-                Ok(())
-            })
-            .map_err(StateError::from)
-    }
-
-    /// Entries the receiver refused for good: out of the outbox, into dead letters.
-    pub fn outbox_dead(&self, ids: &[u64], letters: Vec<DeadLetter>) -> Result<(), StateError> {
-        let dead_ids: Vec<u64> = letters
-            .iter()
-            .map(|_| self.db.generate_id())
-            .collect::<Result<_, _>>()?;
-        (&self.outbox, &self.dead, &self.meta)
-            .transaction(|(outbox, dead, meta)| {
-                for id in ids {
-                    if let Some(old) = outbox.remove(&id.to_be_bytes())? {
-                        bump_outbox(meta, -1, 8 - old.len() as i64)?;
-                    }
-                }
-                for (id, letter) in dead_ids.iter().zip(&letters) {
-                    dead.insert(&id.to_be_bytes(), encode(letter))?;
-                }
-                Ok(())
-            })
-            .map_err(StateError::from)
-    }
-
-    /// (count, bytes, oldest enqueue time in unix ms) of the outbox.
-    pub fn outbox_stats(&self) -> Result<(usize, u64, Option<u64>), StateError> {
-        let (count, bytes) = self
-            .meta
-            .get(OUTBOX_SIZE)?
-            .map(|v| outbox_size(&v))
-            .unwrap_or((0, 0));
-        let oldest = self.outbox.first()?.and_then(|(_, v)| {
-            v.get(..8)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes)
-        });
-        Ok((count as usize, bytes, oldest))
-    }
-
-    /// Number of outbox entries.
-    pub fn outbox_len(&self) -> usize {
-        self.meta
-            .get(OUTBOX_SIZE)
-            .ok()
-            .flatten()
-            .map(|v| outbox_size(&v).0 as usize)
-            .unwrap_or(0)
-    }
-
-    /// Dead letters, oldest first, with their ids.
-    pub fn dead_letters(&self) -> Result<Vec<(u64, DeadLetter)>, StateError> {
-        self.dead
-            .iter()
-            .map(|r| {
-                let (k, v) = r?;
-                Ok((
-                    u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8])),
-                    decode("dead letter", &v)?,
-                ))
-            })
-            .collect()
-    }
-
-    /// Moves dead letters back to the end of the outbox (to be shipped again); returns how many.
-    pub fn dead_retry(&self, ids: &[u64], now: u64) -> Result<usize, StateError> {
-        let mut moved = Vec::new();
-        for id in ids {
-            if let Some(v) = self.dead.get(id.to_be_bytes())? {
-                let letter: DeadLetter = decode("dead letter", &v)?;
-                moved.push((*id, self.db.generate_id()?, letter));
-            }
-        }
-        (&self.dead, &self.outbox, &self.meta)
-            .transaction(|(dead, outbox, meta)| {
-                for (id, outbox_id, letter) in &moved {
-                    dead.remove(&id.to_be_bytes())?;
-                    let mut value = now.to_be_bytes().to_vec();
-                    value.extend_from_slice(letter.visit.get().as_bytes());
-                    bump_outbox(meta, 1, value.len() as i64 - 8)?;
-                    outbox.insert(&outbox_id.to_be_bytes(), value)?;
-                }
-                Ok(())
-            })
-            .map_err(StateError::from)?;
-        Ok(moved.len())
-    }
-
-    /// Deletes dead letters for good; returns how many.
-    pub fn dead_drop(&self, ids: &[u64]) -> Result<usize, StateError> {
-        let mut n = 0;
-        for id in ids {
-            if self.dead.remove(id.to_be_bytes())?.is_some() {
-                n += 1;
-            }
-        }
-        Ok(n)
-    }
-
-    /// The last shipped version of a visit and when (unix ms).
-    pub fn shipped(&self, stream_key: &str) -> Result<Option<(u64, u64)>, StateError> {
-        self.shipped
-            .get(stream_key.as_bytes())?
-            .map(|v| decode("ledger", &v))
-            .transpose()
     }
 
     /// Waits until everything written so far is on disk.

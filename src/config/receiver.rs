@@ -1,0 +1,208 @@
+//! `receiver.toml`: the central service's configuration.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::{default_mapping, from_env, invalid, is_identifier, load, ConfigError, Secret};
+
+/// `receiver.toml`: the central service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// Listen address of the API, `/metrics` and `/healthz`; port 0 picks a free port.
+    #[serde(default = "default_receiver_listen")]
+    pub listen: SocketAddr,
+    /// The mapping file; the mirror, cdr and IDS schema files are beside it.
+    #[serde(default = "default_mapping")]
+    pub mapping: PathBuf,
+    /// The MySQL operational mirror.
+    pub mysql: MirrorConfig,
+    /// PostgreSQL (schemas `cdr` and `ids`).
+    pub postgres: PostgresConfig,
+    /// The sites allowed to send, with their token hashes.
+    #[serde(default)]
+    pub sites: Vec<SiteConfig>,
+    /// Input limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Materialized view refresh.
+    #[serde(default)]
+    pub views: ViewsConfig,
+}
+
+/// Default listen address of the receiver.
+pub const DEFAULT_RECEIVER_LISTEN: &str = "127.0.0.1:8080";
+
+fn default_receiver_listen() -> SocketAddr {
+    DEFAULT_RECEIVER_LISTEN
+        .parse()
+        .expect("valid default address")
+}
+
+/// `[mysql]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MirrorConfig {
+    /// `mysql://user:password@host:port` (no database); env `EMR_RECEIVER_MYSQL_URL` overrides.
+    #[serde(default)]
+    pub url: Secret,
+    /// The mirror database; created when missing.
+    #[serde(default = "default_mirror_db")]
+    pub database: String,
+}
+
+fn default_mirror_db() -> String {
+    "cdr_mirror".into()
+}
+
+/// `[postgres]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/db`; env `EMR_RECEIVER_PG_URL` overrides.
+    #[serde(default)]
+    pub url: Secret,
+    /// Connection pool size.
+    #[serde(default = "default_pool")]
+    pub pool_size: usize,
+}
+
+fn default_pool() -> usize {
+    8
+}
+
+/// `[[sites]]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct SiteConfig {
+    /// The facility's site id (its `current_health_center_id`).
+    pub site_id: i64,
+    /// Hex SHA-256 of the site's bearer token (`emr-stream hash-token` prints it).
+    pub token_sha256: String,
+    /// A human name, for status pages.
+    #[serde(default)]
+    pub name: String,
+}
+
+/// Default cap of a compressed request body.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 16 << 20;
+/// Default cap of a decompressed request body.
+pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 64 << 20;
+
+/// `[limits]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest accepted request body as sent (compressed), bytes.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Largest accepted body after gunzip, bytes.
+    #[serde(default = "default_max_decompressed")]
+    pub max_decompressed_bytes: usize,
+    /// Most visits in one batch.
+    #[serde(default = "default_max_visits")]
+    pub max_visits: usize,
+    /// Most rows in one batch.
+    #[serde(default = "default_max_rows")]
+    pub max_rows: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_decompressed_bytes: DEFAULT_MAX_DECOMPRESSED_BYTES,
+            max_visits: default_max_visits(),
+            max_rows: default_max_rows(),
+        }
+    }
+}
+
+fn default_max_body() -> usize {
+    DEFAULT_MAX_BODY_BYTES
+}
+fn default_max_decompressed() -> usize {
+    DEFAULT_MAX_DECOMPRESSED_BYTES
+}
+fn default_max_visits() -> usize {
+    10_000
+}
+fn default_max_rows() -> usize {
+    200_000
+}
+
+/// `[views]`
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ViewsConfig {
+    /// Wait this long after an apply before refreshing, so bursts refresh once (ms).
+    #[serde(default = "default_debounce")]
+    pub debounce_ms: u64,
+}
+
+impl Default for ViewsConfig {
+    fn default() -> Self {
+        Self {
+            debounce_ms: default_debounce(),
+        }
+    }
+}
+
+fn default_debounce() -> u64 {
+    2_000
+}
+
+impl ReceiverConfig {
+    /// Reads, applies environment overrides and validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Self = load(path)?;
+        from_env(&mut config.mysql.url, "EMR_RECEIVER_MYSQL_URL");
+        from_env(&mut config.postgres.url, "EMR_RECEIVER_PG_URL");
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.mysql.url.expose().starts_with("mysql://") {
+            return invalid(
+                "mysql.url",
+                "must be mysql://user:pass@host:port (or set EMR_RECEIVER_MYSQL_URL)",
+            );
+        }
+        if !is_identifier(&self.mysql.database) {
+            return invalid("mysql.database", "must be a plain database name");
+        }
+        if !self.postgres.url.expose().starts_with("postgres") {
+            return invalid(
+                "postgres.url",
+                "must be postgres://... (or set EMR_RECEIVER_PG_URL)",
+            );
+        }
+        if self.sites.is_empty() {
+            return invalid("sites", "is empty: no site could send anything");
+        }
+        for site in &self.sites {
+            if site.token_sha256.len() != 64
+                || !site.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return invalid(
+                    "sites.token_sha256",
+                    &format!(
+                        "of site {} must be 64 hex digits (emr-stream hash-token)",
+                        site.site_id
+                    ),
+                );
+            }
+        }
+        if self.limits.max_decompressed_bytes < self.limits.max_body_bytes {
+            return invalid(
+                "limits.max_decompressed_bytes",
+                "must be at least limits.max_body_bytes",
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,59 @@
+//! CSV answers.
+
+use serde_json::Value;
+
+use super::Report;
+
+impl Report {
+    /// CSV: a comment line with the report, period and refresh time, a header, then the
+    /// detail list when asked for, else the gender × age rows.
+    pub fn to_csv(&self) -> String {
+        let mut out = format!(
+            "# report={} definition={} site_id={} start_date={} end_date={} refreshed_at={} total={}\n",
+            self.report,
+            self.definition,
+            self.site_id.map_or("all".into(), |s| s.to_string()),
+            self.start_date,
+            self.end_date,
+            self.refreshed_at.as_deref().unwrap_or(""),
+            self.total
+        );
+        match self.patients.as_ref().or(self.days.as_ref()) {
+            Some(list) => {
+                out.push_str(&self.detail_columns.join(","));
+                out.push('\n');
+                for item in list {
+                    let cells: Vec<String> = self
+                        .detail_columns
+                        .iter()
+                        .map(|c| csv_cell(&item[*c]))
+                        .collect();
+                    out.push_str(&cells.join(","));
+                    out.push('\n');
+                }
+            }
+            None => {
+                out.push_str("gender,age_group,count\n");
+                for r in &self.rows {
+                    out.push_str(&format!("{},{},{}\n", r.gender, r.age_group, r.count));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Detail cells are ids, dates, booleans and fixed outcome names: none holds a comma or a
+/// quote, but quote anything that would.
+fn csv_cell(v: &Value) -> String {
+    let s = match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s
+    }
+}
