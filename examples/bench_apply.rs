@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use emr_stream::mapping::Mapping;
 use emr_stream::receiver::apply::{self, MirrorStore, PgStore};
-use emr_stream::receiver::receive::batch;
+use emr_stream::receiver::batch;
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 

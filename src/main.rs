@@ -155,7 +155,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             std::io::stdin().read_to_string(&mut token)?;
             let token = token.trim();
             anyhow::ensure!(!token.is_empty(), "no token on standard input");
-            println!("{}", receiver::receive::auth::hash_token(token));
+            println!("{}", receiver::auth::hash_token(token));
             Ok(())
         }
     }

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use emr_stream::mapping::Mapping;
 use emr_stream::tailer::binlog::{self, BinlogPosition, BinlogReader, Step};
+use emr_stream::tailer::resolve::Resolver;
 use emr_stream::tailer::state::{Checkpoint, State};
-use emr_stream::tailer::visit::{Resolver, VisitKey};
+use emr_stream::tailer::visit::VisitKey;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Opts, OptsBuilder, Pool};
 use serde_json::{json, Value};

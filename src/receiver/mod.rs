@@ -5,7 +5,10 @@
 //! the first bad field; 401/403 auth; 413 too large; 503 a store is unavailable. The receiver
 //! is stateless: run several behind a load balancer.
 
+mod app;
 pub mod apply;
+pub mod auth;
+pub mod batch;
 pub mod ids;
 pub mod receive;
 pub mod reports;
@@ -28,22 +31,11 @@ use crate::config::ReceiverConfig;
 use crate::mapping::Mapping;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
+use app::{answer, App};
 use apply::{MirrorStore, PgStore};
+use auth::SiteTokens;
+use batch::Caps;
 use ids::Dirty;
-use receive::auth::SiteTokens;
-use receive::batch::Caps;
-
-/// Everything a request needs.
-pub struct App {
-    pub(crate) mapping: Mapping,
-    pub(crate) tokens: SiteTokens,
-    pub(crate) caps: Caps,
-    pub(crate) mirror: MirrorStore,
-    pub(crate) pg: PgStore,
-    pub(crate) dirty: Dirty,
-    pub(crate) metrics: PrometheusHandle,
-    pub(crate) tx_curr: status::TxCurrCache,
-}
 
 /// A site silent this long is flagged on `/status` (as the EmrSiteSilent alert example does).
 const SILENT_AFTER_SECS: u64 = 24 * 3600;
@@ -135,11 +127,6 @@ async fn refuse_announced_oversize(
         return response;
     }
     next.run(request).await
-}
-
-pub(crate) fn answer(status: StatusCode, body: serde_json::Value) -> Response {
-    metrics::counter!(m::RECEIVER_REQUESTS, "status" => status.as_u16().to_string()).increment(1);
-    (status, Json(body)).into_response()
 }
 
 async fn report(

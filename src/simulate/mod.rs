@@ -9,9 +9,7 @@
 //! Deterministic: the same `--seed` and `--start-date` write the same rows.
 
 mod clinic;
-mod events;
 mod rng;
-mod rows;
 
 use std::time::Duration;
 

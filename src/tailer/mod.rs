@@ -11,6 +11,7 @@ mod capture;
 pub mod checkpoint;
 pub mod dead;
 mod http;
+pub mod resolve;
 pub mod ship;
 pub mod state;
 pub mod sweep;

@@ -280,7 +280,7 @@ impl Rig {
 
     /// Starts the receiver on `listen` with another mapping file.
     pub fn receiver_with(&self, listen: &str, mapping: &str) -> Proc {
-        let hash = emr_stream::receiver::receive::auth::hash_token(&self.token);
+        let hash = emr_stream::receiver::auth::hash_token(&self.token);
         let config = format!(
             "listen = \"{listen}\"\nmapping = \"{mapping}\"\n[mysql]\nurl = \"{my}\"\ndatabase = \"{db}\"\n[postgres]\nurl = \"{pg}\"\n\
              [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n[views]\ndebounce_ms = 200\n",

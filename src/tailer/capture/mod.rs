@@ -36,7 +36,8 @@ use crate::tailer::ship::Sender;
 use crate::tailer::state::{Checkpoint, State, TxnChanges, VisitChanges};
 mod big;
 
-use crate::tailer::visit::{envelope, is_ready, Readiness, Resolver};
+use crate::tailer::resolve::Resolver;
+use crate::tailer::visit::{envelope, is_ready, Readiness};
 use crate::wire::{self, Op};
 
 /// Live numbers of the capture loop, for `/status`.

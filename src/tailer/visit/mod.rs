@@ -7,13 +7,11 @@
 //! the union converge to the source's state).
 
 mod ready;
-mod resolve;
 
 use serde::{Deserialize, Serialize};
 
 use crate::wire::{visit_json, VisitHead};
 pub use ready::{is_ready, Readiness};
-pub use resolve::{ResolveError, Resolver};
 
 /// Which visit a row belongs to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]

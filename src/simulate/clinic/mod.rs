@@ -6,8 +6,11 @@ use chrono::{NaiveDate, NaiveDateTime};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
-use super::rows::{at, dt, text, ObsValue};
-use super::Rng;
+mod events;
+mod rows;
+
+use super::rng::Rng;
+use rows::{at, dt, text, ObsValue};
 
 pub(super) const LOCATION: i64 = 101;
 pub(super) const HIV_PROGRAM: i64 = 1;

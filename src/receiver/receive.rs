@@ -1,9 +1,6 @@
 //! `POST /api/v1/stream`: authenticate the site, gunzip and parse with caps, validate against
 //! the mapping, apply to both stores at once, answer (DESIGN.md "Wire contract").
 
-pub mod auth;
-pub mod batch;
-
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,10 +10,10 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::json;
 
+use super::app::{answer, App};
 use super::apply::{self, Applied, ApplyError};
-use super::{answer, App};
+use super::batch::{self, Refusal};
 use crate::metrics as m;
-use batch::Refusal;
 
 fn refuse(r: Refusal) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY);

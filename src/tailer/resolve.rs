@@ -12,9 +12,9 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Pool, Row, Value as MyValue};
 use serde_json::{Map, Value};
 
-use super::VisitKey;
 use crate::mapping::{DateFrom, Mapping, Role, TableMapping};
 use crate::tailer::state::{canonical_pk, State, StateError};
+use crate::tailer::visit::VisitKey;
 
 /// Errors while resolving.
 #[derive(Debug, thiserror::Error)]

@@ -4,8 +4,8 @@
 use chrono::NaiveDate;
 use mysql_async::Value;
 
-use super::clinic::{Clinic, Status};
 use super::rows::{at, dt, text};
+use super::{Clinic, Status};
 
 impl Clinic {
     /// Ends the current HIV-program state and starts `state` on `date`, in one transaction.

@@ -4,7 +4,7 @@ use chrono::{NaiveDate, NaiveDateTime, NaiveTime};
 use mysql_async::prelude::Queryable;
 use mysql_async::Value;
 
-use super::clinic::{Clinic, HIV_PROGRAM, LOCATION};
+use super::{Clinic, HIV_PROGRAM, LOCATION};
 
 pub(super) enum ObsValue {
     Numeric(f64),

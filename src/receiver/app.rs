@@ -1,0 +1,33 @@
+//! What every request handler of the receiver shares: the stores, the site tokens, the caps,
+//! the metrics handle; and the one way handlers answer (counted per status).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use super::apply::{MirrorStore, PgStore};
+use super::auth::SiteTokens;
+use super::batch::Caps;
+use super::ids::Dirty;
+use super::status;
+use crate::mapping::Mapping;
+use crate::metrics as m;
+
+/// Everything a request needs.
+pub struct App {
+    pub(crate) mapping: Mapping,
+    pub(crate) tokens: SiteTokens,
+    pub(crate) caps: Caps,
+    pub(crate) mirror: MirrorStore,
+    pub(crate) pg: PgStore,
+    pub(crate) dirty: Dirty,
+    pub(crate) metrics: PrometheusHandle,
+    pub(crate) tx_curr: status::TxCurrCache,
+}
+
+/// A JSON answer, counted in `emr_receiver_requests_total{status}`.
+pub(crate) fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    metrics::counter!(m::RECEIVER_REQUESTS, "status" => status.as_u16().to_string()).increment(1);
+    (status, Json(body)).into_response()
+}
