@@ -1,23 +1,9 @@
-//! Small HTML helpers for the status pages of both processes: escaping, one page layout,
-//! "how long ago", and whether a request wants HTML or JSON.
+//! Small HTTP helpers for the status pages of both processes: one page layout (maud, so
+//! every interpolated value is escaped at compile time), "how long ago", and whether a
+//! request wants HTML or JSON.
 
 use axum::http::{header, HeaderMap};
-
-/// Escapes text for HTML element content and quoted attributes.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use maud::{html, Markup, PreEscaped, DOCTYPE};
 
 /// "12 s ago", "4 min ago", "3 h ago", "2 d ago" from unix ms `then` seen at `now`.
 pub fn ago(now_ms: u64, then_ms: u64) -> String {
@@ -43,15 +29,24 @@ pub fn wants_html(format: Option<&str>, headers: &HeaderMap) -> bool {
 }
 
 /// A whole page: `title`, a meta refresh every 10 s, and the body.
-pub fn page(title: &str, body: &str) -> String {
-    format!(
-        "<!doctype html><html lang=en><head><meta charset=utf-8>\
-         <meta name=viewport content=\"width=device-width, initial-scale=1\">\
-         <meta http-equiv=refresh content=10><title>{title}</title><style>{STYLE}</style></head>\
-         <body>{body}<p class=foot>Refreshes every 10 s · JSON: add <code>?format=json</code></p>\
-         </body></html>",
-        title = escape(title),
-    )
+pub fn page(title: &str, body: Markup) -> String {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="refresh" content="10";
+                title { (title) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                (body)
+                p.foot { "Refreshes every 10 s · JSON: add " code { "?format=json" } }
+            }
+        }
+    }
+    .into_string()
 }
 
 const STYLE: &str = "body{font:15px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:68em;padding:0 1em;color:#1d2733}\
@@ -67,11 +62,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn escapes_markup_and_quotes() {
-        assert_eq!(
-            escape("<b a=\"x\">'&'</b>"),
-            "&lt;b a=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/b&gt;"
-        );
+    fn the_page_escapes_its_title_and_keeps_its_body() {
+        let p = page("<x>", html! { p { "a < b" } });
+        assert!(p.starts_with("<!DOCTYPE html>"), "{p}");
+        assert!(p.contains("<title>&lt;x&gt;</title>"), "{p}");
+        assert!(p.contains("<p>a &lt; b</p>"), "{p}");
     }
 
     #[test]

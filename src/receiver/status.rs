@@ -9,11 +9,12 @@
 use std::collections::BTreeMap;
 
 use deadpool_postgres::Pool;
+use maud::html;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::clock::now_ms;
-use crate::web::{ago, escape, page};
+use crate::web::{ago, page};
 
 /// TX_CURR per site as of one refresh of the views.
 #[derive(Default)]
@@ -138,38 +139,46 @@ pub fn to_json(lines: &[SiteLine], views_age: Option<f64>) -> Value {
 /// The HTML page; a site silent for over `silent_after_secs` is flagged.
 pub fn to_html(lines: &[SiteLine], views_age: Option<f64>, silent_after_secs: u64) -> String {
     let now = now_ms();
-    let mut body = String::from("<h1>emr-stream receiver</h1>");
-    body.push_str(&format!(
-        "<p>IDS views refreshed: <b id=views-age>{}</b></p>",
-        views_age
-            .map(|a| format!("{} s ago", a.round() as i64))
-            .unwrap_or_else(|| "never".into())
-    ));
-    body.push_str(
-        "<table id=sites><tr><th>Site</th><th>Last seen</th><th>Lag</th>\
-         <th>Visits received today</th><th>TX_CURR today (MOH)</th><th>Batches</th></tr>",
-    );
-    for l in lines {
-        let seen = match l.last_seen_ms {
-            None => "<span class=bad>never</span>".to_owned(),
-            Some(t) if now.saturating_sub(t) / 1000 > silent_after_secs => {
-                format!("<span class=bad>{}</span>", escape(&ago(now, t)))
+    let body = html! {
+        h1 { "emr-stream receiver" }
+        p {
+            "IDS views refreshed: "
+            b #views-age {
+                @match views_age {
+                    Some(a) => { (a.round() as i64) " s ago" }
+                    None => "never",
+                }
             }
-            Some(t) => format!("<span class=ok>{}</span>", escape(&ago(now, t))),
-        };
-        let lag = l
-            .lag_seconds
-            .map(|s| format!("{s} s"))
-            .unwrap_or_else(|| "–".into());
-        body.push_str(&format!(
-            "<tr id=site-{id}><td>{id}</td><td>{seen}</td><td class=n>{lag}</td><td class=n>{today}</td>\
-             <td class=n>{tx}</td><td class=n>{batches}</td></tr>",
-            id = l.site_id,
-            today = l.visits_today,
-            tx = l.tx_curr.map(|t| t.to_string()).unwrap_or_default(),
-            batches = l.batches,
-        ));
-    }
-    body.push_str("</table>");
-    page("emr-stream receiver", &body)
+        }
+        table #sites {
+            tr {
+                th { "Site" } th { "Last seen" } th { "Lag" } th { "Visits received today" }
+                th { "TX_CURR today (MOH)" } th { "Batches" }
+            }
+            @for l in lines {
+                tr id={ "site-" (l.site_id) } {
+                    td { (l.site_id) }
+                    td {
+                        @match l.last_seen_ms {
+                            None => span.bad { "never" },
+                            Some(t) if now.saturating_sub(t) / 1000 > silent_after_secs => {
+                                span.bad { (ago(now, t)) }
+                            }
+                            Some(t) => span.ok { (ago(now, t)) },
+                        }
+                    }
+                    td.n {
+                        @match l.lag_seconds {
+                            Some(s) => { (s) " s" }
+                            None => "–",
+                        }
+                    }
+                    td.n { (l.visits_today) }
+                    td.n { @if let Some(t) = l.tx_curr { (t) } }
+                    td.n { (l.batches) }
+                }
+            }
+        }
+    };
+    page("emr-stream receiver", body)
 }

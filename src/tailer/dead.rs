@@ -22,22 +22,39 @@ fn open(config_path: &Path) -> anyhow::Result<State> {
 }
 
 /// A dead letter without patient data: id, time, status, reason, version, rows per table.
-pub fn summary(id: u64, letter: &DeadLetter) -> Value {
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeadSummary {
+    /// Its id (`dead retry ID`).
+    pub id: u64,
+    /// When it was refused (RFC 3339).
+    pub at: Option<String>,
+    /// The receiver's HTTP status.
+    pub status: u16,
+    /// The receiver's reason (it names fields, never values).
+    pub reason: String,
+    /// The visit version.
+    pub version: u64,
+    /// Rows per table.
+    pub rows: std::collections::BTreeMap<String, u64>,
+}
+
+/// The summary of dead letter `id`.
+pub fn summary(id: u64, letter: &DeadLetter) -> DeadSummary {
     let visit: Value = serde_json::from_str(letter.visit.get()).unwrap_or(Value::Null);
-    let mut tables = std::collections::BTreeMap::<String, u64>::new();
+    let mut rows = std::collections::BTreeMap::<String, u64>::new();
     for row in visit["rows"].as_array().into_iter().flatten() {
-        *tables
+        *rows
             .entry(row["table"].as_str().unwrap_or("?").to_owned())
             .or_default() += 1;
     }
-    json!({
-        "id": id,
-        "at": chrono::DateTime::from_timestamp_millis(letter.at_ms as i64).map(|t| t.to_rfc3339()),
-        "status": letter.status,
-        "reason": letter.reason,
-        "version": letter.version,
-        "rows": tables,
-    })
+    DeadSummary {
+        id,
+        at: chrono::DateTime::from_timestamp_millis(letter.at_ms as i64).map(|t| t.to_rfc3339()),
+        status: letter.status,
+        reason: letter.reason.clone(),
+        version: letter.version,
+        rows,
+    }
 }
 
 /// Prints every dead letter's summary, one JSON object per line.
@@ -45,7 +62,7 @@ pub fn list(config: &Path) -> anyhow::Result<()> {
     let state = open(config)?;
     let letters = state.dead_letters()?;
     for (id, letter) in &letters {
-        println!("{}", summary(*id, letter));
+        println!("{}", serde_json::to_string(&summary(*id, letter))?);
     }
     eprintln!("{} dead letter(s)", letters.len());
     Ok(())
@@ -59,7 +76,7 @@ pub fn show(config: &Path, id: u64) -> anyhow::Result<()> {
         .into_iter()
         .find(|(i, _)| *i == id)
         .ok_or_else(|| anyhow::anyhow!("no dead letter {id} (see `emr-stream dead list`)"))?;
-    let mut out = summary(id, &letter);
+    let mut out = serde_json::to_value(summary(id, &letter))?;
     out["stream_key"] = json!(letter.stream_key);
     out["visit"] = serde_json::from_str(letter.visit.get())?;
     println!("{}", serde_json::to_string_pretty(&out)?);

@@ -16,16 +16,17 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::json;
 use tokio::sync::Notify;
 
+use super::status::{render, Snapshot};
 use super::CaptureStatus;
 use crate::clock::now_ms;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 use crate::tailer::ship::ShipStatus;
 use crate::tailer::state::State;
-use crate::web::{ago, escape, page, wants_html};
+use crate::web::wants_html;
 
 /// What the endpoint reads.
 #[derive(Clone)]
@@ -155,33 +156,34 @@ async fn readyz(AxState(board): AxState<Board>) -> Response {
     }
 }
 
-fn snapshot(board: &Board) -> Result<Value, crate::tailer::state::StateError> {
+/// What `/status` shows, read now.
+fn snapshot(board: &Board) -> Result<Snapshot, crate::tailer::state::StateError> {
     let checkpoint = board.state.checkpoint()?;
     let (outbox, outbox_bytes, oldest) = board.state.outbox_stats()?;
     let dead = board.state.dead_letters()?;
     let now = now_ms();
-    let letters: Vec<Value> = dead
-        .iter()
-        .map(|(id, letter)| crate::tailer::dead::summary(*id, letter))
-        .collect();
-    Ok(json!({
-        "site_id": board.site_id,
-        "connected": board.capture.connected.load(Relaxed) == 1,
-        "ready": not_ready(board, now).is_none(),
-        "checkpoint": checkpoint.as_ref().map(|c| c.position.to_string()),
-        "gtid": checkpoint.as_ref().and_then(|c| c.gtid.clone()),
-        "lag_seconds": board.capture.lag_seconds.load(Relaxed),
-        "last_event_ms": match board.capture.last_event_ms.load(Relaxed) { 0 => None, t => Some(t) },
-        "transactions": board.capture.transactions.load(Relaxed),
-        "open_visits": board.state.open_visit_count(),
-        "outbox_visits": outbox,
-        "outbox_bytes": outbox_bytes,
-        "outbox_oldest_age_seconds": oldest.map(|t| now.saturating_sub(t) / 1000),
-        "dead_letters": dead.len(),
-        "dead": letters,
-        "last_shipped_ms": match board.ship.last_shipped_ms.load(Relaxed) { 0 => None, t => Some(t) },
-        "ship_failures": board.ship.failures.load(Relaxed),
-    }))
+    let nonzero = |t: u64| (t != 0).then_some(t);
+    Ok(Snapshot {
+        site_id: board.site_id,
+        connected: board.capture.connected.load(Relaxed) == 1,
+        ready: not_ready(board, now).is_none(),
+        checkpoint: checkpoint.as_ref().map(|c| c.position.to_string()),
+        gtid: checkpoint.as_ref().and_then(|c| c.gtid.clone()),
+        lag_seconds: board.capture.lag_seconds.load(Relaxed),
+        last_event_ms: nonzero(board.capture.last_event_ms.load(Relaxed)),
+        transactions: board.capture.transactions.load(Relaxed),
+        open_visits: board.state.open_visit_count(),
+        outbox_visits: outbox,
+        outbox_bytes,
+        outbox_oldest_age_seconds: oldest.map(|t| now.saturating_sub(t) / 1000),
+        dead_letters: dead.len(),
+        dead: dead
+            .iter()
+            .map(|(id, letter)| crate::tailer::dead::summary(*id, letter))
+            .collect(),
+        last_shipped_ms: nonzero(board.ship.last_shipped_ms.load(Relaxed)),
+        ship_failures: board.ship.failures.load(Relaxed),
+    })
 }
 
 #[derive(Deserialize)]
@@ -204,86 +206,6 @@ async fn status(
     } else {
         Json(s).into_response()
     }
-}
-
-fn render(s: &Value, admin: bool, token: &str) -> String {
-    let now = now_ms();
-    let num = |k: &str| s[k].as_u64().unwrap_or(0);
-    let (ready, connected) = (s["ready"] == true, s["connected"] == true);
-    let state = match (connected, ready) {
-        (true, true) => "<span class=ok>following the binlog</span>",
-        (true, false) => "<span class=bad>connected, but the stream is silent</span>",
-        _ => "<span class=bad>not connected to the source</span>",
-    };
-    let mut body = format!(
-        "<h1>emr-stream tailer · site {site}</h1>\
-         <table class=kv>\
-         <tr><th>Source</th><td>{state}</td></tr>\
-         <tr><th>Checkpoint</th><td><code>{cp}</code> {gtid}</td></tr>\
-         <tr><th>Lag</th><td id=lag>{lag} s</td></tr>\
-         <tr><th>Open visits</th><td>{open}</td></tr>\
-         <tr><th>Outbox</th><td id=outbox>{outbox} visits, {kib} KiB{oldest}</td></tr>\
-         <tr><th>Last shipment</th><td id=shipped>{shipped}</td></tr>\
-         <tr><th>Ship failures in a row</th><td>{failures}</td></tr>\
-         <tr><th>Dead letters</th><td id=dead-count>{dead}</td></tr>\
-         </table>",
-        site = num("site_id"),
-        cp = escape(s["checkpoint"].as_str().unwrap_or("none yet")),
-        gtid = s["gtid"]
-            .as_str()
-            .map(|g| format!("(GTID <code>{}</code>)", escape(g)))
-            .unwrap_or_default(),
-        lag = num("lag_seconds"),
-        open = num("open_visits"),
-        outbox = num("outbox_visits"),
-        kib = num("outbox_bytes").div_ceil(1024),
-        oldest = s["outbox_oldest_age_seconds"]
-            .as_u64()
-            .map(|a| format!(", oldest {a} s"))
-            .unwrap_or_default(),
-        shipped = s["last_shipped_ms"]
-            .as_u64()
-            .map(|t| ago(now, t))
-            .unwrap_or_else(|| "none since start".into()),
-        failures = num("ship_failures"),
-        dead = num("dead_letters"),
-    );
-    let letters = s["dead"].as_array().cloned().unwrap_or_default();
-    if !letters.is_empty() {
-        body.push_str(
-            "<h2>Dead letters</h2><table id=dead><tr><th>Id</th><th>When</th><th>Status</th>\
-             <th>Receiver's reason</th><th>Version</th><th>Rows</th><th></th></tr>",
-        );
-        for l in &letters {
-            let id = l["id"].as_u64().unwrap_or(0);
-            let rows = l["rows"]
-                .as_object()
-                .map(|o| {
-                    o.iter()
-                        .map(|(t, n)| format!("{} {}", escape(t), n))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                })
-                .unwrap_or_default();
-            let action = if admin {
-                format!(
-                    "<form method=post action=/dead/retry><input type=hidden name=token value={token}>\
-                     <input type=hidden name=id value={id}><button id=retry-{id}>Retry</button></form>"
-                )
-            } else {
-                "<small>retry from the facility machine</small>".to_owned()
-            };
-            body.push_str(&format!(
-                "<tr><td>{id}</td><td>{at}</td><td>{status}</td><td>{reason}</td><td>{version}</td><td>{rows}</td><td>{action}</td></tr>",
-                at = escape(l["at"].as_str().unwrap_or("")),
-                status = l["status"].as_u64().unwrap_or(0),
-                reason = escape(l["reason"].as_str().unwrap_or("")),
-                version = l["version"].as_u64().unwrap_or(0),
-            ));
-        }
-        body.push_str("</table>");
-    }
-    page("emr-stream tailer", &body)
 }
 
 #[derive(Deserialize)]
@@ -377,20 +299,5 @@ mod tests {
             .unwrap()
             .contains("35 s"));
         assert!(unready_reason(true, 0, 10, now).is_some());
-    }
-
-    #[test]
-    fn the_page_escapes_and_offers_retry_to_the_local_admin_only() {
-        let s = json!({
-            "site_id": 101, "ready": true, "connected": true, "checkpoint": "binlog.000001:4",
-            "dead_letters": 1,
-            "dead": [{ "id": 7, "at": "2026-11-26T10:00:00+00:00", "status": 422,
-                       "reason": "unknown table <script>", "version": 2, "rows": { "obs": 3 } }]
-        });
-        let local = render(&s, true, "tok");
-        assert!(local.contains("id=retry-7") && local.contains("value=tok"));
-        assert!(local.contains("unknown table &lt;script&gt;") && !local.contains("<script>"));
-        let remote = render(&s, false, "tok");
-        assert!(!remote.contains("<button") && !remote.contains("tok"));
     }
 }

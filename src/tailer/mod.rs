@@ -14,6 +14,7 @@ mod http;
 pub mod resolve;
 pub mod ship;
 pub mod state;
+mod status;
 pub mod sweep;
 pub mod visit;
 

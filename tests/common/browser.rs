@@ -1,6 +1,6 @@
-//! Headless Chromium driven through ChromeDriver's W3C WebDriver API (JSON over HTTP, so
-//! reqwest is all it takes). `scripts/services.sh browser` installs both; a test fails, never
-//! skips, when they are missing.
+//! Headless Chromium driven through ChromeDriver with fantoccini (a maintained WebDriver
+//! client). `scripts/services.sh browser` installs both; a test fails, never skips, when they
+//! are missing.
 #![allow(dead_code)]
 
 use std::os::unix::process::CommandExt;
@@ -8,20 +8,16 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use serde_json::{json, Value};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::json;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// A ChromeDriver process with one headless Chromium session.
 pub struct Browser {
     driver: Child,
-    base: String,
-    session: String,
-    client: reqwest::Client,
-    _profile: std::path::PathBuf,
+    client: Option<Client>,
 }
 
 impl Browser {
@@ -41,25 +37,11 @@ impl Browser {
             .stderr(Stdio::null())
             .spawn()
             .expect("start chromedriver");
-        let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let ready = client.get(format!("{base}/status")).send().await;
-            if let Ok(r) = ready {
-                let bytes = r.bytes().await.unwrap_or_default();
-                let v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
-                if v["value"]["ready"] == true {
-                    break;
-                }
-            }
-            assert!(Instant::now() < deadline, "chromedriver did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         std::fs::create_dir_all(profile).unwrap();
-        let caps = json!({ "capabilities": { "alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
                 "binary": CHROMIUM,
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -68,88 +50,47 @@ impl Browser {
                     "--window-size=1200,900",
                     format!("--user-data-dir={}", profile.display()),
                 ]
+            }),
+        );
+        let mut builder =
+            ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new());
+        builder.capabilities(caps);
+        // ChromeDriver takes a moment to listen.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = loop {
+            match builder.connect(&format!("http://127.0.0.1:{port}")).await {
+                Ok(c) => break c,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "no WebDriver session: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
-        }}});
-        let mut browser = Self {
+        };
+        Self {
             driver,
-            base,
-            session: String::new(),
-            client,
-            _profile: profile.to_owned(),
-        };
-        let v = browser.call("POST", "/session", Some(caps)).await;
-        browser.session = v["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
-            .to_owned();
-        browser
-    }
-
-    async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        match self.try_call(method, path, body).await {
-            Ok(v) => v,
-            Err(e) => panic!("WebDriver {method} {path}: {e}"),
+            client: Some(client),
         }
     }
 
-    async fn try_call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> Result<Value, String> {
-        let url = format!("{}{path}", self.base);
-        let request = match method {
-            "GET" => self.client.get(url),
-            "DELETE" => self.client.delete(url),
-            _ => self
-                .client
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body.unwrap_or_else(|| json!({})).to_string()),
-        };
-        let response = request.send().await.expect("chromedriver answers");
-        let status = response.status();
-        let bytes = response.bytes().await.expect("chromedriver answers");
-        let v: Value = serde_json::from_slice(&bytes).expect("chromedriver answers JSON");
-        if !status.is_success() {
-            return Err(format!("{status} {}", v["value"]["message"]));
-        }
-        Ok(v["value"].clone())
-    }
-
-    fn at(&self, rest: &str) -> String {
-        format!("/session/{}{rest}", self.session)
+    fn client(&self) -> &Client {
+        self.client.as_ref().expect("the session is open")
     }
 
     /// Opens `url` and waits for the page to load.
     pub async fn open(&self, url: &str) {
-        self.call("POST", &self.at("/url"), Some(json!({ "url": url })))
-            .await;
-    }
-
-    /// The element matching a CSS selector (panics when there is none).
-    pub async fn find(&self, css: &str) -> String {
-        let v = self
-            .call(
-                "POST",
-                &self.at("/element"),
-                Some(json!({ "using": "css selector", "value": css })),
-            )
-            .await;
-        v[ELEMENT].as_str().unwrap().to_owned()
+        self.client()
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("open {url}: {e}"));
     }
 
     /// How many elements match a CSS selector.
     pub async fn count(&self, css: &str) -> usize {
-        let v = self
-            .call(
-                "POST",
-                &self.at("/elements"),
-                Some(json!({ "using": "css selector", "value": css })),
-            )
-            .await;
-        v.as_array().map(Vec::len).unwrap_or(0)
+        self.client()
+            .find_all(Locator::Css(css))
+            .await
+            .map(|e| e.len())
+            .unwrap_or_else(|e| panic!("find {css}: {e}"))
     }
 
     /// The rendered text of the element matching `css` (found again if the page reloaded
@@ -157,24 +98,12 @@ impl Browser {
     pub async fn text(&self, css: &str) -> String {
         let mut last = String::new();
         for _ in 0..20 {
-            let found = self
-                .try_call(
-                    "POST",
-                    &self.at("/element"),
-                    Some(json!({ "using": "css selector", "value": css })),
-                )
-                .await;
-            let read = match found {
-                Ok(v) => {
-                    let id = v[ELEMENT].as_str().unwrap_or("").to_owned();
-                    self.try_call("GET", &self.at(&format!("/element/{id}/text")), None)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            match read {
-                Ok(v) => return v.as_str().unwrap_or("").to_owned(),
-                Err(e) => last = e,
+            match self.client().find(Locator::Css(css)).await {
+                Ok(element) => match element.text().await {
+                    Ok(text) => return text,
+                    Err(e) => last = e.to_string(),
+                },
+                Err(e) => last = e.to_string(),
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -200,26 +129,29 @@ impl Browser {
 
     /// Clicks the element matching `css`.
     pub async fn click(&self, css: &str) {
-        let id = self.find(css).await;
-        self.call("POST", &self.at(&format!("/element/{id}/click")), None)
-            .await;
+        let element = self
+            .client()
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("find {css}: {e}"));
+        element
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
     }
 
     /// The current page's URL.
     pub async fn url(&self) -> String {
-        self.call("GET", &self.at("/url"), None)
+        self.client()
+            .current_url()
             .await
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
+            .map(|u| u.to_string())
+            .unwrap_or_default()
     }
 
     /// Saves a PNG screenshot of the viewport to `path`; returns its size in bytes.
     pub async fn screenshot(&self, path: &Path) -> usize {
-        let v = self.call("GET", &self.at("/screenshot"), None).await;
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v.as_str().unwrap())
-            .unwrap();
+        let png = self.client().screenshot().await.expect("screenshot");
         assert_eq!(&png[..4], b"\x89PNG", "not a PNG");
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).unwrap();
@@ -227,18 +159,12 @@ impl Browser {
         std::fs::write(path, &png).unwrap();
         png.len()
     }
-}
 
-impl Browser {
     /// Ends the session (Chromium closes) and stops the driver.
     pub async fn close(mut self) {
-        let path = format!("/session/{}", self.session);
-        self.client
-            .delete(format!("{}{path}", self.base))
-            .send()
-            .await
-            .ok();
-        self.session.clear();
+        if let Some(client) = self.client.take() {
+            client.close().await.ok();
+        }
     }
 }
 

@@ -1,12 +1,11 @@
 //! `emr-stream sweep` and `resync`: with the tailer stopped the command sweeps itself; while
 //! a tailer holds the state it asks that tailer (`POST /sweep` on its loopback address).
 
-use std::time::Instant;
-
 use mysql_async::Conn;
 
 use super::{Summary, Sweeper, Window};
 use crate::mapping::Mapping;
+use crate::progress::Progress;
 use crate::tailer::state::{State, StateError};
 
 /// The file in the state directory that holds the running tailer's HTTP address.
@@ -16,7 +15,8 @@ pub const ADDR_FILE: &str = "http.addr";
 pub const ADMIN_HEADER: &str = "x-emr-admin";
 
 /// `emr-stream sweep`: sweeps `window` with the tailer stopped; the visits it queues ship when
-/// the tailer runs. Prints a progress line with an ETA on stderr and the summary on stdout.
+/// the tailer runs. Shows its progress on stderr (a bar on a terminal, plain lines otherwise);
+/// the caller prints the summary.
 pub async fn command(
     config: &crate::config::TailerConfig,
     window: Window,
@@ -54,23 +54,25 @@ pub async fn command(
         checkpoint.epoch,
         config.sweep.rows_per_sec,
     );
-    let started = Instant::now();
+    let days = (window.until - window.since).num_days() as u64 + 1;
+    let progress = Progress::new(
+        format!("sweep {}..{}", window.since, window.until),
+        "days",
+        days,
+    );
     let summary = sweeper
-        .run(&window, &mut |done, total, s| {
-            let eta = started.elapsed().as_secs_f64() / done as f64 * (total - done) as f64;
-            let filled = (done * 30 / total.max(1)) as usize;
-            eprint!(
-                "\rsweep {} [{}{}] {done}/{total} days, {} visits checked, {} re-sent, ETA {:.0}s   ",
-                window.since,
-                "#".repeat(filled),
-                ".".repeat(30 - filled),
-                s.visits_checked,
-                s.visits_resent,
-                eta
+        .run(&window, &mut |done, _total, s| {
+            progress.set(
+                done,
+                format_args!(
+                    "{} visits checked, {} re-sent",
+                    s.visits_checked, s.visits_resent
+                ),
             );
         })
-        .await?;
-    eprintln!();
+        .await;
+    progress.finish();
+    let summary = summary?;
     state.flush()?;
     Ok(summary)
 }
