@@ -7,6 +7,9 @@
 #   scripts/services.sh env      print the connection URLs to export:  eval "$(scripts/services.sh env)"
 #   scripts/services.sh browser  install Chromium and ChromeDriver with apt if missing (the
 #                                status-page tests drive them; the demo does not need them)
+#   scripts/services.sh prometheus  install Prometheus (with promtool) with apt if missing (the
+#                                ops tests run promtool on the alert rules and start a private
+#                                Prometheus; nothing here starts the system one)
 #
 # Each has its own data directory under .services/ (git-ignored) and its own port, so nothing
 # clashes with a system MariaDB or PostgreSQL. Override with EMR_SERVICES_DIR, EMR_MYSQL_PORT,
@@ -57,6 +60,18 @@ install_browser() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
   fi
   say "browser: $(/usr/bin/chromium --version 2>/dev/null | head -1), $(/usr/bin/chromedriver --version | head -1)"
+}
+
+install_prometheus() {
+  if [ ! -x /usr/bin/prometheus ] || [ ! -x /usr/bin/promtool ]; then
+    if [ "$(id -u)" != 0 ]; then say "missing prometheus: install it (apt-get install prometheus) or run as root"; exit 1; fi
+    say "installing prometheus"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    # The package's postinst may try to start its service: harmless without systemd, and
+    # the tests start their own Prometheus on a free port.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+  say "prometheus: $(/usr/bin/prometheus --version 2>&1 | head -1)"
 }
 
 # Two MariaDB instances: "mariadb" logs FULL row metadata (column names in the binlog, as the
@@ -141,6 +156,7 @@ case "${1:-}" in
     start_pg ;;
   stop) stop_all ;;
   browser) install_browser ;;
+  prometheus) install_prometheus ;;
   status)
     if mysql_up "$dir/mariadb"; then echo "mariadb: running on 127.0.0.1:$mysql_port"; else echo "mariadb: stopped"; fi
     if mysql_up "$dir/mariadb-minimal"; then echo "mariadb-minimal: running on 127.0.0.1:$minimal_port"; else echo "mariadb-minimal: stopped"; fi
@@ -149,5 +165,5 @@ case "${1:-}" in
     echo "export EMR_MYSQL_URL=mysql://emr:emr@127.0.0.1:$mysql_port"
     echo "export EMR_MYSQL_MINIMAL_URL=mysql://emr:emr@127.0.0.1:$minimal_port"
     echo "export EMR_PG_URL=postgres://emr:emr@127.0.0.1:$pg_port/emr" ;;
-  *) echo "usage: $0 start|stop|status|env|browser" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|env|browser|prometheus" >&2; exit 2 ;;
 esac

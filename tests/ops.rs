@@ -1,6 +1,8 @@
 //! What the people who run it see: every metric of the list in a scrape after an end-to-end
-//! run, readiness, and both status pages rendered in headless Chromium (screenshots saved
-//! under `target/screenshots/`), including a dead letter retried with the page's button.
+//! run, and in a real Prometheus scraping both processes with the example config; the alert
+//! rules checked and unit-tested by promtool; readiness; and both status pages rendered in
+//! headless Chromium (screenshots saved under `target/screenshots/`), including a dead letter
+//! retried with the page's button.
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::browser::Browser;
+use common::prometheus::{self as prom, Prometheus};
 use common::{Proc, Rig, SITE};
 
 /// `(name, labels) -> value` of a Prometheus text scrape.
@@ -187,6 +190,134 @@ async fn every_listed_metric_is_in_a_scrape_after_an_end_to_end_run() {
         let (code, body) = get(&format!("http://{addr}/readyz")).await;
         assert_eq!(code, 200, "{addr}: {body}");
     }
+
+    // WHEN a real Prometheus scrapes both with the example config (targets and intervals
+    // rewritten) and loads the example alert rules
+    let prometheus = Prometheus::start(
+        &rig.dir.join("prometheus"),
+        &prom::scrape_config(&receiver.addr, &tailer.addr, 1),
+    )
+    .await;
+    // THEN after two scrapes of each job
+    wait_for(
+        "two scrapes of each job",
+        Duration::from_secs(30),
+        async || {
+            let scrapes = prometheus.query("count_over_time(up[1m])").await;
+            scrapes.len() == 2
+                && scrapes.iter().all(|s| {
+                    s["value"][1]
+                        .as_str()
+                        .unwrap_or("0")
+                        .parse::<f64>()
+                        .unwrap_or(0.0)
+                        >= 2.0
+                })
+        },
+    )
+    .await;
+    for up in prometheus.query("up").await {
+        assert_eq!(up["value"][1], "1", "target down: {up}");
+    }
+    // the rules loaded healthy
+    let groups = prometheus.api("rules", &[]).await;
+    let rules: Vec<&serde_json::Value> = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap())
+        .collect();
+    assert_eq!(rules.len(), alert_names().len(), "{groups}");
+    for rule in &rules {
+        assert_eq!(rule["health"], "ok", "{rule}");
+    }
+    // AND every series an alert or a dashboard panel names is in Prometheus, with the job
+    // that exports it
+    let mut missing = Vec::new();
+    for file in ["emr-stream-alerts.yml", "emr-stream-dashboard.json"] {
+        for name in named_metrics(file) {
+            let found = prometheus
+                .query(&format!("count by (job) ({{__name__=\"{name}\"}})"))
+                .await;
+            if found.is_empty() {
+                missing.push(format!("{name} ({file})"));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "not in Prometheus: {missing:?}");
+}
+
+/// The `emr_*` metric names `file` (in scripts/ops) uses.
+fn named_metrics(file: &str) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(prom::ops_dir().join(file)).unwrap();
+    text.match_indices("emr_")
+        .map(|(i, _)| {
+            text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect::<String>()
+        })
+        .filter(|n| n != "emr_" && !n.starts_with("emr_stream"))
+        .collect()
+}
+
+/// The alerts of the example rules.
+fn alert_names() -> Vec<String> {
+    std::fs::read_to_string(prom::ops_dir().join("emr-stream-alerts.yml"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert:"))
+        .map(|a| a.trim().to_owned())
+        .collect()
+}
+
+fn promtool(args: &[&str]) -> String {
+    prom::require(prom::PROMTOOL);
+    let out = std::process::Command::new(prom::PROMTOOL)
+        .args(args)
+        .current_dir(prom::ops_dir())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?}:\n{text}");
+    text
+}
+
+#[test]
+fn alert_rules_pass_promtool_and_every_alert_is_unit_tested_both_ways() {
+    // GIVEN the example alert rules and their unit tests
+    let alerts = alert_names();
+    assert!(alerts.len() >= 6, "{alerts:?}");
+    // WHEN promtool checks the rules and runs the unit tests
+    let check = promtool(&["check", "rules", "emr-stream-alerts.yml"]);
+    assert!(
+        check.contains(&format!("{} rules found", alerts.len())),
+        "{check}"
+    );
+    let tests = promtool(&["test", "rules", "emr-stream-alerts.test.yml"]);
+    assert!(tests.contains("SUCCESS"), "{tests}");
+    // THEN every alert has a case where it fires and one where it stays silent
+    let file = std::fs::read_to_string(prom::ops_dir().join("emr-stream-alerts.test.yml")).unwrap();
+    let lines: Vec<&str> = file.lines().map(str::trim).collect();
+    for alert in &alerts {
+        let cases: Vec<&str> = lines
+            .windows(2)
+            .filter(|w| w[0] == format!("alertname: {alert}"))
+            .map(|w| w[1])
+            .collect();
+        assert!(
+            cases.contains(&"exp_alerts: []"),
+            "{alert}: no case where it stays silent"
+        );
+        assert!(
+            cases.contains(&"exp_alerts:"),
+            "{alert}: no case where it fires"
+        );
+    }
 }
 
 fn screenshot_path(name: &str) -> PathBuf {
@@ -320,27 +451,18 @@ fn alert_rules_and_dashboard_name_only_exported_metrics() {
         serde_json::from_str(&std::fs::read_to_string(&dashboard).unwrap()).unwrap();
     assert!(json["panels"].as_array().unwrap().len() > 10);
     for file in ["emr-stream-alerts.yml", "emr-stream-dashboard.json"] {
-        let text = std::fs::read_to_string(root.join("scripts/ops").join(file)).unwrap();
-        let mut seen = 0;
-        for (i, _) in text.match_indices("emr_") {
-            let name: String = text[i..]
-                .chars()
-                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
-                .collect();
-            if name == "emr_" || name.starts_with("emr_stream") {
-                continue;
-            }
+        let names = named_metrics(file);
+        for name in &names {
             let base = ["_bucket", "_sum", "_count"]
                 .iter()
                 .find_map(|s| name.strip_suffix(s))
                 .filter(|b| exported.contains(*b))
-                .unwrap_or(&name);
+                .unwrap_or(name);
             assert!(
                 exported.contains(base),
                 "{file} names {name}, which is not exported"
             );
-            seen += 1;
         }
-        assert!(seen > 5, "{file}: {seen} metric names");
+        assert!(names.len() > 5, "{file}: {} metric names", names.len());
     }
 }
