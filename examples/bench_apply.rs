@@ -45,7 +45,8 @@ async fn main() {
     let mirror = MirrorStore::connect(my_url, "bench_apply_mirror", &mapping)
         .await
         .unwrap();
-    let pg = PgStore::connect(apply::postgres_pool(pg_url, 4).unwrap(), &mapping)
+    let pool = emr_stream::receiver::pg::pool(pg_url, 4).unwrap();
+    let pg = PgStore::connect(pool, &mapping, apply::PgOptions::default())
         .await
         .unwrap();
     let caps = batch::Caps {

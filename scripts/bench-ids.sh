@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
-# IDS view refresh and report times at national scale (examples/bench_ids.rs): a synthetic
-# cdr of PATIENTS patients over 100 sites with VISITS_PER_PATIENT visits each, then the
-# receiver's refresh of all views and the reports for all sites.
+# The IDS at national scale (examples/bench_ids): a synthetic cdr of PATIENTS patients with
+# VISITS_PER_PATIENT visits each (site 1: 30k patients, the rest ~1250 per site), then the
+# rebuilds, EXPLAIN of every definition, apply with IDS maintenance off and on side by side,
+# apply-to-report latencies (in the transaction and through the queue), a verification and
+# TX_CURR for all sites and one. The database is dropped at the end (KEEP=1 keeps it).
 #
 #   scripts/bench-ids.sh [PATIENTS] [VISITS_PER_PATIENT]      (default 100000, 10: 1M visits)
+#   scripts/bench-ids.sh 1000000 10                            (national: 1M patients, 10M visits;
+#                                                               about 20 GB of disk for a while)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 patients=${1:-100000}
@@ -13,5 +17,8 @@ eval "$(scripts/services.sh env)"
 cargo build --release --quiet --example bench_ids
 runpg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/psql | head -1)")
-runpg "$pgbin/psql" -q -h 127.0.0.1 -p "${EMR_PG_PORT:-25432}" -U postgres -c "DROP DATABASE IF EXISTS emr_bench_ids" -c "CREATE DATABASE emr_bench_ids OWNER emr" 2>/dev/null
-target/release/examples/bench_ids "${EMR_PG_URL%/*}/emr_bench_ids" "$patients" "$visits"
+psql_admin() { runpg "$pgbin/psql" -q -h 127.0.0.1 -p "${EMR_PG_PORT:-25432}" -U postgres "$@"; }
+db=emr_bench_ids
+psql_admin -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db OWNER emr" 2>/dev/null
+[ "${KEEP:-0}" = 1 ] || trap 'psql_admin -c "DROP DATABASE IF EXISTS $db" 2>/dev/null' EXIT
+target/release/examples/bench_ids "${EMR_PG_URL%/*}/$db" "$patients" "$visits"

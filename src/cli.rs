@@ -22,7 +22,8 @@ pub enum Command {
         #[arg(long, default_value = "config/tailer.toml")]
         config: PathBuf,
     },
-    /// Central service: POST /api/v1/stream, reports, /metrics, /healthz, /readyz.
+    /// Central service: POST /api/v1/stream, reports, /status, /metrics, /healthz, /readyz; keeps
+    /// the IDS tables per patient (queue workers, background verifier).
     Receiver {
         /// Receiver config (see config/receiver.example.toml).
         #[arg(long, default_value = "config/receiver.toml")]
@@ -96,8 +97,41 @@ pub enum Command {
         #[command(subcommand)]
         action: DeadAction,
     },
+    /// The IDS tables (central): rebuild or verify them against their definitions.
+    Ids {
+        /// rebuild or verify.
+        #[command(subcommand)]
+        action: IdsAction,
+    },
     /// Reads a site token from standard input and prints its SHA-256 (for receiver.toml).
     HashToken,
+}
+
+/// `ids` actions.
+#[derive(Debug, Subcommand)]
+pub enum IdsAction {
+    /// Recomputes every patient of a site (or of all sites) in chunks of 500, with a progress
+    /// bar; reports are served throughout (each patient keeps its rows until recomputed), and
+    /// an interrupted rebuild resumes where it stopped. Running receivers help drain it.
+    Rebuild {
+        /// Receiver config.
+        #[arg(long, default_value = "config/receiver.toml")]
+        config: PathBuf,
+        /// Only this site.
+        #[arg(long)]
+        site: Option<i32>,
+    },
+    /// Compares the tables with a fresh computation of their definitions, site by site, in
+    /// one snapshot each (patients still queued left out); prints each differing row's key as
+    /// a JSON line and exits non-zero when any differs.
+    Verify {
+        /// Receiver config.
+        #[arg(long, default_value = "config/receiver.toml")]
+        config: PathBuf,
+        /// Only this site.
+        #[arg(long)]
+        site: Option<i32>,
+    },
 }
 
 /// `dead` actions.

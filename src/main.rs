@@ -12,7 +12,7 @@ use clap::Parser;
 /// tailer 60 MiB, 20 MiB without; tests/delivery.rs's outage test: 166 MiB, 105 MiB without).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use emr_stream::cli::{CheckpointAction, Cli, Command, DeadAction};
+use emr_stream::cli::{CheckpointAction, Cli, Command, DeadAction, IdsAction};
 use emr_stream::config::{ReceiverConfig, TailerConfig};
 use emr_stream::tailer::{checkpoint, dead};
 use emr_stream::{metrics, receiver, shutdown, simulate, tailer};
@@ -149,6 +149,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 all,
                 yes,
             } => dead::drop(&config, &ids, all, yes),
+        },
+        Command::Ids { action } => match action {
+            IdsAction::Rebuild { config, site } => {
+                receiver::commands::rebuild(&ReceiverConfig::load(&config)?, site).await
+            }
+            IdsAction::Verify { config, site } => {
+                receiver::commands::verify(&ReceiverConfig::load(&config)?, site).await
+            }
         },
         Command::HashToken => {
             let mut token = String::new();

@@ -126,8 +126,8 @@ pub struct Mapping {
     pub mirror_schema: PathBuf,
     /// PostgreSQL cdr DDL, relative to the mapping file.
     pub cdr_schema: PathBuf,
-    /// PostgreSQL IDS views, relative to the mapping file.
-    pub ids_views: PathBuf,
+    /// PostgreSQL IDS tables and their definitions, relative to the mapping file.
+    pub ids_tables: PathBuf,
     /// The tables, by name.
     pub tables: BTreeMap<String, TableMapping>,
     /// Directory of the mapping file (set by `load`).
@@ -220,24 +220,97 @@ impl Mapping {
     }
 }
 
-/// Splits one of the SQL files beside the mapping into statements (our schema files put no
-/// semicolon inside a string).
+/// Splits one of the SQL files beside the mapping into statements: at semicolons outside
+/// quotes ('...', "...", and PostgreSQL dollar quotes such as function bodies) and outside
+/// `--` comments, which are dropped.
 pub fn split_sql(sql: &str) -> Vec<String> {
-    let without_comments: String = sql
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("--"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    without_comments
-        .split(';')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut chars = sql.char_indices().peekable();
+    let mut dollar: Option<String> = None;
+    while let Some((i, c)) = chars.next() {
+        if let Some(tag) = &dollar {
+            if sql[i..].starts_with(tag.as_str()) {
+                current.push_str(tag);
+                for _ in 1..tag.len() {
+                    chars.next();
+                }
+                dollar = None;
+            } else {
+                current.push(c);
+            }
+            continue;
+        }
+        match c {
+            '-' if sql[i..].starts_with("--") => {
+                while chars.peek().is_some_and(|(_, c)| *c != '\n') {
+                    chars.next();
+                }
+            }
+            '\'' | '"' => {
+                current.push(c);
+                for (_, d) in chars.by_ref() {
+                    current.push(d);
+                    if d == c {
+                        break;
+                    }
+                }
+            }
+            '$' => {
+                let tag_len = sql[i + 1..]
+                    .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+                    .unwrap_or(0);
+                if sql[i + 1 + tag_len..].starts_with('$') {
+                    let tag = sql[i..i + tag_len + 2].to_owned();
+                    current.push_str(&tag);
+                    for _ in 0..tag_len + 1 {
+                        chars.next();
+                    }
+                    dollar = Some(tag);
+                } else {
+                    current.push(c);
+                }
+            }
+            ';' => {
+                let statement = current.trim();
+                if !statement.is_empty() {
+                    out.push(statement.to_owned());
+                }
+                current.clear();
+            }
+            _ => current.push(c),
+        }
+    }
+    let statement = current.trim();
+    if !statement.is_empty() {
+        out.push(statement.to_owned());
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sql_splits_outside_quotes_and_function_bodies() {
+        let sql = "-- a comment; with a semicolon\nCREATE TABLE a (x text DEFAULT ';');\n\
+                   CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$ BEGIN PERFORM 1; END $$;\n\
+                   CREATE FUNCTION g() RETURNS int LANGUAGE sql AS $body$ SELECT 1; $body$;\nSELECT $1";
+        let parts = split_sql(sql);
+        assert_eq!(parts.len(), 4, "{parts:?}");
+        assert_eq!(parts[0], "CREATE TABLE a (x text DEFAULT ';')");
+        assert!(
+            parts[1].ends_with("$$ BEGIN PERFORM 1; END $$"),
+            "{}",
+            parts[1]
+        );
+        assert!(
+            parts[2].ends_with("$body$ SELECT 1; $body$"),
+            "{}",
+            parts[2]
+        );
+        assert_eq!(parts[3], "SELECT $1");
+    }
+
     use super::*;
 
     #[test]
@@ -258,7 +331,7 @@ mod tests {
             encounter_type_column = "encounter_type"
             mirror_schema = "a"
             cdr_schema = "b"
-            ids_views = "c"
+            ids_tables = "c"
             [tables.encounter]
             pk = ["encounter_id"]
             role = "visit"

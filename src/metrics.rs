@@ -47,10 +47,21 @@ pub const RECEIVER_REQUESTS: &str = "emr_receiver_requests_total";
 pub const RECEIVER_ROWS_APPLIED: &str = "emr_receiver_rows_applied_total";
 /// Batch apply duration. Label: store.
 pub const RECEIVER_APPLY_DURATION: &str = "emr_receiver_apply_duration_seconds";
-/// Materialized view refresh duration. Label: view.
-pub const VIEW_REFRESH_DURATION: &str = "emr_ids_view_refresh_duration_seconds";
-/// Seconds since the views were last refreshed.
-pub const VIEW_AGE: &str = "emr_ids_view_age_seconds";
+/// IDS maintenance time of a batch (in its apply transaction) or of a queue chunk. Label:
+/// path (inline, queued, none, worker).
+pub const IDS_MAINTAIN_DURATION: &str = "emr_ids_maintain_duration_seconds";
+/// Patients whose derived rows a batch touched. Label: path (inline, queued, none).
+pub const IDS_DIRTY_PATIENTS: &str = "emr_ids_dirty_patients_total";
+/// Queued patients recomputed by workers.
+pub const IDS_QUEUE_DRAINED: &str = "emr_ids_queue_drained_total";
+/// Patients waiting in the queue. Label: site.
+pub const IDS_QUEUE_PATIENTS: &str = "emr_ids_queue_patients";
+/// Age of the oldest queued change of a site (0 when none). Label: site.
+pub const IDS_QUEUE_AGE: &str = "emr_ids_queue_oldest_age_seconds";
+/// Rows that differed from a full recomputation at a site's last check. Label: site.
+pub const IDS_VERIFY_DIFF_ROWS: &str = "emr_ids_verify_diff_rows";
+/// Seconds since a site was last checked. Label: site.
+pub const IDS_VERIFY_AGE: &str = "emr_ids_verify_age_seconds";
 /// Unix time a site last sent a batch. Label: site.
 pub const SITE_LAST_SEEN: &str = "emr_receiver_site_last_seen_timestamp_seconds";
 
@@ -161,14 +172,32 @@ fn describe() {
         "batch apply duration per store"
     );
     describe_histogram!(
-        VIEW_REFRESH_DURATION,
+        IDS_MAINTAIN_DURATION,
         Unit::Seconds,
-        "materialized view refresh duration"
+        "IDS maintenance time of a batch or a queue chunk, by path"
+    );
+    describe_counter!(
+        IDS_DIRTY_PATIENTS,
+        "patients whose derived rows batches touched, by path"
+    );
+    describe_counter!(IDS_QUEUE_DRAINED, "queued patients recomputed by workers");
+    describe_gauge!(
+        IDS_QUEUE_PATIENTS,
+        "patients waiting in the IDS queue, by site"
     );
     describe_gauge!(
-        VIEW_AGE,
+        IDS_QUEUE_AGE,
         Unit::Seconds,
-        "seconds since the views were refreshed"
+        "age of the oldest queued IDS change, by site"
+    );
+    describe_gauge!(
+        IDS_VERIFY_DIFF_ROWS,
+        "IDS rows that differed from a full recomputation at the site's last check"
+    );
+    describe_gauge!(
+        IDS_VERIFY_AGE,
+        Unit::Seconds,
+        "seconds since the site's IDS tables were last verified"
     );
     describe_gauge!(
         SITE_LAG,

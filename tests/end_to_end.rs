@@ -33,7 +33,7 @@ async fn simulated_clinic_reaches_mirror_cdr_and_report() {
         "expected visits on every simulated day: {expected:?}"
     );
     let report = wait_report_equals(&receiver, &expected, Duration::from_secs(30)).await;
-    assert!(report["refreshed_at"].is_string(), "{report}");
+    assert!(report["as_of"].is_string(), "{report}");
     eprintln!(
         "e2e: {rows} rows per store, {} transactions, caught up in {:.1}s; tailer peak RSS {} KiB",
         status["transactions"],

@@ -164,13 +164,36 @@ async fn every_listed_metric_is_in_a_scrape_after_an_end_to_end_run() {
         );
         assert!(one(&r, "emr_receiver_apply_duration_seconds_count", &[&s]) >= 1.0);
     }
-    for view in ["arv_dispensations", "art_status", "visits_daily"] {
-        let v = format!("view=\"ids.{view}\"");
-        assert!(one(&r, "emr_ids_view_refresh_duration_seconds_count", &[&v]) >= 1.0);
-        let age = one(&r, "emr_ids_view_age_seconds", &[&v]);
-        assert!((0.0..600.0).contains(&age), "{view} age {age}");
-    }
+    // the IDS tables were maintained in the apply transactions, nothing waits in the queue,
+    // and the background verifier found them equal to their definitions
+    assert!(
+        one(
+            &r,
+            "emr_ids_maintain_duration_seconds_count",
+            &["path=\"inline\""]
+        ) >= 1.0
+    );
+    assert!(one(&r, "emr_ids_dirty_patients_total", &["path=\"inline\""]) >= 30.0);
     let site = format!("site=\"{SITE}\"");
+    assert_eq!(one(&r, "emr_ids_queue_patients", &[&site]), 0.0);
+    assert_eq!(one(&r, "emr_ids_queue_oldest_age_seconds", &[&site]), 0.0);
+    wait_for(
+        "a verification of the site",
+        Duration::from_secs(60),
+        async || {
+            !values(
+                &scrape(&receiver.addr).await,
+                "emr_ids_verify_age_seconds",
+                &[&site],
+            )
+            .is_empty()
+        },
+    )
+    .await;
+    let r = scrape(&receiver.addr).await;
+    assert_eq!(one(&r, "emr_ids_verify_diff_rows", &[&site]), 0.0);
+    let checked = one(&r, "emr_ids_verify_age_seconds", &[&site]);
+    assert!((0.0..600.0).contains(&checked), "verified {checked} s ago");
     let seen = one(
         &r,
         "emr_receiver_site_last_seen_timestamp_seconds",
@@ -397,36 +420,58 @@ async fn status_pages_render_in_headless_chromium_and_retry_a_dead_letter() {
 
     // WHEN the central team opens the receiver's status page
     // THEN it lists the site, seen seconds ago, with its visits today and TX_CURR as the
-    // report computes it (once the views have refreshed after the last batch)
+    // report computes it
     let report_url = format!(
         "http://{}/api/v1/reports/tx_curr?site_id={SITE}",
         receiver.addr
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    let (row, tx_curr) = loop {
+    let row = format!("#site-{SITE}");
+    let tx_curr = loop {
         browser
             .open(&format!("http://{}/status", receiver.addr))
             .await;
-        let row = browser.text(&format!("#site-{SITE}")).await;
+        let cell = browser.text(&format!("{row} td.txcurr")).await;
         let report: serde_json::Value = serde_json::from_str(&get(&report_url).await.1).unwrap();
         let tx_curr = report["total"].as_i64().unwrap();
-        let cells: Vec<&str> = row.split_whitespace().collect();
-        if tx_curr > 0 && cells.get(cells.len() - 2) == Some(&tx_curr.to_string().as_str()) {
-            break (row, tx_curr);
+        if tx_curr > 0 && cell == tx_curr.to_string() {
+            break tx_curr;
         }
         assert!(
             Instant::now() < deadline,
-            "TX_CURR cell of {row:?} never matched the report: {report}"
+            "TX_CURR cell {cell:?} never matched the report: {report}"
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert!(row.contains("s ago") && !row.contains("never"), "{row}");
-    let cells: Vec<&str> = row.split_whitespace().collect();
-    let today: i64 = cells[cells.len() - 3].parse().unwrap();
+    let text = browser.text(&row).await;
+    assert!(text.contains("s ago") && !text.contains("never"), "{text}");
+    let today: i64 = browser
+        .text(&format!("{row} td.today"))
+        .await
+        .parse()
+        .unwrap();
     assert!(
         today >= 20,
-        "visits today {today} in {row:?} (TX_CURR {tx_curr})"
+        "visits today {today} in {text:?} (TX_CURR {tx_curr})"
     );
+    // AND when its reports were applied, an empty IDS queue and the verifier's last word
+    assert!(browser
+        .text(&format!("{row} td.asof"))
+        .await
+        .ends_with("ago"));
+    assert_eq!(browser.text(&format!("{row} td.queue")).await, "empty");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let verified = browser.text(&format!("{row} td.verified")).await;
+        if verified.ends_with("equal") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never verified: {verified:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        browser
+            .open(&format!("http://{}/status", receiver.addr))
+            .await;
+    }
     let png = browser
         .screenshot(&screenshot_path("receiver-status.png"))
         .await;

@@ -27,9 +27,9 @@ pub struct ReceiverConfig {
     /// Input limits.
     #[serde(default)]
     pub limits: LimitsConfig,
-    /// Materialized view refresh.
+    /// IDS maintenance: the queue's workers, the background verifier.
     #[serde(default)]
-    pub views: ViewsConfig,
+    pub ids: IdsConfig,
 }
 
 /// Default listen address of the receiver.
@@ -67,6 +67,11 @@ pub struct PostgresConfig {
     /// Connection pool size.
     #[serde(default = "default_pool")]
     pub pool_size: usize,
+    /// Create the `cdr` and `ids` tables hash-partitioned by `site_id` into this many
+    /// partitions (0: plain tables). Only takes effect when the tables are created: an
+    /// existing store keeps its layout.
+    #[serde(default)]
+    pub partitions: u32,
 }
 
 fn default_pool() -> usize {
@@ -133,25 +138,57 @@ fn default_max_rows() -> usize {
     200_000
 }
 
-/// `[views]`
+/// Default: at most this many patients are recomputed inside a batch's apply transaction.
+pub const DEFAULT_INLINE_MAX_PATIENTS: i32 = 2_000;
+
+/// `[ids]`
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
-pub struct ViewsConfig {
-    /// Wait this long after an apply before refreshing, so bursts refresh once (ms).
-    #[serde(default = "default_debounce")]
-    pub debounce_ms: u64,
+pub struct IdsConfig {
+    /// A batch touching at most this many patients has their derived rows recomputed in its
+    /// own transaction (reports see it at commit); a bigger one goes through the queue.
+    #[serde(default = "default_inline_max")]
+    pub inline_max_patients: i32,
+    /// Queue workers in this receiver (0: none; other receivers drain the queue).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+    /// How often an idle worker looks for queued patients (ms).
+    #[serde(default = "default_queue_poll")]
+    pub queue_poll_ms: u64,
+    /// Verify the tables against their definitions in the background, site by site.
+    #[serde(default = "default_true")]
+    pub verify: bool,
+    /// Share of the verifier's time spent checking (it rests the rest), percent.
+    #[serde(default = "default_verify_duty")]
+    pub verify_duty_percent: u32,
 }
 
-impl Default for ViewsConfig {
+impl Default for IdsConfig {
     fn default() -> Self {
         Self {
-            debounce_ms: default_debounce(),
+            inline_max_patients: DEFAULT_INLINE_MAX_PATIENTS,
+            workers: default_workers(),
+            queue_poll_ms: default_queue_poll(),
+            verify: true,
+            verify_duty_percent: default_verify_duty(),
         }
     }
 }
 
-fn default_debounce() -> u64 {
-    2_000
+fn default_inline_max() -> i32 {
+    DEFAULT_INLINE_MAX_PATIENTS
+}
+fn default_workers() -> usize {
+    1
+}
+fn default_queue_poll() -> u64 {
+    250
+}
+fn default_true() -> bool {
+    true
+}
+fn default_verify_duty() -> u32 {
+    10
 }
 
 impl ReceiverConfig {
@@ -196,6 +233,21 @@ impl ReceiverConfig {
                     ),
                 );
             }
+        }
+        if self.ids.inline_max_patients < 0 {
+            return invalid("ids.inline_max_patients", "must not be negative");
+        }
+        if !(1..=100).contains(&self.ids.verify_duty_percent) {
+            return invalid("ids.verify_duty_percent", "must be 1 to 100");
+        }
+        if self.postgres.partitions > 1024 {
+            return invalid("postgres.partitions", "must be at most 1024");
+        }
+        if self.ids.workers + 3 > self.postgres.pool_size {
+            return invalid(
+                "postgres.pool_size",
+                "must leave room for the queue workers, the verifier and requests (ids.workers + 3)",
+            );
         }
         if self.limits.max_decompressed_bytes < self.limits.max_body_bytes {
             return invalid(

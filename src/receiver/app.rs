@@ -9,7 +9,6 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use super::apply::{MirrorStore, PgStore};
 use super::auth::SiteTokens;
 use super::batch::Caps;
-use super::ids::Dirty;
 use super::status;
 use crate::mapping::Mapping;
 use crate::metrics as m;
@@ -21,7 +20,6 @@ pub struct App {
     pub(crate) caps: Caps,
     pub(crate) mirror: MirrorStore,
     pub(crate) pg: PgStore,
-    pub(crate) dirty: Dirty,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) tx_curr: status::TxCurrCache,
 }

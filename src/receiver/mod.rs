@@ -9,7 +9,9 @@ mod app;
 pub mod apply;
 pub mod auth;
 pub mod batch;
+pub mod commands;
 pub mod ids;
+pub mod pg;
 pub mod receive;
 pub mod reports;
 pub mod status;
@@ -32,10 +34,9 @@ use crate::mapping::Mapping;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 use app::{answer, App};
-use apply::{MirrorStore, PgStore};
+use apply::{MirrorStore, PgOptions, PgStore};
 use auth::SiteTokens;
 use batch::Caps;
-use ids::Dirty;
 
 /// A site silent this long is flagged on `/status` (as the EmrSiteSilent alert example does).
 const SILENT_AFTER_SECS: u64 = 24 * 3600;
@@ -50,19 +51,33 @@ pub async fn run(
     let mirror = MirrorStore::connect(config.mysql.url.expose(), &config.mysql.database, &mapping)
         .await
         .context("cannot set up the MySQL mirror")?;
-    let pool = apply::postgres_pool(config.postgres.url.expose(), config.postgres.pool_size)?;
-    let pg = PgStore::connect(pool.clone(), &mapping)
-        .await
-        .context("cannot set up PostgreSQL")?;
-    let dirty = Dirty::default();
-    let refresher = tokio::spawn(ids::refresher(
-        pool,
-        dirty.clone(),
-        Duration::from_millis(config.views.debounce_ms),
-        shutdown.clone(),
-    ));
-    // Views may be stale from a previous run: refresh once at start.
-    dirty.mark();
+    let pool = pg::pool(config.postgres.url.expose(), config.postgres.pool_size)
+        .map_err(|e| anyhow::anyhow!("postgres: {e}"))?;
+    let pg = PgStore::connect(
+        pool.clone(),
+        &mapping,
+        PgOptions {
+            partitions: config.postgres.partitions,
+            inline_max_patients: config.ids.inline_max_patients,
+        },
+    )
+    .await
+    .context("cannot set up PostgreSQL")?;
+    let mut tasks = Vec::new();
+    for _ in 0..config.ids.workers {
+        tasks.push(tokio::spawn(ids::queue::worker(
+            pool.clone(),
+            Duration::from_millis(config.ids.queue_poll_ms),
+            shutdown.clone(),
+        )));
+    }
+    if config.ids.verify {
+        tasks.push(tokio::spawn(ids::verify::verifier(
+            pool.clone(),
+            f64::from(config.ids.verify_duty_percent) / 100.0,
+            shutdown.clone(),
+        )));
+    }
     let app = Arc::new(App {
         tokens: SiteTokens::new(&config.sites),
         caps: Caps {
@@ -73,7 +88,6 @@ pub async fn run(
         mapping,
         mirror,
         pg,
-        dirty,
         metrics,
         tx_curr: status::TxCurrCache::default(),
     });
@@ -99,7 +113,9 @@ pub async fn run(
         .with_graceful_shutdown(async move { for_server.fired().await })
         .await?;
     shutdown.fired().await;
-    refresher.await.ok();
+    for task in tasks {
+        task.await.ok();
+    }
     Ok(())
 }
 
@@ -174,16 +190,36 @@ async fn report(
 }
 
 async fn render_metrics(State(app): State<Arc<App>>) -> impl IntoResponse {
-    // The views' age comes from the refresh log: another replica may have refreshed them.
-    if let Ok(ages) = ids::view_ages(app.pg.pool()).await {
-        for (view, age) in ages {
-            metrics::gauge!(m::VIEW_AGE, "view" => view).set(age);
-        }
+    // Read from the stores: other receivers drain the queue and verify too.
+    if let Err(e) = ids_gauges(app.pg.pool()).await {
+        tracing::warn!(error = %e, "metrics: cannot read the IDS queue and checks");
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),
     )
+}
+
+/// The IDS queue's backlog and the verifier's findings, per site.
+async fn ids_gauges(pool: &deadpool_postgres::Pool) -> Result<(), String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    for (site, patients, age) in ids::queue::backlog(&client)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let site = site.to_string();
+        metrics::gauge!(m::IDS_QUEUE_PATIENTS, "site" => site.clone()).set(patients as f64);
+        metrics::gauge!(m::IDS_QUEUE_AGE, "site" => site).set(age);
+    }
+    for (site, age, diff) in ids::verify::ages(&client)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let site = site.to_string();
+        metrics::gauge!(m::IDS_VERIFY_AGE, "site" => site.clone()).set(age);
+        metrics::gauge!(m::IDS_VERIFY_DIFF_ROWS, "site" => site).set(diff as f64);
+    }
+    Ok(())
 }
 
 #[derive(serde::Deserialize)]
@@ -197,12 +233,11 @@ async fn status_page(
     headers: HeaderMap,
 ) -> Response {
     match status::sites(app.pg.pool(), &app.tokens.site_ids(), &app.tx_curr).await {
-        Ok((lines, age)) => {
+        Ok(lines) => {
             if crate::web::wants_html(q.format.as_deref(), &headers) {
-                axum::response::Html(status::to_html(&lines, age, SILENT_AFTER_SECS))
-                    .into_response()
+                axum::response::Html(status::to_html(&lines, SILENT_AFTER_SECS)).into_response()
             } else {
-                Json(status::to_json(&lines, age)).into_response()
+                Json(status::to_json(&lines)).into_response()
             }
         }
         Err(e) => {

@@ -101,7 +101,6 @@ pub async fn stream(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
                     }
                 }
             }
-            app.dirty.mark();
             // At most ten years, so a bad header cannot overflow the column.
             let lag = headers
                 .get(crate::wire::LAG_HEADER)

@@ -1,10 +1,11 @@
 //! The receiver's `/status` (JSON, or HTML for a browser): every site, configured or seen,
 //! with when it last sent a batch, how long its visits waited at the facility (the lag the
-//! tailer reports with each batch), the visit versions received today and its TX_CURR today
-//! (MOH definition), plus the age of the IDS views. Counts only, never patient data.
+//! tailer reports with each batch), the visit versions received today, its TX_CURR today
+//! (MOH definition), when its data was last applied to the IDS tables, what waits in the IDS
+//! queue and what the last verification found. Counts only, never patient data.
 //!
-//! TX_CURR is computed from the views and kept until they refresh again or the day changes,
-//! so an open status page costs the database one TX_CURR query per refresh, not per reload.
+//! TX_CURR is kept until a batch is applied anywhere or the day changes, so an open status
+//! page costs the database one TX_CURR query per change, not per reload.
 
 use std::collections::BTreeMap;
 
@@ -16,13 +17,13 @@ use tokio::sync::Mutex;
 use crate::clock::now_ms;
 use crate::web::{ago, page};
 
-/// TX_CURR per site as of one refresh of the views.
+/// TX_CURR per site as of the last apply.
 #[derive(Default)]
 pub struct TxCurrCache {
     inner: Mutex<Option<Cached>>,
 }
 
-/// The views' refresh time and the day it was computed for, and TX_CURR per site.
+/// The latest apply time and the day TX_CURR was computed for, and TX_CURR per site.
 type Cached = (String, String, BTreeMap<i64, i64>);
 
 /// One site's line.
@@ -40,6 +41,16 @@ pub struct SiteLine {
     pub visits_today: i64,
     /// TX_CURR today, MOH definition.
     pub tx_curr: Option<i64>,
+    /// Unix ms its data was last applied to the IDS tables (reports' `as_of`).
+    pub applied_ms: Option<u64>,
+    /// Patients waiting in the IDS queue.
+    pub queued_patients: i64,
+    /// Seconds the oldest of them has waited.
+    pub queued_seconds: Option<f64>,
+    /// Rows that differed from a full recomputation at its last check.
+    pub verify_diff_rows: Option<i64>,
+    /// Unix ms of that check.
+    pub verified_ms: Option<u64>,
 }
 
 /// Reads every site's line; `configured` sites appear even if never seen.
@@ -47,7 +58,7 @@ pub async fn sites(
     pool: &Pool,
     configured: &[i64],
     cache: &TxCurrCache,
-) -> Result<(Vec<SiteLine>, Option<f64>), String> {
+) -> Result<Vec<SiteLine>, String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
     let rows = client
         .query(
@@ -61,14 +72,7 @@ pub async fn sites(
     let mut lines: BTreeMap<i64, SiteLine> = configured
         .iter()
         .map(|&site_id| {
-            let line = SiteLine {
-                site_id,
-                last_seen_ms: None,
-                lag_seconds: None,
-                batches: 0,
-                visits_today: 0,
-                tx_curr: None,
-            };
+            let line = SiteLine::new(site_id);
             (site_id, line)
         })
         .collect();
@@ -77,42 +81,80 @@ pub async fn sites(
         lines.insert(
             site_id,
             SiteLine {
-                site_id,
                 last_seen_ms: r.get::<_, Option<i64>>(1).map(|t| t.max(0) as u64),
                 lag_seconds: r.get(2),
                 batches: r.get(3),
                 visits_today: r.get(4),
-                tx_curr: None,
+                ..SiteLine::new(site_id)
             },
         );
     }
-    let (tx_curr, age) = tx_curr(&client, cache).await?;
-    for line in lines.values_mut() {
-        line.tx_curr = Some(tx_curr.get(&line.site_id).copied().unwrap_or(0));
-    }
-    Ok((lines.into_values().collect(), age))
-}
-
-/// TX_CURR per site, from the cache when the views have not refreshed since.
-async fn tx_curr(
-    client: &tokio_postgres::Client,
-    cache: &TxCurrCache,
-) -> Result<(BTreeMap<i64, i64>, Option<f64>), String> {
-    let row = client
-        .query_one(
-            "SELECT coalesce(max(refreshed_at)::text, ''), current_date::text,
-                    extract(epoch FROM now() - min(refreshed_at))::float8
-             FROM ids.refresh_log",
+    let ids = client
+        .query(
+            "SELECT s.site_id::int8, (extract(epoch FROM s.applied_at) * 1000)::int8,
+                    (SELECT count(*) FROM ids.dirty_patient q WHERE q.site_id = s.site_id),
+                    extract(epoch FROM now() - s.queued_since)::float8,
+                    v.diff_rows, (extract(epoch FROM v.checked_at) * 1000)::int8
+             FROM ids.site_state s LEFT JOIN ids.verify_log v ON v.site_id = s.site_id",
             &[],
         )
         .await
         .map_err(|e| e.to_string())?;
-    let (refreshed, today, age): (String, String, Option<f64>) =
-        (row.get(0), row.get(1), row.get(2));
+    for r in ids {
+        let site_id: i64 = r.get(0);
+        let line = lines
+            .entry(site_id)
+            .or_insert_with(|| SiteLine::new(site_id));
+        line.applied_ms = r.get::<_, Option<i64>>(1).map(|t| t.max(0) as u64);
+        line.queued_patients = r.get(2);
+        line.queued_seconds = r.get(3);
+        line.verify_diff_rows = r.get(4);
+        line.verified_ms = r.get::<_, Option<i64>>(5).map(|t| t.max(0) as u64);
+    }
+    let tx_curr = tx_curr(&client, cache).await?;
+    for line in lines.values_mut() {
+        line.tx_curr = Some(tx_curr.get(&line.site_id).copied().unwrap_or(0));
+    }
+    Ok(lines.into_values().collect())
+}
+
+impl SiteLine {
+    fn new(site_id: i64) -> Self {
+        Self {
+            site_id,
+            last_seen_ms: None,
+            lag_seconds: None,
+            batches: 0,
+            visits_today: 0,
+            tx_curr: None,
+            applied_ms: None,
+            queued_patients: 0,
+            queued_seconds: None,
+            verify_diff_rows: None,
+            verified_ms: None,
+        }
+    }
+}
+
+/// TX_CURR per site, from the cache when nothing was applied since.
+async fn tx_curr(
+    client: &tokio_postgres::Client,
+    cache: &TxCurrCache,
+) -> Result<BTreeMap<i64, i64>, String> {
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(applied_at)::text, '') || '/' || coalesce(sum(batches), 0)::text,
+                    current_date::text
+             FROM ids.site_state",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let (refreshed, today): (String, String) = (row.get(0), row.get(1));
     let mut guard = cache.inner.lock().await;
     if let Some((r, d, counts)) = guard.as_ref() {
         if *r == refreshed && *d == today {
-            return Ok((counts.clone(), age));
+            return Ok(counts.clone());
         }
     }
     let moh = crate::receiver::reports::Definition::Moh.default_days();
@@ -128,32 +170,25 @@ async fn tx_curr(
         .map(|r| (r.get(0), r.get(1)))
         .collect();
     *guard = Some((refreshed, today, counts.clone()));
-    Ok((counts, age))
+    Ok(counts)
 }
 
 /// The JSON answer.
-pub fn to_json(lines: &[SiteLine], views_age: Option<f64>) -> Value {
-    json!({ "sites": lines, "views_age_seconds": views_age })
+pub fn to_json(lines: &[SiteLine]) -> Value {
+    json!({ "sites": lines })
 }
 
-/// The HTML page; a site silent for over `silent_after_secs` is flagged.
-pub fn to_html(lines: &[SiteLine], views_age: Option<f64>, silent_after_secs: u64) -> String {
+/// The HTML page; a site silent for over `silent_after_secs` is flagged, and so is a site
+/// whose IDS tables differed from their definitions.
+pub fn to_html(lines: &[SiteLine], silent_after_secs: u64) -> String {
     let now = now_ms();
     let body = html! {
         h1 { "emr-stream receiver" }
-        p {
-            "IDS views refreshed: "
-            b #views-age {
-                @match views_age {
-                    Some(a) => { (a.round() as i64) " s ago" }
-                    None => "never",
-                }
-            }
-        }
         table #sites {
             tr {
                 th { "Site" } th { "Last seen" } th { "Lag" } th { "Visits received today" }
-                th { "TX_CURR today (MOH)" } th { "Batches" }
+                th { "TX_CURR today (MOH)" } th { "Batches" } th { "Reports as of" }
+                th { "IDS queue" } th { "Last verified" }
             }
             @for l in lines {
                 tr id={ "site-" (l.site_id) } {
@@ -173,9 +208,25 @@ pub fn to_html(lines: &[SiteLine], views_age: Option<f64>, silent_after_secs: u6
                             None => "–",
                         }
                     }
-                    td.n { (l.visits_today) }
-                    td.n { @if let Some(t) = l.tx_curr { (t) } }
-                    td.n { (l.batches) }
+                    td.n.today { (l.visits_today) }
+                    td.n.txcurr { @if let Some(t) = l.tx_curr { (t) } }
+                    td.n.batches { (l.batches) }
+                    td.asof { @if let Some(t) = l.applied_ms { (ago(now, t)) } @else { "–" } }
+                    td.queue {
+                        @if l.queued_patients == 0 { "empty" } @else {
+                            span.warn {
+                                (l.queued_patients) " patients"
+                                @if let Some(s) = l.queued_seconds { ", " (s.round() as i64) " s" }
+                            }
+                        }
+                    }
+                    td.verified {
+                        @match (l.verified_ms, l.verify_diff_rows) {
+                            (Some(t), Some(0)) => span.ok { (ago(now, t)) ", equal" },
+                            (Some(t), Some(d)) => span.bad { (ago(now, t)) ", " (d) " rows differ" },
+                            _ => "not yet",
+                        }
+                    }
                 }
             }
         }

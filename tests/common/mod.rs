@@ -239,6 +239,8 @@ pub struct Rig {
     pub start: String,
     pub token: String,
     pub server_id: u32,
+    /// `postgres.partitions` of the receivers this rig starts (0: plain tables).
+    pub partitions: u32,
 }
 
 pub const SITE: i64 = 101;
@@ -263,9 +265,35 @@ impl Rig {
             start,
             token: format!("token-{name}"),
             server_id: server_id(),
+            partitions: 0,
             services,
             name,
             dir,
+        }
+    }
+
+    /// Waits until no patient of any site waits in the IDS queue (a batch too big to
+    /// recompute in its transaction, a rebuild).
+    pub async fn wait_ids_idle(&self, timeout: Duration) {
+        let (client, connection) = tokio_postgres::connect(&self.pg_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let queued: i64 = client
+                .query_one("SELECT count(*) FROM ids.dirty_patient", &[])
+                .await
+                .unwrap()
+                .get(0);
+            if queued == 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{queued} patients still queued for IDS recomputation"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -283,8 +311,9 @@ impl Rig {
     pub fn receiver_with(&self, listen: &str, mapping: &str) -> Proc {
         let hash = emr_stream::receiver::auth::hash_token(&self.token);
         let config = format!(
-            "listen = \"{listen}\"\nmapping = \"{mapping}\"\n[mysql]\nurl = \"{my}\"\ndatabase = \"{db}\"\n[postgres]\nurl = \"{pg}\"\n\
-             [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n[views]\ndebounce_ms = 200\n",
+            "listen = \"{listen}\"\nmapping = \"{mapping}\"\n[mysql]\nurl = \"{my}\"\ndatabase = \"{db}\"\n[postgres]\nurl = \"{pg}\"\npartitions = {partitions}\n\
+             [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n[ids]\nqueue_poll_ms = 100\n",
+            partitions = self.partitions,
             my = self.services.mysql_url,
             db = self.mirror_db,
             pg = self.pg_url,
@@ -304,7 +333,7 @@ impl Rig {
         let narrow = self.dir.join("mappings");
         std::fs::create_dir_all(&narrow).unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
-        for f in ["mirror-mysql.sql", "cdr-postgres.sql", "ids-views.sql"] {
+        for f in ["mirror-mysql.sql", "cdr-postgres.sql", "ids-tables.sql"] {
             std::fs::copy(src.join(f), narrow.join(f)).unwrap();
         }
         let full = std::fs::read_to_string(src.join("openmrs.toml")).unwrap();

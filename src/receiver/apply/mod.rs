@@ -19,7 +19,7 @@ use serde_json::{Map, Value};
 use crate::mapping::Mapping;
 use crate::wire::{Batch, Op};
 pub use mysql::MirrorStore;
-pub use postgres::{pg_pool as postgres_pool, PgStore};
+pub use postgres::{PgOptions, PgStore};
 pub use schema::Catalog;
 
 /// Errors of a store.

@@ -2,17 +2,17 @@
 //! versions received), applied with `jsonb_populate_recordset` multi-row upserts so that
 //! PostgreSQL itself converts the wire values to the column types.
 
-use std::collections::{BTreeMap, HashMap};
-use std::str::FromStr;
-
 use base64::Engine;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::Pool;
 use serde_json::{Map, Value};
-use tokio_postgres::NoTls;
+use sha2::Digest;
+use std::collections::{BTreeMap, HashMap};
 
 use super::schema::{Catalog, BOOKKEEPING};
 use super::{split_columns, Applied, ApplyError, Plan, PlannedRow};
 use crate::mapping::Mapping;
+use crate::receiver::ids::{self, maintain};
+use crate::receiver::pg;
 use crate::wire::{Batch, Op};
 
 const STORE: &str = "postgres";
@@ -37,33 +37,45 @@ CREATE TABLE IF NOT EXISTS cdr._stream_sites (
   batches bigint NOT NULL, visits_day date NOT NULL, visits_today bigint NOT NULL);
 ";
 
-/// PostgreSQL `cdr` (and the pool the IDS views and reports use).
+/// PostgreSQL `cdr` and the IDS tables maintained with it (and the pool reports use).
 pub struct PgStore {
     pool: Pool,
     catalog: Catalog,
     pks: HashMap<String, Vec<String>>,
+    /// Recompute at most this many patients in a batch's transaction (more are queued);
+    /// `None`: no IDS maintenance (benchmarks measure the apply without it).
+    maintain: Option<i32>,
 }
 
-/// Builds a pool from a URL.
-pub fn pg_pool(url: &str, size: usize) -> Result<Pool, ApplyError> {
-    let config = tokio_postgres::Config::from_str(url).map_err(|e| ApplyError::Setup {
+/// How the PostgreSQL store is laid out and maintained.
+#[derive(Debug, Clone, Copy)]
+pub struct PgOptions {
+    /// Hash partitions by site_id for new tables (0: plain tables).
+    pub partitions: u32,
+    /// `ids.inline_max_patients`.
+    pub inline_max_patients: i32,
+}
+
+impl Default for PgOptions {
+    fn default() -> Self {
+        Self {
+            partitions: 0,
+            inline_max_patients: crate::config::DEFAULT_INLINE_MAX_PATIENTS,
+        }
+    }
+}
+
+/// An IDS maintenance error: always retryable (a data error in a definition is a bug of
+/// ours, never a reason to refuse the facility's visits).
+fn ids_err(e: tokio_postgres::Error) -> ApplyError {
+    tracing::error!(error = %e, "IDS maintenance failed");
+    ApplyError::Unavailable {
         store: STORE,
-        message: format!("bad postgres.url: {e}"),
-    })?;
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Pool::builder(manager)
-        .max_size(size.max(2))
-        .build()
-        .map_err(|e| ApplyError::Setup {
-            store: STORE,
-            message: e.to_string(),
-        })
+        message: format!(
+            "IDS maintenance: SQLSTATE {}",
+            e.code().map(|c| c.code()).unwrap_or("-")
+        ),
+    }
 }
 
 fn pg_err(table: &str) -> impl Fn(tokio_postgres::Error) -> ApplyError + '_ {
@@ -94,32 +106,41 @@ fn pool_err(e: deadpool_postgres::PoolError) -> ApplyError {
 }
 
 impl PgStore {
-    /// Connects, runs the cdr migrations and the IDS views (under an advisory lock), reads
-    /// the catalog.
-    pub async fn connect(pool: Pool, mapping: &Mapping) -> Result<Self, ApplyError> {
+    /// Connects, runs the cdr and IDS migrations (under an advisory lock; partitioned by site
+    /// when `options.partitions` asks for it and the tables are new), queues every site for
+    /// recomputation when the IDS definitions changed, and reads the catalog.
+    pub async fn connect(
+        pool: Pool,
+        mapping: &Mapping,
+        options: PgOptions,
+    ) -> Result<Self, ApplyError> {
         let setup = |m: String| ApplyError::Setup {
             store: STORE,
             message: m,
         };
-        let client = pool.get().await.map_err(pool_err)?;
+        let mut client = pool.get().await.map_err(pool_err)?;
         let cdr = mapping
             .read_beside(&mapping.cdr_schema)
             .map_err(|e| setup(e.to_string()))?;
-        let views = mapping
-            .read_beside(&mapping.ids_views)
+        let ids_sql = mapping
+            .read_beside(&mapping.ids_tables)
             .map_err(|e| setup(e.to_string()))?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(pg_err("-"))?;
-        let migrated = client
-            .batch_execute(&format!("{BOOKKEEPING_DDL}\n{cdr}\n{views}"))
-            .await;
+        let migrated = migrate(
+            &mut client,
+            &[BOOKKEEPING_DDL, &cdr, &ids_sql],
+            &ids_sql,
+            options,
+        )
+        .await;
         client
             .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
             .await
             .ok();
-        migrated.map_err(|e| setup(format!("migration failed: {e}")))?;
+        migrated.map_err(setup)?;
         let mut catalog = Catalog::default();
         for table in mapping.tables.keys() {
             let rows = client
@@ -145,7 +166,19 @@ impl PgStore {
             .iter()
             .map(|(k, v)| (k.clone(), v.pk.clone()))
             .collect();
-        Ok(Self { pool, catalog, pks })
+        Ok(Self {
+            pool,
+            catalog,
+            pks,
+            maintain: Some(options.inline_max_patients),
+        })
+    }
+
+    /// Turns IDS maintenance off (for benchmarks that measure the apply alone: the IDS
+    /// tables then fall behind and must be rebuilt).
+    pub fn without_maintenance(mut self) -> Self {
+        self.maintain = None;
+        self
     }
 
     /// The pool (reports, views).
@@ -194,6 +227,11 @@ impl PgStore {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err("-"))?;
         let site = site_id as i32;
+        // First: the site's IDS lock, so that this batch's recompute sees every committed
+        // change of the site and no other writer of the site runs meanwhile.
+        if self.maintain.is_some() {
+            ids::lock_site(&tx, site).await.map_err(ids_err)?;
+        }
         let fresh = tx
             .execute(
                 "INSERT INTO cdr._stream_batches (site_id, batch_id, rows_in) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -205,6 +243,15 @@ impl PgStore {
             tx.rollback().await.map_err(pg_err("-"))?;
             return Ok(Applied::Duplicate);
         }
+        let touched = touched(plan);
+        let before = match self.maintain {
+            Some(_) => Some(
+                maintain::owners(&tx, site, &touched)
+                    .await
+                    .map_err(ids_err)?,
+            ),
+            None => None,
+        };
         let mut written = 0;
         for (table, rows) in &plan.tables {
             written += self.apply_table(&tx, site_id, table, rows).await?;
@@ -233,6 +280,11 @@ impl PgStore {
         )
         .await
         .map_err(pg_err("_stream_visits"))?;
+        if let (Some(inline_max), Some(before)) = (self.maintain, before) {
+            maintain::finish(&tx, site, &touched, before, inline_max)
+                .await
+                .map_err(ids_err)?;
+        }
         tx.commit().await.map_err(pg_err("-"))?;
         Ok(Applied::Stored(written))
     }
@@ -370,6 +422,119 @@ impl PgStore {
         }
         Ok(written)
     }
+}
+
+/// The integer keys of a plan's rows in the tables the IDS definitions read.
+fn touched(plan: &Plan) -> maintain::Touched {
+    let mut touched = maintain::Touched::default();
+    for (table, rows) in &plan.tables {
+        if !maintain::Touched::reads(table) {
+            continue;
+        }
+        for row in rows {
+            let id = row.pk.first().and_then(|v| match v {
+                Value::Number(n) => n.as_i64(),
+                Value::String(s) => s.parse().ok(),
+                _ => None,
+            });
+            if !id.is_some_and(|id| touched.add(table, id)) {
+                tracing::warn!(
+                    table,
+                    "a row key that is not an integer: IDS ignores the row"
+                );
+            }
+        }
+    }
+    touched
+}
+
+/// Runs the schema files' statements (partitioned as `options` says), checks the layout,
+/// and queues every site for recomputation when the IDS definitions are new or changed.
+async fn migrate(
+    client: &mut deadpool_postgres::Client,
+    files: &[&str],
+    ids_sql: &str,
+    options: PgOptions,
+) -> Result<(), String> {
+    let hash = format!("{:x}", sha2::Sha256::digest(ids_sql.as_bytes()));
+    let stored: Option<String> = client
+        .query_opt(
+            "SELECT sha256 FROM ids.definitions WHERE name = 'ids-tables.sql'",
+            &[],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0));
+    let changed = stored.as_deref() != Some(hash.as_str());
+    if changed {
+        // New definitions may change a function's signature, which CREATE OR REPLACE cannot:
+        // drop the schema's functions and make them all again (the tables stay).
+        client
+            .batch_execute(
+                "DO $$ DECLARE f regprocedure; BEGIN
+                   FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+                            JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ids' LOOP
+                     EXECUTE 'DROP FUNCTION ' || f;
+                   END LOOP;
+                 END $$",
+            )
+            .await
+            .map_err(|e| format!("dropping the old IDS functions: {e}"))?;
+    }
+    for file in files {
+        for statement in pg::statements(file, options.partitions) {
+            client
+                .batch_execute(&statement)
+                .await
+                .map_err(|e| format!("migration failed: {e} in: {}", first_line(&statement)))?;
+        }
+    }
+    let partitioned: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table t JOIN pg_class c ON c.oid = t.partrelid
+               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'cdr' AND c.relname = 'obs')",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    if options.partitions > 0 && !partitioned {
+        return Err(format!(
+            "postgres.partitions = {} but the cdr tables already exist unpartitioned: partitioning \
+             applies when the tables are created (use a new database, or set partitions = 0)",
+            options.partitions
+        ));
+    }
+    if changed {
+        let sites = ids::sites(&*client).await.map_err(|e| e.to_string())?;
+        let mut queued = 0;
+        for &site in &sites {
+            queued += ids::queue_rebuild(client, site, false)
+                .await
+                .map_err(|e| format!("queueing site {site} for recomputation: {e}"))?;
+        }
+        client
+            .execute(
+                "INSERT INTO ids.definitions (name, sha256, applied_at) VALUES ('ids-tables.sql', $1, now())
+                 ON CONFLICT (name) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()",
+                &[&hash],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if !sites.is_empty() {
+            tracing::info!(
+                sites = sites.len(),
+                patients = queued,
+                "IDS definitions are new or changed: every patient queued for recomputation"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn first_line(statement: &str) -> &str {
+    statement.lines().next().unwrap_or("")
 }
 
 /// A wire value for a column of PostgreSQL type `pg_type`; `Err(original)` when the type

@@ -1,121 +1,104 @@
-//! IDS analytics: the materialized views in schema `ids` (created by `ids-views.sql` beside
-//! the mapping), their refresher and the reports read from them.
+//! IDS analytics: plain tables in schema `ids` maintained per patient (`ids-tables.sql` beside
+//! the mapping; design/incremental-ids.md).
 //!
-//! Refresh: after applies the views are marked dirty; the refresher waits the debounce
-//! period (so a burst refreshes once), takes a PostgreSQL advisory lock (one refresher across
-//! receiver replicas; the others skip and try again later), refreshes CONCURRENTLY (readers
-//! are never blocked and never see an empty view) and records the time in `ids.refresh_log`.
+//! - [`maintain`]: inside a batch's apply transaction, the patients the batch touched (old and
+//!   new owners of its rows) are recomputed before it commits, so a report sees a batch
+//!   exactly when its rows commit; big changes go to the queue instead.
+//! - [`queue`]: the overflow path, a dirty-patient table drained by workers in chunks.
+//! - [`verify`]: the tables against a fresh full computation, one site at a time.
+//!
+//! Invariant: every writer of a site's derived rows (apply, queue workers, rebuilds) holds
+//! that site's advisory transaction lock ([`SITE_LOCK`], site) from its first statement, so
+//! every recompute reads a snapshot that holds all committed changes of the site.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+pub mod maintain;
+pub mod queue;
+pub mod verify;
 
-use deadpool_postgres::Pool;
-use tokio::sync::Notify;
+use deadpool_postgres::GenericClient;
 
-use crate::metrics as m;
-use crate::shutdown::Shutdown;
-
-/// The views, in refresh order (a view comes after the views it reads).
-pub const VIEWS: [&str; 6] = [
-    "ids.arv_dispensations",
-    "ids.program_states",
-    "ids.art_status",
-    "ids.patient_visits",
-    "ids.appointments",
-    "ids.visits_daily",
+/// Advisory lock namespace of a site's IDS writers: `pg_advisory_xact_lock(SITE_LOCK, site)`.
+pub const SITE_LOCK: i32 = 0x656d;
+/// Advisory lock namespace of a site's verification (one verifier per site at a time).
+pub const VERIFY_LOCK: i32 = 0x656e;
+/// The derived tables, in the order a recompute writes them.
+pub const TABLES: [&str; 6] = [
+    "arv_dispensations",
+    "program_states",
+    "appointments",
+    "patient_visits",
+    "art_status",
+    "visits_daily",
 ];
-/// Advisory lock key of the refresher.
-pub const REFRESH_LOCK: i64 = 0x656d_7202;
+/// Patients a queue worker recomputes per transaction (a site's applies wait at most that
+/// long behind it).
+pub const CHUNK: i32 = 500;
 
-/// Marks views dirty; cheap to clone.
-#[derive(Clone, Default)]
-pub struct Dirty(Arc<Notify>);
-
-impl Dirty {
-    /// Something changed in `cdr`.
-    pub fn mark(&self) {
-        self.0.notify_one();
-    }
-}
-
-/// Refreshes the views when dirty, debounced, until shutdown.
-pub async fn refresher(pool: Pool, dirty: Dirty, debounce: Duration, mut shutdown: Shutdown) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = shutdown.fired() => return,
-            _ = dirty.0.notified() => {},
-        }
-        if !shutdown.sleep(debounce).await {
-            return;
-        }
-        match refresh(&pool).await {
-            Ok(true) => {}
-            Ok(false) => {
-                // Another replica is refreshing; make sure our changes are covered.
-                tracing::debug!("views being refreshed elsewhere; retrying later");
-                dirty.mark();
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "view refresh failed; will retry");
-                dirty.mark();
-            }
-        }
-    }
-}
-
-/// Refreshes every view now if this process gets the lock; false when another holds it.
-///
-/// All views refresh in one transaction: readers keep reading the previous contents (a
-/// concurrent refresh takes no lock that blocks SELECT) and see every view change at once at
-/// commit, so a report never mixes dispensations of one refresh with statuses of another.
-pub async fn refresh(pool: &Pool) -> Result<bool, String> {
-    let mut client = pool.get().await.map_err(|e| e.to_string())?;
-    let tx = client.transaction().await.map_err(|e| e.to_string())?;
-    let locked: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&REFRESH_LOCK])
-        .await
-        .map_err(|e| e.to_string())?
-        .get(0);
-    if !locked {
-        return Ok(false);
-    }
-    let mut took = Vec::with_capacity(VIEWS.len());
-    for view in VIEWS {
-        let started = Instant::now();
-        tx.batch_execute(&format!("REFRESH MATERIALIZED VIEW CONCURRENTLY {view}"))
-            .await
-            .map_err(|e| format!("refresh {view}: {e}"))?;
-        took.push((view, started.elapsed()));
-    }
-    for (view, duration) in &took {
-        tx.execute(
-            "INSERT INTO ids.refresh_log (view_name, refreshed_at, duration_ms) VALUES ($1, now(), $2)
-             ON CONFLICT (view_name) DO UPDATE SET refreshed_at = EXCLUDED.refreshed_at, duration_ms = EXCLUDED.duration_ms",
-            &[view, &(duration.as_millis() as i64)],
+/// Takes the site's IDS lock for the rest of the transaction; waits for its holder.
+pub async fn lock_site(
+    client: &impl GenericClient,
+    site_id: i32,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock($1::int4, $2::int4)",
+            &[&SITE_LOCK, &site_id],
         )
         .await
-        .map_err(|e| e.to_string())?;
-    }
-    tx.commit().await.map_err(|e| e.to_string())?;
-    for (view, duration) in took {
-        metrics::histogram!(m::VIEW_REFRESH_DURATION, "view" => view)
-            .record(duration.as_secs_f64());
-        tracing::debug!(view, ms = duration.as_millis() as u64, "view refreshed");
-    }
-    Ok(true)
+        .map(drop)
 }
 
-/// Seconds since each view was last refreshed (by any replica), for the age gauge.
-pub async fn view_ages(pool: &Pool) -> Result<Vec<(String, f64)>, String> {
-    let client = pool.get().await.map_err(|e| e.to_string())?;
+/// Tries the site's IDS lock for the rest of the transaction; false when another holds it.
+pub async fn try_lock_site(
+    client: &impl GenericClient,
+    site_id: i32,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock($1::int4, $2::int4)",
+            &[&SITE_LOCK, &site_id],
+        )
+        .await?
+        .get(0))
+}
+
+/// Every site the stores know: those that sent batches and those with IDS state.
+pub async fn sites(client: &impl GenericClient) -> Result<Vec<i32>, tokio_postgres::Error> {
     let rows = client
         .query(
-            "SELECT view_name, extract(epoch FROM now() - refreshed_at)::float8 FROM ids.refresh_log
-             WHERE view_name = ANY($1)",
-            &[&VIEWS.to_vec()],
+            "SELECT site_id FROM cdr._stream_sites UNION SELECT site_id FROM ids.site_state
+             UNION SELECT DISTINCT site_id FROM cdr.patient ORDER BY 1",
+            &[],
         )
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Queues every patient of `site_id` for recomputation (a rebuild; readers keep the current
+/// rows until each chunk commits). Marks the rebuild started unless `resume` finds one that
+/// did not finish, which then just continues. Returns the patients queued now.
+pub async fn queue_rebuild(
+    client: &mut deadpool_postgres::Client,
+    site_id: i32,
+    resume: bool,
+) -> Result<u64, tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    lock_site(&tx, site_id).await?;
+    let unfinished: Option<bool> = tx
+        .query_opt(
+            "SELECT rebuild_started IS NOT NULL FROM ids.site_state WHERE site_id = $1",
+            &[&site_id],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if resume && unfinished == Some(true) {
+        tx.commit().await?;
+        return Ok(0);
+    }
+    let queued: i32 = tx
+        .query_one("SELECT ids.queue_site($1)", &[&site_id])
+        .await?
+        .get(0);
+    tx.commit().await?;
+    Ok(queued as u64)
 }

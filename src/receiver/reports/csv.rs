@@ -5,17 +5,17 @@ use serde_json::Value;
 use super::Report;
 
 impl Report {
-    /// CSV: a comment line with the report, period and refresh time, a header, then the
+    /// CSV: a comment line with the report, period and the time its data was applied, a header, then the
     /// detail list when asked for, else the gender × age rows.
     pub fn to_csv(&self) -> String {
         let mut out = format!(
-            "# report={} definition={} site_id={} start_date={} end_date={} refreshed_at={} total={}\n",
+            "# report={} definition={} site_id={} start_date={} end_date={} as_of={} total={}\n",
             self.report,
             self.definition,
             self.site_id.map_or("all".into(), |s| s.to_string()),
             self.start_date,
             self.end_date,
-            self.refreshed_at.as_deref().unwrap_or(""),
+            self.as_of.as_deref().unwrap_or(""),
             self.total
         );
         match self.patients.as_ref().or(self.days.as_ref()) {

@@ -1,8 +1,8 @@
 //! Reports read from the IDS views: TX_CURR, TX_NEW, visits and missed appointments, on the
-//! ART rules (`../shared/reference/art-rules.md`, implemented in `ids-views.sql`).
+//! ART rules (`../shared/reference/art-rules.md`, implemented in `ids-tables.sql`).
 //!
 //! Every answer carries a total, the gender × age-group rows (all 24 M/F groups, zeros
-//! included; `U` and `Unknown` only when present) and when its views were last refreshed.
+//! included; `U` and `Unknown` only when present) and when its site's data was last applied.
 //! `detail=patients` adds the patients counted (tx_curr, tx_new, missed_appointments) and
 //! `detail=days` the visits per site and day (visits). Parameters are checked here and a bad
 //! one is a [`BadParameter`] (HTTP 400) naming it.
@@ -50,10 +50,12 @@ pub struct Report {
     pub start_date: String,
     /// Last day.
     pub end_date: String,
-    /// When the views were last refreshed (RFC 3339 UTC), null before the first refresh.
-    pub refreshed_at: Option<String>,
-    /// Seconds since then.
-    pub age_seconds: Option<i64>,
+    /// When the site's data was last applied (RFC 3339 UTC; for all sites the earliest of
+    /// their last applies), null before any: the answer holds everything applied by then.
+    pub as_of: Option<String>,
+    /// Patients whose IDS rows still wait in the queue (a resync, a rebuild): until they are
+    /// recomputed the answer may not reflect their latest data.
+    pub queued_patients: i64,
     /// Patients counted (patient-days for visits).
     pub total: i64,
     /// Gender × age group.
@@ -72,7 +74,7 @@ pub struct Report {
 /// Reads a report from the views.
 pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
-    let (refreshed_at, age_seconds) = staleness(&client).await?;
+    let (as_of, queued_patients) = freshness(&client, request.site_id).await?;
     let query = query_for(request.name);
     let params = Params::of(request);
     let counts = params
@@ -95,8 +97,8 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
         site_id: request.site_id,
         start_date: request.start.to_string(),
         end_date: request.end.to_string(),
-        refreshed_at,
-        age_seconds,
+        as_of,
+        queued_patients,
         total: counts.values().sum(),
         rows,
         detail_columns: Vec::new(),
@@ -170,16 +172,18 @@ fn cell(row: &tokio_postgres::Row, i: usize) -> Value {
     }
 }
 
-/// When the views were last refreshed and how long ago (the oldest view counts).
-async fn staleness(
+/// When `site`'s data (every site's, when `None`) was last applied, and how many of its
+/// patients wait in the IDS queue.
+pub async fn freshness(
     client: &deadpool_postgres::Client,
-) -> Result<(Option<String>, Option<i64>), String> {
+    site: Option<i32>,
+) -> Result<(Option<String>, i64), String> {
     let row = client
         .query_one(
-            "SELECT to_char(min(refreshed_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    floor(extract(epoch FROM now() - min(refreshed_at)))::bigint
-             FROM ids.refresh_log WHERE view_name = ANY($1)",
-            &[&crate::receiver::ids::VIEWS.to_vec()],
+            "SELECT to_char(min(applied_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
+                    (SELECT count(*) FROM ids.dirty_patient q WHERE $1::int IS NULL OR q.site_id = $1)
+             FROM ids.site_state WHERE $1::int IS NULL OR site_id = $1",
+            &[&site],
         )
         .await
         .map_err(|e| e.to_string())?;

@@ -1,0 +1,713 @@
+-- IDS analytics over schema cdr: plain tables maintained per patient (design/incremental-ids.md).
+--
+-- Every row of ids.arv_dispensations, program_states, appointments, patient_visits and art_status
+-- is a function of one (site, patient) and the site's ARV drug set; every row of visits_daily of
+-- one (site, day). Nothing stored reads the clock: end dates are applied when a report reads.
+-- Each table has ONE definition, ids.def_<table>(site, patients), used both by the incremental
+-- recompute (patients = those a batch touched) and by rebuilds and verification (patients = all
+-- of the site). The dirty set is joined into every base-table scan, so a recompute reads only
+-- its patients' rows (checked with EXPLAIN by scripts/bench-ids.sh at 1M patients).
+--
+-- The receiver applies this file at start (idempotent: CREATE ... IF NOT EXISTS, CREATE OR
+-- REPLACE); when its text changes, every site's patients are queued for recomputation, and the
+-- tables keep their previous rows until each patient is recomputed. The rules are
+-- ../shared/reference/art-rules.md; where they leave a choice open, the choice is written next
+-- to the code that makes it.
+CREATE SCHEMA IF NOT EXISTS ids;
+
+-- The materialized views these tables replace.
+DO $$
+DECLARE v text;
+BEGIN
+  FOREACH v IN ARRAY ARRAY['visits_daily', 'art_status', 'appointments', 'patient_visits',
+                           'program_states', 'arv_dispensations'] LOOP
+    IF EXISTS (SELECT 1 FROM pg_matviews WHERE schemaname = 'ids' AND matviewname = v) THEN
+      EXECUTE format('DROP MATERIALIZED VIEW ids.%I CASCADE', v);
+    END IF;
+  END LOOP;
+END $$;
+DROP TABLE IF EXISTS ids.refresh_log;
+
+-- What the recompute reads, by site and patient (site_id leads every key: see DESIGN.md "Scale").
+-- A recompute reads a patient's rows of the touched days only: by patient, then date.
+CREATE INDEX IF NOT EXISTS obs_person_day ON cdr.obs (site_id, person_id, concept_id, obs_datetime);
+CREATE INDEX IF NOT EXISTS obs_encounter ON cdr.obs (site_id, encounter_id);
+CREATE INDEX IF NOT EXISTS obs_order ON cdr.obs (site_id, order_id) WHERE order_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS orders_patient_day ON cdr.orders (site_id, patient_id, start_date);
+CREATE INDEX IF NOT EXISTS encounter_patient_day ON cdr.encounter (site_id, patient_id, encounter_datetime);
+CREATE INDEX IF NOT EXISTS patient_program_patient ON cdr.patient_program (site_id, patient_id);
+CREATE INDEX IF NOT EXISTS patient_state_program ON cdr.patient_state (site_id, patient_program_id);
+CREATE INDEX IF NOT EXISTS drug_order_drug ON cdr.drug_order (site_id, drug_inventory_id);
+
+-- ------------------------------------------------------------------------------- the tables
+
+-- ARV dispensations, one row per patient, drug and day, with the day the pills run out.
+CREATE TABLE IF NOT EXISTS ids.arv_dispensations (
+  site_id integer NOT NULL, patient_id integer NOT NULL, drug_id integer NOT NULL,
+  dispensation_date date NOT NULL, quantity bigint NOT NULL, daily_dose double precision NOT NULL,
+  pill_count double precision NOT NULL, expiry_date date NOT NULL,
+  PRIMARY KEY (site_id, patient_id, dispensation_date, drug_id));
+
+-- Program states of non-voided enrolments, for outcomes on any date.
+CREATE TABLE IF NOT EXISTS ids.program_states (
+  site_id integer NOT NULL, patient_state_id integer NOT NULL, patient_id integer NOT NULL,
+  program_id integer, state integer, start_date date NOT NULL, end_date date,
+  date_created timestamp,
+  PRIMARY KEY (site_id, patient_state_id));
+CREATE INDEX IF NOT EXISTS program_states_patient ON ids.program_states (site_id, patient_id, start_date);
+
+-- Appointments: non-voided obs 5096, when recorded and the date given.
+CREATE TABLE IF NOT EXISTS ids.appointments (
+  site_id integer NOT NULL, obs_id integer NOT NULL, patient_id integer NOT NULL,
+  recorded_at timestamp NOT NULL, appointment_date date NOT NULL,
+  PRIMARY KEY (site_id, obs_id));
+CREATE INDEX IF NOT EXISTS appointments_patient ON ids.appointments (site_id, patient_id, recorded_at);
+
+-- Patient-days with at least one non-voided encounter (any patient; reports join art_status).
+CREATE TABLE IF NOT EXISTS ids.patient_visits (
+  site_id integer NOT NULL, patient_id integer NOT NULL, visit_date date NOT NULL,
+  encounters bigint NOT NULL,
+  PRIMARY KEY (site_id, patient_id, visit_date));
+CREATE INDEX IF NOT EXISTS patient_visits_day ON ids.patient_visits (site_id, visit_date);
+
+-- One row per non-voided patient whose person is not voided (the only patients any report
+-- counts): demographics, enrolment (first ARV dispensation), earliest start (the earliest
+-- "date antiretrovirals started" obs 2516 of a HIV CLINIC REGISTRATION encounter, else the
+-- enrolment), transfer-in (a non-voided obs 3289 answered 7572), and everything the outcome
+-- "as of today" needs from the whole history: the last dispensation and its expiry, the latest
+-- HIV-program state, the first death state (died_on), and events_through, the latest date of
+-- any of those facts. For a date on or after events_through, this row alone gives the outcome.
+CREATE TABLE IF NOT EXISTS ids.art_status (
+  site_id integer NOT NULL, patient_id integer NOT NULL, gender text NOT NULL, birthdate date,
+  date_enrolled date, earliest_start_date date, transfer_in boolean NOT NULL,
+  last_dispensation_date date, expiry_date date, latest_state integer, latest_state_date date,
+  died_on date, events_through date,
+  PRIMARY KEY (site_id, patient_id));
+CREATE INDEX IF NOT EXISTS art_status_enrolled ON ids.art_status (site_id, date_enrolled);
+
+-- Visits per day per site: distinct patient-days of counted patients.
+CREATE TABLE IF NOT EXISTS ids.visits_daily (
+  site_id integer NOT NULL, visit_date date NOT NULL, visits bigint NOT NULL,
+  PRIMARY KEY (site_id, visit_date));
+
+-- Per site: when a batch was last applied (reports' as_of), how many, since when changes wait
+-- in the queue (NULL: none), and when a rebuild that has not finished yet started.
+CREATE TABLE IF NOT EXISTS ids.site_state (
+  site_id integer NOT NULL, applied_at timestamptz, batches bigint NOT NULL DEFAULT 0,
+  queued_since timestamptz, rebuild_started timestamptz,
+  PRIMARY KEY (site_id));
+
+-- The overflow queue: patients whose derived rows wait for a worker (big changes: resyncs,
+-- initial loads, an ARV drug set change, rebuilds). Written in the apply transaction.
+CREATE TABLE IF NOT EXISTS ids.dirty_patient (
+  site_id integer NOT NULL, patient_id integer NOT NULL, since timestamptz NOT NULL,
+  PRIMARY KEY (site_id, patient_id));
+
+-- The last check of each site against a full recomputation.
+CREATE TABLE IF NOT EXISTS ids.verify_log (
+  site_id integer NOT NULL, checked_at timestamptz NOT NULL, diff_rows bigint NOT NULL,
+  took_ms bigint NOT NULL,
+  PRIMARY KEY (site_id));
+
+-- The text of this file that the tables were last computed with (its SHA-256).
+CREATE TABLE IF NOT EXISTS ids.definitions (
+  name text PRIMARY KEY, sha256 text NOT NULL, applied_at timestamptz NOT NULL);
+
+-- -------------------------------------------------------------------------- the definitions
+--
+-- The dirty set of a recompute is `patients` with, in parallel, `days`: a patient with a day
+-- needs only the rows of that day of the day-keyed tables (arv_dispensations, appointments,
+-- patient_visits: each of their rows depends on one patient's rows of one day), a patient
+-- with NULL needs all of them (ids.scope keeps one entry per patient and day, NULL winning).
+-- days NULL as a whole: every patient whole (rebuilds, verification). program_states and
+-- art_status are always recomputed whole for every patient of the set.
+
+-- The site's ARV drugs: drug_id whose concept is in concept set 1085.
+CREATE OR REPLACE FUNCTION ids.arv_drugs(site integer) RETURNS integer[]
+LANGUAGE sql STABLE AS $$
+  SELECT coalesce(array_agg(DISTINCT d.drug_id ORDER BY d.drug_id), '{}')
+  FROM cdr.drug d
+  JOIN cdr.concept_set s ON s.site_id = d.site_id AND s.concept_id = d.concept_id
+  WHERE d.site_id = site AND s.concept_set = 1085
+$$;
+
+-- The (patient, day) pairs of a dirty set: distinct, and a patient needed whole (NULL day)
+-- appears once, with NULL.
+CREATE OR REPLACE FUNCTION ids.scope(patients integer[], days date[])
+RETURNS TABLE (patient_id integer, day date) LANGUAGE sql IMMUTABLE AS $$
+  WITH x AS (SELECT * FROM unnest(patients, days) x(patient_id, day) WHERE x.patient_id IS NOT NULL)
+  SELECT DISTINCT x.patient_id, x.day FROM x
+  WHERE x.day IS NULL OR NOT EXISTS (SELECT 1 FROM x y WHERE y.patient_id = x.patient_id AND y.day IS NULL)
+$$;
+
+-- A dispensation: a non-voided drug order (order_type_id 1) with quantity > 0 of an ARV drug.
+-- Several orders of one drug on one day add up (quantities of 6000 or more are typos and count
+-- as 0); their daily dose is the largest valid one (1 when none is valid: null, 0, negative or
+-- NaN). Pills brought back: non-voided obs 2540 of that day, counted for the drug of the order
+-- they are tied to, else for their value_drug. expiry = day + ROUND((quantity + pills) /
+-- daily_dose) days, halves up (numeric round), at most 100 years out.
+CREATE OR REPLACE FUNCTION ids.def_arv_dispensations(site integer, patients integer[],
+                                                     days date[] DEFAULT NULL)
+RETURNS TABLE (site_id integer, patient_id integer, drug_id integer, dispensation_date date,
+               quantity bigint, daily_dose double precision, pill_count double precision,
+               expiry_date date)
+LANGUAGE sql STABLE AS $$
+  WITH d AS (SELECT * FROM ids.scope(patients, days)),
+  arv AS (SELECT unnest(ids.arv_drugs(site)) AS drug_id),
+  dispensed AS (
+    SELECT o.patient_id, o.start_date::date AS day, x.drug_inventory_id AS drug_id,
+           sum(CASE WHEN x.quantity < 6000 THEN x.quantity ELSE 0 END)::bigint AS quantity,
+           coalesce(max(x.equivalent_daily_dose) FILTER (
+             WHERE x.equivalent_daily_dose > 0 AND x.equivalent_daily_dose <> 'NaN'), 1) AS daily_dose
+    FROM d
+    JOIN cdr.orders o ON o.site_id = site AND o.patient_id = d.patient_id
+     AND o.start_date >= coalesce(d.day, '-infinity') AND o.start_date < coalesce(d.day + 1, 'infinity')
+    JOIN cdr.drug_order x ON x.site_id = site AND x.order_id = o.order_id
+    JOIN arv a ON a.drug_id = x.drug_inventory_id
+    WHERE o.voided = 0 AND o.order_type_id = 1 AND x.quantity > 0
+    GROUP BY 1, 2, 3
+  ), brought AS (
+    SELECT b.person_id AS patient_id, b.obs_datetime::date AS day,
+           coalesce(x.drug_inventory_id, b.value_drug) AS drug_id,
+           sum(coalesce(b.value_numeric, 0)) AS pills
+    FROM d
+    JOIN cdr.obs b ON b.site_id = site AND b.person_id = d.patient_id AND b.concept_id = 2540
+     AND b.obs_datetime >= coalesce(d.day, '-infinity') AND b.obs_datetime < coalesce(d.day + 1, 'infinity')
+    LEFT JOIN cdr.drug_order x ON x.site_id = site AND x.order_id = b.order_id
+    WHERE b.voided = 0 AND b.value_numeric <> 'NaN'
+    GROUP BY 1, 2, 3
+  )
+  SELECT site, p.patient_id, p.drug_id, p.day, p.quantity, p.daily_dose, coalesce(b.pills, 0),
+         p.day + least(greatest(round((p.quantity + coalesce(b.pills, 0))::numeric
+                                      / p.daily_dose::numeric), -36525), 36525)::int
+  FROM dispensed p
+  LEFT JOIN brought b ON b.patient_id = p.patient_id AND b.day = p.day AND b.drug_id = p.drug_id
+$$;
+
+CREATE OR REPLACE FUNCTION ids.def_program_states(site integer, patients integer[])
+RETURNS TABLE (site_id integer, patient_state_id integer, patient_id integer, program_id integer,
+               state integer, start_date date, end_date date, date_created timestamp)
+LANGUAGE sql STABLE AS $$
+  WITH d AS (SELECT DISTINCT unnest(patients) AS patient_id)
+  SELECT site, s.patient_state_id, p.patient_id, p.program_id, s.state, s.start_date, s.end_date,
+         s.date_created
+  FROM d
+  JOIN cdr.patient_program p ON p.site_id = site AND p.patient_id = d.patient_id
+  JOIN cdr.patient_state s ON s.site_id = site AND s.patient_program_id = p.patient_program_id
+  WHERE s.voided = 0 AND p.voided = 0 AND s.start_date IS NOT NULL
+$$;
+
+CREATE OR REPLACE FUNCTION ids.def_appointments(site integer, patients integer[],
+                                                days date[] DEFAULT NULL)
+RETURNS TABLE (site_id integer, obs_id integer, patient_id integer, recorded_at timestamp,
+               appointment_date date)
+LANGUAGE sql STABLE AS $$
+  WITH d AS (SELECT * FROM ids.scope(patients, days))
+  SELECT site, o.obs_id, o.person_id, o.obs_datetime, o.value_datetime::date
+  FROM d
+  JOIN cdr.obs o ON o.site_id = site AND o.person_id = d.patient_id AND o.concept_id = 5096
+   AND o.obs_datetime >= coalesce(d.day, '-infinity') AND o.obs_datetime < coalesce(d.day + 1, 'infinity')
+  WHERE o.voided = 0 AND o.value_datetime IS NOT NULL
+$$;
+
+CREATE OR REPLACE FUNCTION ids.def_patient_visits(site integer, patients integer[],
+                                                  days date[] DEFAULT NULL)
+RETURNS TABLE (site_id integer, patient_id integer, visit_date date, encounters bigint)
+LANGUAGE sql STABLE AS $$
+  WITH d AS (SELECT * FROM ids.scope(patients, days))
+  SELECT site, e.patient_id, e.encounter_datetime::date, count(*)::bigint
+  FROM d
+  JOIN cdr.encounter e ON e.site_id = site AND e.patient_id = d.patient_id
+   AND e.encounter_datetime >= coalesce(d.day, '-infinity')
+   AND e.encounter_datetime < coalesce(d.day + 1, 'infinity')
+  WHERE e.voided = 0
+  GROUP BY 2, 3
+$$;
+
+-- Reads the patients' rows of ids.arv_dispensations and ids.program_states, so the recompute
+-- writes those first.
+CREATE OR REPLACE FUNCTION ids.def_art_status(site integer, patients integer[])
+RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
+               date_enrolled date, earliest_start_date date, transfer_in boolean,
+               last_dispensation_date date, expiry_date date, latest_state integer,
+               latest_state_date date, died_on date, events_through date)
+LANGUAGE sql STABLE AS $$
+  WITH d AS (SELECT DISTINCT unnest(patients) AS patient_id),
+  dispensations AS (
+    SELECT a.patient_id, min(a.dispensation_date) AS date_enrolled,
+           max(a.dispensation_date) AS last_day
+    FROM d JOIN ids.arv_dispensations a ON a.site_id = site AND a.patient_id = d.patient_id
+    GROUP BY 1
+  ), expiry AS (
+    SELECT a.patient_id, min(a.expiry_date) AS expiry_date
+    FROM dispensations l
+    JOIN ids.arv_dispensations a ON a.site_id = site AND a.patient_id = l.patient_id
+                                AND a.dispensation_date = l.last_day
+    GROUP BY 1
+  ), started AS (
+    SELECT o.person_id AS patient_id, min(o.value_datetime::date) AS started_on
+    FROM d
+    JOIN cdr.obs o ON o.site_id = site AND o.person_id = d.patient_id AND o.concept_id = 2516
+    JOIN cdr.encounter e ON e.site_id = site AND e.encounter_id = o.encounter_id
+    WHERE o.voided = 0 AND e.voided = 0 AND e.encounter_type = 9 AND o.value_datetime IS NOT NULL
+    GROUP BY 1
+  ), transfer_in AS (
+    SELECT DISTINCT o.person_id AS patient_id
+    FROM d JOIN cdr.obs o ON o.site_id = site AND o.person_id = d.patient_id AND o.concept_id = 3289
+    WHERE o.value_coded = 7572 AND o.voided = 0
+  ), states AS (
+    SELECT s.* FROM d JOIN ids.program_states s ON s.site_id = site AND s.patient_id = d.patient_id
+  ), latest AS (
+    SELECT DISTINCT ON (s.patient_id) s.patient_id, s.state, s.start_date
+    FROM states s WHERE s.program_id = 1
+    ORDER BY s.patient_id, s.start_date DESC, s.date_created DESC, s.patient_state_id DESC
+  ), state_dates AS (
+    SELECT s.patient_id, min(s.start_date) FILTER (WHERE s.state IN (3, 127)) AS died_on,
+           max(s.start_date) AS last_state_date
+    FROM states s GROUP BY 1
+  )
+  SELECT site, p.patient_id,
+         CASE upper(left(pe.gender, 1)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'U' END,
+         pe.birthdate, x.date_enrolled, coalesce(s.started_on, x.date_enrolled),
+         (t.patient_id IS NOT NULL), x.last_day, e.expiry_date, l.state, l.start_date,
+         sd.died_on, greatest(x.last_day, sd.last_state_date)
+  FROM d
+  JOIN cdr.patient p ON p.site_id = site AND p.patient_id = d.patient_id
+  JOIN cdr.person pe ON pe.site_id = site AND pe.person_id = p.patient_id
+  LEFT JOIN dispensations x ON x.patient_id = p.patient_id
+  LEFT JOIN expiry e ON e.patient_id = p.patient_id
+  LEFT JOIN started s ON s.patient_id = p.patient_id
+  LEFT JOIN transfer_in t ON t.patient_id = p.patient_id
+  LEFT JOIN latest l ON l.patient_id = p.patient_id
+  LEFT JOIN state_dates sd ON sd.patient_id = p.patient_id
+  WHERE p.voided = 0 AND pe.voided = 0
+$$;
+
+-- Visits of counted patients on the given days of a site, from ids.patient_visits and
+-- ids.art_status (so the recompute writes those first).
+CREATE OR REPLACE FUNCTION ids.def_visits_daily(site integer, days date[])
+RETURNS TABLE (site_id integer, visit_date date, visits bigint)
+LANGUAGE sql STABLE AS $$
+  SELECT site, v.visit_date, count(*)::bigint
+  FROM ids.patient_visits v
+  JOIN ids.art_status p ON p.site_id = site AND p.patient_id = v.patient_id
+  WHERE v.site_id = site AND v.visit_date = ANY (days)
+  GROUP BY 2
+$$;
+
+-- ---------------------------------------------------------------------- maintaining them
+
+-- Recomputes the derived rows of a dirty set of `site` (see "the definitions": `patients`,
+-- `days`), in the order the definitions read each other, writing only the difference: rows of
+-- the scope whose key the definition no longer gives are deleted, new and changed rows
+-- upserted; an unchanged row is not touched. Then ids.visits_daily: adjusted by the change of
+-- each day's count of the scope (`recount` false: the apply path), or every visit day of the
+-- patients counted again (`recount` true: the queue path, so a rebuild also repairs the
+-- counts). The caller holds the site's lock (ids::SITE_LOCK) and commits this with the data it
+-- derives from.
+CREATE OR REPLACE FUNCTION ids.recompute(site integer, patients integer[], days date[],
+                                         recount boolean)
+RETURNS void LANGUAGE plpgsql SET random_page_cost = 1.1 SET plan_cache_mode = force_custom_plan AS $$
+DECLARE
+  dirty integer[] := ARRAY(SELECT DISTINCT p FROM unnest(patients) p WHERE p IS NOT NULL);
+  days_before date[];
+  counts_before jsonb;
+BEGIN
+  SELECT coalesce(array_agg(c.visit_date), '{}'),
+         coalesce(jsonb_object_agg(c.visit_date, c.n), '{}')
+    INTO days_before, counts_before
+    FROM (SELECT v.visit_date, count(p.patient_id) AS n
+          FROM ids.scope(patients, days) d
+          JOIN ids.patient_visits v ON v.site_id = site AND v.patient_id = d.patient_id
+           AND v.visit_date >= coalesce(d.day, '-infinity') AND v.visit_date <= coalesce(d.day, 'infinity')
+          LEFT JOIN ids.art_status p ON p.site_id = site AND p.patient_id = v.patient_id
+          GROUP BY 1) c;
+
+  WITH scope AS (SELECT * FROM ids.scope(patients, days)),
+  n AS MATERIALIZED (SELECT * FROM ids.def_arv_dispensations(site, patients, days)),
+  gone AS (
+    DELETE FROM ids.arv_dispensations t USING scope d
+      WHERE t.site_id = site AND t.patient_id = d.patient_id
+        AND t.dispensation_date >= coalesce(d.day, '-infinity') AND t.dispensation_date <= coalesce(d.day, 'infinity')
+        AND NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = t.patient_id AND n.dispensation_date = t.dispensation_date AND n.drug_id = t.drug_id)
+  )
+  INSERT INTO ids.arv_dispensations AS t SELECT * FROM n
+    WHERE NOT EXISTS (SELECT 1 FROM ids.arv_dispensations o WHERE o.site_id = site AND o.patient_id = ANY (dirty) AND o.patient_id = n.patient_id AND o.dispensation_date = n.dispensation_date AND o.drug_id = n.drug_id
+                        AND o.quantity IS NOT DISTINCT FROM n.quantity
+                        AND o.daily_dose IS NOT DISTINCT FROM n.daily_dose
+                        AND o.pill_count IS NOT DISTINCT FROM n.pill_count
+                        AND o.expiry_date IS NOT DISTINCT FROM n.expiry_date)
+    ON CONFLICT (site_id, patient_id, dispensation_date, drug_id) DO UPDATE SET
+      quantity = EXCLUDED.quantity,
+      daily_dose = EXCLUDED.daily_dose,
+      pill_count = EXCLUDED.pill_count,
+      expiry_date = EXCLUDED.expiry_date;
+  WITH n AS MATERIALIZED (SELECT * FROM ids.def_program_states(site, dirty)),
+  gone AS (
+    DELETE FROM ids.program_states t
+      WHERE t.site_id = site AND t.patient_id = ANY (dirty)
+        AND NOT EXISTS (SELECT 1 FROM n WHERE n.patient_state_id = t.patient_state_id)
+  )
+  INSERT INTO ids.program_states AS t SELECT * FROM n
+    WHERE NOT EXISTS (SELECT 1 FROM ids.program_states o WHERE o.site_id = site AND o.patient_state_id = n.patient_state_id
+                        AND o.patient_id IS NOT DISTINCT FROM n.patient_id
+                        AND o.program_id IS NOT DISTINCT FROM n.program_id
+                        AND o.state IS NOT DISTINCT FROM n.state
+                        AND o.start_date IS NOT DISTINCT FROM n.start_date
+                        AND o.end_date IS NOT DISTINCT FROM n.end_date
+                        AND o.date_created IS NOT DISTINCT FROM n.date_created)
+    ON CONFLICT (site_id, patient_state_id) DO UPDATE SET
+      patient_id = EXCLUDED.patient_id,
+      program_id = EXCLUDED.program_id,
+      state = EXCLUDED.state,
+      start_date = EXCLUDED.start_date,
+      end_date = EXCLUDED.end_date,
+      date_created = EXCLUDED.date_created;
+  WITH scope AS (SELECT * FROM ids.scope(patients, days)),
+  n AS MATERIALIZED (SELECT * FROM ids.def_appointments(site, patients, days)),
+  gone AS (
+    DELETE FROM ids.appointments t USING scope d
+      WHERE t.site_id = site AND t.patient_id = d.patient_id
+        AND t.recorded_at >= coalesce(d.day, '-infinity') AND t.recorded_at < coalesce(d.day + 1, 'infinity')
+        AND NOT EXISTS (SELECT 1 FROM n WHERE n.obs_id = t.obs_id)
+  )
+  INSERT INTO ids.appointments AS t SELECT * FROM n
+    WHERE NOT EXISTS (SELECT 1 FROM ids.appointments o WHERE o.site_id = site AND o.obs_id = n.obs_id
+                        AND o.patient_id IS NOT DISTINCT FROM n.patient_id
+                        AND o.recorded_at IS NOT DISTINCT FROM n.recorded_at
+                        AND o.appointment_date IS NOT DISTINCT FROM n.appointment_date)
+    ON CONFLICT (site_id, obs_id) DO UPDATE SET
+      patient_id = EXCLUDED.patient_id,
+      recorded_at = EXCLUDED.recorded_at,
+      appointment_date = EXCLUDED.appointment_date;
+  WITH scope AS (SELECT * FROM ids.scope(patients, days)),
+  n AS MATERIALIZED (SELECT * FROM ids.def_patient_visits(site, patients, days)),
+  gone AS (
+    DELETE FROM ids.patient_visits t USING scope d
+      WHERE t.site_id = site AND t.patient_id = d.patient_id
+        AND t.visit_date >= coalesce(d.day, '-infinity') AND t.visit_date <= coalesce(d.day, 'infinity')
+        AND NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = t.patient_id AND n.visit_date = t.visit_date)
+  )
+  INSERT INTO ids.patient_visits AS t SELECT * FROM n
+    WHERE NOT EXISTS (SELECT 1 FROM ids.patient_visits o WHERE o.site_id = site AND o.patient_id = ANY (dirty) AND o.patient_id = n.patient_id AND o.visit_date = n.visit_date
+                        AND o.encounters IS NOT DISTINCT FROM n.encounters)
+    ON CONFLICT (site_id, patient_id, visit_date) DO UPDATE SET
+      encounters = EXCLUDED.encounters;
+  WITH n AS MATERIALIZED (SELECT * FROM ids.def_art_status(site, dirty)),
+  gone AS (
+    DELETE FROM ids.art_status t
+      WHERE t.site_id = site AND t.patient_id = ANY (dirty)
+        AND NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = t.patient_id)
+  )
+  INSERT INTO ids.art_status AS t SELECT * FROM n
+    WHERE NOT EXISTS (SELECT 1 FROM ids.art_status o WHERE o.site_id = site AND o.patient_id = ANY (dirty) AND o.patient_id = n.patient_id
+                        AND o.gender IS NOT DISTINCT FROM n.gender
+                        AND o.birthdate IS NOT DISTINCT FROM n.birthdate
+                        AND o.date_enrolled IS NOT DISTINCT FROM n.date_enrolled
+                        AND o.earliest_start_date IS NOT DISTINCT FROM n.earliest_start_date
+                        AND o.transfer_in IS NOT DISTINCT FROM n.transfer_in
+                        AND o.last_dispensation_date IS NOT DISTINCT FROM n.last_dispensation_date
+                        AND o.expiry_date IS NOT DISTINCT FROM n.expiry_date
+                        AND o.latest_state IS NOT DISTINCT FROM n.latest_state
+                        AND o.latest_state_date IS NOT DISTINCT FROM n.latest_state_date
+                        AND o.died_on IS NOT DISTINCT FROM n.died_on
+                        AND o.events_through IS NOT DISTINCT FROM n.events_through)
+    ON CONFLICT (site_id, patient_id) DO UPDATE SET
+      gender = EXCLUDED.gender,
+      birthdate = EXCLUDED.birthdate,
+      date_enrolled = EXCLUDED.date_enrolled,
+      earliest_start_date = EXCLUDED.earliest_start_date,
+      transfer_in = EXCLUDED.transfer_in,
+      last_dispensation_date = EXCLUDED.last_dispensation_date,
+      expiry_date = EXCLUDED.expiry_date,
+      latest_state = EXCLUDED.latest_state,
+      latest_state_date = EXCLUDED.latest_state_date,
+      died_on = EXCLUDED.died_on,
+      events_through = EXCLUDED.events_through;
+
+  IF recount THEN
+    days_before := days_before || ARRAY(SELECT v.visit_date FROM ids.patient_visits v
+                                        WHERE v.site_id = site AND v.patient_id = ANY (dirty));
+    DELETE FROM ids.visits_daily t WHERE t.site_id = site AND t.visit_date = ANY (days_before);
+    INSERT INTO ids.visits_daily SELECT * FROM ids.def_visits_daily(site, days_before);
+  ELSE
+    WITH after AS (
+      SELECT v.visit_date, count(p.patient_id) AS n
+      FROM ids.scope(patients, days) d
+      JOIN ids.patient_visits v ON v.site_id = site AND v.patient_id = d.patient_id
+       AND v.visit_date >= coalesce(d.day, '-infinity') AND v.visit_date <= coalesce(d.day, 'infinity')
+      LEFT JOIN ids.art_status p ON p.site_id = site AND p.patient_id = v.patient_id
+      GROUP BY 1
+    ), delta AS (
+      SELECT coalesce(a.visit_date, b.key::date) AS visit_date,
+             coalesce(a.n, 0) - coalesce(b.value::bigint, 0) AS n
+      FROM after a FULL JOIN jsonb_each_text(counts_before) b ON b.key::date = a.visit_date
+    )
+    INSERT INTO ids.visits_daily AS t (site_id, visit_date, visits)
+      SELECT site, d.visit_date, d.n FROM delta d WHERE d.n <> 0
+      ON CONFLICT (site_id, visit_date) DO UPDATE SET visits = t.visits + EXCLUDED.visits;
+    DELETE FROM ids.visits_daily t WHERE t.site_id = site AND t.visits <= 0
+      AND t.visit_date = ANY (days_before);
+  END IF;
+END $$;
+
+-- The rows a batch touched, as a dirty set (patient, day as text; NULL: the whole patient),
+-- read as stored now: called before the batch's writes (old owners and days: a row can move
+-- to another patient or day, or be deleted) and after them (new ones). A row without a date
+-- marks its patient with the day 'infinity', which matches no row of a day-keyed table.
+-- Encounters also reach the obs in them, and orders (and drug_order rows, keyed by order_id)
+-- the obs tied to them (pills brought back).
+CREATE OR REPLACE FUNCTION ids.touched(site integer, encounter_ids integer[], obs_ids integer[],
+                                       order_ids integer[], patient_program_ids integer[],
+                                       patient_state_ids integer[], person_ids integer[])
+RETURNS TABLE (patient_id integer, day text) LANGUAGE sql STABLE AS $$
+  SELECT DISTINCT t.patient_id, t.day::text FROM (
+    SELECT e.patient_id, coalesce(e.encounter_datetime::date, 'infinity') AS day FROM cdr.encounter e
+      WHERE e.site_id = site AND e.encounter_id = ANY (encounter_ids)
+    UNION ALL SELECT b.person_id, coalesce(b.obs_datetime::date, 'infinity') FROM cdr.obs b
+      WHERE b.site_id = site AND b.encounter_id = ANY (encounter_ids)
+    UNION ALL SELECT b.person_id, coalesce(b.obs_datetime::date, 'infinity') FROM cdr.obs b
+      WHERE b.site_id = site AND b.obs_id = ANY (obs_ids)
+    UNION ALL SELECT r.patient_id, coalesce(r.start_date::date, 'infinity') FROM cdr.orders r
+      WHERE r.site_id = site AND r.order_id = ANY (order_ids)
+    UNION ALL SELECT b.person_id, coalesce(b.obs_datetime::date, 'infinity') FROM cdr.obs b
+      WHERE b.site_id = site AND b.order_id = ANY (order_ids) AND b.order_id IS NOT NULL
+    UNION ALL SELECT p.patient_id, NULL FROM cdr.patient_program p
+      WHERE p.site_id = site AND p.patient_program_id = ANY (patient_program_ids)
+    UNION ALL SELECT p.patient_id, NULL FROM cdr.patient_state s
+      JOIN cdr.patient_program p ON p.site_id = s.site_id AND p.patient_program_id = s.patient_program_id
+      WHERE s.site_id = site AND s.patient_state_id = ANY (patient_state_ids)
+    UNION ALL SELECT unnest(person_ids), NULL
+  ) t WHERE t.patient_id IS NOT NULL
+$$;
+
+-- Patients of a site with a dispensation-shaped order of one of `drugs` (for an ARV set change).
+CREATE OR REPLACE FUNCTION ids.patients_with_drugs(site integer, drugs integer[])
+RETURNS integer[] LANGUAGE sql STABLE AS $$
+  SELECT coalesce(array_agg(DISTINCT o.patient_id), '{}')
+  FROM cdr.drug_order x
+  JOIN cdr.orders o ON o.site_id = x.site_id AND o.order_id = x.order_id
+  WHERE x.site_id = site AND x.drug_inventory_id = ANY (drugs) AND o.patient_id IS NOT NULL
+$$;
+
+-- Every patient of a site any derived row can belong to: the patients of the base tables the
+-- definitions read, and of the derived tables (so rows of patients gone from cdr are found).
+CREATE OR REPLACE FUNCTION ids.site_patients(site integer) RETURNS integer[]
+LANGUAGE sql STABLE AS $$
+  SELECT coalesce(array_agg(x.patient_id ORDER BY x.patient_id), '{}') FROM (
+    SELECT p.patient_id FROM cdr.patient p WHERE p.site_id = site
+    UNION SELECT r.patient_id FROM cdr.orders r WHERE r.site_id = site AND r.patient_id IS NOT NULL
+    UNION SELECT p.patient_id FROM cdr.patient_program p WHERE p.site_id = site AND p.patient_id IS NOT NULL
+    UNION SELECT b.person_id FROM cdr.obs b WHERE b.site_id = site AND b.person_id IS NOT NULL
+    UNION SELECT e.patient_id FROM cdr.encounter e WHERE e.site_id = site AND e.patient_id IS NOT NULL
+    UNION SELECT t.patient_id FROM ids.art_status t WHERE t.site_id = site
+    UNION SELECT t.patient_id FROM ids.arv_dispensations t WHERE t.site_id = site
+    UNION SELECT t.patient_id FROM ids.program_states t WHERE t.site_id = site
+    UNION SELECT t.patient_id FROM ids.appointments t WHERE t.site_id = site
+    UNION SELECT t.patient_id FROM ids.patient_visits t WHERE t.site_id = site
+  ) x
+$$;
+
+-- Queues `patients` of `site` for a worker (the overflow path). Atomic with the caller's data.
+CREATE OR REPLACE FUNCTION ids.enqueue(site integer, patients integer[]) RETURNS void
+LANGUAGE sql AS $$
+  INSERT INTO ids.dirty_patient (site_id, patient_id, since)
+    SELECT site, p, now() FROM unnest(patients) p ON CONFLICT DO NOTHING;
+  INSERT INTO ids.site_state AS s (site_id, queued_since)
+    SELECT site, now() WHERE cardinality(patients) > 0
+    ON CONFLICT (site_id) DO UPDATE SET queued_since = coalesce(s.queued_since, now());
+$$;
+
+-- A rebuild of a site: every patient of it queued, the rebuild marked started. Returns how
+-- many patients were queued.
+CREATE OR REPLACE FUNCTION ids.queue_site(site integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+  patients integer[] := ids.site_patients(site);
+BEGIN
+  PERFORM ids.enqueue(site, patients);
+  UPDATE ids.site_state s SET rebuild_started = now()
+    WHERE s.site_id = site AND cardinality(patients) > 0;
+  RETURN cardinality(patients);
+END $$;
+
+-- What a batch's apply transaction calls last, with the rows `ids.touched` found before and
+-- after its writes: their patients are recomputed now when they are few (at most
+-- inline_max), else queued whole; `queued` patients (an ARV set change) are queued. Records
+-- that the site's data was applied. Returns 'inline', 'queued' or 'none'.
+CREATE OR REPLACE FUNCTION ids.maintain(site integer, patients integer[], days text[],
+                                        queued integer[], inline_max integer) RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+  path text := 'none';
+  distinct_patients integer[] := ARRAY(SELECT DISTINCT p FROM unnest(patients) p);
+BEGIN
+  IF cardinality(queued) > 0 THEN
+    PERFORM ids.enqueue(site, queued);
+  END IF;
+  IF cardinality(distinct_patients) > inline_max THEN
+    PERFORM ids.enqueue(site, distinct_patients);
+    path := 'queued';
+  ELSIF cardinality(distinct_patients) > 0 THEN
+    PERFORM ids.recompute(site, patients, days::date[], false);
+    path := 'inline';
+  END IF;
+  INSERT INTO ids.site_state AS s (site_id, applied_at, batches) VALUES (site, now(), 1)
+    ON CONFLICT (site_id) DO UPDATE SET applied_at = now(), batches = s.batches + 1;
+  RETURN path;
+END $$;
+
+-- A queue worker's step for one site (the caller holds the site's lock): takes up to `chunk`
+-- of its oldest queued patients, recomputes them, and keeps site_state.queued_since the time
+-- of the oldest change still queued (a rebuild is over when none is). Returns how many were
+-- recomputed.
+CREATE OR REPLACE FUNCTION ids.drain(site integer, chunk integer) RETURNS integer
+LANGUAGE plpgsql AS $$
+DECLARE
+  taken integer[];
+BEGIN
+  WITH picked AS (
+    SELECT q.patient_id FROM ids.dirty_patient q WHERE q.site_id = site
+    ORDER BY q.since, q.patient_id LIMIT chunk FOR UPDATE SKIP LOCKED
+  ), gone AS (
+    DELETE FROM ids.dirty_patient q USING picked
+    WHERE q.site_id = site AND q.patient_id = picked.patient_id RETURNING q.patient_id
+  )
+  SELECT coalesce(array_agg(gone.patient_id), '{}') INTO taken FROM gone;
+  IF cardinality(taken) > 0 THEN
+    PERFORM ids.recompute(site, taken, NULL, true);
+  END IF;
+  UPDATE ids.site_state s
+    SET queued_since = m.since,
+        rebuild_started = CASE WHEN m.since IS NULL THEN NULL ELSE s.rebuild_started END
+    FROM (SELECT min(q.since) AS since FROM ids.dirty_patient q WHERE q.site_id = site) m
+  WHERE s.site_id = site;
+  RETURN cardinality(taken);
+END $$;
+
+-- ---------------------------------------------------------------------------- verifying
+
+-- The derived tables against a fresh computation of the same definitions over every patient
+-- of the site, as a symmetric EXCEPT ALL: one row per differing row, `missing` (the
+-- definition has it, the table not) or `extra`, with its key. Patients still queued (and the
+-- days of their visits) are left out: their rows are known to wait. Run it in one REPEATABLE
+-- READ snapshot.
+CREATE OR REPLACE FUNCTION ids.verify_site(site integer)
+RETURNS TABLE (table_name text, side text, key text)
+LANGUAGE plpgsql STABLE AS $$
+DECLARE
+  queued integer[] := ARRAY(SELECT q.patient_id FROM ids.dirty_patient q WHERE q.site_id = site);
+  patients integer[];
+  days date[];
+  spec record;
+BEGIN
+  patients := ARRAY(SELECT p FROM unnest(ids.site_patients(site)) p WHERE p <> ALL (queued));
+  days := ARRAY(SELECT v.visit_date FROM ids.patient_visits v
+                WHERE v.site_id = site AND v.patient_id = ANY (queued)
+                UNION SELECT v.visit_date FROM ids.def_patient_visits(site, queued) v);
+  FOR spec IN SELECT * FROM (VALUES
+      ('arv_dispensations', 'patient_id, dispensation_date, drug_id'),
+      ('program_states', 'patient_state_id'),
+      ('appointments', 'obs_id'),
+      ('patient_visits', 'patient_id, visit_date'),
+      ('art_status', 'patient_id')) v(t, k) LOOP
+    RETURN QUERY EXECUTE format(
+      'WITH def AS (SELECT * FROM ids.%1$I($1, $2)),
+            tbl AS (SELECT * FROM ids.%2$I t WHERE t.site_id = $1 AND t.patient_id <> ALL ($3))
+       SELECT %3$L::text, ''missing'', row_to_json(x)::text FROM
+         (SELECT %4$s FROM (SELECT * FROM def EXCEPT ALL SELECT * FROM tbl) m) x
+       UNION ALL
+       SELECT %3$L::text, ''extra'', row_to_json(x)::text FROM
+         (SELECT %4$s FROM (SELECT * FROM tbl EXCEPT ALL SELECT * FROM def) e) x',
+      'def_' || spec.t, spec.t, spec.t, spec.k)
+    USING site, patients, queued;
+  END LOOP;
+  -- visits_daily: every day of the site, except the days of queued patients' visits
+  RETURN QUERY
+    WITH all_days AS (
+      SELECT ARRAY(SELECT DISTINCT v.visit_date FROM ids.patient_visits v WHERE v.site_id = site
+                   UNION SELECT t.visit_date FROM ids.visits_daily t WHERE t.site_id = site) AS d
+    ), def AS (
+      SELECT * FROM ids.def_visits_daily(site, (SELECT d FROM all_days)) v
+      WHERE v.visit_date <> ALL (days)
+    ), tbl AS (
+      SELECT * FROM ids.visits_daily t WHERE t.site_id = site
+        AND t.visit_date <> ALL (days)
+    )
+    SELECT 'visits_daily'::text, 'missing'::text, json_build_object('visit_date', m.visit_date)::text
+      FROM (SELECT * FROM def EXCEPT ALL SELECT * FROM tbl) m
+    UNION ALL
+    SELECT 'visits_daily'::text, 'extra'::text, json_build_object('visit_date', e.visit_date)::text
+      FROM (SELECT * FROM tbl EXCEPT ALL SELECT * FROM def) e;
+END $$;
+
+-- ------------------------------------------------------------------------------ reading
+
+-- Age group at a date: whole years (TIMESTAMPDIFF(YEAR, ...)), 'Unknown' without birthdate.
+CREATE OR REPLACE FUNCTION ids.age_group(birthdate date, on_date date) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE
+    WHEN birthdate IS NULL THEN 'Unknown'
+    WHEN a < 1 THEN '<1' WHEN a < 5 THEN '1-4' WHEN a < 10 THEN '5-9'
+    WHEN a < 50 THEN (a / 5 * 5)::text || '-' || (a / 5 * 5 + 4)::text
+    ELSE '50+' END
+  FROM (SELECT date_part('year', age(on_date, birthdate))::int AS a) y
+$$;
+
+-- The outcome precedence of the rules on a date: died (a state 3 or 127 started by then),
+-- else the latest HIV-program state by then when it is transferred out (2) or treatment
+-- stopped (6), else Pre-ART (latest state 1) or Unknown without an ARV dispensation by then,
+-- else Defaulted when the date is default_days or more past the expiry, else On ART.
+CREATE OR REPLACE FUNCTION ids.outcome(died boolean, state integer, last_day date, expiry date,
+                                       on_date date, default_days integer) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE
+    WHEN died THEN 'Patient died'
+    WHEN state = 2 THEN 'Patient transferred out'
+    WHEN state = 6 THEN 'Treatment stopped'
+    WHEN last_day IS NULL THEN CASE WHEN state = 1 THEN 'Pre-ART (continue)' ELSE 'Unknown' END
+    WHEN on_date - expiry >= default_days THEN 'Defaulted'
+    ELSE 'On antiretrovirals'
+  END
+$$;
+
+-- The outcome of every counted patient on end_date. A patient whose every dated fact is on or
+-- before end_date (events_through) is answered from its art_status row alone: "as of today",
+-- the common case, reads one row per patient. Others (end dates in the past) take the exact
+-- path through their dispensations and states up to end_date.
+CREATE OR REPLACE FUNCTION ids.outcomes(end_date date, default_days int, site integer)
+RETURNS TABLE (site_id integer, patient_id integer, gender text, age_group text, outcome text,
+               last_dispensation_date date, expiry_date date, defaulted_on date)
+LANGUAGE sql STABLE AS $$
+  SELECT p.site_id, p.patient_id, p.gender, ids.age_group(p.birthdate, outcomes.end_date),
+         ids.outcome(p.died_on IS NOT NULL, p.latest_state, p.last_dispensation_date,
+                     p.expiry_date, outcomes.end_date, outcomes.default_days),
+         p.last_dispensation_date, p.expiry_date, p.expiry_date + outcomes.default_days
+  FROM ids.art_status p
+  WHERE (outcomes.site IS NULL OR p.site_id = outcomes.site)
+    AND (p.events_through IS NULL OR p.events_through <= outcomes.end_date)
+  UNION ALL
+  SELECT p.site_id, p.patient_id, p.gender, ids.age_group(p.birthdate, outcomes.end_date),
+         ids.outcome(h.died, h.state, h.last_day, h.expiry, outcomes.end_date, outcomes.default_days),
+         h.last_day, h.expiry, h.expiry + outcomes.default_days
+  FROM ids.art_status p
+  CROSS JOIN LATERAL (
+    SELECT l.day AS last_day,
+           (SELECT min(a.expiry_date) FROM ids.arv_dispensations a
+             WHERE a.site_id = p.site_id AND a.patient_id = p.patient_id
+               AND a.dispensation_date = l.day) AS expiry,
+           EXISTS (SELECT 1 FROM ids.program_states s
+                    WHERE s.site_id = p.site_id AND s.patient_id = p.patient_id
+                      AND s.state IN (3, 127) AND s.start_date <= outcomes.end_date) AS died,
+           (SELECT s.state FROM ids.program_states s
+             WHERE s.site_id = p.site_id AND s.patient_id = p.patient_id AND s.program_id = 1
+               AND s.start_date <= outcomes.end_date
+             ORDER BY s.start_date DESC, s.date_created DESC, s.patient_state_id DESC
+             LIMIT 1) AS state
+    FROM (SELECT max(a.dispensation_date) AS day FROM ids.arv_dispensations a
+           WHERE a.site_id = p.site_id AND a.patient_id = p.patient_id
+             AND a.dispensation_date <= outcomes.end_date) l
+  ) h
+  WHERE (outcomes.site IS NULL OR p.site_id = outcomes.site)
+    AND p.events_through > outcomes.end_date
+$$;

@@ -1,0 +1,106 @@
+//! The overflow path: `ids.dirty_patient`, written in apply transactions (and by rebuilds),
+//! drained by workers in every receiver. A worker takes a site whose changes wait longest,
+//! tries its lock (a site being applied or drained elsewhere is skipped, never waited for),
+//! and recomputes at most [`CHUNK`] of its patients per transaction (`ids.drain`, which picks
+//! them `FOR UPDATE SKIP LOCKED`).
+
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+
+use super::{try_lock_site, CHUNK};
+use crate::metrics as m;
+use crate::shutdown::Shutdown;
+
+/// Recomputes one chunk of the longest-waiting site that is free; `Some((site, patients))`
+/// when it did, `None` when nothing is queued (or every queued site is busy).
+pub async fn drain_one(pool: &Pool) -> Result<Option<(i32, i32)>, String> {
+    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    let sites: Vec<i32> = tx
+        .query(
+            "SELECT site_id FROM ids.site_state WHERE queued_since IS NOT NULL
+             ORDER BY queued_since LIMIT 32",
+            &[],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for site in sites {
+        if try_lock_site(&tx, site).await.map_err(|e| e.to_string())? {
+            return drain_locked(tx, site).await.map(|n| Some((site, n)));
+        }
+    }
+    Ok(None)
+}
+
+/// One chunk of `site`, waiting for its lock (rebuild commands drain their own sites).
+pub async fn drain_site(pool: &Pool, site: i32) -> Result<i32, String> {
+    let mut client = pool.get().await.map_err(|e| e.to_string())?;
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    super::lock_site(&tx, site)
+        .await
+        .map_err(|e| e.to_string())?;
+    drain_locked(tx, site).await
+}
+
+async fn drain_locked(tx: deadpool_postgres::Transaction<'_>, site: i32) -> Result<i32, String> {
+    let started = std::time::Instant::now();
+    let n: i32 = tx
+        .query_one("SELECT ids.drain($1, $2)", &[&site, &CHUNK])
+        .await
+        .map_err(|e| format!("draining site {site}: {e}"))?
+        .get(0);
+    tx.commit().await.map_err(|e| e.to_string())?;
+    metrics::histogram!(m::IDS_MAINTAIN_DURATION, "path" => "worker")
+        .record(started.elapsed().as_secs_f64());
+    metrics::counter!(m::IDS_QUEUE_DRAINED).increment(n as u64);
+    Ok(n)
+}
+
+/// A queue worker: drains until shutdown, polling every `poll` while nothing is queued.
+pub async fn worker(pool: Pool, poll: Duration, mut shutdown: Shutdown) {
+    loop {
+        let pause = match drain_one(&pool).await {
+            Ok(Some(_)) => Duration::ZERO,
+            Ok(None) => poll,
+            Err(e) => {
+                tracing::warn!(error = %e, "IDS queue worker: will retry");
+                poll.max(Duration::from_secs(2))
+            }
+        };
+        if pause.is_zero() {
+            if shutdown.is_fired() {
+                return;
+            }
+            continue;
+        }
+        if !shutdown.sleep(pause).await {
+            return;
+        }
+    }
+}
+
+/// Per site: patients queued and the age of the oldest queued change (0 when none), for the
+/// metrics and the status page.
+pub async fn backlog(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<Vec<(i32, i64, f64)>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT s.site_id, coalesce(q.n, 0),
+                    coalesce(extract(epoch FROM now() - s.queued_since), 0)::float8
+             FROM ids.site_state s
+             LEFT JOIN (SELECT site_id, count(*) AS n FROM ids.dirty_patient GROUP BY 1) q
+               ON q.site_id = s.site_id
+             ORDER BY 1",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
