@@ -8,6 +8,7 @@
 //!   files created); data columns the store does not know go to `_overflow` (JSON);
 //! - a store that is unreachable makes the whole answer 503 and nothing half-applied in it.
 
+mod migrate;
 mod mysql;
 mod postgres;
 mod schema;

@@ -5,37 +5,16 @@
 use base64::Engine;
 use deadpool_postgres::Pool;
 use serde_json::{Map, Value};
-use sha2::Digest;
 use std::collections::{BTreeMap, HashMap};
 
 use super::schema::{Catalog, BOOKKEEPING};
-use super::{split_columns, Applied, ApplyError, Plan, PlannedRow};
+use super::{migrate, split_columns, Applied, ApplyError, Plan, PlannedRow};
 use crate::mapping::Mapping;
 use crate::receiver::ids::{self, maintain};
-use crate::receiver::pg;
 use crate::wire::{Batch, Op};
 
 const STORE: &str = "postgres";
 const ROWS_PER_STATEMENT: usize = 2_000;
-/// Advisory lock key of the migrations (one receiver migrates at a time).
-const MIGRATION_LOCK: i64 = 0x656d_7201;
-
-const BOOKKEEPING_DDL: &str = "
-CREATE SCHEMA IF NOT EXISTS cdr;
-CREATE TABLE IF NOT EXISTS cdr._stream_batches (
-  site_id integer NOT NULL, batch_id text NOT NULL, received_at timestamptz NOT NULL DEFAULT now(),
-  rows_in integer NOT NULL, PRIMARY KEY (site_id, batch_id));
-CREATE TABLE IF NOT EXISTS cdr._stream_tombstones (
-  site_id integer NOT NULL, table_name text NOT NULL, pk_json text NOT NULL, lsn bigint NOT NULL,
-  PRIMARY KEY (site_id, table_name, pk_json));
-CREATE TABLE IF NOT EXISTS cdr._stream_visits (
-  site_id integer NOT NULL, stream_key text NOT NULL, patient_id bigint NOT NULL, program_id bigint NOT NULL,
-  visit_date date NOT NULL, version bigint NOT NULL, complete boolean NOT NULL,
-  received_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (site_id, stream_key));
-CREATE TABLE IF NOT EXISTS cdr._stream_sites (
-  site_id integer PRIMARY KEY, last_seen timestamptz NOT NULL, lag_seconds integer,
-  batches bigint NOT NULL, visits_day date NOT NULL, visits_today bigint NOT NULL);
-";
 
 /// PostgreSQL `cdr` and the IDS tables maintained with it (and the pool reports use).
 pub struct PgStore {
@@ -126,18 +105,18 @@ impl PgStore {
             .read_beside(&mapping.ids_tables)
             .map_err(|e| setup(e.to_string()))?;
         client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .execute("SELECT pg_advisory_lock($1)", &[&migrate::LOCK])
             .await
             .map_err(pg_err("-"))?;
-        let migrated = migrate(
+        let migrated = migrate::run(
             &mut client,
-            &[BOOKKEEPING_DDL, &cdr, &ids_sql],
+            &[migrate::BOOKKEEPING_DDL, &cdr, &ids_sql],
             &ids_sql,
             options,
         )
         .await;
         client
-            .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+            .execute("SELECT pg_advisory_unlock($1)", &[&migrate::LOCK])
             .await
             .ok();
         migrated.map_err(setup)?;
@@ -446,95 +425,6 @@ fn touched(plan: &Plan) -> maintain::Touched {
         }
     }
     touched
-}
-
-/// Runs the schema files' statements (partitioned as `options` says), checks the layout,
-/// and queues every site for recomputation when the IDS definitions are new or changed.
-async fn migrate(
-    client: &mut deadpool_postgres::Client,
-    files: &[&str],
-    ids_sql: &str,
-    options: PgOptions,
-) -> Result<(), String> {
-    let hash = format!("{:x}", sha2::Sha256::digest(ids_sql.as_bytes()));
-    let stored: Option<String> = client
-        .query_opt(
-            "SELECT sha256 FROM ids.definitions WHERE name = 'ids-tables.sql'",
-            &[],
-        )
-        .await
-        .ok()
-        .flatten()
-        .map(|r| r.get(0));
-    let changed = stored.as_deref() != Some(hash.as_str());
-    if changed {
-        // New definitions may change a function's signature, which CREATE OR REPLACE cannot:
-        // drop the schema's functions and make them all again (the tables stay).
-        client
-            .batch_execute(
-                "DO $$ DECLARE f regprocedure; BEGIN
-                   FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
-                            JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ids' LOOP
-                     EXECUTE 'DROP FUNCTION ' || f;
-                   END LOOP;
-                 END $$",
-            )
-            .await
-            .map_err(|e| format!("dropping the old IDS functions: {e}"))?;
-    }
-    for file in files {
-        for statement in pg::statements(file, options.partitions) {
-            client
-                .batch_execute(&statement)
-                .await
-                .map_err(|e| format!("migration failed: {e} in: {}", first_line(&statement)))?;
-        }
-    }
-    let partitioned: bool = client
-        .query_one(
-            "SELECT EXISTS (SELECT 1 FROM pg_partitioned_table t JOIN pg_class c ON c.oid = t.partrelid
-               JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'cdr' AND c.relname = 'obs')",
-            &[],
-        )
-        .await
-        .map_err(|e| e.to_string())?
-        .get(0);
-    if options.partitions > 0 && !partitioned {
-        return Err(format!(
-            "postgres.partitions = {} but the cdr tables already exist unpartitioned: partitioning \
-             applies when the tables are created (use a new database, or set partitions = 0)",
-            options.partitions
-        ));
-    }
-    if changed {
-        let sites = ids::sites(&*client).await.map_err(|e| e.to_string())?;
-        let mut queued = 0;
-        for &site in &sites {
-            queued += ids::queue_rebuild(client, site, false)
-                .await
-                .map_err(|e| format!("queueing site {site} for recomputation: {e}"))?;
-        }
-        client
-            .execute(
-                "INSERT INTO ids.definitions (name, sha256, applied_at) VALUES ('ids-tables.sql', $1, now())
-                 ON CONFLICT (name) DO UPDATE SET sha256 = EXCLUDED.sha256, applied_at = now()",
-                &[&hash],
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        if !sites.is_empty() {
-            tracing::info!(
-                sites = sites.len(),
-                patients = queued,
-                "IDS definitions are new or changed: every patient queued for recomputation"
-            );
-        }
-    }
-    Ok(())
-}
-
-fn first_line(statement: &str) -> &str {
-    statement.lines().next().unwrap_or("")
 }
 
 /// A wire value for a column of PostgreSQL type `pg_type`; `Err(original)` when the type
