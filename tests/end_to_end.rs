@@ -10,8 +10,19 @@ use common::{assert_stores_equal_source, source_visits_per_day, wait_report_equa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simulated_clinic_reaches_mirror_cdr_and_report() {
-    // GIVEN a fixture EMR, a receiver and a tailer following the EMR's binlog
-    let rig = Rig::new("e2e").await;
+    simulated_clinic(Rig::new("e2e").await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulated_clinic_reaches_stores_partitioned_by_site() {
+    let mut rig = Rig::new("e2e_part").await;
+    rig.partitions = 8;
+    simulated_clinic(rig).await;
+}
+
+async fn simulated_clinic(rig: Rig) {
+    // GIVEN a fixture EMR, a receiver and a tailer following the EMR's binlog (on stores
+    // partitioned by site when the rig says so)
     let receiver = rig.receiver();
     let tailer = rig.tailer(&receiver.addr);
 
@@ -34,6 +45,19 @@ async fn simulated_clinic_reaches_mirror_cdr_and_report() {
     );
     let report = wait_report_equals(&receiver, &expected, Duration::from_secs(30)).await;
     assert!(report["as_of"].is_string(), "{report}");
+    // AND the IDS tables equal their definitions
+    let verify = common::emr(&[
+        "ids",
+        "verify",
+        "--config",
+        rig.dir.join("receiver.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
     eprintln!(
         "e2e: {rows} rows per store, {} transactions, caught up in {:.1}s; tailer peak RSS {} KiB",
         status["transactions"],

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod history;
 pub mod prometheus;
 
 use std::collections::BTreeMap;
