@@ -153,35 +153,41 @@ RETURNS TABLE (site_id integer, patient_id integer, drug_id integer, dispensatio
                expiry_date date)
 LANGUAGE sql STABLE AS $$
   WITH d AS (SELECT * FROM ids.scope(patients, days)),
-  arv AS (SELECT unnest(ids.arv_drugs(site)) AS drug_id),
+  arv AS MATERIALIZED (SELECT unnest(ids.arv_drugs(site)) AS drug_id),
   dispensed AS (
     SELECT o.patient_id, o.start_date::date AS day, x.drug_inventory_id AS drug_id,
            sum(CASE WHEN x.quantity < 6000 THEN x.quantity ELSE 0 END)::bigint AS quantity,
            coalesce(max(x.equivalent_daily_dose) FILTER (
              WHERE x.equivalent_daily_dose > 0 AND x.equivalent_daily_dose <> 'NaN'), 1) AS daily_dose
     FROM d
-    JOIN cdr.orders o ON o.site_id = site AND o.patient_id = d.patient_id
-     AND o.start_date >= coalesce(d.day, '-infinity') AND o.start_date < coalesce(d.day + 1, 'infinity')
-    JOIN cdr.drug_order x ON x.site_id = site AND x.order_id = o.order_id
+    CROSS JOIN LATERAL (
+      SELECT o.patient_id, o.start_date, o.order_id FROM cdr.orders o
+      WHERE o.site_id = site AND o.patient_id = d.patient_id
+        AND o.start_date >= coalesce(d.day, '-infinity') AND o.start_date < coalesce(d.day + 1, 'infinity')
+        AND o.voided = 0 AND o.order_type_id = 1
+      OFFSET 0) o
+    CROSS JOIN LATERAL (
+      SELECT x.drug_inventory_id, x.quantity, x.equivalent_daily_dose FROM cdr.drug_order x
+      WHERE x.site_id = site AND x.order_id = o.order_id AND x.quantity > 0
+      OFFSET 0) x
     JOIN arv a ON a.drug_id = x.drug_inventory_id
-    WHERE o.voided = 0 AND o.order_type_id = 1 AND x.quantity > 0
-    GROUP BY 1, 2, 3
-  ), brought AS (
-    SELECT b.person_id AS patient_id, b.obs_datetime::date AS day,
-           coalesce(x.drug_inventory_id, b.value_drug) AS drug_id,
-           sum(coalesce(b.value_numeric, 0)) AS pills
-    FROM d
-    JOIN cdr.obs b ON b.site_id = site AND b.person_id = d.patient_id AND b.concept_id = 2540
-     AND b.obs_datetime >= coalesce(d.day, '-infinity') AND b.obs_datetime < coalesce(d.day + 1, 'infinity')
-    LEFT JOIN cdr.drug_order x ON x.site_id = site AND x.order_id = b.order_id
-    WHERE b.voided = 0 AND b.value_numeric <> 'NaN'
     GROUP BY 1, 2, 3
   )
-  SELECT site, p.patient_id, p.drug_id, p.day, p.quantity, p.daily_dose, coalesce(b.pills, 0),
-         p.day + least(greatest(round((p.quantity + coalesce(b.pills, 0))::numeric
+  -- pills brought back that day for the drug, looked up per dispensation (an index probe
+  -- each: the cost follows the dispensations, whatever the planner estimates)
+  SELECT site, p.patient_id, p.drug_id, p.day, p.quantity, p.daily_dose, b.pills,
+         p.day + least(greatest(round((p.quantity + b.pills)::numeric
                                       / p.daily_dose::numeric), -36525), 36525)::int
   FROM dispensed p
-  LEFT JOIN brought b ON b.patient_id = p.patient_id AND b.day = p.day AND b.drug_id = p.drug_id
+  CROSS JOIN LATERAL (
+    SELECT coalesce(sum(coalesce(o.value_numeric, 0)), 0) AS pills
+    FROM cdr.obs o
+    WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 2540
+      AND o.obs_datetime >= p.day AND o.obs_datetime < p.day + 1
+      AND o.voided = 0 AND o.value_numeric <> 'NaN'
+      AND coalesce((SELECT x.drug_inventory_id FROM cdr.drug_order x
+                    WHERE x.site_id = site AND x.order_id = o.order_id), o.value_drug) = p.drug_id
+  ) b
 $$;
 
 CREATE OR REPLACE FUNCTION ids.def_program_states(site integer, patients integer[])
@@ -192,9 +198,13 @@ LANGUAGE sql STABLE AS $$
   SELECT site, s.patient_state_id, p.patient_id, p.program_id, s.state, s.start_date, s.end_date,
          s.date_created
   FROM d
-  JOIN cdr.patient_program p ON p.site_id = site AND p.patient_id = d.patient_id
-  JOIN cdr.patient_state s ON s.site_id = site AND s.patient_program_id = p.patient_program_id
-  WHERE s.voided = 0 AND p.voided = 0 AND s.start_date IS NOT NULL
+  CROSS JOIN LATERAL (
+    SELECT p.patient_id, p.program_id, p.patient_program_id FROM cdr.patient_program p
+    WHERE p.site_id = site AND p.patient_id = d.patient_id AND p.voided = 0 OFFSET 0) p
+  CROSS JOIN LATERAL (
+    SELECT s.* FROM cdr.patient_state s
+    WHERE s.site_id = site AND s.patient_program_id = p.patient_program_id
+      AND s.voided = 0 AND s.start_date IS NOT NULL OFFSET 0) s
 $$;
 
 CREATE OR REPLACE FUNCTION ids.def_appointments(site integer, patients integer[],
@@ -205,9 +215,12 @@ LANGUAGE sql STABLE AS $$
   WITH d AS (SELECT * FROM ids.scope(patients, days))
   SELECT site, o.obs_id, o.person_id, o.obs_datetime, o.value_datetime::date
   FROM d
-  JOIN cdr.obs o ON o.site_id = site AND o.person_id = d.patient_id AND o.concept_id = 5096
-   AND o.obs_datetime >= coalesce(d.day, '-infinity') AND o.obs_datetime < coalesce(d.day + 1, 'infinity')
-  WHERE o.voided = 0 AND o.value_datetime IS NOT NULL
+  CROSS JOIN LATERAL (
+    SELECT o.* FROM cdr.obs o
+    WHERE o.site_id = site AND o.person_id = d.patient_id AND o.concept_id = 5096
+      AND o.obs_datetime >= coalesce(d.day, '-infinity') AND o.obs_datetime < coalesce(d.day + 1, 'infinity')
+      AND o.voided = 0 AND o.value_datetime IS NOT NULL
+    OFFSET 0) o
 $$;
 
 CREATE OR REPLACE FUNCTION ids.def_patient_visits(site integer, patients integer[],
@@ -217,10 +230,13 @@ LANGUAGE sql STABLE AS $$
   WITH d AS (SELECT * FROM ids.scope(patients, days))
   SELECT site, e.patient_id, e.encounter_datetime::date, count(*)::bigint
   FROM d
-  JOIN cdr.encounter e ON e.site_id = site AND e.patient_id = d.patient_id
-   AND e.encounter_datetime >= coalesce(d.day, '-infinity')
-   AND e.encounter_datetime < coalesce(d.day + 1, 'infinity')
-  WHERE e.voided = 0
+  CROSS JOIN LATERAL (
+    SELECT e.patient_id, e.encounter_datetime FROM cdr.encounter e
+    WHERE e.site_id = site AND e.patient_id = d.patient_id
+      AND e.encounter_datetime >= coalesce(d.day, '-infinity')
+      AND e.encounter_datetime < coalesce(d.day + 1, 'infinity')
+      AND e.voided = 0
+    OFFSET 0) e
   GROUP BY 2, 3
 $$;
 
@@ -232,54 +248,49 @@ RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                last_dispensation_date date, expiry_date date, latest_state integer,
                latest_state_date date, died_on date, events_through date)
 LANGUAGE sql STABLE AS $$
-  WITH d AS (SELECT DISTINCT unnest(patients) AS patient_id),
-  dispensations AS (
-    SELECT a.patient_id, min(a.dispensation_date) AS date_enrolled,
-           max(a.dispensation_date) AS last_day
-    FROM d JOIN ids.arv_dispensations a ON a.site_id = site AND a.patient_id = d.patient_id
-    GROUP BY 1
-  ), expiry AS (
-    SELECT a.patient_id, min(a.expiry_date) AS expiry_date
-    FROM dispensations l
-    JOIN ids.arv_dispensations a ON a.site_id = site AND a.patient_id = l.patient_id
-                                AND a.dispensation_date = l.last_day
-    GROUP BY 1
-  ), started AS (
-    SELECT o.person_id AS patient_id, min(o.value_datetime::date) AS started_on
-    FROM d
-    JOIN cdr.obs o ON o.site_id = site AND o.person_id = d.patient_id AND o.concept_id = 2516
-    JOIN cdr.encounter e ON e.site_id = site AND e.encounter_id = o.encounter_id
-    WHERE o.voided = 0 AND e.voided = 0 AND e.encounter_type = 9 AND o.value_datetime IS NOT NULL
-    GROUP BY 1
-  ), transfer_in AS (
-    SELECT DISTINCT o.person_id AS patient_id
-    FROM d JOIN cdr.obs o ON o.site_id = site AND o.person_id = d.patient_id AND o.concept_id = 3289
-    WHERE o.value_coded = 7572 AND o.voided = 0
-  ), states AS (
-    SELECT s.* FROM d JOIN ids.program_states s ON s.site_id = site AND s.patient_id = d.patient_id
-  ), latest AS (
-    SELECT DISTINCT ON (s.patient_id) s.patient_id, s.state, s.start_date
-    FROM states s WHERE s.program_id = 1
-    ORDER BY s.patient_id, s.start_date DESC, s.date_created DESC, s.patient_state_id DESC
-  ), state_dates AS (
-    SELECT s.patient_id, min(s.start_date) FILTER (WHERE s.state IN (3, 127)) AS died_on,
-           max(s.start_date) AS last_state_date
-    FROM states s GROUP BY 1
-  )
+  -- Every fact is a per-patient lookup (LATERAL, index probes): the cost follows the
+  -- patients, whatever the planner estimates.
+  WITH d AS (SELECT DISTINCT unnest(patients) AS patient_id)
   SELECT site, p.patient_id,
          CASE upper(left(pe.gender, 1)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'U' END,
          pe.birthdate, x.date_enrolled, coalesce(s.started_on, x.date_enrolled),
-         (t.patient_id IS NOT NULL), x.last_day, e.expiry_date, l.state, l.start_date,
+         t.transfer_in, x.last_day, e.expiry_date, l.state, l.start_date,
          sd.died_on, greatest(x.last_day, sd.last_state_date)
   FROM d
-  JOIN cdr.patient p ON p.site_id = site AND p.patient_id = d.patient_id
-  JOIN cdr.person pe ON pe.site_id = site AND pe.person_id = p.patient_id
-  LEFT JOIN dispensations x ON x.patient_id = p.patient_id
-  LEFT JOIN expiry e ON e.patient_id = p.patient_id
-  LEFT JOIN started s ON s.patient_id = p.patient_id
-  LEFT JOIN transfer_in t ON t.patient_id = p.patient_id
-  LEFT JOIN latest l ON l.patient_id = p.patient_id
-  LEFT JOIN state_dates sd ON sd.patient_id = p.patient_id
+  CROSS JOIN LATERAL (SELECT p.* FROM cdr.patient p
+                      WHERE p.site_id = site AND p.patient_id = d.patient_id OFFSET 0) p
+  CROSS JOIN LATERAL (SELECT pe.* FROM cdr.person pe
+                      WHERE pe.site_id = site AND pe.person_id = p.patient_id OFFSET 0) pe
+  CROSS JOIN LATERAL (
+    SELECT min(a.dispensation_date) AS date_enrolled, max(a.dispensation_date) AS last_day
+    FROM ids.arv_dispensations a WHERE a.site_id = site AND a.patient_id = p.patient_id
+  ) x
+  CROSS JOIN LATERAL (
+    SELECT min(a.expiry_date) AS expiry_date FROM ids.arv_dispensations a
+    WHERE a.site_id = site AND a.patient_id = p.patient_id AND a.dispensation_date = x.last_day
+  ) e
+  CROSS JOIN LATERAL (
+    SELECT min(o.value_datetime::date) AS started_on
+    FROM cdr.obs o
+    WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 2516
+      AND o.voided = 0 AND o.value_datetime IS NOT NULL
+      AND (SELECT en.voided = 0 AND en.encounter_type = 9 FROM cdr.encounter en
+           WHERE en.site_id = site AND en.encounter_id = o.encounter_id)
+  ) s
+  CROSS JOIN LATERAL (
+    SELECT EXISTS (SELECT 1 FROM cdr.obs o WHERE o.site_id = site AND o.person_id = p.patient_id
+                     AND o.concept_id = 3289 AND o.value_coded = 7572 AND o.voided = 0) AS transfer_in
+  ) t
+  LEFT JOIN LATERAL (
+    SELECT s.state, s.start_date FROM ids.program_states s
+    WHERE s.site_id = site AND s.patient_id = p.patient_id AND s.program_id = 1
+    ORDER BY s.start_date DESC, s.date_created DESC, s.patient_state_id DESC LIMIT 1
+  ) l ON true
+  CROSS JOIN LATERAL (
+    SELECT min(s.start_date) FILTER (WHERE s.state IN (3, 127)) AS died_on,
+           max(s.start_date) AS last_state_date
+    FROM ids.program_states s WHERE s.site_id = site AND s.patient_id = p.patient_id
+  ) sd
   WHERE p.voided = 0 AND pe.voided = 0
 $$;
 
@@ -297,17 +308,34 @@ $$;
 
 -- ---------------------------------------------------------------------- maintaining them
 
+-- The visits of a dirty set's scope by day, and how many of them ids.visits_daily counts
+-- (those of patients with an art_status row): a recompute adjusts visits_daily by the
+-- change of these counts. Driven by the dirty set, one index probe per patient.
+CREATE OR REPLACE FUNCTION ids.visit_counts(site integer, patients integer[], days date[])
+RETURNS TABLE (visit_date date, n bigint) LANGUAGE sql STABLE AS $$
+  SELECT v.visit_date, count(*) FILTER (WHERE c.counted)
+  FROM ids.scope(patients, days) d
+  CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM ids.art_status p
+                      WHERE p.site_id = site AND p.patient_id = d.patient_id) AS counted) c
+  CROSS JOIN LATERAL (SELECT v.visit_date FROM ids.patient_visits v
+                      WHERE v.site_id = site AND v.patient_id = d.patient_id
+                        AND v.visit_date >= coalesce(d.day, '-infinity')
+                        AND v.visit_date <= coalesce(d.day, 'infinity') OFFSET 0) v
+  GROUP BY 1
+$$;
+
 -- Recomputes the derived rows of a dirty set of `site` (see "the definitions": `patients`,
 -- `days`), in the order the definitions read each other, writing only the difference: rows of
 -- the scope whose key the definition no longer gives are deleted, new and changed rows
--- upserted; an unchanged row is not touched. Then ids.visits_daily: adjusted by the change of
--- each day's count of the scope (`recount` false: the apply path), or every visit day of the
--- patients counted again (`recount` true: the queue path, so a rebuild also repairs the
--- counts). The caller holds the site's lock (ids::SITE_LOCK) and commits this with the data it
--- derives from.
-CREATE OR REPLACE FUNCTION ids.recompute(site integer, patients integer[], days date[],
-                                         recount boolean)
-RETURNS void LANGUAGE plpgsql SET random_page_cost = 1.1 SET plan_cache_mode = force_custom_plan AS $$
+-- upserted; an unchanged row is not touched. Then ids.visits_daily, adjusted by the change of
+-- each day's count of the scope (a rebuild counts the site's days again when it ends:
+-- ids.drain). The caller holds the site's lock (ids::SITE_LOCK) and commits this with the
+-- data it derives from. Its work is by patient and day, through indexes: custom plans for each
+-- dirty set, and no sequential scan even while the statistics of freshly filled tables say
+-- they are empty (a recompute must never become a national scan).
+CREATE OR REPLACE FUNCTION ids.recompute(site integer, patients integer[], days date[])
+RETURNS void LANGUAGE plpgsql
+SET random_page_cost = 1.1 SET plan_cache_mode = force_custom_plan SET enable_seqscan = off AS $$
 DECLARE
   dirty integer[] := ARRAY(SELECT DISTINCT p FROM unnest(patients) p WHERE p IS NOT NULL);
   days_before date[];
@@ -316,102 +344,88 @@ BEGIN
   SELECT coalesce(array_agg(c.visit_date), '{}'),
          coalesce(jsonb_object_agg(c.visit_date, c.n), '{}')
     INTO days_before, counts_before
-    FROM (SELECT v.visit_date, count(p.patient_id) AS n
-          FROM ids.scope(patients, days) d
-          JOIN ids.patient_visits v ON v.site_id = site AND v.patient_id = d.patient_id
-           AND v.visit_date >= coalesce(d.day, '-infinity') AND v.visit_date <= coalesce(d.day, 'infinity')
-          LEFT JOIN ids.art_status p ON p.site_id = site AND p.patient_id = v.patient_id
-          GROUP BY 1) c;
+    FROM ids.visit_counts(site, patients, days) c;
 
   WITH scope AS (SELECT * FROM ids.scope(patients, days)),
   n AS MATERIALIZED (SELECT * FROM ids.def_arv_dispensations(site, patients, days)),
   gone AS (
-    DELETE FROM ids.arv_dispensations t USING scope d
-      WHERE t.site_id = site AND t.patient_id = d.patient_id
-        AND t.dispensation_date >= coalesce(d.day, '-infinity') AND t.dispensation_date <= coalesce(d.day, 'infinity')
-        AND NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = t.patient_id AND n.dispensation_date = t.dispensation_date AND n.drug_id = t.drug_id)
+    DELETE FROM ids.arv_dispensations t WHERE t.site_id = site AND t.ctid = ANY (ARRAY(
+      SELECT o.ctid FROM scope d
+      CROSS JOIN LATERAL (SELECT o.ctid, o.* FROM ids.arv_dispensations o
+                          WHERE o.site_id = site AND o.patient_id = d.patient_id
+                            AND o.dispensation_date >= coalesce(d.day, '-infinity')
+                            AND o.dispensation_date <= coalesce(d.day, 'infinity') OFFSET 0) o
+      WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = o.patient_id AND n.dispensation_date = o.dispensation_date AND n.drug_id = o.drug_id)))
   )
   INSERT INTO ids.arv_dispensations AS t SELECT * FROM n
-    WHERE NOT EXISTS (SELECT 1 FROM ids.arv_dispensations o WHERE o.site_id = site AND o.patient_id = ANY (dirty) AND o.patient_id = n.patient_id AND o.dispensation_date = n.dispensation_date AND o.drug_id = n.drug_id
-                        AND o.quantity IS NOT DISTINCT FROM n.quantity
-                        AND o.daily_dose IS NOT DISTINCT FROM n.daily_dose
-                        AND o.pill_count IS NOT DISTINCT FROM n.pill_count
-                        AND o.expiry_date IS NOT DISTINCT FROM n.expiry_date)
     ON CONFLICT (site_id, patient_id, dispensation_date, drug_id) DO UPDATE SET
       quantity = EXCLUDED.quantity,
       daily_dose = EXCLUDED.daily_dose,
       pill_count = EXCLUDED.pill_count,
-      expiry_date = EXCLUDED.expiry_date;
+      expiry_date = EXCLUDED.expiry_date
+      WHERE (t.quantity, t.daily_dose, t.pill_count, t.expiry_date)
+        IS DISTINCT FROM (EXCLUDED.quantity, EXCLUDED.daily_dose, EXCLUDED.pill_count, EXCLUDED.expiry_date);
   WITH n AS MATERIALIZED (SELECT * FROM ids.def_program_states(site, dirty)),
   gone AS (
-    DELETE FROM ids.program_states t
-      WHERE t.site_id = site AND t.patient_id = ANY (dirty)
-        AND NOT EXISTS (SELECT 1 FROM n WHERE n.patient_state_id = t.patient_state_id)
+    DELETE FROM ids.program_states t WHERE t.site_id = site AND t.ctid = ANY (ARRAY(
+      SELECT o.ctid FROM unnest(dirty) d(patient_id)
+      CROSS JOIN LATERAL (SELECT o.ctid, o.* FROM ids.program_states o
+                          WHERE o.site_id = site AND o.patient_id = d.patient_id OFFSET 0) o
+      WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.patient_state_id = o.patient_state_id)))
   )
   INSERT INTO ids.program_states AS t SELECT * FROM n
-    WHERE NOT EXISTS (SELECT 1 FROM ids.program_states o WHERE o.site_id = site AND o.patient_state_id = n.patient_state_id
-                        AND o.patient_id IS NOT DISTINCT FROM n.patient_id
-                        AND o.program_id IS NOT DISTINCT FROM n.program_id
-                        AND o.state IS NOT DISTINCT FROM n.state
-                        AND o.start_date IS NOT DISTINCT FROM n.start_date
-                        AND o.end_date IS NOT DISTINCT FROM n.end_date
-                        AND o.date_created IS NOT DISTINCT FROM n.date_created)
     ON CONFLICT (site_id, patient_state_id) DO UPDATE SET
       patient_id = EXCLUDED.patient_id,
       program_id = EXCLUDED.program_id,
       state = EXCLUDED.state,
       start_date = EXCLUDED.start_date,
       end_date = EXCLUDED.end_date,
-      date_created = EXCLUDED.date_created;
+      date_created = EXCLUDED.date_created
+      WHERE (t.patient_id, t.program_id, t.state, t.start_date, t.end_date, t.date_created)
+        IS DISTINCT FROM (EXCLUDED.patient_id, EXCLUDED.program_id, EXCLUDED.state, EXCLUDED.start_date, EXCLUDED.end_date, EXCLUDED.date_created);
   WITH scope AS (SELECT * FROM ids.scope(patients, days)),
   n AS MATERIALIZED (SELECT * FROM ids.def_appointments(site, patients, days)),
   gone AS (
-    DELETE FROM ids.appointments t USING scope d
-      WHERE t.site_id = site AND t.patient_id = d.patient_id
-        AND t.recorded_at >= coalesce(d.day, '-infinity') AND t.recorded_at < coalesce(d.day + 1, 'infinity')
-        AND NOT EXISTS (SELECT 1 FROM n WHERE n.obs_id = t.obs_id)
+    DELETE FROM ids.appointments t WHERE t.site_id = site AND t.ctid = ANY (ARRAY(
+      SELECT o.ctid FROM scope d
+      CROSS JOIN LATERAL (SELECT o.ctid, o.* FROM ids.appointments o
+                          WHERE o.site_id = site AND o.patient_id = d.patient_id
+                            AND o.recorded_at >= coalesce(d.day, '-infinity')
+                            AND o.recorded_at < coalesce(d.day + 1, 'infinity') OFFSET 0) o
+      WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.obs_id = o.obs_id)))
   )
   INSERT INTO ids.appointments AS t SELECT * FROM n
-    WHERE NOT EXISTS (SELECT 1 FROM ids.appointments o WHERE o.site_id = site AND o.obs_id = n.obs_id
-                        AND o.patient_id IS NOT DISTINCT FROM n.patient_id
-                        AND o.recorded_at IS NOT DISTINCT FROM n.recorded_at
-                        AND o.appointment_date IS NOT DISTINCT FROM n.appointment_date)
     ON CONFLICT (site_id, obs_id) DO UPDATE SET
       patient_id = EXCLUDED.patient_id,
       recorded_at = EXCLUDED.recorded_at,
-      appointment_date = EXCLUDED.appointment_date;
+      appointment_date = EXCLUDED.appointment_date
+      WHERE (t.patient_id, t.recorded_at, t.appointment_date)
+        IS DISTINCT FROM (EXCLUDED.patient_id, EXCLUDED.recorded_at, EXCLUDED.appointment_date);
   WITH scope AS (SELECT * FROM ids.scope(patients, days)),
   n AS MATERIALIZED (SELECT * FROM ids.def_patient_visits(site, patients, days)),
   gone AS (
-    DELETE FROM ids.patient_visits t USING scope d
-      WHERE t.site_id = site AND t.patient_id = d.patient_id
-        AND t.visit_date >= coalesce(d.day, '-infinity') AND t.visit_date <= coalesce(d.day, 'infinity')
-        AND NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = t.patient_id AND n.visit_date = t.visit_date)
+    DELETE FROM ids.patient_visits t WHERE t.site_id = site AND t.ctid = ANY (ARRAY(
+      SELECT o.ctid FROM scope d
+      CROSS JOIN LATERAL (SELECT o.ctid, o.* FROM ids.patient_visits o
+                          WHERE o.site_id = site AND o.patient_id = d.patient_id
+                            AND o.visit_date >= coalesce(d.day, '-infinity')
+                            AND o.visit_date <= coalesce(d.day, 'infinity') OFFSET 0) o
+      WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = o.patient_id AND n.visit_date = o.visit_date)))
   )
   INSERT INTO ids.patient_visits AS t SELECT * FROM n
-    WHERE NOT EXISTS (SELECT 1 FROM ids.patient_visits o WHERE o.site_id = site AND o.patient_id = ANY (dirty) AND o.patient_id = n.patient_id AND o.visit_date = n.visit_date
-                        AND o.encounters IS NOT DISTINCT FROM n.encounters)
     ON CONFLICT (site_id, patient_id, visit_date) DO UPDATE SET
-      encounters = EXCLUDED.encounters;
+      encounters = EXCLUDED.encounters
+      WHERE (t.encounters)
+        IS DISTINCT FROM (EXCLUDED.encounters);
   WITH n AS MATERIALIZED (SELECT * FROM ids.def_art_status(site, dirty)),
   gone AS (
-    DELETE FROM ids.art_status t
-      WHERE t.site_id = site AND t.patient_id = ANY (dirty)
-        AND NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = t.patient_id)
+    DELETE FROM ids.art_status t WHERE t.site_id = site AND t.ctid = ANY (ARRAY(
+      SELECT o.ctid FROM unnest(dirty) d(patient_id)
+      CROSS JOIN LATERAL (SELECT o.ctid, o.* FROM ids.art_status o
+                          WHERE o.site_id = site AND o.patient_id = d.patient_id OFFSET 0) o
+      WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = o.patient_id)))
   )
   INSERT INTO ids.art_status AS t SELECT * FROM n
-    WHERE NOT EXISTS (SELECT 1 FROM ids.art_status o WHERE o.site_id = site AND o.patient_id = ANY (dirty) AND o.patient_id = n.patient_id
-                        AND o.gender IS NOT DISTINCT FROM n.gender
-                        AND o.birthdate IS NOT DISTINCT FROM n.birthdate
-                        AND o.date_enrolled IS NOT DISTINCT FROM n.date_enrolled
-                        AND o.earliest_start_date IS NOT DISTINCT FROM n.earliest_start_date
-                        AND o.transfer_in IS NOT DISTINCT FROM n.transfer_in
-                        AND o.last_dispensation_date IS NOT DISTINCT FROM n.last_dispensation_date
-                        AND o.expiry_date IS NOT DISTINCT FROM n.expiry_date
-                        AND o.latest_state IS NOT DISTINCT FROM n.latest_state
-                        AND o.latest_state_date IS NOT DISTINCT FROM n.latest_state_date
-                        AND o.died_on IS NOT DISTINCT FROM n.died_on
-                        AND o.events_through IS NOT DISTINCT FROM n.events_through)
     ON CONFLICT (site_id, patient_id) DO UPDATE SET
       gender = EXCLUDED.gender,
       birthdate = EXCLUDED.birthdate,
@@ -423,32 +437,20 @@ BEGIN
       latest_state = EXCLUDED.latest_state,
       latest_state_date = EXCLUDED.latest_state_date,
       died_on = EXCLUDED.died_on,
-      events_through = EXCLUDED.events_through;
+      events_through = EXCLUDED.events_through
+      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.last_dispensation_date, t.expiry_date, t.latest_state, t.latest_state_date, t.died_on, t.events_through)
+        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.last_dispensation_date, EXCLUDED.expiry_date, EXCLUDED.latest_state, EXCLUDED.latest_state_date, EXCLUDED.died_on, EXCLUDED.events_through);
 
-  IF recount THEN
-    days_before := days_before || ARRAY(SELECT v.visit_date FROM ids.patient_visits v
-                                        WHERE v.site_id = site AND v.patient_id = ANY (dirty));
-    DELETE FROM ids.visits_daily t WHERE t.site_id = site AND t.visit_date = ANY (days_before);
-    INSERT INTO ids.visits_daily SELECT * FROM ids.def_visits_daily(site, days_before);
-  ELSE
-    WITH after AS (
-      SELECT v.visit_date, count(p.patient_id) AS n
-      FROM ids.scope(patients, days) d
-      JOIN ids.patient_visits v ON v.site_id = site AND v.patient_id = d.patient_id
-       AND v.visit_date >= coalesce(d.day, '-infinity') AND v.visit_date <= coalesce(d.day, 'infinity')
-      LEFT JOIN ids.art_status p ON p.site_id = site AND p.patient_id = v.patient_id
-      GROUP BY 1
-    ), delta AS (
-      SELECT coalesce(a.visit_date, b.key::date) AS visit_date,
-             coalesce(a.n, 0) - coalesce(b.value::bigint, 0) AS n
-      FROM after a FULL JOIN jsonb_each_text(counts_before) b ON b.key::date = a.visit_date
-    )
-    INSERT INTO ids.visits_daily AS t (site_id, visit_date, visits)
-      SELECT site, d.visit_date, d.n FROM delta d WHERE d.n <> 0
-      ON CONFLICT (site_id, visit_date) DO UPDATE SET visits = t.visits + EXCLUDED.visits;
-    DELETE FROM ids.visits_daily t WHERE t.site_id = site AND t.visits <= 0
-      AND t.visit_date = ANY (days_before);
-  END IF;
+  WITH after AS (SELECT * FROM ids.visit_counts(site, patients, days)), delta AS (
+    SELECT coalesce(a.visit_date, b.key::date) AS visit_date,
+           coalesce(a.n, 0) - coalesce(b.value::bigint, 0) AS n
+    FROM after a FULL JOIN jsonb_each_text(counts_before) b ON b.key::date = a.visit_date
+  )
+  INSERT INTO ids.visits_daily AS t (site_id, visit_date, visits)
+    SELECT site, d.visit_date, d.n FROM delta d WHERE d.n <> 0
+    ON CONFLICT (site_id, visit_date) DO UPDATE SET visits = t.visits + EXCLUDED.visits;
+  DELETE FROM ids.visits_daily t WHERE t.site_id = site AND t.visits <= 0
+    AND t.visit_date = ANY (days_before);
 END $$;
 
 -- The rows a batch touched, as a dirty set (patient, day as text; NULL: the whole patient),
@@ -461,22 +463,32 @@ CREATE OR REPLACE FUNCTION ids.touched(site integer, encounter_ids integer[], ob
                                        order_ids integer[], patient_program_ids integer[],
                                        patient_state_ids integer[], person_ids integer[])
 RETURNS TABLE (patient_id integer, day text) LANGUAGE sql STABLE AS $$
+  -- One index probe per id (LATERAL ... OFFSET 0): never a scan of the site, whatever the
+  -- statistics say of it (a site being loaded for the first time looks empty to the planner).
   SELECT DISTINCT t.patient_id, t.day::text FROM (
-    SELECT e.patient_id, coalesce(e.encounter_datetime::date, 'infinity') AS day FROM cdr.encounter e
-      WHERE e.site_id = site AND e.encounter_id = ANY (encounter_ids)
-    UNION ALL SELECT b.person_id, coalesce(b.obs_datetime::date, 'infinity') FROM cdr.obs b
-      WHERE b.site_id = site AND b.encounter_id = ANY (encounter_ids)
-    UNION ALL SELECT b.person_id, coalesce(b.obs_datetime::date, 'infinity') FROM cdr.obs b
-      WHERE b.site_id = site AND b.obs_id = ANY (obs_ids)
-    UNION ALL SELECT r.patient_id, coalesce(r.start_date::date, 'infinity') FROM cdr.orders r
-      WHERE r.site_id = site AND r.order_id = ANY (order_ids)
-    UNION ALL SELECT b.person_id, coalesce(b.obs_datetime::date, 'infinity') FROM cdr.obs b
-      WHERE b.site_id = site AND b.order_id = ANY (order_ids) AND b.order_id IS NOT NULL
-    UNION ALL SELECT p.patient_id, NULL FROM cdr.patient_program p
-      WHERE p.site_id = site AND p.patient_program_id = ANY (patient_program_ids)
-    UNION ALL SELECT p.patient_id, NULL FROM cdr.patient_state s
-      JOIN cdr.patient_program p ON p.site_id = s.site_id AND p.patient_program_id = s.patient_program_id
-      WHERE s.site_id = site AND s.patient_state_id = ANY (patient_state_ids)
+    SELECT e.patient_id, coalesce(e.encounter_datetime::date, 'infinity') AS day
+      FROM unnest(encounter_ids) k(id) CROSS JOIN LATERAL (SELECT * FROM cdr.encounter e
+        WHERE e.site_id = site AND e.encounter_id = k.id OFFSET 0) e
+    UNION ALL SELECT b.person_id, coalesce(b.obs_datetime::date, 'infinity')
+      FROM unnest(encounter_ids) k(id) CROSS JOIN LATERAL (SELECT * FROM cdr.obs b
+        WHERE b.site_id = site AND b.encounter_id = k.id OFFSET 0) b
+    UNION ALL SELECT b.person_id, coalesce(b.obs_datetime::date, 'infinity')
+      FROM unnest(obs_ids) k(id) CROSS JOIN LATERAL (SELECT * FROM cdr.obs b
+        WHERE b.site_id = site AND b.obs_id = k.id OFFSET 0) b
+    UNION ALL SELECT r.patient_id, coalesce(r.start_date::date, 'infinity')
+      FROM unnest(order_ids) k(id) CROSS JOIN LATERAL (SELECT * FROM cdr.orders r
+        WHERE r.site_id = site AND r.order_id = k.id OFFSET 0) r
+    UNION ALL SELECT b.person_id, coalesce(b.obs_datetime::date, 'infinity')
+      FROM unnest(order_ids) k(id) CROSS JOIN LATERAL (SELECT * FROM cdr.obs b
+        WHERE b.site_id = site AND b.order_id = k.id OFFSET 0) b
+    UNION ALL SELECT p.patient_id, NULL
+      FROM unnest(patient_program_ids) k(id) CROSS JOIN LATERAL (SELECT * FROM cdr.patient_program p
+        WHERE p.site_id = site AND p.patient_program_id = k.id OFFSET 0) p
+    UNION ALL SELECT p.patient_id, NULL
+      FROM unnest(patient_state_ids) k(id) CROSS JOIN LATERAL (SELECT * FROM cdr.patient_state s
+        WHERE s.site_id = site AND s.patient_state_id = k.id OFFSET 0) s
+      CROSS JOIN LATERAL (SELECT * FROM cdr.patient_program p
+        WHERE p.site_id = site AND p.patient_program_id = s.patient_program_id OFFSET 0) p
     UNION ALL SELECT unnest(person_ids), NULL
   ) t WHERE t.patient_id IS NOT NULL
 $$;
@@ -549,7 +561,7 @@ BEGIN
     PERFORM ids.enqueue(site, distinct_patients);
     path := 'queued';
   ELSIF cardinality(distinct_patients) > 0 THEN
-    PERFORM ids.recompute(site, patients, days::date[], false);
+    PERFORM ids.recompute(site, patients, days::date[]);
     path := 'inline';
   END IF;
   INSERT INTO ids.site_state AS s (site_id, applied_at, batches) VALUES (site, now(), 1)
@@ -559,29 +571,39 @@ END $$;
 
 -- A queue worker's step for one site (the caller holds the site's lock): takes up to `chunk`
 -- of its oldest queued patients, recomputes them, and keeps site_state.queued_since the time
--- of the oldest change still queued (a rebuild is over when none is). Returns how many were
--- recomputed.
+-- of the oldest change still queued. When the queue of a site under rebuild empties, the
+-- rebuild is over: its visits_daily is counted again from scratch (so a rebuild also repairs
+-- day counts that had drifted). Returns how many were recomputed.
 CREATE OR REPLACE FUNCTION ids.drain(site integer, chunk integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
   taken integer[];
+  rebuilding boolean;
+  oldest timestamptz;
 BEGIN
   WITH picked AS (
-    SELECT q.patient_id FROM ids.dirty_patient q WHERE q.site_id = site
+    SELECT q.ctid AS row FROM ids.dirty_patient q WHERE q.site_id = site
     ORDER BY q.since, q.patient_id LIMIT chunk FOR UPDATE SKIP LOCKED
   ), gone AS (
-    DELETE FROM ids.dirty_patient q USING picked
-    WHERE q.site_id = site AND q.patient_id = picked.patient_id RETURNING q.patient_id
+    DELETE FROM ids.dirty_patient q
+    WHERE q.site_id = site AND q.ctid = ANY (ARRAY(SELECT picked.row FROM picked))
+    RETURNING q.patient_id
   )
   SELECT coalesce(array_agg(gone.patient_id), '{}') INTO taken FROM gone;
   IF cardinality(taken) > 0 THEN
-    PERFORM ids.recompute(site, taken, NULL, true);
+    PERFORM ids.recompute(site, taken, NULL);
   END IF;
+  SELECT s.rebuild_started IS NOT NULL INTO rebuilding FROM ids.site_state s WHERE s.site_id = site;
+  SELECT min(q.since) INTO oldest FROM ids.dirty_patient q WHERE q.site_id = site;
   UPDATE ids.site_state s
-    SET queued_since = m.since,
-        rebuild_started = CASE WHEN m.since IS NULL THEN NULL ELSE s.rebuild_started END
-    FROM (SELECT min(q.since) AS since FROM ids.dirty_patient q WHERE q.site_id = site) m
+    SET queued_since = oldest,
+        rebuild_started = CASE WHEN oldest IS NULL THEN NULL ELSE s.rebuild_started END
   WHERE s.site_id = site;
+  IF rebuilding AND oldest IS NULL THEN
+    DELETE FROM ids.visits_daily t WHERE t.site_id = site;
+    INSERT INTO ids.visits_daily SELECT * FROM ids.def_visits_daily(site,
+      ARRAY(SELECT DISTINCT v.visit_date FROM ids.patient_visits v WHERE v.site_id = site));
+  END IF;
   RETURN cardinality(taken);
 END $$;
 

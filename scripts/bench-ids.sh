@@ -19,6 +19,6 @@ runpg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/psql | head -1)")
 psql_admin() { runpg "$pgbin/psql" -q -h 127.0.0.1 -p "${EMR_PG_PORT:-25432}" -U postgres "$@"; }
 db=emr_bench_ids
-psql_admin -c "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db OWNER emr" 2>/dev/null
-[ "${KEEP:-0}" = 1 ] || trap 'psql_admin -c "DROP DATABASE IF EXISTS $db" 2>/dev/null' EXIT
+psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db OWNER emr"
+[ "${KEEP:-0}" = 1 ] || trap 'psql_admin -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null' EXIT
 target/release/examples/bench_ids "${EMR_PG_URL%/*}/$db" "$patients" "$visits"
