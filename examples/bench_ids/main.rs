@@ -60,8 +60,9 @@ async fn main() {
     client.batch_execute(&fill_sql).await.unwrap();
     let filled = started.elapsed();
     let started = Instant::now();
-    let pg = connect().await.unwrap(); // the migrations make the indexes again
-    // as autovacuum would have left tables that filled over months: hint bits set, statistics
+    // The migrations make the indexes again; then the tables as autovacuum would have left
+    // them after filling over months (hint bits set, statistics taken).
+    let pg = connect().await.unwrap();
     client.batch_execute("VACUUM ANALYZE").await.unwrap();
     let indexed = started.elapsed();
     let counts = client
