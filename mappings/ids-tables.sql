@@ -5,8 +5,9 @@
 -- one (site, day). Nothing stored reads the clock: end dates are applied when a report reads.
 -- Each table has ONE definition, ids.def_<table>(site, patients), used both by the incremental
 -- recompute (patients = those a batch touched) and by rebuilds and verification (patients = all
--- of the site). The dirty set is joined into every base-table scan, so a recompute reads only
--- its patients' rows (checked with EXPLAIN by scripts/bench-ids.sh at 1M patients).
+-- of the site). The dirty set drives every base-table read as a parameterized index probe
+-- (LATERAL ... OFFSET 0), so a recompute reads only its patients' rows whatever the statistics
+-- say (checked with EXPLAIN by scripts/bench-ids.sh).
 --
 -- The receiver applies this file at start (idempotent: CREATE ... IF NOT EXISTS, CREATE OR
 -- REPLACE); when its text changes, every site's patients are queued for recomputation, and the
