@@ -39,6 +39,12 @@ CREATE INDEX IF NOT EXISTS encounter_patient_day ON cdr.encounter (site_id, pati
 CREATE INDEX IF NOT EXISTS patient_program_patient ON cdr.patient_program (site_id, patient_id);
 CREATE INDEX IF NOT EXISTS patient_state_program ON cdr.patient_state (site_id, patient_program_id);
 CREATE INDEX IF NOT EXISTS drug_order_drug ON cdr.drug_order (site_id, drug_inventory_id);
+CREATE INDEX IF NOT EXISTS concept_name_lower ON cdr.concept_name (site_id, lower(name));
+-- What the defaulter list reads of each defaulter: names, contacts, address, ARV number.
+CREATE INDEX IF NOT EXISTS person_name_person ON cdr.person_name (site_id, person_id);
+CREATE INDEX IF NOT EXISTS person_attribute_person ON cdr.person_attribute (site_id, person_id);
+CREATE INDEX IF NOT EXISTS person_address_person ON cdr.person_address (site_id, person_id);
+CREATE INDEX IF NOT EXISTS patient_identifier_patient ON cdr.patient_identifier (site_id, patient_id);
 
 -- ------------------------------------------------------------------------------- the tables
 
@@ -57,7 +63,8 @@ CREATE TABLE IF NOT EXISTS ids.program_states (
   PRIMARY KEY (site_id, patient_state_id));
 CREATE INDEX IF NOT EXISTS program_states_patient ON ids.program_states (site_id, patient_id, start_date);
 
--- Appointments: non-voided obs 5096, when recorded and the date given.
+-- Appointments: non-voided obs 5096 of APPOINTMENT encounters of the HIV program, when
+-- recorded and the date given.
 CREATE TABLE IF NOT EXISTS ids.appointments (
   site_id integer NOT NULL, obs_id integer NOT NULL, patient_id integer NOT NULL,
   recorded_at timestamp NOT NULL, appointment_date date NOT NULL,
@@ -74,16 +81,34 @@ CREATE INDEX IF NOT EXISTS patient_visits_day ON ids.patient_visits (site_id, vi
 -- One row per non-voided patient whose person is not voided (the only patients any report
 -- counts): demographics, enrolment (first ARV dispensation), earliest start (the earliest
 -- "date antiretrovirals started" obs 2516 of a HIV CLINIC REGISTRATION encounter, else the
--- enrolment), transfer-in (a non-voided obs 3289 answered 7572), and everything the outcome
--- "as of today" needs from the whole history: the last dispensation and its expiry, the latest
+-- enrolment), transfer-in (a non-voided obs 3289 answered 'Transfer in'), and everything the
+-- outcome "as of today" needs from the whole history: the last dispensation, its expiry (the
+-- legacy rule when every ARV of that day sums to 6000 or more) and its drug set, the latest
 -- HIV-program state, the first death state (died_on), and events_through, the latest date of
 -- any of those facts. For a date on or after events_through, this row alone gives the outcome.
+-- The cohort gates of art-rules.md section 1 are kept as the dates they open on, so that a
+-- report applies them for its own end date (ids.cohort_enrolment): a state 7 of the HIV
+-- program (on_art_state), the first reason for starting ART (obs 7563), the first obs 3289
+-- answered 'Drug refill' or 'External consultation' (refill_on), the first answered 'New
+-- patient', the first HIV CLINIC REGISTRATION encounter, and the first dispensation on or
+-- after that 'New patient' obs (what counts for enrolment of a refill client who registered).
 CREATE TABLE IF NOT EXISTS ids.art_status (
   site_id integer NOT NULL, patient_id integer NOT NULL, gender text NOT NULL, birthdate date,
   date_enrolled date, earliest_start_date date, transfer_in boolean NOT NULL,
   last_dispensation_date date, expiry_date date, latest_state integer, latest_state_date date,
   died_on date, events_through date,
+  on_art_state boolean NOT NULL DEFAULT false, reason_on date, refill_on date, new_patient_on date,
+  registered_at timestamp, enrolled_after_new date, art_start_obs date,
+  legacy_expiry boolean NOT NULL DEFAULT false, regimen_drugs integer[],
   PRIMARY KEY (site_id, patient_id));
+-- Columns added after the first release (CREATE TABLE IF NOT EXISTS leaves an older table as
+-- it was): in the same order as above, which is the order ids.def_art_status returns them in.
+ALTER TABLE ids.art_status ADD COLUMN IF NOT EXISTS on_art_state boolean NOT NULL DEFAULT false,
+  ADD COLUMN IF NOT EXISTS reason_on date, ADD COLUMN IF NOT EXISTS refill_on date,
+  ADD COLUMN IF NOT EXISTS new_patient_on date, ADD COLUMN IF NOT EXISTS registered_at timestamp,
+  ADD COLUMN IF NOT EXISTS enrolled_after_new date, ADD COLUMN IF NOT EXISTS art_start_obs date,
+  ADD COLUMN IF NOT EXISTS legacy_expiry boolean NOT NULL DEFAULT false,
+  ADD COLUMN IF NOT EXISTS regimen_drugs integer[];
 CREATE INDEX IF NOT EXISTS art_status_enrolled ON ids.art_status (site_id, date_enrolled);
 
 -- Visits per day per site: distinct patient-days of counted patients.
@@ -141,12 +166,43 @@ RETURNS TABLE (patient_id integer, day date) LANGUAGE sql IMMUTABLE AS $$
   WHERE x.day IS NULL OR NOT EXISTS (SELECT 1 FROM x y WHERE y.patient_id = x.patient_id AND y.day IS NULL)
 $$;
 
+-- Concepts the engine finds by name (art-rules.md: ids differ between facilities' metadata):
+-- the ids of the site's non-voided concept names among `names`, compared case-insensitively as
+-- MySQL's collation does.
+CREATE OR REPLACE FUNCTION ids.concepts_named(site integer, names text[]) RETURNS integer[]
+LANGUAGE sql STABLE AS $$
+  SELECT coalesce(array_agg(DISTINCT c.concept_id ORDER BY c.concept_id), '{}')
+  FROM cdr.concept_name c
+  WHERE c.site_id = site AND lower(c.name) = ANY (ARRAY(SELECT lower(n) FROM unnest(names) n))
+    AND coalesce(c.voided, 0) = 0 AND c.concept_id IS NOT NULL
+$$;
+
+-- The named concepts the stored definitions depend on, as one text: when a batch changes it
+-- (a concept_name row), every patient of the site is recomputed.
+CREATE OR REPLACE FUNCTION ids.definition_concepts(site integer) RETURNS text
+LANGUAGE sql STABLE AS $$
+  SELECT concat_ws('|', ids.concepts_named(site, '{Drug refill,External consultation}')::text,
+                   ids.concepts_named(site, '{New patient}')::text,
+                   ids.concepts_named(site, '{Transfer in}')::text)
+$$;
+
+-- A number written as text (obs.value_text of a pill count), else NULL.
+CREATE OR REPLACE FUNCTION ids.text_number(t text) RETURNS double precision
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN t ~ '^\s*[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)\s*$' THEN btrim(t)::double precision END
+$$;
+
 -- A dispensation: a non-voided drug order (order_type_id 1) with quantity > 0 of an ARV drug.
--- Several orders of one drug on one day add up (quantities of 6000 or more are typos and count
--- as 0); their daily dose is the largest valid one (1 when none is valid: null, 0, negative or
--- NaN). Pills brought back: non-voided obs 2540 of that day, counted for the drug of the order
--- they are tied to, else for their value_drug. expiry = day + ROUND((quantity + pills) /
--- daily_dose) days, halves up (numeric round), at most 100 years out.
+-- Several orders of one drug on one day add up, typos included (a drug whose sum is 6000 or
+-- more is left out of the expiry by the readers, art-rules.md section 2, and decides it alone
+-- by the legacy rule when every ARV of the day is such); their daily dose is the largest valid
+-- one (1 when none is valid: null, 0, negative or NaN). Pills brought back that day: the SUM
+-- OF THREE SOURCES as the engine adds them, one obs counting twice when it is in two (kept for
+-- parity): obs 2540 tied to an order of the drug (value_numeric plus value_text when it is a
+-- number), obs of the drug's own concept, obs 2540 whose value_drug is the drug. Each source is
+-- summed once (the engine's join multiplies the second and third when both have several obs:
+-- a bug, art-rules.md section 6). expiry = day + ROUND((quantity + pills) / daily_dose) days,
+-- halves up (numeric round), at most 100 years out.
 CREATE OR REPLACE FUNCTION ids.def_arv_dispensations(site integer, patients integer[],
                                                      days date[] DEFAULT NULL)
 RETURNS TABLE (site_id integer, patient_id integer, drug_id integer, dispensation_date date,
@@ -157,7 +213,7 @@ LANGUAGE sql STABLE AS $$
   arv AS MATERIALIZED (SELECT unnest(ids.arv_drugs(site)) AS drug_id),
   dispensed AS (
     SELECT o.patient_id, o.start_date::date AS day, x.drug_inventory_id AS drug_id,
-           sum(CASE WHEN x.quantity < 6000 THEN x.quantity ELSE 0 END)::bigint AS quantity,
+           sum(x.quantity)::bigint AS quantity,
            coalesce(max(x.equivalent_daily_dose) FILTER (
              WHERE x.equivalent_daily_dose > 0 AND x.equivalent_daily_dose <> 'NaN'), 1) AS daily_dose
     FROM d
@@ -174,20 +230,33 @@ LANGUAGE sql STABLE AS $$
     JOIN arv a ON a.drug_id = x.drug_inventory_id
     GROUP BY 1, 2, 3
   )
-  -- pills brought back that day for the drug, looked up per dispensation (an index probe
-  -- each: the cost follows the dispensations, whatever the planner estimates)
+  -- pills brought back that day for the drug, each source looked up per dispensation (index
+  -- probes: the cost follows the dispensations, whatever the planner estimates)
   SELECT site, p.patient_id, p.drug_id, p.day, p.quantity, p.daily_dose, b.pills,
          p.day + least(greatest(round((p.quantity + b.pills)::numeric
                                       / p.daily_dose::numeric), -36525), 36525)::int
   FROM dispensed p
   CROSS JOIN LATERAL (
-    SELECT coalesce(sum(coalesce(o.value_numeric, 0)), 0) AS pills
-    FROM cdr.obs o
-    WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 2540
-      AND o.obs_datetime >= p.day AND o.obs_datetime < p.day + 1
-      AND o.voided = 0 AND o.value_numeric <> 'NaN'
-      AND coalesce((SELECT x.drug_inventory_id FROM cdr.drug_order x
-                    WHERE x.site_id = site AND x.order_id = o.order_id), o.value_drug) = p.drug_id
+    SELECT (SELECT coalesce(sum(coalesce(o.value_numeric, 0) + coalesce(ids.text_number(o.value_text), 0)), 0)
+            FROM cdr.obs o
+            WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 2540
+              AND o.obs_datetime >= p.day AND o.obs_datetime < p.day + 1
+              AND o.voided = 0 AND o.order_id IS NOT NULL AND o.value_numeric IS DISTINCT FROM 'NaN'
+              AND (SELECT x.drug_inventory_id FROM cdr.drug_order x
+                   WHERE x.site_id = site AND x.order_id = o.order_id) = p.drug_id)
+         + (SELECT coalesce(sum(coalesce(o.value_numeric, 0)), 0)
+            FROM cdr.obs o
+            WHERE o.site_id = site AND o.person_id = p.patient_id
+              AND o.concept_id = (SELECT dr.concept_id FROM cdr.drug dr
+                                  WHERE dr.site_id = site AND dr.drug_id = p.drug_id)
+              AND o.obs_datetime >= p.day AND o.obs_datetime < p.day + 1
+              AND o.voided = 0 AND o.value_numeric IS DISTINCT FROM 'NaN')
+         + (SELECT coalesce(sum(coalesce(o.value_numeric, 0)), 0)
+            FROM cdr.obs o
+            WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 2540
+              AND o.obs_datetime >= p.day AND o.obs_datetime < p.day + 1
+              AND o.voided = 0 AND o.value_drug = p.drug_id AND o.value_numeric IS DISTINCT FROM 'NaN')
+           AS pills
   ) b
 $$;
 
@@ -221,6 +290,9 @@ LANGUAGE sql STABLE AS $$
     WHERE o.site_id = site AND o.person_id = d.patient_id AND o.concept_id = 5096
       AND o.obs_datetime >= coalesce(d.day, '-infinity') AND o.obs_datetime < coalesce(d.day + 1, 'infinity')
       AND o.voided = 0 AND o.value_datetime IS NOT NULL
+      -- in an APPOINTMENT encounter (type 7) of the HIV program, as the engine reads them
+      AND (SELECT en.encounter_type = 7 AND en.program_id = 1 FROM cdr.encounter en
+           WHERE en.site_id = site AND en.encounter_id = o.encounter_id)
     OFFSET 0) o
 $$;
 
@@ -241,23 +313,50 @@ LANGUAGE sql STABLE AS $$
   GROUP BY 2, 3
 $$;
 
+-- The expiry of a patient's dispensation day `day` (art-rules.md section 2): the earliest
+-- over its ARV drugs whose quantity that day is under 6000; when every one of them is 6000 or
+-- more, the engine's legacy function decides: the earliest over all of them, minus 2 days
+-- (legacy: the patient defaults past 60 days, ids.threshold). Also the drug set that names
+-- the regimen (the drugs under 6000).
+CREATE OR REPLACE FUNCTION ids.expiry_on(site integer, patient integer, day date)
+RETURNS TABLE (expiry_date date, legacy boolean, drugs integer[]) LANGUAGE sql STABLE AS $$
+  SELECT coalesce(min(a.expiry_date) FILTER (WHERE a.quantity < 6000), min(a.expiry_date) - 2),
+         bool_and(a.quantity >= 6000),
+         array_agg(a.drug_id ORDER BY a.drug_id) FILTER (WHERE a.quantity < 6000)
+  FROM ids.arv_dispensations a
+  WHERE a.site_id = site AND a.patient_id = patient AND a.dispensation_date = day
+$$;
+
 -- Reads the patients' rows of ids.arv_dispensations and ids.program_states, so the recompute
 -- writes those first.
 CREATE OR REPLACE FUNCTION ids.def_art_status(site integer, patients integer[])
 RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                date_enrolled date, earliest_start_date date, transfer_in boolean,
                last_dispensation_date date, expiry_date date, latest_state integer,
-               latest_state_date date, died_on date, events_through date)
+               latest_state_date date, died_on date, events_through date,
+               on_art_state boolean, reason_on date, refill_on date, new_patient_on date,
+               registered_at timestamp, enrolled_after_new date, art_start_obs date,
+               legacy_expiry boolean, regimen_drugs integer[])
 LANGUAGE sql STABLE AS $$
   -- Every fact is a per-patient lookup (LATERAL, index probes): the cost follows the
   -- patients, whatever the planner estimates.
-  WITH d AS (SELECT DISTINCT unnest(patients) AS patient_id)
+  WITH d AS (SELECT DISTINCT unnest(patients) AS patient_id),
+  named AS MATERIALIZED (
+    SELECT ids.concepts_named(site, '{Drug refill,External consultation}') AS refill,
+           ids.concepts_named(site, '{New patient}') AS new_patient,
+           ids.concepts_named(site, '{Transfer in}') AS transfer_in)
   SELECT site, p.patient_id,
          CASE upper(left(pe.gender, 1)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'U' END,
          pe.birthdate, x.date_enrolled, coalesce(s.started_on, x.date_enrolled),
          t.transfer_in, x.last_day, e.expiry_date, l.state, l.start_date,
-         sd.died_on, greatest(x.last_day, sd.last_state_date)
+         sd.died_on, greatest(x.last_day, sd.last_state_date),
+         sd.on_art_state, g.reason_on, g.refill_on, g.new_patient_on, g.registered_at,
+         (SELECT min(a.dispensation_date) FROM ids.arv_dispensations a
+           WHERE a.site_id = site AND a.patient_id = p.patient_id
+             AND a.dispensation_date >= g.new_patient_on),
+         s.started_on, coalesce(e.legacy, false), e.drugs
   FROM d
+  CROSS JOIN named
   CROSS JOIN LATERAL (SELECT p.* FROM cdr.patient p
                       WHERE p.site_id = site AND p.patient_id = d.patient_id OFFSET 0) p
   CROSS JOIN LATERAL (SELECT pe.* FROM cdr.person pe
@@ -266,10 +365,7 @@ LANGUAGE sql STABLE AS $$
     SELECT min(a.dispensation_date) AS date_enrolled, max(a.dispensation_date) AS last_day
     FROM ids.arv_dispensations a WHERE a.site_id = site AND a.patient_id = p.patient_id
   ) x
-  CROSS JOIN LATERAL (
-    SELECT min(a.expiry_date) AS expiry_date FROM ids.arv_dispensations a
-    WHERE a.site_id = site AND a.patient_id = p.patient_id AND a.dispensation_date = x.last_day
-  ) e
+  CROSS JOIN LATERAL ids.expiry_on(site, p.patient_id, x.last_day) e
   CROSS JOIN LATERAL (
     SELECT min(o.value_datetime::date) AS started_on
     FROM cdr.obs o
@@ -280,8 +376,23 @@ LANGUAGE sql STABLE AS $$
   ) s
   CROSS JOIN LATERAL (
     SELECT EXISTS (SELECT 1 FROM cdr.obs o WHERE o.site_id = site AND o.person_id = p.patient_id
-                     AND o.concept_id = 3289 AND o.value_coded = 7572 AND o.voided = 0) AS transfer_in
+                     AND o.concept_id = 3289 AND o.value_coded = ANY (named.transfer_in)
+                     AND o.voided = 0) AS transfer_in
   ) t
+  CROSS JOIN LATERAL (
+    SELECT (SELECT min(o.obs_datetime)::date FROM cdr.obs o
+             WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 7563
+               AND o.voided = 0) AS reason_on,
+           (SELECT min(o.obs_datetime)::date FROM cdr.obs o
+             WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 3289
+               AND o.value_coded = ANY (named.refill) AND o.voided = 0) AS refill_on,
+           (SELECT min(o.obs_datetime)::date FROM cdr.obs o
+             WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 3289
+               AND o.value_coded = ANY (named.new_patient) AND o.voided = 0) AS new_patient_on,
+           (SELECT min(en.encounter_datetime) FROM cdr.encounter en
+             WHERE en.site_id = site AND en.patient_id = p.patient_id AND en.encounter_type = 9
+               AND en.voided = 0) AS registered_at
+  ) g
   LEFT JOIN LATERAL (
     SELECT s.state, s.start_date FROM ids.program_states s
     WHERE s.site_id = site AND s.patient_id = p.patient_id AND s.program_id = 1
@@ -289,7 +400,8 @@ LANGUAGE sql STABLE AS $$
   ) l ON true
   CROSS JOIN LATERAL (
     SELECT min(s.start_date) FILTER (WHERE s.state IN (3, 127)) AS died_on,
-           max(s.start_date) AS last_state_date
+           max(s.start_date) AS last_state_date,
+           coalesce(bool_or(s.program_id = 1 AND s.state = 7), false) AS on_art_state
     FROM ids.program_states s WHERE s.site_id = site AND s.patient_id = p.patient_id
   ) sd
   WHERE p.voided = 0 AND pe.voided = 0
@@ -438,9 +550,18 @@ BEGIN
       latest_state = EXCLUDED.latest_state,
       latest_state_date = EXCLUDED.latest_state_date,
       died_on = EXCLUDED.died_on,
-      events_through = EXCLUDED.events_through
-      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.last_dispensation_date, t.expiry_date, t.latest_state, t.latest_state_date, t.died_on, t.events_through)
-        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.last_dispensation_date, EXCLUDED.expiry_date, EXCLUDED.latest_state, EXCLUDED.latest_state_date, EXCLUDED.died_on, EXCLUDED.events_through);
+      events_through = EXCLUDED.events_through,
+      on_art_state = EXCLUDED.on_art_state,
+      reason_on = EXCLUDED.reason_on,
+      refill_on = EXCLUDED.refill_on,
+      new_patient_on = EXCLUDED.new_patient_on,
+      registered_at = EXCLUDED.registered_at,
+      enrolled_after_new = EXCLUDED.enrolled_after_new,
+      art_start_obs = EXCLUDED.art_start_obs,
+      legacy_expiry = EXCLUDED.legacy_expiry,
+      regimen_drugs = EXCLUDED.regimen_drugs
+      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.last_dispensation_date, t.expiry_date, t.latest_state, t.latest_state_date, t.died_on, t.events_through, t.on_art_state, t.reason_on, t.refill_on, t.new_patient_on, t.registered_at, t.enrolled_after_new, t.art_start_obs, t.legacy_expiry, t.regimen_drugs)
+        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.last_dispensation_date, EXCLUDED.expiry_date, EXCLUDED.latest_state, EXCLUDED.latest_state_date, EXCLUDED.died_on, EXCLUDED.events_through, EXCLUDED.on_art_state, EXCLUDED.reason_on, EXCLUDED.refill_on, EXCLUDED.new_patient_on, EXCLUDED.registered_at, EXCLUDED.enrolled_after_new, EXCLUDED.art_start_obs, EXCLUDED.legacy_expiry, EXCLUDED.regimen_drugs);
 
   WITH after AS (SELECT * FROM ids.visit_counts(site, patients, days)), delta AS (
     SELECT coalesce(a.visit_date, b.key::date) AS visit_date,
@@ -666,71 +787,237 @@ END $$;
 
 -- ------------------------------------------------------------------------------ reading
 
--- Age group at a date: whole years (TIMESTAMPDIFF(YEAR, ...)), 'Unknown' without birthdate.
+-- Months between two dates as MySQL's TIMESTAMPDIFF(MONTH, a, b) counts them: whole months,
+-- truncated toward zero.
+CREATE OR REPLACE FUNCTION ids.months_between(a date, b date) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN b >= a
+    THEN (date_part('year', age(b, a)) * 12 + date_part('month', age(b, a)))::int
+    ELSE -(date_part('year', age(a, b)) * 12 + date_part('month', age(a, b)))::int END
+$$;
+
+-- PEPFAR age group at a date (art-rules.md section 4): whole years (TIMESTAMPDIFF(YEAR, ...)),
+-- <1, 1-4, five-year groups to 85-89, 90+; 'Unknown' without birthdate.
 CREATE OR REPLACE FUNCTION ids.age_group(birthdate date, on_date date) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
   SELECT CASE
     WHEN birthdate IS NULL THEN 'Unknown'
-    WHEN a < 1 THEN '<1' WHEN a < 5 THEN '1-4' WHEN a < 10 THEN '5-9'
-    WHEN a < 50 THEN (a / 5 * 5)::text || '-' || (a / 5 * 5 + 4)::text
-    ELSE '50+' END
+    WHEN a < 1 THEN '<1' WHEN a < 5 THEN '1-4'
+    WHEN a < 90 THEN (a / 5 * 5)::text || '-' || (a / 5 * 5 + 4)::text
+    ELSE '90+' END
   FROM (SELECT date_part('year', age(on_date, birthdate))::int AS a) y
+$$;
+
+-- MOH cohort age group at a date: months under two years, then 2-4, 5-9, 10-14, 15-17,
+-- 18-19, five-year groups to 45-49, 50+.
+CREATE OR REPLACE FUNCTION ids.moh_age_group(birthdate date, on_date date) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE
+    WHEN birthdate IS NULL THEN 'Unknown'
+    WHEN m < 6 THEN '0-5 months' WHEN m < 12 THEN '6-11 months' WHEN m < 24 THEN '12-23 months'
+    WHEN m < 60 THEN '2-4' WHEN m < 120 THEN '5-9' WHEN m < 180 THEN '10-14'
+    WHEN m < 216 THEN '15-17' WHEN m < 240 THEN '18-19'
+    WHEN m < 600 THEN (m / 60 * 5)::text || '-' || (m / 60 * 5 + 4)::text
+    ELSE '50+' END
+  FROM (SELECT ids.months_between(birthdate, on_date) AS m) y
+$$;
+
+-- Days past the expiry after which a patient has defaulted: the definition's (60 MOH, 30
+-- PEPFAR), or past 60 (61) when the legacy rule gave the expiry (art-rules.md section 6).
+CREATE OR REPLACE FUNCTION ids.threshold(legacy boolean, default_days integer) RETURNS integer
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE WHEN legacy THEN 61 ELSE default_days END
 $$;
 
 -- The outcome precedence of the rules on a date: died (a state 3 or 127 started by then),
 -- else the latest HIV-program state by then when it is transferred out (2) or treatment
 -- stopped (6), else Pre-ART (latest state 1) or Unknown without an ARV dispensation by then,
--- else Defaulted when the date is default_days or more past the expiry, else On ART.
+-- else Defaulted when the date is `threshold` or more days past the expiry, else On ART.
 CREATE OR REPLACE FUNCTION ids.outcome(died boolean, state integer, last_day date, expiry date,
-                                       on_date date, default_days integer) RETURNS text
+                                       on_date date, threshold integer) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
   SELECT CASE
     WHEN died THEN 'Patient died'
     WHEN state = 2 THEN 'Patient transferred out'
     WHEN state = 6 THEN 'Treatment stopped'
     WHEN last_day IS NULL THEN CASE WHEN state = 1 THEN 'Pre-ART (continue)' ELSE 'Unknown' END
-    WHEN on_date - expiry >= default_days THEN 'Defaulted'
+    WHEN on_date - expiry >= threshold THEN 'Defaulted'
     ELSE 'On antiretrovirals'
   END
 $$;
 
--- The outcome of every counted patient on end_date. A patient whose every dated fact is on or
--- before end_date (events_through) is answered from its art_status row alone: "as of today",
--- the common case, reads one row per patient. Others (end dates in the past) take the exact
--- path through their dispensations and states up to end_date.
-CREATE OR REPLACE FUNCTION ids.outcomes(end_date date, default_days int, site integer)
-RETURNS TABLE (site_id integer, patient_id integer, gender text, age_group text, outcome text,
-               last_dispensation_date date, expiry_date date, defaulted_on date)
+-- The date of an outcome (art-rules.md section 3): the death state's start, the transfer-out
+-- or stop state's start, the defaulter date, for On ART the current state's start else the
+-- last dispensation; none for Unknown and Pre-ART.
+CREATE OR REPLACE FUNCTION ids.outcome_date(outcome text, died_on date, state_date date,
+                                            last_day date, expiry date, threshold integer)
+RETURNS date LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE outcome
+    WHEN 'Patient died' THEN died_on
+    WHEN 'Patient transferred out' THEN state_date
+    WHEN 'Treatment stopped' THEN state_date
+    WHEN 'Defaulted' THEN expiry + threshold
+    WHEN 'On antiretrovirals' THEN coalesce(state_date, last_day)
+  END
+$$;
+
+-- A patient's facts as of on_date, from their dispensations and states up to it (the exact
+-- path, for dates before events_through): the last dispensation, its expiry and drug set,
+-- the first death state, the current HIV-program state.
+CREATE OR REPLACE FUNCTION ids.history(site integer, patient integer, on_date date)
+RETURNS TABLE (last_day date, expiry date, legacy boolean, regimen_drugs integer[],
+               died_on date, state integer, state_date date)
 LANGUAGE sql STABLE AS $$
-  SELECT p.site_id, p.patient_id, p.gender, ids.age_group(p.birthdate, outcomes.end_date),
-         ids.outcome(p.died_on IS NOT NULL, p.latest_state, p.last_dispensation_date,
-                     p.expiry_date, outcomes.end_date, outcomes.default_days),
-         p.last_dispensation_date, p.expiry_date, p.expiry_date + outcomes.default_days
-  FROM ids.art_status p
-  WHERE (outcomes.site IS NULL OR p.site_id = outcomes.site)
-    AND (p.events_through IS NULL OR p.events_through <= outcomes.end_date)
-  UNION ALL
-  SELECT p.site_id, p.patient_id, p.gender, ids.age_group(p.birthdate, outcomes.end_date),
-         ids.outcome(h.died, h.state, h.last_day, h.expiry, outcomes.end_date, outcomes.default_days),
-         h.last_day, h.expiry, h.expiry + outcomes.default_days
-  FROM ids.art_status p
+  SELECT l.day, e.expiry_date, coalesce(e.legacy, false), e.drugs, dd.died_on, cs.state, cs.start_date
+  FROM (SELECT max(a.dispensation_date) AS day FROM ids.arv_dispensations a
+        WHERE a.site_id = site AND a.patient_id = patient AND a.dispensation_date <= on_date) l
+  CROSS JOIN LATERAL ids.expiry_on(site, patient, l.day) e
+  CROSS JOIN (SELECT min(s.start_date) AS died_on FROM ids.program_states s
+              WHERE s.site_id = site AND s.patient_id = patient AND s.state IN (3, 127)
+                AND s.start_date <= on_date) dd
+  LEFT JOIN LATERAL (
+    SELECT s.state, s.start_date FROM ids.program_states s
+    WHERE s.site_id = site AND s.patient_id = patient AND s.program_id = 1
+      AND s.start_date <= on_date
+    ORDER BY s.start_date DESC, s.date_created DESC, s.patient_state_id DESC LIMIT 1) cs ON true
+$$;
+
+-- The cohort gates of art-rules.md section 1 on end_date, as the enrolment date they give
+-- (NULL: not in any cohort report): a state 7 of the HIV program; a reason for starting ART
+-- (obs 7563) by then; an ARV dispensation by then; and a drug-refill or external-consultation
+-- client (an obs 3289 so answered by then) only when registered: a 'New patient' obs 3289 by
+-- then (then only dispensations on or after it count for enrolment) or an HIV CLINIC
+-- REGISTRATION encounter before end_date (the rules' "before end_date": strictly earlier than
+-- its first moment; with a registration but no 'New patient' obs every dispensation counts).
+-- The 'New patient' obs is bounded by end_date + 1 day like the refill obs it answers (our
+-- reading where the rules leave it open).
+CREATE OR REPLACE FUNCTION ids.cohort_enrolment(on_art_state boolean, reason_on date,
+    refill_on date, new_patient_on date, registered_at timestamp, date_enrolled date,
+    enrolled_after_new date, end_date date) RETURNS date
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE
+    WHEN NOT on_art_state OR reason_on IS NULL OR reason_on > end_date THEN NULL
+    WHEN refill_on IS NULL OR refill_on > end_date THEN
+      CASE WHEN date_enrolled <= end_date THEN date_enrolled END
+    WHEN new_patient_on <= end_date THEN
+      CASE WHEN enrolled_after_new <= end_date THEN enrolled_after_new END
+    WHEN registered_at < end_date THEN CASE WHEN date_enrolled <= end_date THEN date_enrolled END
+  END
+$$;
+
+-- Drug-refill and external-consultation clients who have not registered by end_date (the
+-- fourth gate alone: missed appointments leave them out).
+CREATE OR REPLACE FUNCTION ids.unregistered_refill(refill_on date, new_patient_on date,
+                                                   registered_at timestamp, end_date date)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+  SELECT refill_on <= end_date AND NOT coalesce(new_patient_on <= end_date, false)
+         AND NOT coalesce(registered_at < end_date, false)
+$$;
+
+-- The cohort on end_date (art-rules.md section 1) with every patient's outcome on that day
+-- (section 3) under a default_days threshold: the patients of `site`, or of every site when
+-- it is NULL. A patient whose every dated fact is on or before end_date (events_through) is
+-- answered from its art_status row alone: "as of today", the common case, reads one row per
+-- patient. Others (end dates in the past) take the exact path (ids.history).
+CREATE OR REPLACE FUNCTION ids.cohort(end_date date, default_days integer, site integer)
+RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
+               age_group text, date_enrolled date, earliest_start_date date,
+               transfer_in boolean, outcome text, outcome_date date,
+               last_dispensation_date date, expiry_date date, defaulted_on date,
+               regimen_drugs integer[])
+LANGUAGE sql STABLE AS $$
+  SELECT p.site_id, p.patient_id, p.gender, p.birthdate, ids.age_group(p.birthdate, cohort.end_date),
+         p.enrolled, coalesce(p.art_start_obs, p.enrolled), p.transfer_in,
+         o.outcome, ids.outcome_date(o.outcome, p.died_on, p.latest_state_date,
+                                     p.last_dispensation_date, p.expiry_date, o.threshold),
+         p.last_dispensation_date, p.expiry_date, p.expiry_date + o.threshold, p.regimen_drugs
+  FROM (SELECT p.*, ids.cohort_enrolment(p.on_art_state, p.reason_on, p.refill_on,
+                      p.new_patient_on, p.registered_at, p.date_enrolled, p.enrolled_after_new,
+                      cohort.end_date) AS enrolled
+        FROM ids.art_status p
+        WHERE (cohort.site IS NULL OR p.site_id = cohort.site)
+          AND (p.events_through IS NULL OR p.events_through <= cohort.end_date)) p
   CROSS JOIN LATERAL (
-    SELECT l.day AS last_day,
-           (SELECT min(a.expiry_date) FROM ids.arv_dispensations a
-             WHERE a.site_id = p.site_id AND a.patient_id = p.patient_id
-               AND a.dispensation_date = l.day) AS expiry,
-           EXISTS (SELECT 1 FROM ids.program_states s
-                    WHERE s.site_id = p.site_id AND s.patient_id = p.patient_id
-                      AND s.state IN (3, 127) AND s.start_date <= outcomes.end_date) AS died,
-           (SELECT s.state FROM ids.program_states s
-             WHERE s.site_id = p.site_id AND s.patient_id = p.patient_id AND s.program_id = 1
-               AND s.start_date <= outcomes.end_date
-             ORDER BY s.start_date DESC, s.date_created DESC, s.patient_state_id DESC
-             LIMIT 1) AS state
-    FROM (SELECT max(a.dispensation_date) AS day FROM ids.arv_dispensations a
-           WHERE a.site_id = p.site_id AND a.patient_id = p.patient_id
-             AND a.dispensation_date <= outcomes.end_date) l
-  ) h
-  WHERE (outcomes.site IS NULL OR p.site_id = outcomes.site)
-    AND p.events_through > outcomes.end_date
+    SELECT ids.outcome(p.died_on IS NOT NULL, p.latest_state, p.last_dispensation_date,
+                       p.expiry_date, cohort.end_date, t.threshold) AS outcome, t.threshold
+    FROM (SELECT ids.threshold(p.legacy_expiry, cohort.default_days) AS threshold) t) o
+  WHERE p.enrolled IS NOT NULL
+  UNION ALL
+  SELECT p.site_id, p.patient_id, p.gender, p.birthdate, ids.age_group(p.birthdate, cohort.end_date),
+         p.enrolled, coalesce(p.art_start_obs, p.enrolled), p.transfer_in,
+         o.outcome, ids.outcome_date(o.outcome, h.died_on, h.state_date, h.last_day, h.expiry,
+                                     o.threshold),
+         h.last_day, h.expiry, h.expiry + o.threshold, h.regimen_drugs
+  FROM (SELECT p.*, ids.cohort_enrolment(p.on_art_state, p.reason_on, p.refill_on,
+                      p.new_patient_on, p.registered_at, p.date_enrolled, p.enrolled_after_new,
+                      cohort.end_date) AS enrolled
+        FROM ids.art_status p
+        WHERE (cohort.site IS NULL OR p.site_id = cohort.site)
+          AND p.events_through > cohort.end_date) p
+  CROSS JOIN LATERAL ids.history(p.site_id, p.patient_id, cohort.end_date) h
+  CROSS JOIN LATERAL (
+    SELECT ids.outcome(h.died_on IS NOT NULL, h.state, h.last_day, h.expiry, cohort.end_date,
+                       t.threshold) AS outcome, t.threshold
+    FROM (SELECT ids.threshold(h.legacy, cohort.default_days) AS threshold) t) o
+  WHERE p.enrolled IS NOT NULL
+$$;
+
+-- A patient's outcome on their own date (missed appointments take it at appointment + 14).
+CREATE OR REPLACE FUNCTION ids.outcome_at(site integer, patient integer, on_date date,
+                                          default_days integer) RETURNS text
+LANGUAGE sql STABLE AS $$
+  SELECT ids.outcome(h.died_on IS NOT NULL, h.state, h.last_day, h.expiry, on_date,
+                     ids.threshold(h.legacy, default_days))
+  FROM ids.history(site, patient, on_date) h
+$$;
+
+-- The MOH regimens (moh-reports.md "Regimen distribution"): each combination's exact drug
+-- set, sorted. Reports join a patient's last-day drug set to it (a hash join); no match is
+-- 'unknown'.
+CREATE OR REPLACE VIEW ids.regimens (name, drugs) AS VALUES
+    ('0A', '{22,969}'::int[]), ('0P', '{733,968}'), ('0P', '{22,733}'), ('0P', '{968,969}'),
+    ('0P', '{968,1044}'), ('0P', '{22,1044}'), ('2A', '{731}'), ('2A', '{39,731}'),
+    ('2P', '{732}'), ('2P', '{732,736}'), ('2P', '{39,732}'), ('2P', '{731,736}'),
+    ('4A', '{11,39}'), ('4A', '{39,1213}'), ('4PA', '{30,39}'), ('4PP', '{30,736}'),
+    ('5A', '{735}'), ('5A', '{1217}'), ('6A', '{22,734}'), ('7A', '{734,932}'),
+    ('8A', '{39,932}'), ('9A', '{73,969}'), ('9PA', '{74,969}'), ('9PP', '{74,1044}'),
+    ('10A', '{73,734}'), ('11A', '{39,73}'), ('11PA', '{39,74}'), ('11PP', '{74,736}'),
+    ('12A', '{976,977,982}'), ('12A', '{976,977,983}'), ('12A', '{976,977,982,984}'),
+    ('12A', '{734,976,977,982}'), ('12PA', '{982,1214,1215}'), ('12PP', '{980,1214,1215}'),
+    ('12PP', '{736,980,1214,1215}'), ('13A', '{983}'), ('13A', '{734,982}'), ('13A', '{982,983}'),
+    ('14A', '{39,982}'), ('14A', '{982,984}'), ('14PA', '{736,982}'), ('14PP', '{736,980}'),
+    ('15A', '{969,982}'), ('15PA', '{982,1044}'), ('15PP', '{980,1044}'), ('16A', '{954,969}'),
+    ('16P', '{1043,1044}'), ('16P', '{954,1044}'), ('16P', '{733,954}'), ('17A', '{11,969}'),
+    ('17A', '{969,1213}'), ('17PA', '{30,969}'), ('17PP', '{30,1044}');
+
+CREATE OR REPLACE FUNCTION ids.regimen(drugs integer[]) RETURNS text
+LANGUAGE sql STABLE AS $$
+  SELECT coalesce((SELECT r.name FROM ids.regimens r
+                   WHERE r.drugs = ARRAY(SELECT DISTINCT d FROM unnest(drugs) d ORDER BY d)), 'unknown')
+$$;
+
+-- Weight band of the regimen distribution by weight (moh-reports.md): the engine's bands, and
+-- 5-5.9 kg, which its bands skip (those patients would vanish), in a band of its own.
+CREATE OR REPLACE FUNCTION ids.weight_band(kg double precision) RETURNS text
+LANGUAGE sql IMMUTABLE AS $$
+  SELECT CASE
+    WHEN kg IS NULL OR kg < 3 THEN 'Unknown'
+    WHEN kg < 4 THEN '3-3.9' WHEN kg < 5 THEN '4-4.9' WHEN kg < 6 THEN '5-5.9'
+    WHEN kg < 10 THEN '6-9.9' WHEN kg < 14 THEN '10-13.9' WHEN kg < 20 THEN '14-19.9'
+    WHEN kg < 25 THEN '20-24.9' WHEN kg < 30 THEN '25-29.9' WHEN kg < 35 THEN '30-34.9'
+    WHEN kg < 40 THEN '35-39.9' WHEN kg < 50 THEN '40-49.9' ELSE '50+' END
+$$;
+
+-- The latest non-voided numeric obs of one of `concepts` for a patient on or before on_date
+-- (the latest weight, the latest CD4 count): value and modifier.
+CREATE OR REPLACE FUNCTION ids.latest_numeric(site integer, patient integer, concepts integer[],
+                                              on_date date)
+RETURNS TABLE (value double precision, modifier text) LANGUAGE sql STABLE AS $$
+  SELECT o.value_numeric, o.value_modifier FROM unnest(concepts) c(concept_id)
+  CROSS JOIN LATERAL (
+    SELECT o.value_numeric, o.value_modifier, o.obs_datetime, o.obs_id FROM cdr.obs o
+    WHERE o.site_id = site AND o.person_id = patient AND o.concept_id = c.concept_id
+      AND o.obs_datetime < on_date + 1 AND o.voided = 0 AND o.value_numeric IS NOT NULL
+    ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1) o
+  ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1
 $$;

@@ -1,23 +1,27 @@
-//! The ART reports against the national rules: a simulated clinic streams to the receiver, and
-//! TX_CURR (MOH and PEPFAR), TX_NEW and missed appointments are computed again directly on the
-//! source MariaDB by an independent SQL implementation of `reference/art-rules.md`, for several
-//! end dates, and compared patient by patient. Then the site is rebuilt while readers read.
+//! The national report set against the engine's rules: a simulated clinic streams to the
+//! receiver, and every report (TX_CURR under both definitions, TX_NEW, missed appointments,
+//! TX_ML, TX_RTT, TX_CURR MMD, regimen distribution by regimen and by weight, the defaulter
+//! list) is computed again on the source MariaDB by an independent implementation of
+//! `reference/art-rules.md` and `moh-reports.md` — SQL on the source plus the report logic
+//! here in Rust, sharing nothing with the receiver's `ids-tables.sql` — and compared patient
+//! by patient and cell by cell, over several periods. Then the site is rebuilt while readers
+//! read.
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use common::{Proc, Rig, SITE};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Pool, Row};
 use serde_json::Value;
 
-/// Outcomes on `@end` with a `@days` defaulter threshold, written for MariaDB from the rules,
-/// without sharing anything with `ids-tables.sql`: correlated subqueries instead of views,
-/// DATE_ADD over DECIMAL for the halves-up rounding, TIMESTAMPDIFF for ages.
-const SOURCE_OUTCOMES: &str = "
+/// Every cohort patient (art-rules.md section 1) on `@end` with their outcome under a `@days`
+/// threshold, written for MariaDB from the rules: correlated subqueries instead of tables,
+/// DATE_ADD over DECIMAL for the halves-up rounding, TIMESTAMPDIFF for ages, concepts by name.
+const SOURCE_COHORT: &str = "
 WITH arv_drug AS (
   SELECT drug_id FROM drug WHERE concept_id IN (SELECT concept_id FROM concept_set WHERE concept_set = 1085)
 ), disp AS (
@@ -26,104 +30,129 @@ WITH arv_drug AS (
   FROM orders o JOIN drug_order x ON x.order_id = o.order_id
   WHERE o.voided = 0 AND o.order_type_id = 1 AND x.quantity > 0
     AND x.drug_inventory_id IN (SELECT drug_id FROM arv_drug) AND DATE(o.start_date) <= @end
-), last_day AS (
-  SELECT patient_id, MAX(day) AS day FROM disp GROUP BY patient_id
+), days AS (
+  SELECT patient_id, MAX(day) AS last_day, MIN(day) AS first_day FROM disp GROUP BY patient_id
 ), per_drug AS (
-  SELECT d.patient_id, d.day, d.drug_id,
-         SUM(IF(d.quantity >= 6000, 0, d.quantity)) AS qty,
+  SELECT d.patient_id, d.day, d.drug_id, SUM(d.quantity) AS qty,
          IFNULL(MAX(IF(d.dose > 0, d.dose, NULL)), 1) AS dose
-  FROM disp d JOIN last_day l ON l.patient_id = d.patient_id AND l.day = d.day
+  FROM disp d JOIN days l ON l.patient_id = d.patient_id AND l.last_day = d.day
   GROUP BY d.patient_id, d.day, d.drug_id
 ), with_pills AS (
-  SELECT pd.*, IFNULL((
-      SELECT SUM(IFNULL(b.value_numeric, 0)) FROM obs b
-      LEFT JOIN drug_order bo ON bo.order_id = b.order_id
-      WHERE b.concept_id = 2540 AND b.voided = 0 AND b.person_id = pd.patient_id
-        AND DATE(b.obs_datetime) = pd.day AND IFNULL(bo.drug_inventory_id, b.value_drug) = pd.drug_id), 0) AS pills
+  SELECT pd.*,
+    IFNULL((SELECT SUM(IFNULL(b.value_numeric, 0)
+                       + IF(b.value_text REGEXP '^[[:space:]]*[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)[[:space:]]*$',
+                            CAST(b.value_text AS DECIMAL(30,6)), 0))
+            FROM obs b JOIN drug_order bo ON bo.order_id = b.order_id
+            WHERE b.concept_id = 2540 AND b.voided = 0 AND b.person_id = pd.patient_id
+              AND DATE(b.obs_datetime) = pd.day AND bo.drug_inventory_id = pd.drug_id), 0)
+    + IFNULL((SELECT SUM(IFNULL(b.value_numeric, 0)) FROM obs b
+              WHERE b.concept_id = (SELECT concept_id FROM drug WHERE drug_id = pd.drug_id)
+                AND b.voided = 0 AND b.person_id = pd.patient_id AND DATE(b.obs_datetime) = pd.day), 0)
+    + IFNULL((SELECT SUM(IFNULL(b.value_numeric, 0)) FROM obs b
+              WHERE b.concept_id = 2540 AND b.value_drug = pd.drug_id AND b.voided = 0
+                AND b.person_id = pd.patient_id AND DATE(b.obs_datetime) = pd.day), 0) AS pills
   FROM per_drug pd
+), each_expiry AS (
+  SELECT w.*, DATE_ADD(w.day, INTERVAL ROUND(CAST(w.qty + w.pills AS DECIMAL(30,6)) / CAST(w.dose AS DECIMAL(30,6))) DAY) AS expiry
+  FROM with_pills w
 ), expiry AS (
   SELECT patient_id,
-    MIN(DATE_ADD(day, INTERVAL ROUND(CAST(qty + pills AS DECIMAL(30,6)) / CAST(dose AS DECIMAL(30,6))) DAY)) AS expiry,
-    COUNT(DISTINCT DATE_ADD(day, INTERVAL ROUND(CAST(qty + pills AS DECIMAL(30,6)) / CAST(dose AS DECIMAL(30,6))) DAY)) AS expiries,
-    SUM(pills > 0) AS drugs_with_pills
-  FROM with_pills GROUP BY patient_id
+    COALESCE(MIN(IF(qty < 6000, expiry, NULL)), DATE_SUB(MIN(expiry), INTERVAL 2 DAY)) AS expiry,
+    MIN(qty) >= 6000 AS legacy,
+    COUNT(DISTINCT IF(qty < 6000, expiry, NULL)) AS expiries,
+    SUM(pills > 0) AS drugs_with_pills,
+    GROUP_CONCAT(IF(qty < 6000, drug_id, NULL) ORDER BY drug_id) AS drugs
+  FROM each_expiry GROUP BY patient_id
+), gate AS (
+  SELECT p.patient_id,
+    (SELECT MIN(DATE(t.obs_datetime)) FROM obs t WHERE t.person_id = p.patient_id AND t.concept_id = 3289
+       AND t.voided = 0 AND t.obs_datetime < @end + INTERVAL 1 DAY
+       AND t.value_coded IN (SELECT concept_id FROM concept_name WHERE name IN ('Drug refill', 'External consultation') AND voided = 0)) AS refill_on,
+    (SELECT MIN(DATE(t.obs_datetime)) FROM obs t WHERE t.person_id = p.patient_id AND t.concept_id = 3289
+       AND t.voided = 0 AND t.obs_datetime < @end + INTERVAL 1 DAY
+       AND t.value_coded IN (SELECT concept_id FROM concept_name WHERE name = 'New patient' AND voided = 0)) AS new_patient_on,
+    EXISTS (SELECT 1 FROM encounter r WHERE r.patient_id = p.patient_id AND r.encounter_type = 9
+            AND r.voided = 0 AND r.encounter_datetime < @end) AS registered
+  FROM patient p
+), cohort AS (
+  SELECT p.patient_id, pe.gender, pe.birthdate, d.last_day, g.refill_on,
+    CASE WHEN g.refill_on IS NULL THEN d.first_day
+         WHEN g.new_patient_on IS NOT NULL THEN
+           (SELECT MIN(x.day) FROM disp x WHERE x.patient_id = p.patient_id AND x.day >= g.new_patient_on)
+         WHEN g.registered THEN d.first_day END AS enrolled
+  FROM patient p JOIN person pe ON pe.person_id = p.patient_id
+  JOIN days d ON d.patient_id = p.patient_id
+  JOIN gate g ON g.patient_id = p.patient_id
+  WHERE p.voided = 0 AND pe.voided = 0
+    AND EXISTS (SELECT 1 FROM patient_program pp JOIN patient_state s ON s.patient_program_id = pp.patient_program_id
+                WHERE pp.patient_id = p.patient_id AND pp.program_id = 1 AND pp.voided = 0
+                  AND s.voided = 0 AND s.state = 7 AND s.start_date IS NOT NULL)
+    AND EXISTS (SELECT 1 FROM obs r WHERE r.person_id = p.patient_id AND r.concept_id = 7563
+                AND r.voided = 0 AND r.obs_datetime < @end + INTERVAL 1 DAY)
+), judged AS (
+  SELECT c.*, e.expiry, e.legacy, e.expiries, e.drugs_with_pills, e.drugs,
+    IF(e.legacy, 61, @days) AS threshold,
+    (SELECT MIN(s.start_date) FROM patient_state s JOIN patient_program pp ON pp.patient_program_id = s.patient_program_id
+      WHERE pp.patient_id = c.patient_id AND s.voided = 0 AND pp.voided = 0
+        AND s.state IN (3, 127) AND s.start_date <= @end) AS died_on,
+    (SELECT CONCAT(s.state, ' ', s.start_date) FROM patient_state s JOIN patient_program pp ON pp.patient_program_id = s.patient_program_id
+      WHERE pp.patient_id = c.patient_id AND pp.program_id = 1 AND s.voided = 0 AND pp.voided = 0
+        AND s.start_date <= @end
+      ORDER BY s.start_date DESC, s.date_created DESC, s.patient_state_id DESC LIMIT 1) AS current_state,
+    COALESCE((SELECT MIN(DATE(s.value_datetime)) FROM obs s JOIN encounter en ON en.encounter_id = s.encounter_id
+              WHERE s.person_id = c.patient_id AND s.concept_id = 2516 AND s.voided = 0
+                AND en.voided = 0 AND en.encounter_type = 9), c.enrolled) AS earliest_start,
+    EXISTS (SELECT 1 FROM obs t WHERE t.person_id = c.patient_id AND t.concept_id = 3289 AND t.voided = 0
+            AND t.value_coded IN (SELECT concept_id FROM concept_name WHERE name = 'Transfer in' AND voided = 0)) AS transfer_in
+  FROM cohort c JOIN expiry e ON e.patient_id = c.patient_id
+  WHERE c.enrolled IS NOT NULL
 )
-SELECT p.patient_id, UPPER(LEFT(pe.gender, 1)) AS gender, TIMESTAMPDIFF(YEAR, pe.birthdate, @end) AS age,
+SELECT j.patient_id, UPPER(LEFT(j.gender, 1)), TIMESTAMPDIFF(YEAR, j.birthdate, @end),
   CASE
-    WHEN EXISTS (SELECT 1 FROM patient_state s JOIN patient_program pp ON pp.patient_program_id = s.patient_program_id
-                 WHERE pp.patient_id = p.patient_id AND s.voided = 0 AND pp.voided = 0
-                   AND s.state IN (3, 127) AND s.start_date <= @end) THEN 'died'
-    ELSE CASE (SELECT s.state FROM patient_state s JOIN patient_program pp ON pp.patient_program_id = s.patient_program_id
-               WHERE pp.patient_id = p.patient_id AND pp.program_id = 1 AND s.voided = 0 AND pp.voided = 0
-                 AND s.start_date <= @end
-               ORDER BY s.start_date DESC, s.date_created DESC, s.patient_state_id DESC LIMIT 1)
-      WHEN 2 THEN 'transferred_out'
-      WHEN 6 THEN 'stopped'
-      ELSE CASE
-        WHEN e.expiry IS NULL THEN 'unknown'
-        WHEN DATEDIFF(@end, e.expiry) >= @days THEN 'defaulted'
-        ELSE 'on_art' END
-    END
-  END AS outcome,
-  CAST(DATE_ADD(e.expiry, INTERVAL @days DAY) AS CHAR) AS defaulted_on, CAST(e.expiry AS CHAR) AS expiry,
-  IFNULL(e.expiries, 0) AS expiries, IFNULL(e.drugs_with_pills, 0) AS drugs_with_pills
-FROM patient p JOIN person pe ON pe.person_id = p.patient_id
-LEFT JOIN expiry e ON e.patient_id = p.patient_id
-WHERE p.voided = 0 AND pe.voided = 0";
+    WHEN j.died_on IS NOT NULL THEN 'died'
+    WHEN SUBSTRING_INDEX(j.current_state, ' ', 1) = '2' THEN 'transferred_out'
+    WHEN SUBSTRING_INDEX(j.current_state, ' ', 1) = '6' THEN 'stopped'
+    WHEN DATEDIFF(@end, j.expiry) >= j.threshold THEN 'defaulted'
+    ELSE 'on_art' END AS outcome,
+  CAST(CASE
+    WHEN j.died_on IS NOT NULL THEN j.died_on
+    WHEN SUBSTRING_INDEX(j.current_state, ' ', 1) IN ('2', '6') THEN SUBSTRING_INDEX(j.current_state, ' ', -1)
+    WHEN DATEDIFF(@end, j.expiry) >= j.threshold THEN DATE_ADD(j.expiry, INTERVAL j.threshold DAY)
+    ELSE COALESCE(SUBSTRING_INDEX(j.current_state, ' ', -1), j.last_day) END AS CHAR) AS outcome_date,
+  CAST(j.expiry AS CHAR), CAST(DATE_ADD(j.expiry, INTERVAL j.threshold DAY) AS CHAR),
+  CAST(j.last_day AS CHAR), CAST(j.enrolled AS CHAR), CAST(j.earliest_start AS CHAR),
+  j.transfer_in, IFNULL(j.drugs, ''), j.expiries, j.drugs_with_pills, j.legacy,
+  j.refill_on IS NOT NULL
+FROM judged j";
 
-/// TX_NEW in [@start, @end]: first ARV dispensation in the period, not a transfer-in (obs 3289
-/// answered 7572), no "ART started" (2516, HIV CLINIC REGISTRATION) before the period.
-const SOURCE_TX_NEW: &str = "
-SELECT p.patient_id, UPPER(LEFT(pe.gender, 1)), TIMESTAMPDIFF(YEAR, pe.birthdate, @end)
-FROM patient p JOIN person pe ON pe.person_id = p.patient_id
-JOIN (SELECT o.patient_id, MIN(DATE(o.start_date)) AS enrolled
-      FROM orders o JOIN drug_order x ON x.order_id = o.order_id
-      JOIN drug d ON d.drug_id = x.drug_inventory_id
-      JOIN concept_set cs ON cs.concept_id = d.concept_id AND cs.concept_set = 1085
-      WHERE o.voided = 0 AND o.order_type_id = 1 AND x.quantity > 0
-      GROUP BY o.patient_id) f ON f.patient_id = p.patient_id
-WHERE p.voided = 0 AND pe.voided = 0 AND f.enrolled BETWEEN @start AND @end
-  AND NOT EXISTS (SELECT 1 FROM obs t WHERE t.person_id = p.patient_id AND t.concept_id = 3289
-                  AND t.value_coded = 7572 AND t.voided = 0)
-  AND COALESCE((SELECT MIN(DATE(s.value_datetime)) FROM obs s
-                JOIN encounter e ON e.encounter_id = s.encounter_id
-                WHERE s.person_id = p.patient_id AND s.concept_id = 2516 AND s.voided = 0
-                  AND e.voided = 0 AND e.encounter_type = 9), f.enrolled) >= @start";
-
-/// Latest appointment (recorded by @end) in [@start, @end) with no visit from it to @end.
-const SOURCE_MISSED: &str = "
-SELECT a.patient_id FROM (
-  SELECT person_id AS patient_id, MAX(DATE(value_datetime)) AS appointment
-  FROM obs WHERE concept_id = 5096 AND voided = 0 AND DATE(obs_datetime) <= @end
-    AND value_datetime IS NOT NULL
-  GROUP BY person_id) a
-JOIN patient p ON p.patient_id = a.patient_id AND p.voided = 0
-JOIN person pe ON pe.person_id = a.patient_id AND pe.voided = 0
-WHERE a.appointment >= @start AND a.appointment < @end
-  AND NOT EXISTS (SELECT 1 FROM encounter e WHERE e.patient_id = a.patient_id AND e.voided = 0
-                  AND DATE(e.encounter_datetime) BETWEEN a.appointment AND @end)";
-
-/// One patient's outcome computed on the source.
+/// One cohort patient as the source gives them on an end date.
 #[derive(Debug, Clone)]
-struct SourceOutcome {
+struct Patient {
     gender: String,
     age_group: String,
     outcome: String,
-    defaulted_on: Option<String>,
+    outcome_date: Option<NaiveDate>,
     expiry: Option<String>,
+    defaulted_on: Option<NaiveDate>,
+    last_day: Option<NaiveDate>,
+    enrolled: Option<NaiveDate>,
+    earliest_start: Option<NaiveDate>,
+    transfer_in: bool,
+    drugs: String,
     expiries: i64,
     drugs_with_pills: i64,
+    legacy: bool,
+    refill_client: bool,
 }
 
-/// The age groups of the rules, from whole years.
+/// The PEPFAR age groups of the rules, from whole years.
 fn age_group(age: Option<i64>) -> String {
     match age {
         None => "Unknown".into(),
         Some(a) if a < 1 => "<1".into(),
         Some(a) if a < 5 => "1-4".into(),
-        Some(a) if a < 10 => "5-9".into(),
-        Some(a) if a < 50 => format!("{}-{}", a / 5 * 5, a / 5 * 5 + 4),
-        Some(_) => "50+".into(),
+        Some(a) if a < 90 => format!("{}-{}", a / 5 * 5, a / 5 * 5 + 4),
+        Some(_) => "90+".into(),
     }
 }
 
@@ -135,6 +164,20 @@ fn gender(g: Option<String>) -> String {
     }
 }
 
+fn date(s: Option<String>) -> Option<NaiveDate> {
+    s.and_then(|s| NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok())
+}
+
+/// MySQL's TIMESTAMPDIFF(MONTH, a, b) for dates.
+fn months(a: NaiveDate, b: NaiveDate) -> i64 {
+    let (lo, hi, sign) = if b >= a { (a, b, 1) } else { (b, a, -1) };
+    let mut m = (hi.year() - lo.year()) as i64 * 12 + hi.month() as i64 - lo.month() as i64;
+    if hi.day() < lo.day() {
+        m -= 1;
+    }
+    sign * m
+}
+
 async fn set_period(conn: &mut mysql_async::Conn, start: NaiveDate, end: NaiveDate, days: i64) {
     conn.exec_drop(
         "SET @start = CAST(? AS DATE), @end = CAST(? AS DATE), @days = ?",
@@ -144,77 +187,192 @@ async fn set_period(conn: &mut mysql_async::Conn, start: NaiveDate, end: NaiveDa
     .unwrap();
 }
 
-async fn source_outcomes(pool: &Pool, end: NaiveDate, days: i64) -> BTreeMap<i64, SourceOutcome> {
+async fn source_cohort(pool: &Pool, end: NaiveDate, days: i64) -> BTreeMap<i64, Patient> {
     let mut conn = pool.get_conn().await.unwrap();
     set_period(&mut conn, end, end, days).await;
-    let rows: Vec<Row> = conn.query(SOURCE_OUTCOMES).await.unwrap();
+    let rows: Vec<Row> = conn.query(SOURCE_COHORT).await.unwrap();
     rows.into_iter()
         .map(|r| {
-            let (id, g, age, outcome): (i64, Option<String>, Option<i64>, String) = (
-                r.get(0).unwrap(),
-                r.get(1).unwrap(),
-                r.get(2).unwrap(),
-                r.get(3).unwrap(),
-            );
-            let (defaulted_on, expiry, expiries, pills): (
-                Option<String>,
-                Option<String>,
-                i64,
-                i64,
-            ) = (
-                r.get(4).unwrap(),
-                r.get(5).unwrap(),
-                r.get(6).unwrap(),
-                r.get(7).unwrap(),
-            );
-            (
-                id,
-                SourceOutcome {
-                    gender: gender(g),
-                    age_group: age_group(age),
-                    outcome,
-                    defaulted_on,
-                    expiry,
-                    expiries,
-                    drugs_with_pills: pills,
-                },
-            )
+            let id: i64 = r.get(0).unwrap();
+            let p = Patient {
+                gender: gender(r.get(1).unwrap()),
+                age_group: age_group(r.get(2).unwrap()),
+                outcome: r.get(3).unwrap(),
+                outcome_date: date(r.get(4).unwrap()),
+                expiry: r.get(5).unwrap(),
+                defaulted_on: date(r.get(6).unwrap()),
+                last_day: date(r.get(7).unwrap()),
+                enrolled: date(r.get(8).unwrap()),
+                earliest_start: date(r.get(9).unwrap()),
+                transfer_in: r.get::<i64, _>(10).unwrap() != 0,
+                drugs: r.get(11).unwrap(),
+                expiries: r.get(12).unwrap(),
+                drugs_with_pills: r.get::<Option<i64>, _>(13).unwrap().unwrap_or(0),
+                legacy: r.get::<Option<i64>, _>(14).unwrap().unwrap_or(0) != 0,
+                refill_client: r.get::<i64, _>(15).unwrap() != 0,
+            };
+            (id, p)
         })
         .collect()
 }
 
-/// (patient, gender, age group) triples.
-type Counted = BTreeSet<(i64, String, String)>;
+/// The MOH regimen table of moh-reports.md, as written there.
+const REGIMEN_TABLE: &str = "0A {22,969} | 0P {733,968} {22,733} {968,969} {968,1044} {22,1044} | 2A {731} {39,731} | \
+2P {732} {732,736} {39,732} {731,736} | 4A {11,39} {39,1213} | 4PA {30,39} | 4PP {30,736} | 5A {735} {1217} | \
+6A {22,734} | 7A {734,932} | 8A {39,932} | 9A {73,969} | 9PA {74,969} | 9PP {74,1044} | 10A {73,734} | 11A {39,73} | \
+11PA {39,74} | 11PP {74,736} | 12A {976,977,982} {976,977,983} {976,977,982,984} {734,976,977,982} | \
+12PA {982,1214,1215} | 12PP {980,1214,1215} {736,980,1214,1215} | 13A {983} {734,982} {982,983} | \
+14A {39,982} {982,984} | 14PA {736,982} | 14PP {736,980} | 15A {969,982} | 15PA {982,1044} | 15PP {980,1044} | \
+16A {954,969} | 16P {1043,1044} {954,1044} {733,954} | 17A {11,969} {969,1213} | 17PA {30,969} | 17PP {30,1044}";
 
-async fn source_tx_new(pool: &Pool, start: NaiveDate, end: NaiveDate) -> Counted {
-    let mut conn = pool.get_conn().await.unwrap();
-    set_period(&mut conn, start, end, 0).await;
-    let rows: Vec<(i64, Option<String>, Option<i64>)> = conn.query(SOURCE_TX_NEW).await.unwrap();
-    rows.into_iter()
-        .map(|(id, g, age)| (id, gender(g), age_group(age)))
-        .collect()
+/// The regimen of a sorted, comma-separated drug set.
+fn regimen(drugs: &str) -> String {
+    for entry in REGIMEN_TABLE.split(" | ") {
+        let (name, sets) = entry.split_once(' ').unwrap();
+        for set in sets.split_whitespace() {
+            let mut ids: Vec<i64> = set
+                .trim_matches(|c| c == '{' || c == '}')
+                .split(',')
+                .map(|d| d.parse().unwrap())
+                .collect();
+            ids.sort_unstable();
+            let key: Vec<String> = ids.iter().map(|d| d.to_string()).collect();
+            if key.join(",") == drugs {
+                return name.to_owned();
+            }
+        }
+    }
+    "unknown".into()
 }
 
-/// Missed appointments and defaulters in [start, end]: patient → (missed, defaulted).
-async fn source_missed(
+fn weight_band(kg: Option<f64>) -> String {
+    let Some(kg) = kg.filter(|k| *k >= 3.0) else {
+        return "Unknown".into();
+    };
+    let bands = [
+        (4.0, "3-3.9"),
+        (5.0, "4-4.9"),
+        (6.0, "5-5.9"),
+        (10.0, "6-9.9"),
+        (14.0, "10-13.9"),
+        (20.0, "14-19.9"),
+        (25.0, "20-24.9"),
+        (30.0, "25-29.9"),
+        (35.0, "30-34.9"),
+        (40.0, "35-39.9"),
+        (50.0, "40-49.9"),
+    ];
+    bands
+        .iter()
+        .find(|(below, _)| kg < *below)
+        .map_or("50+", |b| b.1)
+        .to_owned()
+}
+
+/// Per patient: the latest numeric obs of a concept named `name` on or before @end (value,
+/// modifier).
+async fn source_latest(
+    pool: &Pool,
+    end: NaiveDate,
+    name: &str,
+) -> BTreeMap<i64, (f64, Option<String>)> {
+    let mut conn = pool.get_conn().await.unwrap();
+    set_period(&mut conn, end, end, 0).await;
+    let rows: Vec<(i64, f64, Option<String>)> = conn
+        .exec(
+            "SELECT o.person_id, o.value_numeric, o.value_modifier FROM obs o
+             WHERE o.obs_id = (SELECT x.obs_id FROM obs x WHERE x.person_id = o.person_id
+                                 AND x.concept_id IN (SELECT concept_id FROM concept_name WHERE name = ? AND voided = 0)
+                                 AND x.voided = 0 AND x.value_numeric IS NOT NULL
+                                 AND x.obs_datetime < @end + INTERVAL 1 DAY
+                               ORDER BY x.obs_datetime DESC, x.obs_id DESC LIMIT 1)",
+            (name,),
+        )
+        .await
+        .unwrap();
+    rows.into_iter().map(|(p, v, m)| (p, (v, m))).collect()
+}
+
+/// Per patient: the first ARV dispensation day in [@start, @end].
+async fn source_first_dispensation(
     pool: &Pool,
     start: NaiveDate,
     end: NaiveDate,
-    days: i64,
-) -> BTreeMap<i64, (bool, bool)> {
+) -> BTreeMap<i64, NaiveDate> {
     let mut conn = pool.get_conn().await.unwrap();
-    set_period(&mut conn, start, end, days).await;
-    let missed: Vec<i64> = conn.query(SOURCE_MISSED).await.unwrap();
-    let mut answer: BTreeMap<i64, (bool, bool)> =
-        missed.into_iter().map(|id| (id, (true, false))).collect();
-    for (id, o) in source_outcomes(pool, end, days).await {
-        let defaulted = o.outcome == "defaulted"
-            && o.defaulted_on.as_deref().unwrap_or("") >= start.to_string().as_str();
-        if defaulted {
-            answer.entry(id).or_insert((false, false)).1 = true;
-        }
-    }
-    answer
+    set_period(&mut conn, start, end, 0).await;
+    let rows: Vec<(i64, String)> = conn
+        .query(
+            "SELECT o.patient_id, CAST(MIN(DATE(o.start_date)) AS CHAR) FROM orders o
+             JOIN drug_order x ON x.order_id = o.order_id
+             WHERE o.voided = 0 AND o.order_type_id = 1 AND x.quantity > 0
+               AND x.drug_inventory_id IN (SELECT drug_id FROM drug WHERE concept_id IN
+                     (SELECT concept_id FROM concept_set WHERE concept_set = 1085))
+               AND DATE(o.start_date) BETWEEN @start AND @end
+             GROUP BY o.patient_id",
+        )
+        .await
+        .unwrap();
+    rows.into_iter()
+        .map(|(p, d)| (p, date(Some(d)).unwrap()))
+        .collect()
+}
+
+/// Missed appointments as the engine lists them: the latest appointment date in [@start,
+/// @end] (APPOINTMENT encounters of program 1), no ARV dispensation from the day after it was
+/// set to 14 days after it, not died, transferred out or stopped by then; refill clients who
+/// had not registered by @end left out.
+const SOURCE_MISSED: &str = "
+WITH appt AS (
+  SELECT o.person_id AS patient_id, DATE(o.value_datetime) AS appointment, DATE(o.obs_datetime) AS set_on,
+         ROW_NUMBER() OVER (PARTITION BY o.person_id ORDER BY DATE(o.value_datetime) DESC, o.obs_datetime DESC) AS n
+  FROM obs o JOIN encounter e ON e.encounter_id = o.encounter_id
+  WHERE o.concept_id = 5096 AND o.voided = 0 AND o.value_datetime IS NOT NULL
+    AND e.encounter_type = 7 AND e.program_id = 1
+    AND DATE(o.value_datetime) BETWEEN @start AND @end
+)
+SELECT a.patient_id FROM appt a
+JOIN patient p ON p.patient_id = a.patient_id AND p.voided = 0
+JOIN person pe ON pe.person_id = a.patient_id AND pe.voided = 0
+WHERE a.n = 1
+  AND NOT EXISTS (SELECT 1 FROM orders r JOIN drug_order x ON x.order_id = r.order_id
+                  JOIN encounter te ON te.encounter_id = r.encounter_id AND te.encounter_type = 25
+                  WHERE r.patient_id = a.patient_id AND r.voided = 0 AND r.order_type_id = 1 AND x.quantity > 0
+                    AND x.drug_inventory_id IN (SELECT drug_id FROM drug WHERE concept_id IN
+                          (SELECT concept_id FROM concept_set WHERE concept_set = 1085))
+                    AND DATE(r.start_date) BETWEEN a.set_on + INTERVAL 1 DAY AND a.appointment + INTERVAL 14 DAY)
+  AND NOT EXISTS (SELECT 1 FROM patient_state s JOIN patient_program pp ON pp.patient_program_id = s.patient_program_id
+                  WHERE pp.patient_id = a.patient_id AND s.voided = 0 AND pp.voided = 0 AND s.state IN (3, 127)
+                    AND s.start_date <= a.appointment + INTERVAL 14 DAY)
+  AND IFNULL((SELECT s.state FROM patient_state s JOIN patient_program pp ON pp.patient_program_id = s.patient_program_id
+              WHERE pp.patient_id = a.patient_id AND pp.program_id = 1 AND s.voided = 0 AND pp.voided = 0
+                AND s.start_date <= a.appointment + INTERVAL 14 DAY
+              ORDER BY s.start_date DESC, s.date_created DESC, s.patient_state_id DESC LIMIT 1), 0) NOT IN (2, 6)
+  AND NOT (EXISTS (SELECT 1 FROM obs t WHERE t.person_id = a.patient_id AND t.concept_id = 3289 AND t.voided = 0
+                   AND t.obs_datetime < @end + INTERVAL 1 DAY
+                   AND t.value_coded IN (SELECT concept_id FROM concept_name WHERE name IN ('Drug refill', 'External consultation')))
+           AND NOT EXISTS (SELECT 1 FROM obs t WHERE t.person_id = a.patient_id AND t.concept_id = 3289 AND t.voided = 0
+                   AND t.obs_datetime < @end + INTERVAL 1 DAY
+                   AND t.value_coded IN (SELECT concept_id FROM concept_name WHERE name = 'New patient'))
+           AND NOT EXISTS (SELECT 1 FROM encounter r WHERE r.patient_id = a.patient_id AND r.encounter_type = 9
+                   AND r.voided = 0 AND r.encounter_datetime < @end))";
+
+/// Patients with an appointment obs recorded by @end, and the latest one's date.
+async fn source_appointments(pool: &Pool, end: NaiveDate) -> BTreeMap<i64, String> {
+    let mut conn = pool.get_conn().await.unwrap();
+    set_period(&mut conn, end, end, 0).await;
+    conn.query(
+        "SELECT o.person_id, CAST(DATE(o.value_datetime) AS CHAR) FROM obs o
+         WHERE o.obs_id = (SELECT x.obs_id FROM obs x JOIN encounter e ON e.encounter_id = x.encounter_id
+                           WHERE x.person_id = o.person_id AND x.concept_id = 5096 AND x.voided = 0
+                             AND x.value_datetime IS NOT NULL AND e.encounter_type = 7 AND e.program_id = 1
+                             AND x.obs_datetime < @end + INTERVAL 1 DAY
+                           ORDER BY x.obs_datetime DESC, x.obs_id DESC LIMIT 1)",
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .collect()
 }
 
 /// The receiver's report with `detail=patients`.
@@ -228,19 +386,33 @@ async fn report(receiver: &Proc, name: &str, query: &str) -> Value {
     serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
 }
 
+/// (patient, gender, age group, field) quadruples.
+type Counted = BTreeSet<(i64, String, String, String)>;
+
+/// A report's patients, each with the fields it counts in (`count` for one-column reports).
 fn counted(report: &Value) -> Counted {
-    report["patients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
+    let mut out = Counted::new();
+    for p in report["patients"].as_array().unwrap() {
+        let key = |f: &str| {
             (
                 p["patient_id"].as_i64().unwrap(),
                 p["gender"].as_str().unwrap().to_owned(),
                 p["age_group"].as_str().unwrap().to_owned(),
+                f.to_owned(),
             )
-        })
-        .collect()
+        };
+        match p["fields"].as_array() {
+            Some(fields) => {
+                for f in fields {
+                    out.insert(key(f.as_str().unwrap()));
+                }
+            }
+            None => {
+                out.insert(key("count"));
+            }
+        }
+    }
+    out
 }
 
 fn assert_same(what: &str, receiver: &Counted, source: &Counted) {
@@ -248,9 +420,50 @@ fn assert_same(what: &str, receiver: &Counted, source: &Counted) {
     let only_source: Vec<_> = source.difference(receiver).take(10).collect();
     assert!(
         only_receiver.is_empty() && only_source.is_empty(),
-        "{what}: receiver {} patients, source {}; only in the receiver {only_receiver:?}, only on the source {only_source:?}",
+        "{what}: receiver {} cells, source {}; only in the receiver {only_receiver:?}, only on the source {only_source:?}",
         receiver.len(),
         source.len()
+    );
+}
+
+/// The cells of the answer's rows agree with its patients, and add up to its total.
+fn assert_rows_match_patients(what: &str, got: &Value, dims: &[&str]) {
+    let mut from_patients: BTreeMap<(Vec<String>, String), i64> = BTreeMap::new();
+    for p in got["patients"].as_array().unwrap() {
+        let key: Vec<String> = dims
+            .iter()
+            .map(|d| p[*d].as_str().unwrap_or("").to_owned())
+            .collect();
+        let fields: Vec<String> = match p["fields"].as_array() {
+            Some(f) => f.iter().map(|f| f.as_str().unwrap().to_owned()).collect(),
+            None => vec!["count".into()],
+        };
+        for f in fields {
+            *from_patients.entry((key.clone(), f)).or_default() += 1;
+        }
+    }
+    let mut from_rows = BTreeMap::new();
+    for r in got["rows"].as_array().unwrap() {
+        let key: Vec<String> = dims
+            .iter()
+            .map(|d| r[*d].as_str().unwrap().to_owned())
+            .collect();
+        for f in got["fields"].as_array().unwrap() {
+            let f = f.as_str().unwrap();
+            let n = r[f].as_i64().unwrap();
+            if n > 0 {
+                from_rows.insert((key.clone(), f.to_owned()), n);
+            }
+        }
+    }
+    assert_eq!(
+        from_rows, from_patients,
+        "{what}: rows against the patient list"
+    );
+    assert_eq!(
+        got["total"].as_u64().unwrap() as usize,
+        got["patients"].as_array().unwrap().len(),
+        "{what}: total"
     );
 }
 
@@ -275,6 +488,10 @@ async fn streamed_clinic(
     (rig, receiver, tailer, today)
 }
 
+fn key(id: i64, p: &Patient, field: &str) -> (i64, String, String, String) {
+    (id, p.gender.clone(), p.age_group.clone(), field.to_owned())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_equal_an_independent_implementation_on_the_source() {
     // GIVEN a clinic of 90 patients over 45 days streamed to the receiver
@@ -287,20 +504,18 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
         .map(|d| today + chrono::Duration::days(*d))
         .collect();
 
-    let mut seen_outcomes = BTreeMap::<String, usize>::new();
-    let mut pepfar_only_defaulters = 0;
-    let (mut two_expiries, mut pills_back) = (0, 0);
-    let (mut tx_curr_seen, mut tx_new_seen, mut missed_seen, mut defaulted_seen) = (0, 0, 0, 0);
+    let mut seen = BTreeMap::<String, usize>::new();
+    let mut see = |what: &str, n: usize| *seen.entry(what.to_owned()).or_default() += n;
     for &end in &end_dates {
-        // WHEN TX_CURR is asked for on this end date, under both definitions
-        let mut on_art = BTreeMap::new();
+        // WHEN TX_CURR and TX_CURR MMD are asked for on this end date, under both definitions
+        let mut by_definition = BTreeMap::new();
         for (definition, days) in [("moh", 60), ("pepfar", 30)] {
-            let outcomes = source_outcomes(&source, end, days).await;
-            let expected: Counted = outcomes
+            let cohort = source_cohort(&source, end, days).await;
+            let on_art: Vec<(&i64, &Patient)> = cohort
                 .iter()
-                .filter(|(_, o)| o.outcome == "on_art")
-                .map(|(id, o)| (*id, o.gender.clone(), o.age_group.clone()))
+                .filter(|(_, p)| p.outcome == "on_art")
                 .collect();
+            let expected: Counted = on_art.iter().map(|(id, p)| key(**id, p, "count")).collect();
             let got = report(
                 &receiver,
                 "tx_curr",
@@ -313,46 +528,163 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
                 &counted(&got),
                 &expected,
             );
-            assert_eq!(got["total"].as_u64().unwrap() as usize, expected.len());
-            // AND each patient's pills run out on the same day (ROUND halves up, pill counts)
+            assert_rows_match_patients("TX_CURR", &got, &["gender", "age_group"]);
+            // AND each patient's pills run out on the same day, and the outcome dates agree
             for p in got["patients"].as_array().unwrap() {
                 let id = p["patient_id"].as_i64().unwrap();
                 assert_eq!(
                     p["expiry_date"].as_str(),
-                    outcomes[&id].expiry.as_deref(),
-                    "expiry of patient {id} on {end} ({definition})"
+                    cohort[&id].expiry.as_deref(),
+                    "expiry of {id} on {end} ({definition})"
+                );
+                assert_eq!(
+                    p["outcome_date"].as_str().map(|d| d.to_owned()),
+                    cohort[&id].outcome_date.map(|d| d.to_string()),
+                    "outcome date of {id} on {end} ({definition})"
                 );
             }
-            let rows_sum: i64 = got["rows"]
+            let mmd: Counted = on_art
+                .iter()
+                .map(|(id, p)| {
+                    let days = (date(p.expiry.clone()).unwrap() - p.last_day.unwrap()).num_days();
+                    let f = if days < 90 {
+                        "lt_3_months"
+                    } else if days <= 150 {
+                        "3_5_months"
+                    } else {
+                        "6_plus_months"
+                    };
+                    key(**id, p, f)
+                })
+                .collect();
+            let got = report(
+                &receiver,
+                "tx_curr_mmd",
+                &format!("end_date={end}&definition={definition}"),
+            )
+            .await;
+            assert_same(
+                &format!("TX_CURR MMD {definition} on {end}"),
+                &counted(&got),
+                &mmd,
+            );
+            // AND the regimen distribution by regimen
+            let by_regimen: BTreeSet<(i64, String)> = on_art
+                .iter()
+                .map(|(id, p)| (**id, regimen(&p.drugs)))
+                .collect();
+            let got = report(
+                &receiver,
+                "regimen_distribution",
+                &format!("end_date={end}&definition={definition}&by=regimen"),
+            )
+            .await;
+            let got_regimens: BTreeSet<(i64, String)> = got["patients"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|r| r["count"].as_i64().unwrap())
-                .sum();
-            assert_eq!(
-                rows_sum as usize,
-                expected.len(),
-                "rows add up to the total"
+                .map(|p| {
+                    (
+                        p["patient_id"].as_i64().unwrap(),
+                        p["regimen"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(got_regimens, by_regimen, "regimens {definition} on {end}");
+            assert_rows_match_patients(
+                "regimen distribution",
+                &got,
+                &["gender", "age_group", "regimen"],
             );
-            tx_curr_seen += expected.len();
-            for o in outcomes.values() {
-                *seen_outcomes.entry(o.outcome.clone()).or_default() += 1;
-                two_expiries += usize::from(o.expiries > 1);
-                pills_back += usize::from(o.drugs_with_pills > 0);
+            for (_, r) in &by_regimen {
+                see(&format!("regimen {r}"), 1);
             }
-            on_art.insert(definition, outcomes);
+            for (_, p) in &cohort {
+                see(&format!("outcome {}", p.outcome), 1);
+                see("two expiries", usize::from(p.expiries > 1));
+                see("pills back", usize::from(p.drugs_with_pills > 0));
+                see("legacy expiry", usize::from(p.legacy));
+                see("refill client in the cohort", usize::from(p.refill_client));
+            }
+            see("tx_curr", on_art.len());
+            by_definition.insert(definition, cohort);
         }
-        pepfar_only_defaulters += on_art["pepfar"]
+        see(
+            "PEPFAR-only defaulters",
+            by_definition["pepfar"]
+                .iter()
+                .filter(|(id, p)| {
+                    p.outcome == "defaulted" && by_definition["moh"][*id].outcome == "on_art"
+                })
+                .count(),
+        );
+        // AND by weight (MOH TX_CURR), 5-5.9 kg in a band of its own
+        let weights = source_latest(&source, end, "Weight (kg)").await;
+        let by_weight: BTreeSet<(i64, String, String)> = by_definition["moh"]
             .iter()
-            .filter(|(id, o)| o.outcome == "defaulted" && on_art["moh"][*id].outcome == "on_art")
-            .count();
+            .filter(|(_, p)| p.outcome == "on_art")
+            .map(|(id, p)| {
+                (
+                    *id,
+                    weight_band(weights.get(id).map(|w| w.0)),
+                    regimen(&p.drugs),
+                )
+            })
+            .collect();
+        let got = report(
+            &receiver,
+            "regimen_distribution",
+            &format!("end_date={end}&by=weight"),
+        )
+        .await;
+        let got_weights: BTreeSet<(i64, String, String)> = got["patients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["patient_id"].as_i64().unwrap(),
+                    p["weight_band"].as_str().unwrap().to_owned(),
+                    p["regimen"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(got_weights, by_weight, "by weight on {end}");
+        assert!(
+            got["notes"][0].as_str().unwrap().contains("5-5.9"),
+            "{}",
+            got["notes"]
+        );
+        for (_, band, _) in &by_weight {
+            see(&format!("weight {band}"), 1);
+        }
 
-        // AND TX_NEW and missed appointments over periods ending then
-        for start in [first_day, end - chrono::Duration::days(14)] {
+        // AND the period reports over periods ending then: the clinic's whole span, the last
+        // two weeks, the month and the quarter of the end date, and a year
+        let month_start = end.with_day(1).unwrap();
+        let quarter = emr_stream::receiver::reports::quarter_start(end);
+        for start in [
+            first_day,
+            end - chrono::Duration::days(14),
+            month_start,
+            quarter,
+            end - chrono::Duration::days(364),
+        ] {
             if start > end {
                 continue;
             }
-            let expected = source_tx_new(&source, start, end).await;
+            let before = start - chrono::Duration::days(1);
+            // TX_NEW (cohort on the end date, enrolled in the period, new)
+            let cohort = &by_definition["moh"];
+            let expected: Counted = cohort
+                .iter()
+                .filter(|(_, p)| {
+                    p.enrolled.is_some_and(|d| d >= start && d <= end)
+                        && !p.transfer_in
+                        && p.earliest_start.is_some_and(|d| d >= start)
+                })
+                .map(|(id, p)| key(*id, p, "count"))
+                .collect();
             let got = report(
                 &receiver,
                 "tx_new",
@@ -360,73 +692,216 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
             )
             .await;
             assert_same(&format!("TX_NEW {start}..{end}"), &counted(&got), &expected);
-            tx_new_seen += expected.len();
+            see("tx_new", expected.len());
+
+            // TX_ML and TX_RTT (PEPFAR outcomes at the start and at the end)
+            let at_end = source_cohort(&source, end, 30).await;
+            let at_start = source_cohort(&source, before, 30).await;
+            let expected: Counted = at_end
+                .iter()
+                .filter(|(id, p)| {
+                    ["defaulted", "died", "stopped", "transferred_out"]
+                        .contains(&p.outcome.as_str())
+                        && ((at_start.get(id).is_some_and(|s| s.outcome == "on_art")
+                            && p.earliest_start.is_some_and(|d| d < start))
+                            || p.earliest_start.is_some_and(|d| d >= start && d <= end))
+                })
+                .map(|(id, p)| {
+                    let f = match p.outcome.as_str() {
+                        "died" => "died".to_owned(),
+                        "transferred_out" => "transferred_out".to_owned(),
+                        "stopped" => "refused_stopped".to_owned(),
+                        _ => match months(p.earliest_start.unwrap(), p.defaulted_on.unwrap()) {
+                            m if m < 3 => "iit_lt_3_months".to_owned(),
+                            m if m <= 5 => "iit_3_5_months".to_owned(),
+                            _ => "iit_6_plus_months".to_owned(),
+                        },
+                    };
+                    key(*id, p, &f)
+                })
+                .collect();
+            let got = report(
+                &receiver,
+                "tx_ml",
+                &format!("start_date={start}&end_date={end}"),
+            )
+            .await;
+            assert_same(&format!("TX_ML {start}..{end}"), &counted(&got), &expected);
+            assert_rows_match_patients("TX_ML", &got, &["gender", "age_group"]);
+            for c in &expected {
+                see(&format!("tx_ml {}", c.3), 1);
+            }
+            let returns = source_first_dispensation(&source, start, end).await;
+            let cd4 = source_latest(&source, end, "CD4 count").await;
+            let mut expected = Counted::new();
+            for (id, p) in &at_end {
+                let Some(s) = at_start.get(id) else { continue };
+                let Some(back) = returns.get(id) else {
+                    continue;
+                };
+                if !(["defaulted", "stopped"].contains(&s.outcome.as_str())
+                    && p.outcome == "on_art")
+                {
+                    continue;
+                }
+                let m = s.outcome_date.map(|d| months(d, *back));
+                let returned = match m {
+                    None => "returned_lt_3_months",
+                    Some(m) if m < 3 => "returned_lt_3_months",
+                    Some(m) if m <= 5 => "returned_3_5_months",
+                    Some(_) => "returned_6_plus_months",
+                };
+                let cd4_field = match cd4.get(id) {
+                    None if m.is_none_or(|m| m <= 2) => "not_eligible_for_cd4",
+                    None => "cd4_unknown",
+                    Some((v, modifier))
+                        if *v < 200.0 || (*v == 200.0 && modifier.as_deref() == Some("<")) =>
+                    {
+                        "cd4_lt_200"
+                    }
+                    Some(_) => "cd4_gte_200",
+                };
+                expected.insert(key(*id, p, returned));
+                expected.insert(key(*id, p, cd4_field));
+            }
+            let got = report(
+                &receiver,
+                "tx_rtt",
+                &format!("start_date={start}&end_date={end}"),
+            )
+            .await;
+            assert_same(&format!("TX_RTT {start}..{end}"), &counted(&got), &expected);
+            for c in &expected {
+                see(&format!("tx_rtt {}", c.3), 1);
+            }
+
             for (definition, days) in [("moh", 60), ("pepfar", 30)] {
-                let expected = source_missed(&source, start, end, days).await;
+                // missed appointments
+                let mut conn = source.get_conn().await.unwrap();
+                set_period(&mut conn, start, end, days).await;
+                let missed: BTreeSet<i64> = conn
+                    .query::<i64, _>(SOURCE_MISSED)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .collect();
+                drop(conn);
                 let got = report(
                     &receiver,
                     "missed_appointments",
                     &format!("start_date={start}&end_date={end}&definition={definition}"),
                 )
                 .await;
-                let got: BTreeMap<i64, (bool, bool)> = got["patients"]
+                let got_missed: BTreeSet<i64> = got["patients"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p["patient_id"].as_i64().unwrap())
+                    .collect();
+                assert_eq!(got_missed, missed, "missed appointments {definition} {start}..{end}: receiver (left) vs source (right)");
+                see("missed", missed.len());
+                // the defaulter list: defaulted at the end, defaulter date in the period, with an appointment
+                let cohort = &by_definition[definition];
+                let appointments = source_appointments(&source, end).await;
+                let expected: BTreeSet<(i64, String, String)> = cohort
+                    .iter()
+                    .filter(|(id, p)| {
+                        p.outcome == "defaulted"
+                            && p.defaulted_on.is_some_and(|d| d >= start && d <= end)
+                            && appointments.contains_key(id)
+                    })
+                    .map(|(id, p)| {
+                        (
+                            *id,
+                            p.defaulted_on.unwrap().to_string(),
+                            appointments[id].clone(),
+                        )
+                    })
+                    .collect();
+                let got = report(
+                    &receiver,
+                    "defaulter_list",
+                    &format!("start_date={start}&end_date={end}&definition={definition}"),
+                )
+                .await;
+                let got_list: BTreeSet<(i64, String, String)> = got["patients"]
                     .as_array()
                     .unwrap()
                     .iter()
                     .map(|p| {
+                        assert!(
+                            p["arv_number"].as_str().unwrap().starts_with("A25-ARV-"),
+                            "{p}"
+                        );
+                        assert!(
+                            p["given_name"].is_string() && p["landmark"].is_string(),
+                            "{p}"
+                        );
                         (
                             p["patient_id"].as_i64().unwrap(),
-                            (
-                                p["missed_appointment"].as_bool().unwrap(),
-                                p["defaulted"].as_bool().unwrap(),
-                            ),
+                            p["defaulter_date"].as_str().unwrap().to_owned(),
+                            p["appointment_date"].as_str().unwrap().to_owned(),
                         )
                     })
                     .collect();
                 assert_eq!(
-                    got, expected,
-                    "missed appointments {definition} {start}..{end}: receiver (left) vs source (right), patient → (missed, defaulted)"
+                    got_list, expected,
+                    "defaulter list {definition} {start}..{end}"
                 );
-                missed_seen += expected.values().filter(|v| v.0).count();
-                defaulted_seen += expected.values().filter(|v| v.1).count();
+                see("defaulter list", expected.len());
             }
         }
     }
 
-    // AND the clinic produced every case the rules tell apart, so the comparison meant something
-    for outcome in [
-        "on_art",
-        "died",
-        "transferred_out",
-        "stopped",
-        "defaulted",
-        "unknown",
-    ] {
+    // AND the clinic produced every case the reports tell apart, so the comparison meant something
+    let mut wanted: Vec<String> = ["on_art", "died", "transferred_out", "stopped", "defaulted"]
+        .iter()
+        .map(|o| format!("outcome {o}"))
+        .collect();
+    wanted.extend(
+        [
+            "PEPFAR-only defaulters",
+            "two expiries",
+            "pills back",
+            "legacy expiry",
+            "refill client in the cohort",
+            "tx_curr",
+            "tx_new",
+            "missed",
+            "defaulter list",
+            "tx_ml died",
+            "tx_ml iit_lt_3_months",
+            "tx_ml transferred_out",
+            "tx_ml refused_stopped",
+            "tx_rtt returned_lt_3_months",
+            "tx_rtt returned_3_5_months",
+            "tx_rtt returned_6_plus_months",
+            "regimen unknown",
+            "weight 5-5.9",
+            "weight Unknown",
+        ]
+        .map(String::from),
+    );
+    for entry in REGIMEN_TABLE.split(" | ") {
+        wanted.push(format!("regimen {}", entry.split_once(' ').unwrap().0));
+    }
+    for w in &wanted {
         assert!(
-            seen_outcomes.get(outcome).copied().unwrap_or(0) > 0,
-            "no {outcome} patient in {seen_outcomes:?}"
+            seen.get(w).copied().unwrap_or(0) > 0,
+            "no {w:?} in {seen:?}"
         );
     }
-    assert!(
-        pepfar_only_defaulters > 0,
-        "no patient defaulted by PEPFAR but not MOH rules"
-    );
-    assert!(two_expiries > 0, "no day with two ARVs expiring apart");
-    assert!(
-        pills_back > 0,
-        "no pills brought back on a last dispensation"
-    );
-    assert!(
-        tx_curr_seen > 0 && tx_new_seen > 0,
-        "empty TX_CURR or TX_NEW"
-    );
-    assert!(
-        missed_seen > 0 && defaulted_seen > 0,
-        "no missed appointment or defaulter"
-    );
     let mut conn = source.get_conn().await.unwrap();
     let checks = [
         ("transfer-in", "SELECT COUNT(*) FROM obs WHERE concept_id = 3289 AND value_coded = 7572"),
+        ("no reason for starting", "SELECT COUNT(*) FROM patient p WHERE NOT EXISTS (SELECT 1 FROM obs o WHERE o.person_id = p.patient_id AND o.concept_id = 7563)"),
+        ("drug-refill client", "SELECT COUNT(*) FROM obs WHERE concept_id = 3289 AND value_coded = 9685"),
+        ("external client", "SELECT COUNT(*) FROM obs WHERE concept_id = 3289 AND value_coded = 9684"),
+        (
+            "refill client registered later",
+            "SELECT COUNT(*) FROM obs a JOIN obs b ON b.person_id = a.person_id AND b.concept_id = 3289 AND b.value_coded = 7571 \
+             WHERE a.concept_id = 3289 AND a.value_coded IN (9684, 9685) AND b.obs_datetime > a.obs_datetime",
+        ),
         (
             "re-initiation",
             "SELECT COUNT(*) FROM patient_state a JOIN patient_state b ON b.patient_program_id = a.patient_program_id \
@@ -439,6 +914,12 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
             "SELECT COUNT(*) FROM drug_order WHERE equivalent_daily_dose IS NULL OR equivalent_daily_dose = 0",
         ),
         ("pills tied to an order", "SELECT COUNT(*) FROM obs WHERE concept_id = 2540 AND order_id IS NOT NULL"),
+        ("pills tied to an order and naming the drug", "SELECT COUNT(*) FROM obs WHERE concept_id = 2540 AND order_id IS NOT NULL AND value_drug IS NOT NULL"),
+        ("pills as text", "SELECT COUNT(*) FROM obs WHERE concept_id = 2540 AND value_text IS NOT NULL"),
+        ("pills by the drug's concept", "SELECT COUNT(*) FROM obs WHERE concept_id IN (SELECT concept_id FROM drug)"),
+        ("CD4 below 200", "SELECT COUNT(*) FROM obs WHERE concept_id = 5497 AND value_numeric < 200"),
+        ("CD4 <200", "SELECT COUNT(*) FROM obs WHERE concept_id = 5497 AND value_numeric = 200 AND value_modifier = '<'"),
+        ("CD4 200 and above", "SELECT COUNT(*) FROM obs WHERE concept_id = 5497 AND value_numeric >= 200 AND value_modifier IS NULL"),
         ("state 127", "SELECT COUNT(*) FROM patient_state WHERE state = 127"),
     ];
     for (case, sql) in checks {
@@ -446,7 +927,7 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
         assert!(n.unwrap_or(0) > 0, "the simulator wrote no {case} case");
     }
     eprintln!(
-        "art reports: {} end dates; outcomes seen {seen_outcomes:?}; TX_CURR {tx_curr_seen}, TX_NEW {tx_new_seen}, missed {missed_seen}, defaulted {defaulted_seen}, PEPFAR-only defaulters {pepfar_only_defaulters}",
+        "art reports: {} end dates; cases seen {seen:?}",
         end_dates.len()
     );
 }

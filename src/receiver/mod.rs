@@ -154,7 +154,7 @@ async fn report(
     let Some(name) = reports::ReportName::parse(&name) else {
         return answer(
             StatusCode::NOT_FOUND,
-            json!({ "error": "no such report; reports: tx_curr, tx_new, visits, missed_appointments" }),
+            json!({ "error": format!("no such report; reports: {}", reports::report_names()) }),
         );
     };
     let accept_csv = headers

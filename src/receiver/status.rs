@@ -160,7 +160,7 @@ async fn tx_curr(
     let moh = crate::receiver::reports::Definition::Moh.default_days();
     let counts: BTreeMap<i64, i64> = client
         .query(
-            "SELECT site_id::int8, count(*) FROM ids.outcomes(current_date, $1, NULL)
+            "SELECT site_id::int8, count(*) FROM ids.cohort(current_date, $1, NULL)
              WHERE outcome = $2 GROUP BY 1",
             &[&moh, &crate::receiver::reports::ON_ART],
         )

@@ -10,7 +10,8 @@
 //! finds the drug_order). Day-keyed tables are recomputed for those days only; program states
 //! and the status row for the whole patient. A change of the
 //! site's ARV drug set (drug, concept_set) dirties the patients with orders of the drugs that
-//! entered or left it, through the queue.
+//! entered or left it, through the queue; a change of the concepts the definitions find by
+//! name (concept_name: 'Drug refill', 'New patient', ...) queues every patient of the site.
 
 use std::time::Instant;
 
@@ -33,7 +34,8 @@ pub struct Touched {
     pub patient_state: Vec<i32>,
     /// patient_id / person_id of patient and person rows
     pub persons: Vec<i32>,
-    /// A drug or concept_set row changed: the ARV drug set may have.
+    /// A drug, concept_set or concept_name row changed: the ARV drug set, or the concepts
+    /// the definitions find by name, may have.
     pub reference: bool,
 }
 
@@ -51,7 +53,7 @@ impl Touched {
             "patient_program" => self.patient_program.push(id),
             "patient_state" => self.patient_state.push(id),
             "patient" | "person" => self.persons.push(id),
-            "drug" | "concept_set" => self.reference = true,
+            "drug" | "concept_set" | "concept_name" => self.reference = true,
             _ => {}
         }
         true
@@ -71,6 +73,7 @@ impl Touched {
                 | "person"
                 | "drug"
                 | "concept_set"
+                | "concept_name"
         )
     }
 }
@@ -81,6 +84,7 @@ impl Touched {
 pub struct Owners {
     dirty: Vec<(i32, Option<String>)>,
     arv_drugs: Option<Vec<i32>>,
+    named: Option<String>,
 }
 
 /// Reads the dirty set of `touched` (call before the writes, and [`finish`] after them).
@@ -103,18 +107,21 @@ pub async fn owners(
             ],
         )
         .await?;
-    let arv_drugs = if touched.reference {
-        Some(
-            tx.query_one("SELECT ids.arv_drugs($1)", &[&site_id])
-                .await?
-                .get(0),
-        )
+    let (arv_drugs, named) = if touched.reference {
+        let row = tx
+            .query_one(
+                "SELECT ids.arv_drugs($1), ids.definition_concepts($1)",
+                &[&site_id],
+            )
+            .await?;
+        (Some(row.get(0)), Some(row.get(1)))
     } else {
-        None
+        (None, None)
     };
     Ok(Owners {
         dirty: rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
         arv_drugs,
+        named,
     })
 }
 
@@ -157,7 +164,16 @@ pub async fn finish(
             .collect(),
         _ => Vec::new(),
     };
-    let queued: Vec<i32> = if changed_drugs.is_empty() {
+    let renamed = before.named.is_some() && before.named != after.named;
+    let queued: Vec<i32> = if renamed {
+        tracing::info!(
+            site_id,
+            "a concept the IDS definitions find by name changed: queueing every patient of the site"
+        );
+        tx.query_one("SELECT ids.site_patients($1)", &[&site_id])
+            .await?
+            .get(0)
+    } else if changed_drugs.is_empty() {
         Vec::new()
     } else {
         tracing::info!(

@@ -5,8 +5,8 @@ use serde_json::Value;
 use super::Report;
 
 impl Report {
-    /// CSV: a comment line with the report, period and the time its data was applied, a header, then the
-    /// detail list when asked for, else the gender × age rows.
+    /// CSV: a comment line with the report, period and the time its data was applied, a
+    /// header, then the detail list when asked for, else the rows (dimensions, then fields).
     pub fn to_csv(&self) -> String {
         let mut out = format!(
             "# report={} definition={} site_id={} start_date={} end_date={} as_of={} total={}\n",
@@ -33,9 +33,13 @@ impl Report {
                 }
             }
             None => {
-                out.push_str("gender,age_group,count\n");
+                let columns: Vec<&str> = self.dims.iter().chain(self.fields).copied().collect();
+                out.push_str(&columns.join(","));
+                out.push('\n');
                 for r in &self.rows {
-                    out.push_str(&format!("{},{},{}\n", r.gender, r.age_group, r.count));
+                    let cells: Vec<String> = columns.iter().map(|c| csv_cell(&r[*c])).collect();
+                    out.push_str(&cells.join(","));
+                    out.push('\n');
                 }
             }
         }
@@ -43,8 +47,8 @@ impl Report {
     }
 }
 
-/// Detail cells are ids, dates, booleans and fixed outcome names: none holds a comma or a
-/// quote, but quote anything that would.
+/// Cells are quoted when they hold a comma, a quote or a newline (names and addresses of the
+/// defaulter list may).
 fn csv_cell(v: &Value) -> String {
     let s = match v {
         Value::Null => String::new(),

@@ -1,9 +1,12 @@
-//! Reports read from the IDS views: TX_CURR, TX_NEW, visits and missed appointments, on the
-//! ART rules (`../shared/reference/art-rules.md`, implemented in `ids-tables.sql`).
+//! Reports read from the IDS tables, on the national engine's rules
+//! (`../shared/reference/art-rules.md` and `moh-reports.md`, implemented in `ids-tables.sql`
+//! and `queries.rs`): TX_CURR, TX_NEW, visits, missed appointments, TX_ML, TX_RTT, TX_CURR
+//! MMD, regimen distribution and the defaulter list.
 //!
-//! Every answer carries a total, the gender × age-group rows (all 24 M/F groups, zeros
-//! included; `U` and `Unknown` only when present) and when its site's data was last applied.
-//! `detail=patients` adds the patients counted (tx_curr, tx_new, missed_appointments) and
+//! Every answer carries a total, its columns (`fields`), the rows by age group × gender (all
+//! PEPFAR M/F groups, zeros included; `U` and `Unknown` only when present; regimen and weight
+//! band rows where the report has them) and when its site's data was last applied.
+//! `detail=patients` adds the patients counted (`field=NAME`: only those of one column) and
 //! `detail=days` the visits per site and day (visits). Parameters are checked here and a bad
 //! one is a [`BadParameter`] (HTTP 400) naming it.
 
@@ -13,29 +16,21 @@ mod csv;
 mod queries;
 mod request;
 
-use queries::query_for;
-pub use request::{quarter_start, BadParameter, Definition, ReportName, Request, ON_ART};
+use queries::{query_for, Rows};
+pub use request::{
+    parse_quarter, quarter_start, report_names, BadParameter, By, Definition, ReportName, Request,
+    ON_ART, REPORTS,
+};
 
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use serde_json::{json, Value};
 
-/// The age groups of the disaggregation, in order.
-pub const AGE_GROUPS: [&str; 12] = [
+/// The PEPFAR age groups (art-rules.md section 4), in order.
+pub const AGE_GROUPS: [&str; 20] = [
     "<1", "1-4", "5-9", "10-14", "15-19", "20-24", "25-29", "30-34", "35-39", "40-44", "45-49",
-    "50+",
+    "50-54", "55-59", "60-64", "65-69", "70-74", "75-79", "80-84", "85-89", "90+",
 ];
-
-/// One gender × age-group count.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct GroupRow {
-    /// M, F or U (unknown).
-    pub gender: String,
-    /// One of [`AGE_GROUPS`] or `Unknown`.
-    pub age_group: String,
-    /// Patients (patient-days for visits).
-    pub count: i64,
-}
 
 /// A report answer.
 #[derive(Debug, Serialize)]
@@ -58,8 +53,17 @@ pub struct Report {
     pub queued_patients: i64,
     /// Patients counted (patient-days for visits).
     pub total: i64,
-    /// Gender × age group.
-    pub rows: Vec<GroupRow>,
+    /// The count columns of each row.
+    pub fields: &'static [&'static str],
+    /// One object per row: its dimensions (age_group or weight_band, gender, regimen) and a
+    /// count per field.
+    pub rows: Vec<Value>,
+    /// Notes on how the answer differs from the engine's, where it does on purpose.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<&'static str>,
+    /// The row dimensions, for CSV.
+    #[serde(skip)]
+    pub dims: &'static [&'static str],
     /// The detail list when asked for: the column names.
     #[serde(skip)]
     pub detail_columns: Vec<&'static str>,
@@ -71,26 +75,38 @@ pub struct Report {
     pub days: Option<Vec<Value>>,
 }
 
-/// Reads a report from the views.
+/// Reads a report from the IDS tables.
 pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
     let client = pool.get().await.map_err(|e| e.to_string())?;
     let (as_of, queued_patients) = freshness(&client, request.site_id).await?;
-    let query = query_for(request.name);
+    let query = query_for(request.name, request.by);
     let params = Params::of(request);
-    let counts = params
+    let dims = query.rows.dims();
+    // one pass: each patient counts once per field it is in, and once in '' (the row total)
+    let counted = params
         .query(
             &client,
             &format!(
-                "SELECT gender, age_group, count(*) FROM ({}) q GROUP BY 1, 2",
-                query.patients
+                "SELECT {dims}, f, count(*) FROM ({sql}) q
+                 CROSS JOIN LATERAL unnest(q.fields || ARRAY['']) f GROUP BY {dims}, f",
+                dims = dims.join(", "),
+                sql = query.sql
             ),
         )
         .await?;
-    let counts: BTreeMap<(String, String), i64> = counts
-        .iter()
-        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-        .collect();
-    let rows = group_rows(&counts);
+    let mut counts: BTreeMap<Vec<String>, BTreeMap<String, i64>> = BTreeMap::new();
+    for r in &counted {
+        let key: Vec<String> = (0..dims.len())
+            .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
+            .collect();
+        let field: String = r.get(dims.len());
+        counts
+            .entry(key)
+            .or_default()
+            .insert(field, r.get(dims.len() + 1));
+    }
+    let total = counts.values().filter_map(|c| c.get("")).sum();
+    let rows = group_rows(query.rows, query.fields, &counts);
     let mut report = Report {
         report: request.name.as_str(),
         definition: request.definition.as_str(),
@@ -99,21 +115,38 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
         end_date: request.end.to_string(),
         as_of,
         queued_patients,
-        total: counts.values().sum(),
+        total,
+        fields: query.fields,
         rows,
+        notes: Vec::new(),
+        dims,
         detail_columns: Vec::new(),
         patients: None,
         days: None,
     };
+    if query.rows == Rows::WeightRegimen {
+        report.notes.push(
+            "the engine's weight bands skip 5-5.9 kg (those patients vanish from its answer): \
+             they are counted here in a band 5-5.9 of their own",
+        );
+    }
     if request.detail {
-        let (sql, columns) = match query.detail {
-            Some(detail) => (detail, query.detail_columns),
-            None => (query.patients, query.detail_columns),
+        let (sql, columns) = match query.days {
+            Some(days) => (days, query.detail_columns),
+            None => (query.sql, query.detail_columns),
+        };
+        let filter = if query.days.is_some() {
+            ""
+        } else {
+            "WHERE $5::text IS NULL OR $5::text = ANY (q.fields)"
         };
         let list = params
             .query(
                 &client,
-                &format!("SELECT {} FROM ({sql}) q ORDER BY 1, 2", columns.join(", ")),
+                &format!(
+                    "SELECT {} FROM ({sql}) q {filter} ORDER BY 1, 2",
+                    columns.join(", ")
+                ),
             )
             .await?;
         let list: Vec<Value> = list
@@ -136,25 +169,40 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
     Ok(report)
 }
 
-/// All 24 M/F × age rows (zeros included), then U and Unknown rows that have patients.
-fn group_rows(counts: &BTreeMap<(String, String), i64>) -> Vec<GroupRow> {
-    let mut rows = Vec::new();
+/// The rows of an answer: by age group, all M/F × age rows (zeros included) then U and
+/// Unknown rows that have patients; by regimen or weight band, the rows that have patients.
+/// Each row has every field (0 when none).
+fn group_rows(
+    rows: Rows,
+    fields: &[&str],
+    counts: &BTreeMap<Vec<String>, BTreeMap<String, i64>>,
+) -> Vec<Value> {
+    let dims = rows.dims();
+    let row = |key: &[String], c: Option<&BTreeMap<String, i64>>| {
+        let mut object = serde_json::Map::new();
+        for (d, v) in dims.iter().zip(key) {
+            object.insert((*d).to_owned(), json!(v));
+        }
+        for f in fields {
+            let n = c.and_then(|c| c.get(*f)).copied().unwrap_or(0);
+            object.insert((*f).to_owned(), json!(n));
+        }
+        Value::Object(object)
+    };
+    if rows != Rows::Age {
+        return counts.iter().map(|(k, c)| row(k, Some(c))).collect();
+    }
+    let mut out = Vec::new();
     for gender in ["F", "M", "U"] {
         for age in AGE_GROUPS.iter().copied().chain(["Unknown"]) {
-            let count = counts
-                .get(&(gender.to_owned(), age.to_owned()))
-                .copied()
-                .unwrap_or(0);
-            if count > 0 || (gender != "U" && age != "Unknown") {
-                rows.push(GroupRow {
-                    gender: gender.into(),
-                    age_group: age.into(),
-                    count,
-                });
+            let key = vec![gender.to_owned(), age.to_owned()];
+            let c = counts.get(&key);
+            if c.is_some() || (gender != "U" && age != "Unknown") {
+                out.push(row(&key, c));
             }
         }
     }
-    rows
+    out
 }
 
 /// A detail cell as JSON: integers, booleans, text (dates are cast to text in SQL).
@@ -167,6 +215,10 @@ fn cell(row: &tokio_postgres::Row, i: usize) -> Value {
         json!(row.get::<_, Option<i64>>(i))
     } else if *ty == Type::BOOL {
         json!(row.get::<_, Option<bool>>(i))
+    } else if *ty == Type::FLOAT8 {
+        json!(row.get::<_, Option<f64>>(i))
+    } else if *ty == Type::TEXT_ARRAY {
+        json!(row.get::<_, Option<Vec<String>>>(i))
     } else {
         json!(row.get::<_, Option<String>>(i))
     }
@@ -190,12 +242,14 @@ pub async fn freshness(
     Ok((row.get(0), row.get(1)))
 }
 
-/// The bound parameters every query takes: $1 site, $2 start, $3 end, $4 default days.
+/// The bound parameters every query takes: $1 site, $2 start, $3 end, $4 default days, $5
+/// the field of a detail list.
 struct Params {
     site: Option<i32>,
     start: String,
     end: String,
     days: i32,
+    field: Option<&'static str>,
 }
 
 impl Params {
@@ -205,10 +259,11 @@ impl Params {
             start: r.start.to_string(),
             end: r.end.to_string(),
             days: r.definition.default_days(),
+            field: r.field,
         }
     }
 
-    /// Runs `sql` with the four parameters typed up front (a report need not use them all).
+    /// Runs `sql` with the five parameters typed up front (a report need not use them all).
     async fn query(
         &self,
         client: &deadpool_postgres::Client,
@@ -216,13 +271,16 @@ impl Params {
     ) -> Result<Vec<tokio_postgres::Row>, String> {
         use tokio_postgres::types::Type;
         let statement = client
-            .prepare_typed_cached(sql, &[Type::INT4, Type::TEXT, Type::TEXT, Type::INT4])
+            .prepare_typed_cached(
+                sql,
+                &[Type::INT4, Type::TEXT, Type::TEXT, Type::INT4, Type::TEXT],
+            )
             .await
             .map_err(|e| e.to_string())?;
         client
             .query(
                 &statement,
-                &[&self.site, &self.start, &self.end, &self.days],
+                &[&self.site, &self.start, &self.end, &self.days, &self.field],
             )
             .await
             .map_err(|e| e.to_string())
@@ -234,17 +292,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn group_rows_keep_zeros_and_only_present_unknowns() {
+    fn age_rows_keep_zeros_and_only_present_unknowns() {
         let mut counts = BTreeMap::new();
-        counts.insert(("F".to_owned(), "25-29".to_owned()), 3);
-        counts.insert(("U".to_owned(), "Unknown".to_owned()), 1);
-        let rows = group_rows(&counts);
-        assert_eq!(rows.len(), 25);
+        let one = |f: &str, n| BTreeMap::from([(f.to_owned(), n), (String::new(), n)]);
+        counts.insert(vec!["F".to_owned(), "25-29".to_owned()], one("count", 3));
+        counts.insert(vec!["U".to_owned(), "Unknown".to_owned()], one("count", 1));
+        let rows = group_rows(Rows::Age, &["count"], &counts);
+        assert_eq!(
+            rows.len(),
+            41,
+            "20 groups and Unknown for F and M, and U/Unknown"
+        );
         assert!(rows
             .iter()
-            .any(|r| r.gender == "F" && r.age_group == "25-29" && r.count == 3));
+            .any(|r| r["gender"] == "F" && r["age_group"] == "25-29" && r["count"] == 3));
         assert!(rows
             .iter()
-            .any(|r| r.gender == "U" && r.age_group == "Unknown" && r.count == 1));
+            .any(|r| r["gender"] == "M" && r["age_group"] == "90+" && r["count"] == 0));
+        assert!(rows
+            .iter()
+            .any(|r| r["gender"] == "U" && r["age_group"] == "Unknown" && r["count"] == 1));
+    }
+
+    #[test]
+    fn rows_carry_every_field() {
+        let mut counts = BTreeMap::new();
+        counts.insert(
+            vec!["M".to_owned(), "50+".to_owned(), "13A".to_owned()],
+            BTreeMap::from([("died".to_owned(), 2)]),
+        );
+        let rows = group_rows(Rows::AgeRegimen, &["died", "transferred_out"], &counts);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0]["regimen"], "13A");
+        assert_eq!(
+            (
+                rows[0]["died"].as_i64(),
+                rows[0]["transferred_out"].as_i64()
+            ),
+            (Some(2), Some(0))
+        );
     }
 }

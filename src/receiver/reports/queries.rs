@@ -1,44 +1,87 @@
-//! The SQL of each report over the IDS views.
+//! The SQL of each report over the IDS tables (`ids-tables.sql`: `ids.cohort` applies the
+//! cohort gates and outcome rules of art-rules.md on an end date).
+//!
+//! Every report's SQL yields one row per counted patient (or patient-day, for visits) with
+//! the row dimensions (`gender`, `age_group`, and `regimen` or `weight_band` where the report
+//! has them), `fields` (the columns of the answer the patient counts in) and the detail
+//! columns. Parameters: $1 site (NULL: all), $2 start, $3 end (text dates), $4 days past the
+//! expiry of the definition (60 MOH, 30 PEPFAR).
 
-use super::ReportName;
+use super::{By, ReportName};
 
-/// A report's SQL: `patients` yields one row per counted patient (or patient-day) with
-/// `gender` and `age_group`; `detail` (when not the same) yields the detail list.
-pub(super) struct Query {
-    pub(super) patients: &'static str,
-    pub(super) detail: Option<&'static str>,
-    pub(super) detail_columns: &'static [&'static str],
+/// How the rows of an answer are keyed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rows {
+    /// PEPFAR age group × gender, every M/F group present (zeros included).
+    Age,
+    /// Age group × gender × regimen (the groups present).
+    AgeRegimen,
+    /// Weight band × gender × regimen (the bands present).
+    WeightRegimen,
 }
 
-pub(super) fn query_for(name: ReportName) -> Query {
+impl Rows {
+    /// The dimension columns, in the order the rows are keyed.
+    pub(super) fn dims(self) -> &'static [&'static str] {
+        match self {
+            Self::Age => &["gender", "age_group"],
+            Self::AgeRegimen => &["gender", "age_group", "regimen"],
+            Self::WeightRegimen => &["gender", "weight_band", "regimen"],
+        }
+    }
+}
+
+/// A report's SQL and the shape of its answer.
+pub(super) struct Query {
+    pub(super) sql: &'static str,
+    pub(super) rows: Rows,
+    pub(super) fields: &'static [&'static str],
+    pub(super) detail_columns: &'static [&'static str],
+    /// The visits report's `detail=days`: visits per site and day.
+    pub(super) days: Option<&'static str>,
+}
+
+/// The columns (fields) of a report's answer.
+pub(super) fn fields(name: ReportName, by: By) -> &'static [&'static str] {
+    query_for(name, by).fields
+}
+
+const COUNT: &[&str] = &["count"];
+
+pub(super) fn query_for(name: ReportName, by: By) -> Query {
+    let simple = |sql, detail_columns| Query {
+        sql,
+        rows: Rows::Age,
+        fields: COUNT,
+        detail_columns,
+        days: None,
+    };
     match name {
-        ReportName::TxCurr => Query {
-            patients: "SELECT site_id, patient_id, gender, age_group,
-                        last_dispensation_date::text AS last_dispensation_date,
-                        expiry_date::text AS expiry_date
-                       FROM ids.outcomes($3::text::date, $4, $1)
-                       WHERE outcome = 'On antiretrovirals'",
-            detail: None,
-            detail_columns: &[
+        ReportName::TxCurr => simple(
+            "SELECT site_id, patient_id, gender, age_group, ARRAY['count'] AS fields,
+                    last_dispensation_date::text AS last_dispensation_date,
+                    expiry_date::text AS expiry_date, outcome_date::text AS outcome_date
+             FROM ids.cohort($3::text::date, $4, $1)
+             WHERE outcome = 'On antiretrovirals'",
+            &[
                 "site_id",
                 "patient_id",
                 "gender",
                 "age_group",
                 "last_dispensation_date",
                 "expiry_date",
+                "outcome_date",
             ],
-        },
-        ReportName::TxNew => Query {
-            patients: "SELECT site_id, patient_id, gender,
-                        ids.age_group(birthdate, $3::text::date) AS age_group,
-                        date_enrolled::text AS date_enrolled,
-                        earliest_start_date::text AS earliest_start_date
-                       FROM ids.art_status
-                       WHERE ($1::int IS NULL OR site_id = $1)
-                         AND date_enrolled BETWEEN $2::text::date AND $3::text::date
-                         AND NOT transfer_in AND earliest_start_date >= $2::text::date",
-            detail: None,
-            detail_columns: &[
+        ),
+        // New: enrolled in the period, not a transfer-in, no ART start before the period.
+        ReportName::TxNew => simple(
+            "SELECT site_id, patient_id, gender, age_group, ARRAY['count'] AS fields,
+                    date_enrolled::text AS date_enrolled,
+                    earliest_start_date::text AS earliest_start_date
+             FROM ids.cohort($3::text::date, $4, $1)
+             WHERE date_enrolled BETWEEN $2::text::date AND $3::text::date
+               AND NOT transfer_in AND earliest_start_date >= $2::text::date",
+            &[
                 "site_id",
                 "patient_id",
                 "gender",
@@ -46,59 +89,291 @@ pub(super) fn query_for(name: ReportName) -> Query {
                 "date_enrolled",
                 "earliest_start_date",
             ],
-        },
+        ),
         ReportName::Visits => Query {
-            patients: "SELECT p.gender, ids.age_group(p.birthdate, $3::text::date) AS age_group
-                       FROM ids.patient_visits v
-                       JOIN ids.art_status p ON p.site_id = v.site_id AND p.patient_id = v.patient_id
-                       WHERE ($1::int IS NULL OR v.site_id = $1)
-                         AND v.visit_date BETWEEN $2::text::date AND $3::text::date",
-            detail: Some(
+            days: Some(
                 "SELECT site_id, visit_date::text AS visit_date, visits FROM ids.visits_daily
                  WHERE ($1::int IS NULL OR site_id = $1)
                    AND visit_date BETWEEN $2::text::date AND $3::text::date",
             ),
-            detail_columns: &["site_id", "visit_date", "visits"],
+            ..simple(
+                "SELECT p.gender, ids.age_group(p.birthdate, $3::text::date) AS age_group,
+                        ARRAY['count'] AS fields
+                 FROM ids.patient_visits v
+                 JOIN ids.art_status p ON p.site_id = v.site_id AND p.patient_id = v.patient_id
+                 WHERE ($1::int IS NULL OR v.site_id = $1)
+                   AND v.visit_date BETWEEN $2::text::date AND $3::text::date",
+                &["site_id", "visit_date", "visits"],
+            )
         },
-        ReportName::MissedAppointments => Query {
-            patients: MISSED,
-            detail: None,
-            detail_columns: &[
+        ReportName::MissedAppointments => simple(
+            MISSED,
+            &[
                 "site_id",
                 "patient_id",
                 "gender",
                 "age_group",
-                "outcome",
                 "appointment_date",
-                "missed_appointment",
-                "defaulted",
-                "defaulted_on",
+                "set_on",
             ],
+        ),
+        ReportName::TxMl => Query {
+            fields: &[
+                "died",
+                "iit_lt_3_months",
+                "iit_3_5_months",
+                "iit_6_plus_months",
+                "transferred_out",
+                "refused_stopped",
+            ],
+            ..simple(
+                TX_ML,
+                &[
+                    "site_id",
+                    "patient_id",
+                    "gender",
+                    "age_group",
+                    "fields",
+                    "outcome",
+                    "outcome_date",
+                    "earliest_start_date",
+                ],
+            )
         },
+        ReportName::TxRtt => Query {
+            fields: &[
+                "returned_lt_3_months",
+                "returned_3_5_months",
+                "returned_6_plus_months",
+                "cd4_lt_200",
+                "cd4_gte_200",
+                "cd4_unknown",
+                "not_eligible_for_cd4",
+            ],
+            ..simple(
+                TX_RTT,
+                &[
+                    "site_id",
+                    "patient_id",
+                    "gender",
+                    "age_group",
+                    "fields",
+                    "outcome_at_start",
+                    "outcome_date_at_start",
+                    "returned_on",
+                    "months",
+                    "cd4",
+                ],
+            )
+        },
+        ReportName::TxCurrMmd => Query {
+            fields: &["lt_3_months", "3_5_months", "6_plus_months"],
+            ..simple(
+                "SELECT site_id, patient_id, gender, age_group,
+                        ARRAY[CASE WHEN d < 90 THEN 'lt_3_months' WHEN d <= 150 THEN '3_5_months'
+                                   ELSE '6_plus_months' END] AS fields,
+                        last_dispensation_date::text AS last_dispensation_date,
+                        expiry_date::text AS expiry_date, d AS prescribed_days
+                 FROM (SELECT c.*, c.expiry_date - c.last_dispensation_date AS d
+                       FROM ids.cohort($3::text::date, $4, $1) c
+                       WHERE c.outcome = 'On antiretrovirals') c",
+                &[
+                    "site_id",
+                    "patient_id",
+                    "gender",
+                    "age_group",
+                    "fields",
+                    "last_dispensation_date",
+                    "expiry_date",
+                    "prescribed_days",
+                ],
+            )
+        },
+        ReportName::RegimenDistribution if by == By::Weight => Query {
+            rows: Rows::WeightRegimen,
+            ..simple(
+                "SELECT c.site_id, c.patient_id, c.gender, c.age_group,
+                        ids.weight_band(w.value) AS weight_band,
+                        coalesce(r.name, 'unknown') AS regimen, ARRAY['count'] AS fields,
+                        w.value AS weight
+                 FROM ids.cohort($3::text::date, $4, $1) c
+                 JOIN (SELECT s.site_id, ids.concepts_named(s.site_id, '{Weight (kg)}') AS weight
+                       FROM ids.site_state s) n ON n.site_id = c.site_id
+                 LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
+                 LEFT JOIN LATERAL ids.latest_numeric(c.site_id, c.patient_id, n.weight,
+                                                      $3::text::date) w ON true
+                 WHERE c.outcome = 'On antiretrovirals'",
+                &[
+                    "site_id",
+                    "patient_id",
+                    "gender",
+                    "weight_band",
+                    "regimen",
+                    "weight",
+                ],
+            )
+        },
+        ReportName::RegimenDistribution => Query {
+            rows: Rows::AgeRegimen,
+            ..simple(
+                "SELECT c.site_id, c.patient_id, c.gender, c.age_group,
+                        coalesce(r.name, 'unknown') AS regimen, ARRAY['count'] AS fields,
+                        c.regimen_drugs::text AS drugs
+                 FROM ids.cohort($3::text::date, $4, $1) c
+                 LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
+                 WHERE c.outcome = 'On antiretrovirals'",
+                &[
+                    "site_id",
+                    "patient_id",
+                    "gender",
+                    "age_group",
+                    "regimen",
+                    "drugs",
+                ],
+            )
+        },
+        ReportName::DefaulterList => simple(
+            DEFAULTERS,
+            &[
+                "site_id",
+                "patient_id",
+                "arv_number",
+                "given_name",
+                "family_name",
+                "gender",
+                "age",
+                "age_group",
+                "phone",
+                "landmark",
+                "address",
+                "defaulter_date",
+                "appointment_date",
+            ],
+        ),
     }
 }
 
-/// Patients whose latest appointment (recorded by the end date) fell in [start, end) with no
-/// visit from that day to the end date, and patients who defaulted in [start, end].
+/// Missed appointments as the engine lists them (moh-reports.md): each patient's latest
+/// appointment date in [start, end] (of APPOINTMENT encounters of the HIV program), with no
+/// ARV dispensation from the day after the visit that set it to the appointment + 14 days,
+/// whose outcome at appointment + 14 is not died, transferred out or stopped; drug-refill and
+/// external-consultation clients not registered by the end date are left out. "Latest" is the
+/// latest appointment date (ties: the latest set). The engine asks for a TREATMENT encounter
+/// with an ARV order; the dispensations are those orders (ids.arv_dispensations does not keep
+/// the encounter type).
 const MISSED: &str = "
-    WITH o AS (SELECT * FROM ids.outcomes($3::text::date, $4, $1)),
-    latest AS (
-      SELECT a.site_id, a.patient_id, max(a.appointment_date) AS appointment_date
+    WITH appt AS (
+      SELECT DISTINCT ON (a.site_id, a.patient_id) a.site_id, a.patient_id, a.recorded_at,
+             a.appointment_date
       FROM ids.appointments a
-      WHERE a.recorded_at < $3::text::date + 1 AND ($1::int IS NULL OR a.site_id = $1)
-      GROUP BY 1, 2
-    ), missed AS (
-      SELECT l.* FROM latest l
-      WHERE l.appointment_date >= $2::text::date AND l.appointment_date < $3::text::date
-        AND NOT EXISTS (
-          SELECT 1 FROM ids.patient_visits v
-          WHERE v.site_id = l.site_id AND v.patient_id = l.patient_id
-            AND v.visit_date BETWEEN l.appointment_date AND $3::text::date)
+      WHERE ($1::int IS NULL OR a.site_id = $1)
+        AND a.appointment_date BETWEEN $2::text::date AND $3::text::date
+      ORDER BY a.site_id, a.patient_id, a.appointment_date DESC, a.recorded_at DESC
     )
-    SELECT o.site_id, o.patient_id, o.gender, o.age_group, o.outcome,
-           m.appointment_date::text AS appointment_date,
-           (m.patient_id IS NOT NULL) AS missed_appointment,
-           (o.outcome = 'Defaulted' AND o.defaulted_on >= $2::text::date) AS defaulted,
-           CASE WHEN o.outcome = 'Defaulted' THEN o.defaulted_on::text END AS defaulted_on
-    FROM o LEFT JOIN missed m ON m.site_id = o.site_id AND m.patient_id = o.patient_id
-    WHERE m.patient_id IS NOT NULL OR (o.outcome = 'Defaulted' AND o.defaulted_on >= $2::text::date)";
+    SELECT p.site_id, p.patient_id, p.gender, ids.age_group(p.birthdate, $3::text::date) AS age_group,
+           ARRAY['count'] AS fields, m.appointment_date::text AS appointment_date,
+           m.recorded_at::date::text AS set_on
+    FROM appt m
+    JOIN ids.art_status p ON p.site_id = m.site_id AND p.patient_id = m.patient_id
+    WHERE NOT coalesce(ids.unregistered_refill(p.refill_on, p.new_patient_on, p.registered_at,
+                                               $3::text::date), false)
+      AND NOT EXISTS (
+        SELECT 1 FROM ids.arv_dispensations d
+        WHERE d.site_id = m.site_id AND d.patient_id = m.patient_id
+          AND d.dispensation_date BETWEEN m.recorded_at::date + 1 AND m.appointment_date + 14)
+      AND coalesce(ids.outcome_at(m.site_id, m.patient_id, m.appointment_date + 14, $4), '')
+          NOT IN ('Patient died', 'Patient transferred out', 'Treatment stopped')";
+
+/// TX_ML (moh-reports.md): on ART at the start (outcome as of start - 1 day, ART started
+/// before the period) or started in the period; at the end died, defaulted (by months from
+/// ART start to the defaulter date: < 3, 3..5, > 5), transferred out or stopped. PEPFAR's 30
+/// days ($4 is always 30 here).
+const TX_ML: &str = "
+    SELECT e.site_id, e.patient_id, e.gender, e.age_group,
+           ARRAY[CASE e.outcome
+             WHEN 'Patient died' THEN 'died'
+             WHEN 'Patient transferred out' THEN 'transferred_out'
+             WHEN 'Treatment stopped' THEN 'refused_stopped'
+             ELSE CASE WHEN x.months < 3 THEN 'iit_lt_3_months'
+                       WHEN x.months <= 5 THEN 'iit_3_5_months'
+                       ELSE 'iit_6_plus_months' END END] AS fields,
+           e.outcome, e.outcome_date::text AS outcome_date,
+           e.earliest_start_date::text AS earliest_start_date
+    FROM ids.cohort($3::text::date, $4, $1) e
+    LEFT JOIN ids.cohort($2::text::date - 1, $4, $1) s
+      ON s.site_id = e.site_id AND s.patient_id = e.patient_id
+    CROSS JOIN LATERAL (
+      SELECT ids.months_between(e.earliest_start_date, e.defaulted_on) AS months) x
+    WHERE e.outcome IN ('Defaulted', 'Patient died', 'Treatment stopped', 'Patient transferred out')
+      AND ((s.outcome = 'On antiretrovirals' AND e.earliest_start_date < $2::text::date)
+           OR e.earliest_start_date BETWEEN $2::text::date AND $3::text::date)";
+
+/// TX_RTT (moh-reports.md): defaulted or stopped at the start, On ART at the end, with an
+/// ARV dispensation in [start, end] — start_date itself included (the engine skips a return
+/// dated exactly start_date: a bug, art-rules.md section 6). Months from the outcome date at
+/// the start to the first dispensation of the period. CD4: the latest 'CD4 count' on or before
+/// the end date (the engine takes an arbitrary CD4 row: art-rules.md section 6).
+const TX_RTT: &str = "
+    SELECT e.site_id, e.patient_id, e.gender, e.age_group,
+           ARRAY[CASE WHEN x.months IS NULL OR x.months < 3 THEN 'returned_lt_3_months'
+                      WHEN x.months <= 5 THEN 'returned_3_5_months'
+                      ELSE 'returned_6_plus_months' END,
+                 CASE WHEN c.value IS NULL THEN
+                        CASE WHEN x.months IS NULL OR x.months <= 2 THEN 'not_eligible_for_cd4'
+                             ELSE 'cd4_unknown' END
+                      WHEN c.value < 200 OR (c.value = 200 AND c.modifier = '<') THEN 'cd4_lt_200'
+                      ELSE 'cd4_gte_200' END] AS fields,
+           s.outcome AS outcome_at_start, s.outcome_date::text AS outcome_date_at_start,
+           r.day::text AS returned_on, x.months, c.value AS cd4
+    FROM ids.cohort($2::text::date - 1, $4, $1) s
+    JOIN ids.cohort($3::text::date, $4, $1) e
+      ON e.site_id = s.site_id AND e.patient_id = s.patient_id
+    CROSS JOIN LATERAL (
+      SELECT min(d.dispensation_date) AS day FROM ids.arv_dispensations d
+      WHERE d.site_id = e.site_id AND d.patient_id = e.patient_id
+        AND d.dispensation_date BETWEEN $2::text::date AND $3::text::date) r
+    CROSS JOIN LATERAL (SELECT ids.months_between(s.outcome_date, r.day) AS months) x
+    LEFT JOIN LATERAL ids.latest_numeric(e.site_id, e.patient_id,
+                                         ids.concepts_named(e.site_id, '{CD4 count}'),
+                                         $3::text::date) c ON true
+    WHERE s.outcome IN ('Defaulted', 'Treatment stopped') AND e.outcome = 'On antiretrovirals'
+      AND r.day IS NOT NULL";
+
+/// The defaulter list (moh-reports.md): Defaulted at the end date under the definition, the
+/// defaulter date in [start, end], with an appointment; ARV number (identifier type 4), name,
+/// phone (attribute 12), landmark (attribute 19), address, age, the latest appointment date.
+/// Patient data: served to callers allowed patient lists only, never logged.
+const DEFAULTERS: &str = "
+    SELECT c.site_id, c.patient_id, c.gender, c.age_group, ARRAY['count'] AS fields,
+           (SELECT i.identifier FROM cdr.patient_identifier i
+             WHERE i.site_id = c.site_id AND i.patient_id = c.patient_id
+               AND i.identifier_type = 4 AND i.voided = 0
+             ORDER BY i.preferred DESC, i.patient_identifier_id DESC LIMIT 1) AS arv_number,
+           n.given_name, n.family_name,
+           (SELECT a.value FROM cdr.person_attribute a
+             WHERE a.site_id = c.site_id AND a.person_id = c.patient_id
+               AND a.person_attribute_type_id = 12 AND a.voided = 0
+             ORDER BY a.person_attribute_id DESC LIMIT 1) AS phone,
+           (SELECT a.value FROM cdr.person_attribute a
+             WHERE a.site_id = c.site_id AND a.person_id = c.patient_id
+               AND a.person_attribute_type_id = 19 AND a.voided = 0
+             ORDER BY a.person_attribute_id DESC LIMIT 1) AS landmark,
+           (SELECT nullif(concat_ws(', ', nullif(ad.address1, ''), nullif(ad.address2, ''),
+                                    nullif(ad.city_village, ''), nullif(ad.state_province, '')), '')
+              FROM cdr.person_address ad
+             WHERE ad.site_id = c.site_id AND ad.person_id = c.patient_id AND ad.voided = 0
+             ORDER BY ad.preferred DESC, ad.person_address_id DESC LIMIT 1) AS address,
+           date_part('year', age($3::text::date, c.birthdate))::int AS age,
+           c.defaulted_on::text AS defaulter_date, ap.appointment_date::text AS appointment_date
+    FROM ids.cohort($3::text::date, $4, $1) c
+    CROSS JOIN LATERAL (
+      SELECT a.appointment_date FROM ids.appointments a
+      WHERE a.site_id = c.site_id AND a.patient_id = c.patient_id
+        AND a.recorded_at < $3::text::date + 1
+      ORDER BY a.recorded_at DESC, a.obs_id DESC LIMIT 1) ap
+    LEFT JOIN LATERAL (
+      SELECT n.given_name, n.family_name FROM cdr.person_name n
+      WHERE n.site_id = c.site_id AND n.person_id = c.patient_id AND n.voided = 0
+      ORDER BY n.preferred DESC, n.person_name_id DESC LIMIT 1) n ON true
+    WHERE c.outcome = 'Defaulted'
+      AND c.defaulted_on BETWEEN $2::text::date AND $3::text::date";

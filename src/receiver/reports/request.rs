@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use chrono::{Datelike, NaiveDate};
 
-/// The reports, as named in the URL.
+/// The reports, as named in the URL (matched case-insensitively, as the central front end
+/// asks for them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReportName {
     /// Currently on treatment on the end date.
@@ -14,20 +15,39 @@ pub enum ReportName {
     TxNew,
     /// Patient-days with encounters.
     Visits,
-    /// Missed appointments and defaulters in the period.
+    /// Missed appointments in the period, as the engine lists them.
     MissedAppointments,
+    /// PEPFAR TX_ML: on ART at the start (or started in the period), not on ART at the end.
+    TxMl,
+    /// PEPFAR TX_RTT: defaulted or stopped at the start, back on ART at the end.
+    TxRtt,
+    /// TX_CURR by months dispensed at the last dispensation.
+    TxCurrMmd,
+    /// TX_CURR by regimen (by=regimen) or by weight band and regimen (by=weight).
+    RegimenDistribution,
+    /// Defaulters of the period with their contacts, for the facility's tracing team.
+    DefaulterList,
 }
 
+/// Every report, for error messages and the index.
+pub const REPORTS: [ReportName; 9] = [
+    ReportName::TxCurr,
+    ReportName::TxNew,
+    ReportName::Visits,
+    ReportName::MissedAppointments,
+    ReportName::TxMl,
+    ReportName::TxRtt,
+    ReportName::TxCurrMmd,
+    ReportName::RegimenDistribution,
+    ReportName::DefaulterList,
+];
+
 impl ReportName {
-    /// From the URL segment.
+    /// From the URL segment, in any case.
     pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "tx_curr" => Self::TxCurr,
-            "tx_new" => Self::TxNew,
-            "visits" => Self::Visits,
-            "missed_appointments" => Self::MissedAppointments,
-            _ => return None,
-        })
+        REPORTS
+            .into_iter()
+            .find(|r| r.as_str().eq_ignore_ascii_case(name))
     }
 
     /// The URL segment.
@@ -37,6 +57,11 @@ impl ReportName {
             Self::TxNew => "tx_new",
             Self::Visits => "visits",
             Self::MissedAppointments => "missed_appointments",
+            Self::TxMl => "tx_ml",
+            Self::TxRtt => "tx_rtt",
+            Self::TxCurrMmd => "tx_curr_mmd",
+            Self::RegimenDistribution => "regimen_distribution",
+            Self::DefaulterList => "defaulter_list",
         }
     }
 
@@ -47,6 +72,25 @@ impl ReportName {
             _ => "patients",
         }
     }
+
+    /// The definition a report always uses, whatever is asked (TX_ML and TX_RTT are PEPFAR
+    /// outcomes: 30 days).
+    fn fixed_definition(self) -> Option<Definition> {
+        match self {
+            Self::TxMl | Self::TxRtt => Some(Definition::Pepfar),
+            _ => None,
+        }
+    }
+
+    /// Whether the answer is a list of patients by nature (it always carries it).
+    pub fn is_patient_list(self) -> bool {
+        self == Self::DefaulterList
+    }
+}
+
+/// The names of every report, comma-separated.
+pub fn report_names() -> String {
+    REPORTS.map(|r| r.as_str()).join(", ")
 }
 
 /// Whose defaulter threshold applies.
@@ -101,15 +145,32 @@ pub struct Request {
     pub detail: bool,
     /// Answer in CSV.
     pub csv: bool,
+    /// The breakdown of regimen_distribution.
+    pub by: By,
+    /// With `detail=patients`: only the patients counted in this column.
+    pub field: Option<&'static str>,
 }
 
-const PARAMETERS: [&str; 6] = [
+/// How regimen_distribution breaks TX_CURR down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    /// Age group × gender × regimen.
+    Regimen,
+    /// Weight band × gender × regimen.
+    Weight,
+}
+
+const PARAMETERS: [&str; 10] = [
     "site_id",
+    "location",
     "start_date",
     "end_date",
+    "name",
     "definition",
     "format",
     "detail",
+    "field",
+    "by",
 ];
 
 impl Request {
@@ -128,24 +189,56 @@ impl Request {
                 PARAMETERS.join(", ")
             )));
         }
-        let site_id = match params.get("site_id").map(String::as_str) {
-            None | Some("") | Some("all") => None,
-            Some(v) => Some(
-                v.parse::<i32>()
-                    .ok()
-                    .filter(|s| *s > 0)
-                    .ok_or_else(|| BadParameter("site_id must be a positive integer".into()))?,
-            ),
+        let site_id = site_param(params)?;
+        let quarter = match params.get("name") {
+            None => None,
+            Some(q) => Some(parse_quarter(q).ok_or_else(|| {
+                BadParameter(format!(
+                    "name must be a quarter like \"Q1 2024\" (got {:?})",
+                    truncate(q)
+                ))
+            })?),
         };
-        let end = date_param(params, "end_date")?.unwrap_or(today);
-        let start = date_param(params, "start_date")?.unwrap_or_else(|| quarter_start(end));
+        if quarter.is_some()
+            && (params.contains_key("start_date") || params.contains_key("end_date"))
+        {
+            return Err(BadParameter(
+                "name (a quarter) cannot be given with start_date or end_date".into(),
+            ));
+        }
+        let (start, end) = match quarter {
+            Some(q) => q,
+            None => {
+                let end = date_param(params, "end_date")?.unwrap_or(today);
+                let start = date_param(params, "start_date")?.unwrap_or_else(|| quarter_start(end));
+                (start, end)
+            }
+        };
         if start > end {
             return Err(BadParameter("start_date is after end_date".into()));
         }
-        let definition = match params.get("definition").map(String::as_str) {
+        let asked = match params
+            .get("definition")
+            .map(|d| d.to_ascii_lowercase())
+            .as_deref()
+        {
             None | Some("moh") => Definition::Moh,
             Some("pepfar") => Definition::Pepfar,
             Some(_) => return Err(BadParameter("definition must be moh or pepfar".into())),
+        };
+        let by = match (name, params.get("by").map(String::as_str)) {
+            (ReportName::RegimenDistribution, None | Some("regimen")) => By::Regimen,
+            (ReportName::RegimenDistribution, Some("weight")) => By::Weight,
+            (ReportName::RegimenDistribution, Some(_)) => {
+                return Err(BadParameter("by must be regimen or weight".into()))
+            }
+            (_, None) => By::Regimen,
+            (_, Some(_)) => {
+                return Err(BadParameter(format!(
+                    "by applies to regimen_distribution only, not {}",
+                    name.as_str()
+                )))
+            }
         };
         let csv = match params.get("format").map(String::as_str) {
             None => accept_csv,
@@ -164,6 +257,30 @@ impl Request {
                 )))
             }
         };
+        // regimen distribution by weight is of MOH TX_CURR (moh-reports.md)
+        let definition = match (name, by) {
+            (ReportName::RegimenDistribution, By::Weight) => Definition::Moh,
+            _ => name.fixed_definition().unwrap_or(asked),
+        };
+        let detail = detail || name.is_patient_list();
+        let field = match params.get("field") {
+            None => None,
+            Some(_) if !detail => {
+                return Err(BadParameter(
+                    "field needs detail=patients (it picks the patients of one column)".into(),
+                ))
+            }
+            Some(f) => {
+                let fields = super::queries::fields(name, by);
+                Some(fields.iter().copied().find(|c| c == f).ok_or_else(|| {
+                    BadParameter(format!(
+                        "field must be one of {} for {}",
+                        fields.join(", "),
+                        name.as_str()
+                    ))
+                })?)
+            }
+        };
         Ok(Self {
             name,
             site_id,
@@ -172,8 +289,65 @@ impl Request {
             definition,
             detail,
             csv,
+            by,
+            field,
         })
     }
+}
+
+/// At most 40 characters of a caller's value, for an error message.
+fn truncate(v: &str) -> String {
+    v.chars().take(40).collect()
+}
+
+/// `site_id`, or the front end's `location` (-1: all sites); absent, empty or `all`: all.
+fn site_param(params: &HashMap<String, String>) -> Result<Option<i32>, BadParameter> {
+    let (name, value) = match (params.get("site_id"), params.get("location")) {
+        (Some(_), Some(_)) => {
+            return Err(BadParameter(
+                "give site_id or location, not both (location is its alias)".into(),
+            ))
+        }
+        (Some(v), None) => ("site_id", v.as_str()),
+        (None, Some(v)) => ("location", v.as_str()),
+        (None, None) => return Ok(None),
+    };
+    match value {
+        "" | "all" => Ok(None),
+        "-1" if name == "location" => Ok(None),
+        v => v
+            .parse::<i32>()
+            .ok()
+            .filter(|s| *s > 0)
+            .map(Some)
+            .ok_or_else(|| {
+                BadParameter(if name == "location" {
+                    "location must be a positive site id, or -1 for all sites".into()
+                } else {
+                    "site_id must be a positive integer".into()
+                })
+            }),
+    }
+}
+
+/// "Q1 2024" (any case, spaces or a dash between): its first and last day.
+pub fn parse_quarter(v: &str) -> Option<(NaiveDate, NaiveDate)> {
+    let v = v.trim().to_ascii_uppercase();
+    let rest = v.strip_prefix('Q')?;
+    let (q, year) = rest.split_once([' ', '-', '+'])?;
+    let q: u32 = q.parse().ok().filter(|q| (1..=4).contains(q))?;
+    let year: i32 = year
+        .trim()
+        .parse()
+        .ok()
+        .filter(|y| (1900..2200).contains(y))?;
+    let start = NaiveDate::from_ymd_opt(year, (q - 1) * 3 + 1, 1)?;
+    let next = if q == 4 {
+        NaiveDate::from_ymd_opt(year + 1, 1, 1)?
+    } else {
+        NaiveDate::from_ymd_opt(year, q * 3 + 1, 1)?
+    };
+    Some((start, next.pred_opt()?))
 }
 
 fn date_param(
@@ -261,6 +435,68 @@ mod tests {
                 Request::parse(ReportName::TxCurr, &params(pairs), false, today()).expect_err(word);
             assert!(e.0.contains(word), "{pairs:?}: {}", e.0);
         }
+    }
+
+    #[test]
+    fn the_front_end_s_conventions_are_accepted() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        let r = Request::parse(
+            ReportName::parse("TX_CURR").unwrap(),
+            &params(&[("location", "-1"), ("name", "Q1 2024")]),
+            false,
+            today(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.site_id, r.start, r.end),
+            (None, d(2024, 1, 1), d(2024, 3, 31))
+        );
+        let r = Request::parse(
+            ReportName::TxMl,
+            &params(&[
+                ("location", "7"),
+                ("name", "q4 2023"),
+                ("definition", "moh"),
+            ]),
+            false,
+            today(),
+        )
+        .unwrap();
+        assert_eq!(
+            (r.site_id, r.start, r.end),
+            (Some(7), d(2023, 10, 1), d(2023, 12, 31))
+        );
+        assert_eq!(r.definition, Definition::Pepfar, "TX_ML is always PEPFAR");
+        assert_eq!(
+            ReportName::parse("Regimen_Distribution"),
+            Some(ReportName::RegimenDistribution)
+        );
+        assert_eq!(ReportName::parse("tx_cur"), None);
+        for (pairs, word) in [
+            (&[("name", "Q5 2024")][..], "name"),
+            (
+                &[("name", "Q1 2024"), ("end_date", "2024-01-01")][..],
+                "name",
+            ),
+            (&[("location", "-2")][..], "location"),
+            (&[("location", "1"), ("site_id", "1")][..], "location"),
+            (&[("by", "weight")][..], "by"),
+            (&[("field", "count")][..], "field"),
+        ] {
+            let e =
+                Request::parse(ReportName::TxCurr, &params(pairs), false, today()).expect_err(word);
+            assert!(e.0.contains(word), "{pairs:?}: {}", e.0);
+        }
+        let e = Request::parse(
+            ReportName::TxRtt,
+            &params(&[("detail", "patients"), ("field", "nope")]),
+            false,
+            today(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("returned_3_5_months"), "{}", e.0);
+        let r = Request::parse(ReportName::DefaulterList, &params(&[]), false, today()).unwrap();
+        assert!(r.detail, "the defaulter list is a list");
     }
 
     #[test]

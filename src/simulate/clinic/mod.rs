@@ -44,16 +44,57 @@ const FAMILY: &[&str] = &[
 ];
 const DISTRICTS: &[&str] = &["Lilongwe", "Blantyre", "Zomba", "Mzuzu", "Kasungu", "Dedza"];
 /// ARV regimens: (drug_id, daily dose, pack size) of each drug. The second dispenses two ARVs
-/// on one day, each in its own number of packs, so their expiries differ.
+/// on one day, each in its own number of packs, so their expiries differ. Then one drug set
+/// of every regimen of the national table (moh-reports.md), and one that names none.
 const REGIMENS: &[&[(i64, f64, i64)]] = &[
     &[(983, 1.0, 30)],
     &[(731, 2.0, 60), (982, 1.0, 30)],
     &[(982, 1.0, 30)],
+    &[(22, 2.0, 60), (969, 1.0, 30)],                    // 0A
+    &[(733, 2.0, 60), (968, 2.0, 60)],                   // 0P
+    &[(731, 2.0, 60)],                                   // 2A
+    &[(732, 2.0, 60)],                                   // 2P
+    &[(11, 1.0, 30), (39, 2.0, 60)],                     // 4A
+    &[(30, 1.0, 30), (39, 2.0, 60)],                     // 4PA
+    &[(30, 1.0, 30), (736, 2.0, 60)],                    // 4PP
+    &[(735, 1.0, 30)],                                   // 5A
+    &[(22, 2.0, 60), (734, 1.0, 30)],                    // 6A
+    &[(734, 1.0, 30), (932, 1.0, 30)],                   // 7A
+    &[(39, 2.0, 60), (932, 1.0, 30)],                    // 8A
+    &[(73, 4.0, 120), (969, 1.0, 30)],                   // 9A
+    &[(74, 4.0, 120), (969, 1.0, 30)],                   // 9PA
+    &[(74, 4.0, 120), (1044, 2.0, 60)],                  // 9PP
+    &[(73, 4.0, 120), (734, 1.0, 30)],                   // 10A
+    &[(39, 2.0, 60), (73, 4.0, 120)],                    // 11A
+    &[(39, 2.0, 60), (74, 4.0, 120)],                    // 11PA
+    &[(74, 4.0, 120), (736, 2.0, 60)],                   // 11PP
+    &[(976, 2.0, 60), (977, 2.0, 60), (982, 1.0, 30)],   // 12A
+    &[(982, 1.0, 30), (1214, 2.0, 60), (1215, 2.0, 60)], // 12PA
+    &[(980, 1.0, 30), (1214, 2.0, 60), (1215, 2.0, 60)], // 12PP
+    &[(734, 1.0, 30), (982, 1.0, 30)],                   // 13A
+    &[(39, 2.0, 60), (982, 1.0, 30)],                    // 14A
+    &[(736, 2.0, 60), (982, 1.0, 30)],                   // 14PA
+    &[(736, 2.0, 60), (980, 1.0, 30)],                   // 14PP
+    &[(969, 1.0, 30), (982, 1.0, 30)],                   // 15A
+    &[(982, 1.0, 30), (1044, 2.0, 60)],                  // 15PA
+    &[(980, 1.0, 30), (1044, 2.0, 60)],                  // 15PP
+    &[(954, 2.0, 60), (969, 1.0, 30)],                   // 16A
+    &[(1043, 2.0, 60), (1044, 2.0, 60)],                 // 16P
+    &[(969, 1.0, 30), (1213, 1.0, 30)],                  // 17A
+    &[(30, 1.0, 30), (969, 1.0, 30)],                    // 17PA
+    &[(30, 1.0, 30), (1044, 2.0, 60)],                   // 17PP
+    &[(731, 2.0, 60), (983, 1.0, 30)],                   // no regimen
 ];
 /// "Type of patient" (obs 3289) answers.
 const NEW_PATIENT: i64 = 7571;
 const TRANSFER_IN: i64 = 7572;
+const EXTERNAL_CONSULTATION: i64 = 9684;
+const DRUG_REFILL: i64 = 9685;
 const COTRIMOXAZOLE: i64 = 297;
+/// Weights (kg) a patient is seen at: every band of the regimen distribution, 5-5.9 too.
+const WEIGHTS: &[f64] = &[
+    3.5, 4.5, 5.5, 8.0, 12.0, 17.0, 22.0, 27.0, 32.0, 37.0, 45.0, 58.0, 66.0, 74.0,
+];
 
 /// What the simulation wrote.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -97,6 +138,11 @@ pub(super) struct Patient {
     pub(super) last_orders: Vec<(i64, i64)>,
     /// A consultation encounter of an earlier visit, for late lab results.
     pub(super) last_consultation: Option<(i64, NaiveDateTime)>,
+    /// The patient's weight (kg), none for a patient never weighed.
+    pub(super) weight: Option<f64>,
+    /// A drug-refill or external-consultation client who registers at the clinic on this day
+    /// (or at the first visit after it).
+    pub(super) registers_on: Option<NaiveDate>,
 }
 
 /// The clinic: one connection, writing one transaction per form.
@@ -256,14 +302,35 @@ impl Clinic {
         let family = (*self.rng.pick(FAMILY)).to_owned();
         let age_days = self.rng.range(200, 70 * 365);
         let birthdate = date - chrono::Duration::days(age_days);
-        let regimen = self.rng.range(0, REGIMENS.len() as i64 - 1) as usize;
-        // 15% transfer in, 10% re-initiate (new, but started ART long ago), 10% wait in Pre-ART.
+        // every regimen in turn, so that a small clinic has them all
+        let regimen = self.patients.len() % REGIMENS.len();
+        // 15% transfer in, 10% re-initiate (new, but started ART long ago), 10% wait in
+        // Pre-ART, 7% drug-refill and 3% external-consultation clients (half of them register
+        // later), 9% return after an interruption of 1, 4 or 8 months (an old paper record of
+        // their last dispensation is entered today); 6% have no reason for starting ART; 5% are
+        // never weighed.
         let kind = self.rng.range(0, 99);
         let (transfer_in, reinitiating, pre_art) = (
             kind < 15,
             (15..25).contains(&kind),
             (25..35).contains(&kind),
         );
+        let client = match kind {
+            35..=41 => Some(DRUG_REFILL),
+            42..=44 => Some(EXTERNAL_CONSULTATION),
+            _ => None,
+        };
+        let returning = (45..54)
+            .contains(&kind)
+            .then(|| [1i64, 4, 8][self.patients.len() % 3]);
+        let no_reason = self.rng.chance(0.06);
+        let weight = (!self.rng.chance(0.05)).then(|| *self.rng.pick(WEIGHTS));
+        let registers_on = match client {
+            Some(_) if self.rng.chance(0.5) => {
+                Some(date + chrono::Duration::days(self.rng.range(2, 12)))
+            }
+            _ => None,
+        };
         let when = at(date, self.rng.range(0, 240));
         let ids;
         self.begin().await?;
@@ -297,39 +364,68 @@ impl Clinic {
             let r0 = self.rng.uuid();
             self.exec("INSERT INTO patient_state (patient_program_id, state, start_date, date_created, uuid) VALUES (?, ?, ?, ?, ?)",
                 vec![Value::Int(ppid), Value::Int(if pre_art { 1 } else { 7 }), text(&date.to_string()), dt(when), text(&r0)]).await?;
-            let reg = self.encounter(pid, 9, when).await?;
-            let started = if transfer_in {
-                when - chrono::Duration::days(400)
-            } else if reinitiating {
-                when - chrono::Duration::days(self.rng.range(100, 900))
+            let attr = self.rng.uuid();
+            let landmark = format!("near {} market", self.rng.pick(DISTRICTS));
+            self.exec("INSERT INTO person_attribute (person_id, value, person_attribute_type_id, date_created, uuid) VALUES (?, ?, 19, ?, ?)",
+                vec![Value::Int(pid), text(&landmark), dt(when), text(&attr)]).await?;
+            if let Some(answer) = client {
+                // a drug-refill or external-consultation client: no HIV CLINIC REGISTRATION
+                let reception = self.encounter(pid, 51, when).await?;
+                self.obs_in(pid, 3289, reception, when, ObsValue::Coded(answer))
+                    .await?;
             } else {
-                when
-            };
-            self.obs_in(pid, 2516, reg, when, ObsValue::Datetime(started))
-                .await?;
-            self.obs_in(
-                pid,
-                3289,
-                reg,
-                when,
-                ObsValue::Coded(if transfer_in {
-                    TRANSFER_IN
+                let reg = self.encounter(pid, 9, when).await?;
+                let started = if transfer_in {
+                    when - chrono::Duration::days(400)
+                } else if reinitiating {
+                    when - chrono::Duration::days(self.rng.range(100, 900))
+                } else if let Some(months) = returning {
+                    when - chrono::Duration::days(months * 30 + 60)
                 } else {
-                    NEW_PATIENT
-                }),
-            )
-            .await?;
-            let staging = self
-                .encounter(pid, 52, when + chrono::Duration::minutes(5))
+                    when
+                };
+                self.obs_in(pid, 2516, reg, when, ObsValue::Datetime(started))
+                    .await?;
+                self.obs_in(
+                    pid,
+                    3289,
+                    reg,
+                    when,
+                    ObsValue::Coded(if transfer_in {
+                        TRANSFER_IN
+                    } else {
+                        NEW_PATIENT
+                    }),
+                )
                 .await?;
-            self.obs_in(
-                pid,
-                7563,
-                staging,
-                when,
-                ObsValue::Text("WHO stage 3".into()),
-            )
-            .await?;
+            }
+            if !no_reason {
+                // (a returning patient's reason dates from their first start)
+                let reason_at = returning.map_or(when, |months| {
+                    when - chrono::Duration::days(months * 30 + 60)
+                });
+                let staging = self
+                    .encounter_at(pid, 52, reason_at + chrono::Duration::minutes(5), when)
+                    .await?;
+                self.obs_in(
+                    pid,
+                    7563,
+                    staging,
+                    reason_at,
+                    ObsValue::Text("WHO stage 3".into()),
+                )
+                .await?;
+            }
+            if let Some(months) = returning {
+                // the paper record of the last dispensation before the interruption: 30 days
+                // of pills, run out months + 1 before today, so the patient defaulted
+                // (PEPFAR) `months` months ago
+                let old = when - chrono::Duration::days(months * 30 + 60);
+                let e = self.encounter_at(pid, 25, old, when).await?;
+                let (drug, dose, _) = REGIMENS[regimen][0];
+                self.order(pid, e, drug, old, 30, Some(dose), (30.0 * dose) as i64)
+                    .await?;
+            }
             self.counts.patients += 1;
             ids = (pid, ppid);
         }
@@ -346,6 +442,8 @@ impl Clinic {
             },
             last_orders: Vec::new(),
             last_consultation: None,
+            weight,
+            registers_on,
         });
         if pre_art {
             return Ok(());
@@ -372,6 +470,22 @@ impl Clinic {
             self.set_state(i, visit_day, 7).await?;
             self.patients[i].status = Status::Active;
         }
+        if self.patients[i]
+            .registers_on
+            .is_some_and(|d| d <= visit_day)
+        {
+            // the refill client registers: HIV CLINIC REGISTRATION, 'New patient'
+            self.patients[i].registers_on = None;
+            self.begin().await?;
+            {
+                let reg = self.encounter_at(pid, 9, start, stamp(start)).await?;
+                self.obs_in(pid, 2516, reg, start, ObsValue::Datetime(start))
+                    .await?;
+                self.obs_in(pid, 3289, reg, start, ObsValue::Coded(NEW_PATIENT))
+                    .await?;
+            }
+            self.commit().await?;
+        }
         // HIV RECEPTION and VITALS
         self.begin().await?;
         {
@@ -381,9 +495,11 @@ impl Clinic {
             let v = self
                 .encounter_at(pid, 6, start + chrono::Duration::minutes(10), stamp(start))
                 .await?;
-            let weight = self.rng.range(300, 900) as f64 / 10.0;
-            self.obs_in(pid, 5089, v, start, ObsValue::Numeric(weight))
-                .await?;
+            if let Some(kg) = self.patients[i].weight {
+                let weight = kg + self.rng.range(0, 4) as f64 / 10.0;
+                self.obs_in(pid, 5089, v, start, ObsValue::Numeric(weight))
+                    .await?;
+            }
             let r0 = self.rng.range(140, 190);
             self.obs_in(pid, 5090, v, start, ObsValue::Numeric(r0 as f64))
                 .await?;
@@ -408,6 +524,17 @@ impl Clinic {
             let r0 = *self.rng.pick(&[7454, 7455, 7456]);
             self.obs_in(pid, 7459, e, start, ObsValue::Coded(r0))
                 .await?;
+            if self.rng.chance(0.15) {
+                // a CD4 count: below 200, exactly "<200", or above
+                let (value, modifier) = *self.rng.pick(&[
+                    (150.0, None),
+                    (200.0, Some("<")),
+                    (200.0, None),
+                    (480.0, None),
+                ]);
+                self.obs_value(pid, 5497, e, start, Some(value), None, modifier)
+                    .await?;
+            }
             consultation = e;
         }
         self.commit().await?;
@@ -423,10 +550,61 @@ impl Clinic {
             for &(drug, _, _) in regimen {
                 let brought = self.rng.range(0, 8) as f64;
                 let order = last_orders.iter().find(|(d, _)| *d == drug).map(|o| o.1);
-                match order {
-                    Some(order_id) if self.rng.chance(0.5) => {
-                        self.obs_for_order(pid, 2540, e, start, order_id, brought)
+                // the three sources the engine adds up (art-rules.md section 2)
+                match (order, self.rng.range(0, 9)) {
+                    (Some(order_id), 0..=3) => {
+                        self.obs_for_order(
+                            pid,
+                            2540,
+                            e,
+                            start,
+                            order_id,
+                            Some(brought),
+                            None,
+                            None,
+                        )
+                        .await?;
+                    }
+                    (Some(order_id), 4) => {
+                        // tied to the order and naming the drug: counted twice
+                        self.obs_for_order(
+                            pid,
+                            2540,
+                            e,
+                            start,
+                            order_id,
+                            Some(brought),
+                            None,
+                            Some(drug),
+                        )
+                        .await?;
+                    }
+                    (Some(order_id), 5) => {
+                        // the count typed as text (a number, or not)
+                        let typed = if self.rng.chance(0.7) {
+                            format!("{brought}")
+                        } else {
+                            "some".into()
+                        };
+                        self.obs_for_order(pid, 2540, e, start, order_id, None, Some(&typed), None)
                             .await?;
+                    }
+                    (_, 6) => {
+                        // an obs of the drug's own concept
+                        let concept: Option<i64> = self
+                            .conn
+                            .exec_first("SELECT concept_id FROM drug WHERE drug_id = ?", (drug,))
+                            .await?;
+                        self.obs_value(
+                            pid,
+                            concept.unwrap_or(0),
+                            e,
+                            start,
+                            Some(brought),
+                            None,
+                            None,
+                        )
+                        .await?;
                     }
                     _ => {
                         self.obs_in(pid, 2540, e, start, ObsValue::Drug(drug, brought))
@@ -440,8 +618,11 @@ impl Clinic {
         }
         self.commit().await?;
         // TREATMENT (orders) and DISPENSING: each ARV in its own number of packs; now and then
-        // a dose left empty or a quantity typo (6000+) beside the real order.
+        // a dose left empty or a quantity typo (6000+) beside the real order, for one ARV or
+        // for all of them.
         let cpt = self.rng.chance(0.5);
+        // now and then every ARV of the day has a typo beside it (the engine's legacy rule)
+        let typo_all = self.rng.chance(0.04);
         let mut orders = Vec::new();
         self.begin().await?;
         {
@@ -462,7 +643,7 @@ impl Clinic {
                     .order(pid, e, drug, t, days, recorded_dose, quantity)
                     .await?;
                 orders.push((drug, order_id));
-                if self.rng.chance(0.03) {
+                if typo_all || self.rng.chance(0.03) {
                     self.order(pid, e, drug, t, days, Some(dose), 6000 + quantity)
                         .await?;
                 }
