@@ -76,6 +76,12 @@ done
 
 say "TX_CURR today (GET /api/v1/reports/tx_curr?site_id=101&format=csv)"
 curl -sf "http://127.0.0.1:8080/api/v1/reports/tx_curr?site_id=101&format=csv" | awk -F, 'NR <= 2 || $3 > 0'
+say "TX_CURR by months dispensed (GET /api/v1/reports/tx_curr_mmd?location=101&format=csv)"
+curl -sf "http://127.0.0.1:8080/api/v1/reports/tx_curr_mmd?location=101&format=csv" | awk -F, 'NR <= 2 || $3 + $4 + $5 > 0'
+say "regimen distribution (GET /api/v1/reports/regimen_distribution?site_id=101&format=csv)"
+curl -sf "http://127.0.0.1:8080/api/v1/reports/regimen_distribution?site_id=101&format=csv" | head -12
+say "TX_ML this quarter (GET /api/v1/reports/TX_ML?site_id=101&format=csv)"
+curl -sf "http://127.0.0.1:8080/api/v1/reports/TX_ML?site_id=101&format=csv" | awk -F, 'NR <= 2 || $3 + $4 + $5 + $6 + $7 + $8 > 0'
 first=$(date -d "-$((days + 30)) days" +%F)
 say "visits report (GET /api/v1/reports/visits?site_id=101&start_date=$first&end_date=$(date +%F)&format=csv&detail=days)"
 curl -sf "http://127.0.0.1:8080/api/v1/reports/visits?site_id=101&start_date=$first&end_date=$(date +%F)&format=csv&detail=days"

@@ -1,6 +1,7 @@
 //! The synthetic national CDR, generated inside PostgreSQL: `{P}` patients, `{V}` visits each
 //! (4 encounters, 1–2 ARV orders, pills brought back and an appointment per visit, 10% with an
-//! outcome, 15% transfer-ins). Site 1 holds `{BIG}` patients (the big site a rebuild is timed
+//! outcome, 15% transfer-ins, 3% drug-refill clients, 95% with a reason for starting ART, a
+//! weight). Site 1 holds `{BIG}` patients (the big site a rebuild is timed
 //! on); the others are spread over sites 2 .. `{S}` (about 1,250 patients each, as the
 //! national network has).
 
@@ -13,6 +14,10 @@ INSERT INTO cdr.drug (site_id, lsn, drug_id, concept_id, name)
   (VALUES (983, 2833, 'TDF/3TC/DTG'), (982, 9662, 'DTG'), (297, 916, 'Cotrimoxazole')) d(id, concept, name);
 INSERT INTO cdr.concept_set (site_id, lsn, concept_set_id, concept_id, concept_set)
   SELECT s, 1, c.id, c.concept, 1085 FROM generate_series(1, {S}) s, (VALUES (1, 2833), (2, 9662)) c(id, concept);
+INSERT INTO cdr.concept_name (site_id, lsn, concept_name_id, concept_id, name, voided)
+  SELECT s, 1, c.id, c.concept, c.name, 0 FROM generate_series(1, {S}) s,
+  (VALUES (1, 7571, 'New patient'), (2, 7572, 'Transfer in'), (3, 9685, 'Drug refill'),
+          (4, 5497, 'CD4 count'), (5, 5089, 'Weight (kg)')) c(id, concept, name);
 INSERT INTO cdr.person (site_id, lsn, person_id, gender, birthdate, voided)
   SELECT pg_temp.site_of(p), 1, p, CASE WHEN p % 5 < 3 THEN 'F' ELSE 'M' END,
          date '1950-01-01' + (p * 37) % 25000, (p % 500 = 0)::int
@@ -28,9 +33,9 @@ INSERT INTO cdr.patient_state (site_id, lsn, patient_state_id, patient_program_i
   SELECT pg_temp.site_of(p), 1, {P} + p, p, (ARRAY[2, 3, 6])[1 + p % 3], date '2023-06-01' + p % 400,
          timestamp '2023-06-01', 0
   FROM generate_series(1, {P}) p WHERE p % 10 = 0;
-INSERT INTO cdr.encounter (site_id, lsn, encounter_id, encounter_type, patient_id, encounter_datetime, voided)
+INSERT INTO cdr.encounter (site_id, lsn, encounter_id, encounter_type, patient_id, encounter_datetime, program_id, voided)
   SELECT pg_temp.site_of(p), 1, ((p - 1) * {V} + k) * 4 + j, (ARRAY[51, 53, 25, 7])[j + 1], p,
-         timestamp '2023-01-01 08:00' + ((p % 90) + k * 30) * interval '1 day' + j * interval '10 min', 0
+         timestamp '2023-01-01 08:00' + ((p % 90) + k * 30) * interval '1 day' + j * interval '10 min', 1, 0
   FROM generate_series(1, {P}) p, generate_series(0, {V} - 1) k, generate_series(0, 3) j;
 INSERT INTO cdr.orders (site_id, lsn, order_id, order_type_id, patient_id, encounter_id, start_date, voided)
   SELECT pg_temp.site_of(p), 1, ((p - 1) * {V} + k) * 2 + d, 1, p, ((p - 1) * {V} + k) * 4 + 2,
@@ -53,8 +58,15 @@ INSERT INTO cdr.obs (site_id, lsn, obs_id, person_id, concept_id, encounter_id, 
   UNION ALL
   SELECT pg_temp.site_of(p), 1, 2 * {P} * {V} + p, p, 3289, (p - 1) * {V} * 4,
          timestamp '2023-01-01 08:00' + (p % 90) * interval '1 day', NULL, NULL, NULL,
-         CASE WHEN p % 100 < 15 THEN 7572 ELSE 7571 END, 0
-  FROM generate_series(1, {P}) p;
+         CASE WHEN p % 100 < 15 THEN 7572 WHEN p % 100 < 18 THEN 9685 ELSE 7571 END, 0
+  FROM generate_series(1, {P}) p
+  UNION ALL
+  -- a reason for starting ART (5% have none) and a weight, at the first visit
+  SELECT pg_temp.site_of(p), 1, 2 * {P} * {V} + {P} * c.n + p, p, c.concept,
+         (p - 1) * {V} * 4 + 1, timestamp '2023-01-01 08:05' + (p % 90) * interval '1 day',
+         NULL, CASE c.concept WHEN 5089 THEN 3 + p % 70 END, NULL, NULL, 0
+  FROM generate_series(1, {P}) p, (VALUES (1, 7563), (2, 5089)) c(n, concept)
+  WHERE c.concept <> 7563 OR p % 20 <> 0;
 INSERT INTO ids.site_state (site_id) SELECT generate_series(1, {S});
 ";
 
