@@ -3,7 +3,7 @@
 # VISITS_PER_PATIENT visits each (site 1: 30k patients, the rest ~1250 per site), then the
 # rebuilds, EXPLAIN of every definition, apply with IDS maintenance off and on side by side,
 # apply-to-report latencies (in the transaction and through the queue), a verification and
-# TX_CURR for all sites and one. The database is dropped at the end (KEEP=1 keeps it).
+# every report for all sites and one. The database is dropped at the end (KEEP=1 keeps it).
 #
 #   scripts/bench-ids.sh [PATIENTS] [VISITS_PER_PATIENT]      (default 100000, 10: 1M visits)
 #   scripts/bench-ids.sh 1000000 10                            (national: 1M patients, 10M visits;

@@ -6,7 +6,7 @@
 //! - receiver apply of 1000-patient batches with IDS maintenance off and on, side by side:
 //!   rows/s, their ratio, and the database time per touched patient;
 //! - apply-to-report latency p99: in the apply transaction, and through the queue;
-//! - the background check of the big site, and TX_CURR for all sites and for one.
+//! - the background check of the big site, and every report for all sites and for one.
 //!
 //! Run by scripts/bench-ids.sh:   bench_ids PG_URL PATIENTS VISITS_PER_PATIENT
 
