@@ -13,13 +13,14 @@
 use std::collections::BTreeMap;
 
 mod csv;
+mod params;
 mod queries;
 mod request;
 
+pub use params::{parse_quarter, quarter_start};
 use queries::{query_for, Rows};
 pub use request::{
-    parse_quarter, quarter_start, report_names, BadParameter, By, Definition, ReportName, Request,
-    ON_ART, REPORTS,
+    report_names, BadParameter, By, Definition, ReportName, Request, ON_ART, REPORTS,
 };
 
 use deadpool_postgres::Pool;
