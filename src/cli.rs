@@ -55,6 +55,10 @@ pub enum Command {
         /// Pause between transactions, milliseconds.
         #[arg(long, default_value_t = 0)]
         pace_ms: u64,
+        /// Type in no paper record older than this many days (default: returns after
+        /// interruptions of up to 8 months are entered with their old dispensation).
+        #[arg(long)]
+        max_backdate_days: Option<u32>,
     },
     /// Re-sends visits the binlog path missed: compares the source's visits of a window of days
     /// with what was shipped and queues the missing or changed ones. With the tailer stopped it

@@ -68,6 +68,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             start_date,
             seed,
             pace_ms,
+            max_backdate_days,
         } => {
             anyhow::ensure!(days > 0, "--days must be at least 1");
             let counts = simulate::run(simulate::SimulateOptions {
@@ -79,6 +80,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
                 start_date,
                 seed,
                 pace: Duration::from_millis(pace_ms),
+                max_backdate_days,
             })
             .await?;
             println!("{}", serde_json::to_string(&counts)?);

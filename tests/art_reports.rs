@@ -478,7 +478,7 @@ async fn streamed_clinic(
     let receiver = rig.receiver();
     let tailer = rig.tailer(&receiver.addr);
     let sim = rig
-        .simulate(patients, days, seed, 0)
+        .simulate_with(patients, days, seed, 0, &[])
         .wait_with_output()
         .unwrap();
     assert!(sim.status.success(), "simulate failed");

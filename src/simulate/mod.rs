@@ -44,6 +44,9 @@ pub struct SimulateOptions {
     pub seed: u64,
     /// Pause between transactions (to let a test act mid-stream).
     pub pace: Duration,
+    /// Type in no paper record older than this many days (None: the returns after long
+    /// interruptions are entered with their old dispensation, months back).
+    pub max_backdate_days: Option<u32>,
 }
 
 /// Loads the fixture schema into `database` (created if missing; must have no tables).
@@ -96,6 +99,7 @@ pub async fn run(options: SimulateOptions) -> anyhow::Result<Counts> {
             - chrono::Duration::days(options.days.saturating_sub(1) as i64)
     });
     let mut clinic = Clinic::new(conn, Rng::new(options.seed), options.pace);
+    clinic.max_backdate_days = options.max_backdate_days.map(i64::from);
     for day in 0..options.days {
         let date = start + chrono::Duration::days(day as i64);
         let registrations =

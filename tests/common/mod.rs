@@ -375,7 +375,29 @@ impl Rig {
     }
 
     /// Runs the simulator on the source database.
+    /// A simulated clinic whose late paper records are at most 31 days late (the sweep
+    /// window a checkpoint reset prints: records typed in later than that during a gap are
+    /// beyond what the sweep reads).
     pub fn simulate(&self, patients: u32, days: u32, seed: u64, pace_ms: u64) -> Child {
+        self.simulate_with(
+            patients,
+            days,
+            seed,
+            pace_ms,
+            &["--max-backdate-days", "31"],
+        )
+    }
+
+    /// A simulated clinic with `extra` arguments (`&[]`: its whole history, returns after
+    /// interruptions of months entered with their old dispensation).
+    pub fn simulate_with(
+        &self,
+        patients: u32,
+        days: u32,
+        seed: u64,
+        pace_ms: u64,
+        extra: &[&str],
+    ) -> Child {
         Command::new(bin())
             .args([
                 "simulate",
@@ -392,6 +414,7 @@ impl Rig {
                 "--pace-ms",
                 &pace_ms.to_string(),
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -108,6 +108,8 @@ pub struct Clinic {
     pub(super) pace: Duration,
     pub(super) patients: Vec<Patient>,
     pub(super) counts: Counts,
+    /// No record is typed in more than this many days late (None: no limit).
+    pub max_backdate_days: Option<i64>,
 }
 
 impl Clinic {
@@ -119,6 +121,7 @@ impl Clinic {
             pace,
             patients: Vec::new(),
             counts: Counts::default(),
+            max_backdate_days: None,
         }
     }
 
@@ -276,9 +279,11 @@ impl Clinic {
             42..=44 => Some(EXTERNAL_CONSULTATION),
             _ => None,
         };
+        let max_backdate = self.max_backdate_days;
         let returning = (45..54)
             .contains(&kind)
-            .then(|| [1i64, 4, 8][self.patients.len() % 3]);
+            .then(|| [1i64, 4, 8][self.patients.len() % 3])
+            .filter(|months| max_backdate.is_none_or(|d| months * 30 + 60 <= d));
         let no_reason = self.rng.chance(0.06);
         let weight = (!self.rng.chance(0.05)).then(|| *self.rng.pick(WEIGHTS));
         let registers_on = match client {
