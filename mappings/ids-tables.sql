@@ -210,10 +210,14 @@ RETURNS TABLE (site_id integer, patient_id integer, drug_id integer, dispensatio
                expiry_date date)
 LANGUAGE sql STABLE AS $$
   WITH d AS (SELECT * FROM ids.scope(patients, days)),
-  arv AS MATERIALIZED (SELECT unnest(ids.arv_drugs(site)) AS drug_id),
+  -- the site's ARV drugs with their concepts (the second pill source), read once
+  arv AS MATERIALIZED (
+    SELECT a.drug_id, (SELECT dr.concept_id FROM cdr.drug dr
+                       WHERE dr.site_id = site AND dr.drug_id = a.drug_id) AS concept_id
+    FROM unnest(ids.arv_drugs(site)) a(drug_id)),
   dispensed AS (
     SELECT o.patient_id, o.start_date::date AS day, x.drug_inventory_id AS drug_id,
-           sum(x.quantity)::bigint AS quantity,
+           min(a.concept_id) AS concept_id, sum(x.quantity)::bigint AS quantity,
            coalesce(max(x.equivalent_daily_dose) FILTER (
              WHERE x.equivalent_daily_dose > 0 AND x.equivalent_daily_dose <> 'NaN'), 1) AS daily_dose
     FROM d
@@ -247,8 +251,7 @@ LANGUAGE sql STABLE AS $$
          + (SELECT coalesce(sum(coalesce(o.value_numeric, 0)), 0)
             FROM cdr.obs o
             WHERE o.site_id = site AND o.person_id = p.patient_id
-              AND o.concept_id = (SELECT dr.concept_id FROM cdr.drug dr
-                                  WHERE dr.site_id = site AND dr.drug_id = p.drug_id)
+              AND o.concept_id = p.concept_id
               AND o.obs_datetime >= p.day AND o.obs_datetime < p.day + 1
               AND o.voided = 0 AND o.value_numeric IS DISTINCT FROM 'NaN')
          + (SELECT coalesce(sum(coalesce(o.value_numeric, 0)), 0)
