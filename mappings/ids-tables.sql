@@ -811,20 +811,6 @@ LANGUAGE sql IMMUTABLE AS $$
   FROM (SELECT date_part('year', age(on_date, birthdate))::int AS a) y
 $$;
 
--- MOH cohort age group at a date: months under two years, then 2-4, 5-9, 10-14, 15-17,
--- 18-19, five-year groups to 45-49, 50+.
-CREATE OR REPLACE FUNCTION ids.moh_age_group(birthdate date, on_date date) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-  SELECT CASE
-    WHEN birthdate IS NULL THEN 'Unknown'
-    WHEN m < 6 THEN '0-5 months' WHEN m < 12 THEN '6-11 months' WHEN m < 24 THEN '12-23 months'
-    WHEN m < 60 THEN '2-4' WHEN m < 120 THEN '5-9' WHEN m < 180 THEN '10-14'
-    WHEN m < 216 THEN '15-17' WHEN m < 240 THEN '18-19'
-    WHEN m < 600 THEN (m / 60 * 5)::text || '-' || (m / 60 * 5 + 4)::text
-    ELSE '50+' END
-  FROM (SELECT ids.months_between(birthdate, on_date) AS m) y
-$$;
-
 -- Days past the expiry after which a patient has defaulted: the definition's (60 MOH, 30
 -- PEPFAR), or past 60 (61) when the legacy rule gave the expiry (art-rules.md section 6).
 CREATE OR REPLACE FUNCTION ids.threshold(legacy boolean, default_days integer) RETURNS integer
@@ -992,12 +978,6 @@ CREATE OR REPLACE VIEW ids.regimens (name, drugs) AS VALUES
     ('15A', '{969,982}'), ('15PA', '{982,1044}'), ('15PP', '{980,1044}'), ('16A', '{954,969}'),
     ('16P', '{1043,1044}'), ('16P', '{954,1044}'), ('16P', '{733,954}'), ('17A', '{11,969}'),
     ('17A', '{969,1213}'), ('17PA', '{30,969}'), ('17PP', '{30,1044}');
-
-CREATE OR REPLACE FUNCTION ids.regimen(drugs integer[]) RETURNS text
-LANGUAGE sql STABLE AS $$
-  SELECT coalesce((SELECT r.name FROM ids.regimens r
-                   WHERE r.drugs = ARRAY(SELECT DISTINCT d FROM unnest(drugs) d ORDER BY d)), 'unknown')
-$$;
 
 -- Weight band of the regimen distribution by weight (moh-reports.md): the engine's bands, and
 -- 5-5.9 kg, which its bands skip (those patients would vanish), in a band of its own.

@@ -76,10 +76,11 @@ impl ReportName {
     }
 
     /// The definition a report always uses, whatever is asked (TX_ML and TX_RTT are PEPFAR
-    /// outcomes: 30 days).
-    fn fixed_definition(self) -> Option<Definition> {
-        match self {
-            Self::TxMl | Self::TxRtt => Some(Definition::Pepfar),
+    /// outcomes: 30 days; the regimen distribution by weight is of MOH TX_CURR).
+    fn fixed_definition(self, by: By) -> Option<Definition> {
+        match (self, by) {
+            (Self::TxMl | Self::TxRtt, _) => Some(Definition::Pepfar),
+            (Self::RegimenDistribution, By::Weight) => Some(Definition::Moh),
             _ => None,
         }
     }
@@ -259,11 +260,7 @@ impl Request {
                 )))
             }
         };
-        // regimen distribution by weight is of MOH TX_CURR (moh-reports.md)
-        let definition = match (name, by) {
-            (ReportName::RegimenDistribution, By::Weight) => Definition::Moh,
-            _ => name.fixed_definition().unwrap_or(asked),
-        };
+        let definition = name.fixed_definition(by).unwrap_or(asked);
         let detail = detail || name.is_patient_list();
         let field = match params.get("field") {
             None => None,

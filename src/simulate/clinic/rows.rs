@@ -98,6 +98,15 @@ impl Clinic {
         .await
     }
 
+    /// The concept of a drug (0 for a drug the EMR does not have).
+    pub(super) async fn drug_concept(&mut self, drug: i64) -> anyhow::Result<i64> {
+        let concept: Option<i64> = self
+            .conn
+            .exec_first("SELECT concept_id FROM drug WHERE drug_id = ?", (drug,))
+            .await?;
+        Ok(concept.unwrap_or(0))
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn order(
         &mut self,
@@ -110,15 +119,12 @@ impl Clinic {
         quantity: i64,
     ) -> anyhow::Result<i64> {
         self.counts.orders += 1;
-        let concept: Option<i64> = self
-            .conn
-            .exec_first("SELECT concept_id FROM drug WHERE drug_id = ?", (drug,))
-            .await?;
+        let concept = self.drug_concept(drug).await?;
         let uuid = self.rng.uuid();
         let order_id = self
             .insert(
                 "INSERT INTO orders (order_type_id, concept_id, orderer, instructions, start_date, auto_expire_date, patient_id, encounter_id, date_created, uuid) VALUES (1, ?, 1, ?, ?, ?, ?, ?, ?, ?)",
-                vec![Value::Int(concept.unwrap_or(0)), text(&format!("{} tablet(s) daily", dose.unwrap_or(1.0))), dt(when), dt(when + chrono::Duration::days(days)), Value::Int(pid), Value::Int(encounter), dt(when), text(&uuid)],
+                vec![Value::Int(concept), text(&format!("{} tablet(s) daily", dose.unwrap_or(1.0))), dt(when), dt(when + chrono::Duration::days(days)), Value::Int(pid), Value::Int(encounter), dt(when), text(&uuid)],
             )
             .await?;
         self.exec(

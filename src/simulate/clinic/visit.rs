@@ -3,7 +3,6 @@
 //! clinic draws from.
 
 use chrono::{NaiveDate, NaiveDateTime};
-use mysql_async::prelude::Queryable;
 
 use super::rows::{at, ObsValue};
 use super::{Clinic, Status, COTRIMOXAZOLE, NEW_PATIENT};
@@ -155,7 +154,9 @@ impl Clinic {
                 let order = last_orders.iter().find(|(d, _)| *d == drug).map(|o| o.1);
                 // the three sources the engine adds up (art-rules.md section 2)
                 match (order, self.rng.range(0, 9)) {
-                    (Some(order_id), 0..=3) => {
+                    (Some(order_id), k @ 0..=4) => {
+                        // tied to the order; now and then naming the drug too: counted twice
+                        let naming = (k == 4).then_some(drug);
                         self.obs_for_order(
                             pid,
                             2540,
@@ -164,21 +165,7 @@ impl Clinic {
                             order_id,
                             Some(brought),
                             None,
-                            None,
-                        )
-                        .await?;
-                    }
-                    (Some(order_id), 4) => {
-                        // tied to the order and naming the drug: counted twice
-                        self.obs_for_order(
-                            pid,
-                            2540,
-                            e,
-                            start,
-                            order_id,
-                            Some(brought),
-                            None,
-                            Some(drug),
+                            naming,
                         )
                         .await?;
                     }
@@ -194,20 +181,9 @@ impl Clinic {
                     }
                     (_, 6) => {
                         // an obs of the drug's own concept
-                        let concept: Option<i64> = self
-                            .conn
-                            .exec_first("SELECT concept_id FROM drug WHERE drug_id = ?", (drug,))
+                        let concept = self.drug_concept(drug).await?;
+                        self.obs_value(pid, concept, e, start, Some(brought), None, None)
                             .await?;
-                        self.obs_value(
-                            pid,
-                            concept.unwrap_or(0),
-                            e,
-                            start,
-                            Some(brought),
-                            None,
-                            None,
-                        )
-                        .await?;
                     }
                     _ => {
                         self.obs_in(pid, 2540, e, start, ObsValue::Drug(drug, brought))
