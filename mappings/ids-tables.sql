@@ -150,7 +150,7 @@ CREATE TABLE IF NOT EXISTS ids.definitions (
 
 -- The site's ARV drugs: drug_id whose concept is in concept set 1085.
 CREATE OR REPLACE FUNCTION ids.arv_drugs(site integer) RETURNS integer[]
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT coalesce(array_agg(DISTINCT d.drug_id ORDER BY d.drug_id), '{}')
   FROM cdr.drug d
   JOIN cdr.concept_set s ON s.site_id = d.site_id AND s.concept_id = d.concept_id
@@ -170,7 +170,7 @@ $$;
 -- the ids of the site's non-voided concept names among `names`, compared case-insensitively as
 -- MySQL's collation does.
 CREATE OR REPLACE FUNCTION ids.concepts_named(site integer, names text[]) RETURNS integer[]
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT coalesce(array_agg(DISTINCT c.concept_id ORDER BY c.concept_id), '{}')
   FROM cdr.concept_name c
   WHERE c.site_id = site AND lower(c.name) = ANY (ARRAY(SELECT lower(n) FROM unnest(names) n))
@@ -188,7 +188,7 @@ $$;
 
 -- A number written as text (obs.value_text of a pill count), else NULL.
 CREATE OR REPLACE FUNCTION ids.text_number(t text) RETURNS double precision
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE WHEN t ~ '^\s*[-+]?([0-9]+[.]?[0-9]*|[.][0-9]+)\s*$' THEN btrim(t)::double precision END
 $$;
 
@@ -234,31 +234,33 @@ LANGUAGE sql STABLE AS $$
     JOIN arv a ON a.drug_id = x.drug_inventory_id
     GROUP BY 1, 2, 3
   )
-  -- pills brought back that day for the drug, each source looked up per dispensation (index
-  -- probes: the cost follows the dispensations, whatever the planner estimates)
+  -- pills brought back that day for the drug, looked up per dispensation (index probes: the
+  -- cost follows the dispensations, whatever the planner estimates): the day's obs 2540 read
+  -- once for the first and third sources (an obs counts in both when it is in both), then
+  -- the obs of the drug's own concept
   SELECT site, p.patient_id, p.drug_id, p.day, p.quantity, p.daily_dose, b.pills,
          p.day + least(greatest(round((p.quantity + b.pills)::numeric
                                       / p.daily_dose::numeric), -36525), 36525)::int
   FROM dispensed p
   CROSS JOIN LATERAL (
-    SELECT (SELECT coalesce(sum(coalesce(o.value_numeric, 0) + coalesce(ids.text_number(o.value_text), 0)), 0)
+    SELECT (SELECT coalesce(sum(coalesce(o.value_numeric, 0)
+                                + coalesce(ids.text_number(o.value_text), 0))
+                              FILTER (WHERE o.order_id IS NOT NULL
+                                        AND (SELECT x.drug_inventory_id FROM cdr.drug_order x
+                                             WHERE x.site_id = site AND x.order_id = o.order_id)
+                                            = p.drug_id), 0)
+                 + coalesce(sum(coalesce(o.value_numeric, 0))
+                              FILTER (WHERE o.value_drug = p.drug_id), 0)
             FROM cdr.obs o
             WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 2540
               AND o.obs_datetime >= p.day AND o.obs_datetime < p.day + 1
-              AND o.voided = 0 AND o.order_id IS NOT NULL AND o.value_numeric IS DISTINCT FROM 'NaN'
-              AND (SELECT x.drug_inventory_id FROM cdr.drug_order x
-                   WHERE x.site_id = site AND x.order_id = o.order_id) = p.drug_id)
+              AND o.voided = 0 AND o.value_numeric IS DISTINCT FROM 'NaN')
          + (SELECT coalesce(sum(coalesce(o.value_numeric, 0)), 0)
             FROM cdr.obs o
             WHERE o.site_id = site AND o.person_id = p.patient_id
               AND o.concept_id = p.concept_id
               AND o.obs_datetime >= p.day AND o.obs_datetime < p.day + 1
               AND o.voided = 0 AND o.value_numeric IS DISTINCT FROM 'NaN')
-         + (SELECT coalesce(sum(coalesce(o.value_numeric, 0)), 0)
-            FROM cdr.obs o
-            WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 2540
-              AND o.obs_datetime >= p.day AND o.obs_datetime < p.day + 1
-              AND o.voided = 0 AND o.value_drug = p.drug_id AND o.value_numeric IS DISTINCT FROM 'NaN')
            AS pills
   ) b
 $$;
@@ -322,7 +324,7 @@ $$;
 -- (legacy: the patient defaults past 60 days, ids.threshold). Also the drug set that names
 -- the regimen (the drugs under 6000).
 CREATE OR REPLACE FUNCTION ids.expiry_on(site integer, patient integer, day date)
-RETURNS TABLE (expiry_date date, legacy boolean, drugs integer[]) LANGUAGE sql STABLE AS $$
+RETURNS TABLE (expiry_date date, legacy boolean, drugs integer[]) LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT coalesce(min(a.expiry_date) FILTER (WHERE a.quantity < 6000), min(a.expiry_date) - 2),
          bool_and(a.quantity >= 6000),
          array_agg(a.drug_id ORDER BY a.drug_id) FILTER (WHERE a.quantity < 6000)
@@ -571,8 +573,10 @@ BEGIN
            coalesce(a.n, 0) - coalesce(b.value::bigint, 0) AS n
     FROM after a FULL JOIN jsonb_each_text(counts_before) b ON b.key::date = a.visit_date
   )
+  -- in day order: chunks of one site's queue run side by side (ids::lock_site_shared) and
+  -- lock the day rows they both adjust in the same order, so they never deadlock
   INSERT INTO ids.visits_daily AS t (site_id, visit_date, visits)
-    SELECT site, d.visit_date, d.n FROM delta d WHERE d.n <> 0
+    SELECT site, d.visit_date, d.n FROM delta d WHERE d.n <> 0 ORDER BY d.visit_date
     ON CONFLICT (site_id, visit_date) DO UPDATE SET visits = t.visits + EXCLUDED.visits;
   DELETE FROM ids.visits_daily t WHERE t.site_id = site AND t.visits <= 0
     AND t.visit_date = ANY (days_before);
@@ -694,17 +698,15 @@ BEGIN
   RETURN path;
 END $$;
 
--- A queue worker's step for one site (the caller holds the site's lock): takes up to `chunk`
--- of its oldest queued patients, recomputes them, and keeps site_state.queued_since the time
--- of the oldest change still queued. When the queue of a site under rebuild empties, the
--- rebuild is over: its visits_daily is counted again from scratch (so a rebuild also repairs
--- day counts that had drifted). Returns how many were recomputed.
+-- A queue worker's step for one site: takes up to `chunk` of its oldest queued patients that
+-- no other worker has taken (SKIP LOCKED), recomputes them, and keeps site_state.queued_since
+-- the time of the oldest change still queued. The caller holds the site's lock, shared with
+-- the site's other queue workers (their chunks hold other patients, and the day counts they
+-- adjust add up) and exclusive of its applies. Returns how many were recomputed.
 CREATE OR REPLACE FUNCTION ids.drain(site integer, chunk integer) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
   taken integer[];
-  rebuilding boolean;
-  oldest timestamptz;
 BEGIN
   WITH picked AS (
     SELECT q.ctid AS row FROM ids.dirty_patient q WHERE q.site_id = site
@@ -718,18 +720,30 @@ BEGIN
   IF cardinality(taken) > 0 THEN
     PERFORM ids.recompute(site, taken, NULL);
   END IF;
-  SELECT s.rebuild_started IS NOT NULL INTO rebuilding FROM ids.site_state s WHERE s.site_id = site;
-  SELECT min(q.since) INTO oldest FROM ids.dirty_patient q WHERE q.site_id = site;
   UPDATE ids.site_state s
-    SET queued_since = oldest,
-        rebuild_started = CASE WHEN oldest IS NULL THEN NULL ELSE s.rebuild_started END
+    SET queued_since = (SELECT min(q.since) FROM ids.dirty_patient q WHERE q.site_id = site)
   WHERE s.site_id = site;
-  IF rebuilding AND oldest IS NULL THEN
-    DELETE FROM ids.visits_daily t WHERE t.site_id = site;
-    INSERT INTO ids.visits_daily SELECT * FROM ids.def_visits_daily(site,
-      ARRAY(SELECT DISTINCT v.visit_date FROM ids.patient_visits v WHERE v.site_id = site));
-  END IF;
   RETURN cardinality(taken);
+END $$;
+
+-- The end of a site's rebuild, once its queue is empty (the caller holds the site's lock
+-- exclusively: no chunk is under way): visits_daily counted again from scratch (so a rebuild
+-- also repairs day counts that had drifted) and the rebuild marked done. Returns whether a
+-- rebuild ended.
+CREATE OR REPLACE FUNCTION ids.finish_rebuild(site integer) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM ids.site_state s
+                 WHERE s.site_id = site AND s.rebuild_started IS NOT NULL)
+     OR EXISTS (SELECT 1 FROM ids.dirty_patient q WHERE q.site_id = site) THEN
+    RETURN false;
+  END IF;
+  DELETE FROM ids.visits_daily t WHERE t.site_id = site;
+  INSERT INTO ids.visits_daily SELECT * FROM ids.def_visits_daily(site,
+    ARRAY(SELECT DISTINCT v.visit_date FROM ids.patient_visits v WHERE v.site_id = site));
+  UPDATE ids.site_state s SET rebuild_started = NULL, queued_since = NULL
+    WHERE s.site_id = site;
+  RETURN true;
 END $$;
 
 -- ---------------------------------------------------------------------------- verifying
@@ -793,28 +807,41 @@ END $$;
 -- Months between two dates as MySQL's TIMESTAMPDIFF(MONTH, a, b) counts them: whole months,
 -- truncated toward zero.
 CREATE OR REPLACE FUNCTION ids.months_between(a date, b date) RETURNS integer
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE WHEN b >= a
     THEN (date_part('year', age(b, a)) * 12 + date_part('month', age(b, a)))::int
     ELSE -(date_part('year', age(a, b)) * 12 + date_part('month', age(a, b)))::int END
 $$;
 
+-- Whole years from `a` to `b` as MySQL's TIMESTAMPDIFF(YEAR, a, b) counts them.
+CREATE OR REPLACE FUNCTION ids.years_between(a date, b date) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT date_part('year', age(b, a))::int
+$$;
+
+-- The index of an age in whole years among the PEPFAR groups (1 for <1, 2 for 1-4, then one
+-- per five years, 20 for 90+).
+CREATE OR REPLACE FUNCTION ids.age_group_index(years integer) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN years < 1 THEN 1 WHEN years >= 90 THEN 20 ELSE years / 5 + 2 END
+$$;
+
 -- PEPFAR age group at a date (art-rules.md section 4): whole years (TIMESTAMPDIFF(YEAR, ...)),
--- <1, 1-4, five-year groups to 85-89, 90+; 'Unknown' without birthdate.
+-- <1, 1-4, five-year groups to 85-89, 90+; 'Unknown' without birthdate. One expression
+-- without FROM, so that PostgreSQL inlines it into a report's scan (a call per patient of a
+-- national answer cost more than the rest of the row).
 CREATE OR REPLACE FUNCTION ids.age_group(birthdate date, on_date date) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
-  SELECT CASE
-    WHEN birthdate IS NULL THEN 'Unknown'
-    WHEN a < 1 THEN '<1' WHEN a < 5 THEN '1-4'
-    WHEN a < 90 THEN (a / 5 * 5)::text || '-' || (a / 5 * 5 + 4)::text
-    ELSE '90+' END
-  FROM (SELECT date_part('year', age(on_date, birthdate))::int AS a) y
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN birthdate IS NULL THEN 'Unknown' ELSE
+    (ARRAY['<1', '1-4', '5-9', '10-14', '15-19', '20-24', '25-29', '30-34', '35-39', '40-44',
+           '45-49', '50-54', '55-59', '60-64', '65-69', '70-74', '75-79', '80-84', '85-89',
+           '90+'])[ids.age_group_index(ids.years_between(birthdate, on_date))] END
 $$;
 
 -- Days past the expiry after which a patient has defaulted: the definition's (60 MOH, 30
 -- PEPFAR), or past 60 (61) when the legacy rule gave the expiry (art-rules.md section 6).
 CREATE OR REPLACE FUNCTION ids.threshold(legacy boolean, default_days integer) RETURNS integer
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE WHEN legacy THEN 61 ELSE default_days END
 $$;
 
@@ -824,7 +851,7 @@ $$;
 -- else Defaulted when the date is `threshold` or more days past the expiry, else On ART.
 CREATE OR REPLACE FUNCTION ids.outcome(died boolean, state integer, last_day date, expiry date,
                                        on_date date, threshold integer) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE
     WHEN died THEN 'Patient died'
     WHEN state = 2 THEN 'Patient transferred out'
@@ -840,7 +867,7 @@ $$;
 -- last dispensation; none for Unknown and Pre-ART.
 CREATE OR REPLACE FUNCTION ids.outcome_date(outcome text, died_on date, state_date date,
                                             last_day date, expiry date, threshold integer)
-RETURNS date LANGUAGE sql IMMUTABLE AS $$
+RETURNS date LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE outcome
     WHEN 'Patient died' THEN died_on
     WHEN 'Patient transferred out' THEN state_date
@@ -856,7 +883,7 @@ $$;
 CREATE OR REPLACE FUNCTION ids.history(site integer, patient integer, on_date date)
 RETURNS TABLE (last_day date, expiry date, legacy boolean, regimen_drugs integer[],
                died_on date, state integer, state_date date)
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT l.day, e.expiry_date, coalesce(e.legacy, false), e.drugs, dd.died_on, cs.state, cs.start_date
   FROM (SELECT max(a.dispensation_date) AS day FROM ids.arv_dispensations a
         WHERE a.site_id = site AND a.patient_id = patient AND a.dispensation_date <= on_date) l
@@ -883,7 +910,7 @@ $$;
 CREATE OR REPLACE FUNCTION ids.cohort_enrolment(on_art_state boolean, reason_on date,
     refill_on date, new_patient_on date, registered_at timestamp, date_enrolled date,
     enrolled_after_new date, end_date date) RETURNS date
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE
     WHEN NOT on_art_state OR reason_on IS NULL OR reason_on > end_date THEN NULL
     WHEN refill_on IS NULL OR refill_on > end_date THEN
@@ -898,7 +925,7 @@ $$;
 -- fourth gate alone: missed appointments leave them out).
 CREATE OR REPLACE FUNCTION ids.unregistered_refill(refill_on date, new_patient_on date,
                                                    registered_at timestamp, end_date date)
-RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT refill_on <= end_date AND NOT coalesce(new_patient_on <= end_date, false)
          AND NOT coalesce(registered_at < end_date, false)
 $$;
@@ -907,54 +934,49 @@ $$;
 -- (section 3) under a default_days threshold: the patients of `site`, or of every site when
 -- it is NULL. A patient whose every dated fact is on or before end_date (events_through) is
 -- answered from its art_status row alone: "as of today", the common case, reads one row per
--- patient. Others (end dates in the past) take the exact path (ids.history).
+-- patient. Others (end dates in the past) take the exact path (ids.history), gated per row so
+-- that the status rows are read once (one scan, which PostgreSQL may split over parallel
+-- workers: every function a report calls is PARALLEL SAFE).
 CREATE OR REPLACE FUNCTION ids.cohort(end_date date, default_days integer, site integer)
 RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                age_group text, date_enrolled date, earliest_start_date date,
                transfer_in boolean, outcome text, outcome_date date,
                last_dispensation_date date, expiry_date date, defaulted_on date,
                regimen_drugs integer[])
-LANGUAGE sql STABLE AS $$
-  SELECT p.site_id, p.patient_id, p.gender, p.birthdate, ids.age_group(p.birthdate, cohort.end_date),
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
+  SELECT p.site_id, p.patient_id, p.gender, p.birthdate,
+         ids.age_group(p.birthdate, cohort.end_date),
          p.enrolled, coalesce(p.art_start_obs, p.enrolled), p.transfer_in,
-         o.outcome, ids.outcome_date(o.outcome, p.died_on, p.latest_state_date,
-                                     p.last_dispensation_date, p.expiry_date, o.threshold),
-         p.last_dispensation_date, p.expiry_date, p.expiry_date + o.threshold, p.regimen_drugs
-  FROM (SELECT p.*, ids.cohort_enrolment(p.on_art_state, p.reason_on, p.refill_on,
-                      p.new_patient_on, p.registered_at, p.date_enrolled, p.enrolled_after_new,
-                      cohort.end_date) AS enrolled
-        FROM ids.art_status p
-        WHERE (cohort.site IS NULL OR p.site_id = cohort.site)
-          AND (p.events_through IS NULL OR p.events_through <= cohort.end_date)) p
-  CROSS JOIN LATERAL (
-    SELECT ids.outcome(p.died_on IS NOT NULL, p.latest_state, p.last_dispensation_date,
-                       p.expiry_date, cohort.end_date, t.threshold) AS outcome, t.threshold
-    FROM (SELECT ids.threshold(p.legacy_expiry, cohort.default_days) AS threshold) t) o
-  WHERE p.enrolled IS NOT NULL
-  UNION ALL
-  SELECT p.site_id, p.patient_id, p.gender, p.birthdate, ids.age_group(p.birthdate, cohort.end_date),
-         p.enrolled, coalesce(p.art_start_obs, p.enrolled), p.transfer_in,
-         o.outcome, ids.outcome_date(o.outcome, h.died_on, h.state_date, h.last_day, h.expiry,
+         o.outcome, ids.outcome_date(o.outcome, f.died_on, f.state_date, f.last_day, f.expiry,
                                      o.threshold),
-         h.last_day, h.expiry, h.expiry + o.threshold, h.regimen_drugs
+         f.last_day, f.expiry, f.expiry + o.threshold, f.regimen_drugs
   FROM (SELECT p.*, ids.cohort_enrolment(p.on_art_state, p.reason_on, p.refill_on,
                       p.new_patient_on, p.registered_at, p.date_enrolled, p.enrolled_after_new,
-                      cohort.end_date) AS enrolled
+                      cohort.end_date) AS enrolled,
+               coalesce(p.events_through > cohort.end_date, false) AS past
         FROM ids.art_status p
-        WHERE (cohort.site IS NULL OR p.site_id = cohort.site)
-          AND p.events_through > cohort.end_date) p
-  CROSS JOIN LATERAL ids.history(p.site_id, p.patient_id, cohort.end_date) h
+        WHERE cohort.site IS NULL OR p.site_id = cohort.site) p
+  LEFT JOIN LATERAL (
+    SELECT h.* FROM ids.history(p.site_id, p.patient_id, cohort.end_date) h WHERE p.past) h ON true
   CROSS JOIN LATERAL (
-    SELECT ids.outcome(h.died_on IS NOT NULL, h.state, h.last_day, h.expiry, cohort.end_date,
+    SELECT CASE WHEN p.past THEN h.last_day ELSE p.last_dispensation_date END AS last_day,
+           CASE WHEN p.past THEN h.expiry ELSE p.expiry_date END AS expiry,
+           CASE WHEN p.past THEN h.legacy ELSE p.legacy_expiry END AS legacy,
+           CASE WHEN p.past THEN h.regimen_drugs ELSE p.regimen_drugs END AS regimen_drugs,
+           CASE WHEN p.past THEN h.died_on ELSE p.died_on END AS died_on,
+           CASE WHEN p.past THEN h.state ELSE p.latest_state END AS state,
+           CASE WHEN p.past THEN h.state_date ELSE p.latest_state_date END AS state_date) f
+  CROSS JOIN LATERAL (
+    SELECT ids.outcome(f.died_on IS NOT NULL, f.state, f.last_day, f.expiry, cohort.end_date,
                        t.threshold) AS outcome, t.threshold
-    FROM (SELECT ids.threshold(h.legacy, cohort.default_days) AS threshold) t) o
+    FROM (SELECT ids.threshold(f.legacy, cohort.default_days) AS threshold) t) o
   WHERE p.enrolled IS NOT NULL
 $$;
 
 -- A patient's outcome on their own date (missed appointments take it at appointment + 14).
 CREATE OR REPLACE FUNCTION ids.outcome_at(site integer, patient integer, on_date date,
                                           default_days integer) RETURNS text
-LANGUAGE sql STABLE AS $$
+LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT ids.outcome(h.died_on IS NOT NULL, h.state, h.last_day, h.expiry, on_date,
                      ids.threshold(h.legacy, default_days))
   FROM ids.history(site, patient, on_date) h
@@ -982,7 +1004,7 @@ CREATE OR REPLACE VIEW ids.regimens (name, drugs) AS VALUES
 -- Weight band of the regimen distribution by weight (moh-reports.md): the engine's bands, and
 -- 5-5.9 kg, which its bands skip (those patients would vanish), in a band of its own.
 CREATE OR REPLACE FUNCTION ids.weight_band(kg double precision) RETURNS text
-LANGUAGE sql IMMUTABLE AS $$
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   SELECT CASE
     WHEN kg IS NULL OR kg < 3 THEN 'Unknown'
     WHEN kg < 4 THEN '3-3.9' WHEN kg < 5 THEN '4-4.9' WHEN kg < 6 THEN '5-5.9'
@@ -995,7 +1017,7 @@ $$;
 -- (the latest weight, the latest CD4 count): value and modifier.
 CREATE OR REPLACE FUNCTION ids.latest_numeric(site integer, patient integer, concepts integer[],
                                               on_date date)
-RETURNS TABLE (value double precision, modifier text) LANGUAGE sql STABLE AS $$
+RETURNS TABLE (value double precision, modifier text) LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT o.value_numeric, o.value_modifier FROM unnest(concepts) c(concept_id)
   CROSS JOIN LATERAL (
     SELECT o.value_numeric, o.value_modifier, o.obs_datetime, o.obs_id FROM cdr.obs o

@@ -124,6 +124,9 @@ pub enum IdsAction {
         /// Only this site.
         #[arg(long)]
         site: Option<i32>,
+        /// Chunks recomputed side by side (PostgreSQL connections, each busy on one core).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        workers: u16,
     },
     /// Compares the tables with a fresh computation of their definitions, site by site, in
     /// one snapshot each (patients still queued left out); prints each differing row's key as

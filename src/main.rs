@@ -153,8 +153,13 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             } => dead::drop(&config, &ids, all, yes),
         },
         Command::Ids { action } => match action {
-            IdsAction::Rebuild { config, site } => {
-                receiver::commands::rebuild(&ReceiverConfig::load(&config)?, site).await
+            IdsAction::Rebuild {
+                config,
+                site,
+                workers,
+            } => {
+                receiver::commands::rebuild(&ReceiverConfig::load(&config)?, site, workers.into())
+                    .await
             }
             IdsAction::Verify { config, site } => {
                 receiver::commands::verify(&ReceiverConfig::load(&config)?, site).await

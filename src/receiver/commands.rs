@@ -15,10 +15,10 @@ use crate::progress::Progress;
 
 /// Connects with the receiver's config and brings the schema up to date (as a receiver
 /// starting would).
-async fn connect(config: &ReceiverConfig) -> anyhow::Result<Pool> {
+async fn connect(config: &ReceiverConfig, connections: usize) -> anyhow::Result<Pool> {
     let mapping = Mapping::load(&config.mapping)?;
-    let pool =
-        pg::pool(config.postgres.url.expose(), 4).map_err(|e| anyhow::anyhow!("postgres: {e}"))?;
+    let pool = pg::pool(config.postgres.url.expose(), connections.max(4))
+        .map_err(|e| anyhow::anyhow!("postgres: {e}"))?;
     PgStore::connect(
         pool.clone(),
         &mapping,
@@ -51,10 +51,15 @@ async fn queued(pool: &Pool, sites: &[i32]) -> anyhow::Result<i64> {
         .get(0))
 }
 
-/// Recomputes every patient of `site` (all sites when `None`) in chunks, with a progress bar.
-/// An interrupted rebuild resumes where it stopped; running receivers help drain it.
-pub async fn rebuild(config: &ReceiverConfig, site: Option<i32>) -> anyhow::Result<()> {
-    let pool = connect(config).await?;
+/// Recomputes every patient of `site` (all sites when `None`) in chunks, `workers` of them
+/// side by side, with a progress bar. An interrupted rebuild resumes where it stopped;
+/// running receivers help drain it.
+pub async fn rebuild(
+    config: &ReceiverConfig,
+    site: Option<i32>,
+    workers: usize,
+) -> anyhow::Result<()> {
+    let pool = connect(config, workers + 1).await?;
     let sites = sites_of(&pool, site).await?;
     let mut client = pool.get().await?;
     for &s in &sites {
@@ -71,11 +76,16 @@ pub async fn rebuild(config: &ReceiverConfig, site: Option<i32>) -> anyhow::Resu
         total,
     );
     for &s in &sites {
-        while queue::drain_site(&pool, s)
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?
-            > 0
-        {
+        let mut site_rebuild = tokio::spawn({
+            let pool = pool.clone();
+            async move { rebuild_site(&pool, s, workers).await }
+        });
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                done = &mut site_rebuild => { done??; break; }
+                _ = tick.tick() => {}
+            }
             let left = queued(&pool, &sites).await?.max(0) as u64;
             progress.set(total.saturating_sub(left), format_args!("site {s}"));
         }
@@ -89,10 +99,32 @@ pub async fn rebuild(config: &ReceiverConfig, site: Option<i32>) -> anyhow::Resu
     Ok(())
 }
 
+/// Drains `site`'s queue with `workers` chunks side by side, then ends its rebuild (the day
+/// counts counted again). Returns the wall time it took.
+pub async fn rebuild_site(pool: &Pool, site: i32, workers: usize) -> anyhow::Result<Duration> {
+    let started = std::time::Instant::now();
+    let drainers: Vec<_> = (0..workers.max(1))
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                while queue::drain_site(&pool, site).await? > 0 {}
+                Ok::<_, String>(())
+            })
+        })
+        .collect();
+    for d in drainers {
+        d.await?.map_err(|e| anyhow::anyhow!(e))?;
+    }
+    queue::finish_site(pool, site)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(started.elapsed())
+}
+
 /// Checks `site` (all sites when `None`) against a full recomputation; prints one JSON line
 /// per differing row on stdout and fails when any differs.
 pub async fn verify(config: &ReceiverConfig, site: Option<i32>) -> anyhow::Result<()> {
-    let pool = connect(config).await?;
+    let pool = connect(config, 4).await?;
     let sites = sites_of(&pool, site).await?;
     let progress = Progress::new("ids verify", "sites", sites.len() as u64);
     let (mut differing, mut rows) = (Vec::new(), 0);

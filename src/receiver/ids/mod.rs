@@ -9,7 +9,11 @@
 //!
 //! Invariant: every writer of a site's derived rows (apply, queue workers, rebuilds) holds
 //! that site's advisory transaction lock ([`SITE_LOCK`], site) from its first statement, so
-//! every recompute reads a snapshot that holds all committed changes of the site.
+//! every recompute reads a snapshot that holds all committed changes of the site. Applies,
+//! rebuild queuing and a rebuild's end hold it exclusively; queue workers share it among
+//! themselves ([`lock_site_shared`]): their chunks hold other patients (`SKIP LOCKED`), read
+//! base rows no apply can change meanwhile, and adjust day counts by deltas that add up, so
+//! a site's rebuild runs on every core.
 
 pub mod maintain;
 pub mod queue;
@@ -56,6 +60,35 @@ pub async fn try_lock_site(
     Ok(client
         .query_one(
             "SELECT pg_try_advisory_xact_lock($1::int4, $2::int4)",
+            &[&SITE_LOCK, &site_id],
+        )
+        .await?
+        .get(0))
+}
+
+/// Takes the site's IDS lock shared with other queue workers (not with applies) for the rest
+/// of the transaction; waits for an apply holding it.
+pub async fn lock_site_shared(
+    client: &impl GenericClient,
+    site_id: i32,
+) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            "SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4)",
+            &[&SITE_LOCK, &site_id],
+        )
+        .await
+        .map(drop)
+}
+
+/// Tries the site's IDS lock shared with other queue workers; false while an apply holds it.
+pub async fn try_lock_site_shared(
+    client: &impl GenericClient,
+    site_id: i32,
+) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock_shared($1::int4, $2::int4)",
             &[&SITE_LOCK, &site_id],
         )
         .await?

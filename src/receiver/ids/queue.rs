@@ -1,49 +1,93 @@
 //! The overflow path: `ids.dirty_patient`, written in apply transactions (and by rebuilds),
 //! drained by workers in every receiver. A worker takes a site whose changes wait longest,
-//! tries its lock (a site being applied or drained elsewhere is skipped, never waited for),
-//! and recomputes at most [`CHUNK`] of its patients per transaction (`ids.drain`, which picks
-//! them `FOR UPDATE SKIP LOCKED`).
+//! tries its lock shared with the site's other workers (a site being applied is skipped, never
+//! waited for), and recomputes at most [`CHUNK`] of its patients per transaction
+//! (`ids.drain`, which picks them `FOR UPDATE SKIP LOCKED`), so several workers drain one site
+//! side by side. When a rebuilt site's queue is empty, a worker takes its lock exclusively and
+//! ends the rebuild (`ids.finish_rebuild`: the day counts counted again).
 
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use super::{try_lock_site, CHUNK};
+use super::{lock_site, lock_site_shared, try_lock_site, try_lock_site_shared, CHUNK};
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 
-/// Recomputes one chunk of the longest-waiting site that is free; `Some((site, patients))`
-/// when it did, `None` when nothing is queued (or every queued site is busy).
+/// Recomputes one chunk of the longest-waiting site that is free, or ends the rebuild of a
+/// site whose queue has drained; `Some((site, patients))` when it did, `None` when nothing is
+/// queued (or every queued site is busy).
 pub async fn drain_one(pool: &Pool) -> Result<Option<(i32, i32)>, String> {
     let mut client = pool.get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
-    let sites: Vec<i32> = tx
+    let sites: Vec<(i32, bool)> = tx
         .query(
-            "SELECT site_id FROM ids.site_state WHERE queued_since IS NOT NULL
-             ORDER BY queued_since LIMIT 32",
+            "SELECT site_id, queued_since IS NULL FROM ids.site_state
+             WHERE queued_since IS NOT NULL OR rebuild_started IS NOT NULL
+             ORDER BY queued_since NULLS FIRST LIMIT 32",
             &[],
         )
         .await
         .map_err(|e| e.to_string())?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
-    for site in sites {
-        if try_lock_site(&tx, site).await.map_err(|e| e.to_string())? {
+    for (site, drained) in sites {
+        if drained {
+            if try_lock_site(&tx, site).await.map_err(|e| e.to_string())? {
+                if finish_locked(&tx, site).await? {
+                    tx.commit().await.map_err(|e| e.to_string())?;
+                    return Ok(Some((site, 0)));
+                }
+                // still queued after all: drain it below next time round
+            }
+            continue;
+        }
+        if try_lock_site_shared(&tx, site)
+            .await
+            .map_err(|e| e.to_string())?
+        {
             return drain_locked(tx, site).await.map(|n| Some((site, n)));
         }
     }
     Ok(None)
 }
 
-/// One chunk of `site`, waiting for its lock (rebuild commands drain their own sites).
+/// One chunk of `site`, waiting for an apply that holds its lock (rebuild commands drain
+/// their own sites, several chunks side by side). A deadlock with another writer of the site
+/// (PostgreSQL aborts one of them) is retried.
 pub async fn drain_site(pool: &Pool, site: i32) -> Result<i32, String> {
+    let mut attempt = 0;
+    loop {
+        let mut client = pool.get().await.map_err(|e| e.to_string())?;
+        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+        lock_site_shared(&tx, site)
+            .await
+            .map_err(|e| e.to_string())?;
+        match drain_locked(tx, site).await {
+            Err(e) if attempt < 5 && e.contains("(40P01)") => attempt += 1,
+            other => return other,
+        }
+    }
+}
+
+/// Ends the rebuild of `site` when its queue is empty (waits for its lock, exclusively);
+/// whether a rebuild ended.
+pub async fn finish_site(pool: &Pool, site: i32) -> Result<bool, String> {
     let mut client = pool.get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
-    super::lock_site(&tx, site)
+    lock_site(&tx, site).await.map_err(|e| e.to_string())?;
+    let finished = finish_locked(&tx, site).await?;
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(finished)
+}
+
+async fn finish_locked(tx: &deadpool_postgres::Transaction<'_>, site: i32) -> Result<bool, String> {
+    Ok(tx
+        .query_one("SELECT ids.finish_rebuild($1)", &[&site])
         .await
-        .map_err(|e| e.to_string())?;
-    drain_locked(tx, site).await
+        .map_err(|e| format!("ending the rebuild of site {site}: {e}"))?
+        .get(0))
 }
 
 async fn drain_locked(tx: deadpool_postgres::Transaction<'_>, site: i32) -> Result<i32, String> {
@@ -51,13 +95,21 @@ async fn drain_locked(tx: deadpool_postgres::Transaction<'_>, site: i32) -> Resu
     let n: i32 = tx
         .query_one("SELECT ids.drain($1, $2)", &[&site, &CHUNK])
         .await
-        .map_err(|e| format!("draining site {site}: {e}"))?
+        .map_err(|e| format!("draining site {site}: {}", pg_error(&e)))?
         .get(0);
     tx.commit().await.map_err(|e| e.to_string())?;
     metrics::histogram!(m::IDS_MAINTAIN_DURATION, "path" => "worker")
         .record(started.elapsed().as_secs_f64());
     metrics::counter!(m::IDS_QUEUE_DRAINED).increment(n as u64);
     Ok(n)
+}
+
+/// A PostgreSQL error with its server message (the `Display` of a db error is just "db error").
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 /// A queue worker: drains until shutdown, polling every `poll` while nothing is queued.
