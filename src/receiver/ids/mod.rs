@@ -38,32 +38,39 @@ pub const TABLES: [&str; 6] = [
 /// long behind it).
 pub const CHUNK: i32 = 500;
 
-/// Takes the site's IDS lock for the rest of the transaction; waits for its holder.
+/// Runs one of PostgreSQL's advisory transaction-lock functions on the site's IDS lock;
+/// whether it was taken (the waiting ones always answer true).
+async fn site_lock(
+    client: &impl GenericClient,
+    function: &str,
+    site_id: i32,
+) -> Result<bool, tokio_postgres::Error> {
+    let taken = client
+        .query_one(
+            &format!("SELECT {function}($1::int4, $2::int4)::text <> 'false'"),
+            &[&SITE_LOCK, &site_id],
+        )
+        .await?;
+    Ok(taken.get(0))
+}
+
+/// Takes the site's IDS lock alone for the rest of the transaction; waits for its holders.
 pub async fn lock_site(
     client: &impl GenericClient,
     site_id: i32,
 ) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
-            "SELECT pg_advisory_xact_lock($1::int4, $2::int4)",
-            &[&SITE_LOCK, &site_id],
-        )
+    site_lock(client, "pg_advisory_xact_lock", site_id)
         .await
         .map(drop)
 }
 
-/// Tries the site's IDS lock for the rest of the transaction; false when another holds it.
+/// Tries the site's IDS lock alone for the rest of the transaction; false when another holds
+/// it.
 pub async fn try_lock_site(
     client: &impl GenericClient,
     site_id: i32,
 ) -> Result<bool, tokio_postgres::Error> {
-    Ok(client
-        .query_one(
-            "SELECT pg_try_advisory_xact_lock($1::int4, $2::int4)",
-            &[&SITE_LOCK, &site_id],
-        )
-        .await?
-        .get(0))
+    site_lock(client, "pg_try_advisory_xact_lock", site_id).await
 }
 
 /// Takes the site's IDS lock shared with other queue workers (not with applies) for the rest
@@ -72,11 +79,7 @@ pub async fn lock_site_shared(
     client: &impl GenericClient,
     site_id: i32,
 ) -> Result<(), tokio_postgres::Error> {
-    client
-        .execute(
-            "SELECT pg_advisory_xact_lock_shared($1::int4, $2::int4)",
-            &[&SITE_LOCK, &site_id],
-        )
+    site_lock(client, "pg_advisory_xact_lock_shared", site_id)
         .await
         .map(drop)
 }
@@ -86,13 +89,7 @@ pub async fn try_lock_site_shared(
     client: &impl GenericClient,
     site_id: i32,
 ) -> Result<bool, tokio_postgres::Error> {
-    Ok(client
-        .query_one(
-            "SELECT pg_try_advisory_xact_lock_shared($1::int4, $2::int4)",
-            &[&SITE_LOCK, &site_id],
-        )
-        .await?
-        .get(0))
+    site_lock(client, "pg_try_advisory_xact_lock_shared", site_id).await
 }
 
 /// Every site the stores know: those that sent batches and those with IDS state.

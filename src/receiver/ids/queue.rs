@@ -34,12 +34,12 @@ pub async fn drain_one(pool: &Pool) -> Result<Option<(i32, i32)>, String> {
         .collect();
     for (site, drained) in sites {
         if drained {
-            if try_lock_site(&tx, site).await.map_err(|e| e.to_string())? {
-                if finish_locked(&tx, site).await? {
-                    tx.commit().await.map_err(|e| e.to_string())?;
-                    return Ok(Some((site, 0)));
-                }
-                // still queued after all: drain it below next time round
+            // (still queued after all: it is drained when next found queued)
+            if try_lock_site(&tx, site).await.map_err(|e| e.to_string())?
+                && finish_locked(&tx, site).await?
+            {
+                tx.commit().await.map_err(|e| e.to_string())?;
+                return Ok(Some((site, 0)));
             }
             continue;
         }
