@@ -573,7 +573,7 @@ BEGIN
            coalesce(a.n, 0) - coalesce(b.value::bigint, 0) AS n
     FROM after a FULL JOIN jsonb_each_text(counts_before) b ON b.key::date = a.visit_date
   )
-  -- in day order: chunks of one site's queue run side by side (ids::lock_site_shared) and
+  -- in day order: chunks of one site's queue run side by side (ids::Hold::Shared) and
   -- lock the day rows they both adjust in the same order, so they never deadlock
   INSERT INTO ids.visits_daily AS t (site_id, visit_date, visits)
     SELECT site, d.visit_date, d.n FROM delta d WHERE d.n <> 0 ORDER BY d.visit_date

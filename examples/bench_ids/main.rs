@@ -326,7 +326,9 @@ async fn latencies(
         let enqueued = {
             let mut c = pool.get().await.unwrap();
             let tx = c.transaction().await.unwrap();
-            ids::lock_site(&tx, site as i32).await.unwrap();
+            ids::lock_site(&tx, site as i32, ids::Hold::Alone)
+                .await
+                .unwrap();
             tx.execute("SELECT ids.enqueue($1, $2)", &[&(site as i32), &patients])
                 .await
                 .unwrap();

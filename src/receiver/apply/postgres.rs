@@ -209,7 +209,9 @@ impl PgStore {
         // First: the site's IDS lock, so that this batch's recompute sees every committed
         // change of the site and no other writer of the site runs meanwhile.
         if self.maintain.is_some() {
-            ids::lock_site(&tx, site).await.map_err(ids_err)?;
+            ids::lock_site(&tx, site, ids::Hold::Alone)
+                .await
+                .map_err(ids_err)?;
         }
         let fresh = tx
             .execute(

@@ -11,7 +11,7 @@
 //! that site's advisory transaction lock ([`SITE_LOCK`], site) from its first statement, so
 //! every recompute reads a snapshot that holds all committed changes of the site. Applies,
 //! rebuild queuing and a rebuild's end hold it exclusively; queue workers share it among
-//! themselves ([`lock_site_shared`]): their chunks hold other patients (`SKIP LOCKED`), read
+//! themselves ([`Hold::Shared`]): their chunks hold other patients (`SKIP LOCKED`), read
 //! base rows no apply can change meanwhile, and adjust day counts by deltas that add up, so
 //! a site's rebuild runs on every core.
 
@@ -38,58 +38,57 @@ pub const TABLES: [&str; 6] = [
 /// long behind it).
 pub const CHUNK: i32 = 500;
 
-/// Runs one of PostgreSQL's advisory transaction-lock functions on the site's IDS lock;
-/// whether it was taken (the waiting ones always answer true).
-async fn site_lock(
-    client: &impl GenericClient,
-    function: &str,
-    site_id: i32,
-) -> Result<bool, tokio_postgres::Error> {
-    let taken = client
-        .query_one(
-            &format!("SELECT {function}($1::int4, $2::int4)::text <> 'false'"),
-            &[&SITE_LOCK, &site_id],
-        )
-        .await?;
-    Ok(taken.get(0))
+/// How a writer holds a site's IDS lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Alone: applies, rebuild queuing, the end of a rebuild.
+    Alone,
+    /// Shared with the site's other queue workers (never with an apply).
+    Shared,
 }
 
-/// Takes the site's IDS lock alone for the rest of the transaction; waits for its holders.
+impl Hold {
+    /// The suffix of PostgreSQL's advisory transaction-lock functions for this hold.
+    fn suffix(self) -> &'static str {
+        match self {
+            Self::Alone => "",
+            Self::Shared => "_shared",
+        }
+    }
+}
+
+/// Takes the site's IDS lock for the rest of the transaction; waits for the holders it
+/// cannot share it with.
 pub async fn lock_site(
     client: &impl GenericClient,
     site_id: i32,
+    hold: Hold,
 ) -> Result<(), tokio_postgres::Error> {
-    site_lock(client, "pg_advisory_xact_lock", site_id)
+    let sql = format!(
+        "SELECT pg_advisory_xact_lock{}($1::int4, $2::int4)",
+        hold.suffix()
+    );
+    client
+        .execute(&sql, &[&SITE_LOCK, &site_id])
         .await
         .map(drop)
 }
 
-/// Tries the site's IDS lock alone for the rest of the transaction; false when another holds
-/// it.
+/// Tries the site's IDS lock for the rest of the transaction; false while a holder it cannot
+/// share it with has it.
 pub async fn try_lock_site(
     client: &impl GenericClient,
     site_id: i32,
+    hold: Hold,
 ) -> Result<bool, tokio_postgres::Error> {
-    site_lock(client, "pg_try_advisory_xact_lock", site_id).await
-}
-
-/// Takes the site's IDS lock shared with other queue workers (not with applies) for the rest
-/// of the transaction; waits for an apply holding it.
-pub async fn lock_site_shared(
-    client: &impl GenericClient,
-    site_id: i32,
-) -> Result<(), tokio_postgres::Error> {
-    site_lock(client, "pg_advisory_xact_lock_shared", site_id)
-        .await
-        .map(drop)
-}
-
-/// Tries the site's IDS lock shared with other queue workers; false while an apply holds it.
-pub async fn try_lock_site_shared(
-    client: &impl GenericClient,
-    site_id: i32,
-) -> Result<bool, tokio_postgres::Error> {
-    site_lock(client, "pg_try_advisory_xact_lock_shared", site_id).await
+    let sql = format!(
+        "SELECT pg_try_advisory_xact_lock{}($1::int4, $2::int4)",
+        hold.suffix()
+    );
+    Ok(client
+        .query_one(&sql, &[&SITE_LOCK, &site_id])
+        .await?
+        .get(0))
 }
 
 /// Every site the stores know: those that sent batches and those with IDS state.
@@ -113,7 +112,7 @@ pub async fn queue_rebuild(
     resume: bool,
 ) -> Result<u64, tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    lock_site(&tx, site_id).await?;
+    lock_site(&tx, site_id, Hold::Alone).await?;
     let unfinished: Option<bool> = tx
         .query_opt(
             "SELECT rebuild_started IS NOT NULL FROM ids.site_state WHERE site_id = $1",

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 
-use super::{lock_site, lock_site_shared, try_lock_site, try_lock_site_shared, CHUNK};
+use super::{lock_site, try_lock_site, Hold, CHUNK};
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 
@@ -35,7 +35,9 @@ pub async fn drain_one(pool: &Pool) -> Result<Option<(i32, i32)>, String> {
     for (site, drained) in sites {
         if drained {
             // (still queued after all: it is drained when next found queued)
-            if try_lock_site(&tx, site).await.map_err(|e| e.to_string())?
+            if try_lock_site(&tx, site, Hold::Alone)
+                .await
+                .map_err(|e| e.to_string())?
                 && finish_locked(&tx, site).await?
             {
                 tx.commit().await.map_err(|e| e.to_string())?;
@@ -43,7 +45,7 @@ pub async fn drain_one(pool: &Pool) -> Result<Option<(i32, i32)>, String> {
             }
             continue;
         }
-        if try_lock_site_shared(&tx, site)
+        if try_lock_site(&tx, site, Hold::Shared)
             .await
             .map_err(|e| e.to_string())?
         {
@@ -61,7 +63,7 @@ pub async fn drain_site(pool: &Pool, site: i32) -> Result<i32, String> {
     loop {
         let mut client = pool.get().await.map_err(|e| e.to_string())?;
         let tx = client.transaction().await.map_err(|e| e.to_string())?;
-        lock_site_shared(&tx, site)
+        lock_site(&tx, site, Hold::Shared)
             .await
             .map_err(|e| e.to_string())?;
         match drain_locked(tx, site).await {
@@ -76,7 +78,9 @@ pub async fn drain_site(pool: &Pool, site: i32) -> Result<i32, String> {
 pub async fn finish_site(pool: &Pool, site: i32) -> Result<bool, String> {
     let mut client = pool.get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
-    lock_site(&tx, site).await.map_err(|e| e.to_string())?;
+    lock_site(&tx, site, Hold::Alone)
+        .await
+        .map_err(|e| e.to_string())?;
     let finished = finish_locked(&tx, site).await?;
     tx.commit().await.map_err(|e| e.to_string())?;
     Ok(finished)
