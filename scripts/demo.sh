@@ -66,25 +66,27 @@ for _ in $(seq 1 300); do
   sleep 0.5
 done
 echo "tailer: $status"
+# Reports and the receiver's /status answer readers (config/receiver.example.toml [[readers]]).
+reader="Authorization: Bearer demo-reader-counts"
 # Reports see a batch when it commits; only a batch too big for its own transaction waits in
 # the IDS queue (none here, but say so if one does).
 for _ in $(seq 1 60); do
-  queued=$(curl -sf "http://127.0.0.1:8080/api/v1/reports/tx_curr?site_id=101" | sed -n 's/.*"queued_patients":\([0-9]*\).*/\1/p')
+  queued=$(curl -sf -H "$reader" "http://127.0.0.1:8080/api/v1/reports/tx_curr?site_id=101" | sed -n 's/.*"queued_patients":\([0-9]*\).*/\1/p')
   [ "${queued:-0}" = 0 ] && break
   echo "waiting for $queued queued patients"; sleep 0.5
 done
 
 say "TX_CURR today (GET /api/v1/reports/tx_curr?site_id=101&format=csv)"
-curl -sf "http://127.0.0.1:8080/api/v1/reports/tx_curr?site_id=101&format=csv" | awk -F, 'NR <= 2 || $3 > 0'
+curl -sf -H "$reader" "http://127.0.0.1:8080/api/v1/reports/tx_curr?site_id=101&format=csv" | awk -F, 'NR <= 2 || $3 > 0'
 say "TX_CURR by months dispensed (GET /api/v1/reports/tx_curr_mmd?location=101&format=csv)"
-curl -sf "http://127.0.0.1:8080/api/v1/reports/tx_curr_mmd?location=101&format=csv" | awk -F, 'NR <= 2 || $3 + $4 + $5 > 0'
+curl -sf -H "$reader" "http://127.0.0.1:8080/api/v1/reports/tx_curr_mmd?location=101&format=csv" | awk -F, 'NR <= 2 || $3 + $4 + $5 > 0'
 say "regimen distribution (GET /api/v1/reports/regimen_distribution?site_id=101&format=csv)"
-curl -sf "http://127.0.0.1:8080/api/v1/reports/regimen_distribution?site_id=101&format=csv" | head -12
+curl -sf -H "$reader" "http://127.0.0.1:8080/api/v1/reports/regimen_distribution?site_id=101&format=csv" | head -12
 say "TX_ML this quarter (GET /api/v1/reports/TX_ML?site_id=101&format=csv)"
-curl -sf "http://127.0.0.1:8080/api/v1/reports/TX_ML?site_id=101&format=csv" | awk -F, 'NR <= 2 || $3 + $4 + $5 + $6 + $7 + $8 > 0'
+curl -sf -H "$reader" "http://127.0.0.1:8080/api/v1/reports/TX_ML?site_id=101&format=csv" | awk -F, 'NR <= 2 || $3 + $4 + $5 + $6 + $7 + $8 > 0'
 first=$(date -d "-$((days + 30)) days" +%F)
 say "visits report (GET /api/v1/reports/visits?site_id=101&start_date=$first&end_date=$(date +%F)&format=csv&detail=days)"
-curl -sf "http://127.0.0.1:8080/api/v1/reports/visits?site_id=101&start_date=$first&end_date=$(date +%F)&format=csv&detail=days"
+curl -sf -H "$reader" "http://127.0.0.1:8080/api/v1/reports/visits?site_id=101&start_date=$first&end_date=$(date +%F)&format=csv&detail=days"
 say "same count on the EMR itself"
 mariadb --protocol=socket -S "$sock" -uroot -e "SELECT DATE(e.encounter_datetime) AS visit_date, COUNT(DISTINCT e.patient_id) AS visits FROM openmrs_demo.encounter e JOIN openmrs_demo.patient p ON p.patient_id = e.patient_id AND p.voided = 0 JOIN openmrs_demo.person pe ON pe.person_id = e.patient_id AND pe.voided = 0 WHERE e.voided = 0 GROUP BY 1 ORDER BY 1"
 

@@ -375,13 +375,18 @@ async fn source_appointments(pool: &Pool, end: NaiveDate) -> BTreeMap<i64, Strin
     .collect()
 }
 
+/// A GET as the tests' `patients` reader.
+async fn get(url: &str) -> reqwest::Response {
+    common::reader_client().get(url).send().await.unwrap()
+}
+
 /// The receiver's report with `detail=patients`.
 async fn report(receiver: &Proc, name: &str, query: &str) -> Value {
     let url = format!(
         "http://{}/api/v1/reports/{name}?site_id={SITE}&detail=patients&{query}",
         receiver.addr
     );
-    let response = reqwest::get(&url).await.unwrap();
+    let response = get(&url).await;
     assert_eq!(response.status(), 200, "{url}");
     serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
 }
@@ -956,8 +961,7 @@ async fn a_rebuild_never_blocks_readers_nor_empties_the_site() {
         "http://{}/api/v1/reports/tx_curr?site_id={SITE}",
         receiver.addr
     );
-    let expected: Value =
-        serde_json::from_slice(&reqwest::get(&url).await.unwrap().bytes().await.unwrap()).unwrap();
+    let expected: Value = serde_json::from_slice(&get(&url).await.bytes().await.unwrap()).unwrap();
     let expected_total = expected["total"].as_i64().unwrap();
     assert!(expected_total > 0, "{expected}");
     // (the answer says when the site's data was applied, and that nothing waits)
@@ -967,7 +971,7 @@ async fn a_rebuild_never_blocks_readers_nor_empties_the_site() {
     );
     assert_eq!(expected["queued_patients"], 0, "{expected}");
     // (and the endpoint's edges: CSV by Accept, a clear 400 per bad parameter, 404 for a name)
-    let client = reqwest::Client::new();
+    let client = common::reader_client();
     let csv = client
         .get(&url)
         .header("Accept", "text/csv")
@@ -1013,7 +1017,7 @@ async fn a_rebuild_never_blocks_readers_nor_empties_the_site() {
     for _ in 0..2 {
         let (url, stop) = (url.clone(), stop.clone());
         readers.push(tokio::spawn(async move {
-            let client = reqwest::Client::new();
+            let client = common::reader_client();
             let mut reads = Vec::new();
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let started = Instant::now();

@@ -28,7 +28,8 @@ fn token(site: i64) -> String {
 fn receiver(rig: &Rig, name: &str, ids: &str) -> Proc {
     let mut config = format!(
         "listen = \"127.0.0.1:0\"\nmapping = \"{mapping}\"\n[mysql]\nurl = \"{my}\"\ndatabase = \"{db}\"\n\
-         [postgres]\nurl = \"{pg}\"\npartitions = {partitions}\n[ids]\n{ids}\n",
+         [postgres]\nurl = \"{pg}\"\npartitions = {partitions}\n[ids]\n{ids}\n{readers}",
+        readers = common::readers_toml(),
         mapping = common::mapping_path(),
         my = rig.services.mysql_url,
         db = rig.mirror_db,

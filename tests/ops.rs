@@ -425,14 +425,31 @@ async fn status_pages_render_in_headless_chromium_and_retry_a_dead_letter() {
         "http://{}/api/v1/reports/tx_curr?site_id={SITE}",
         receiver.addr
     );
+    assert_eq!(
+        get(&format!("http://{}/status", receiver.addr)).await.0,
+        401,
+        "the receiver's status page needs a reader"
+    );
     let deadline = Instant::now() + Duration::from_secs(30);
     let row = format!("#site-{SITE}");
     let tx_curr = loop {
         browser
-            .open(&format!("http://{}/status", receiver.addr))
+            .open(&format!(
+                "http://reader:{}@{}/status",
+                common::READER_AGGREGATE,
+                receiver.addr
+            ))
             .await;
         let cell = browser.text(&format!("{row} td.txcurr")).await;
-        let report: serde_json::Value = serde_json::from_str(&get(&report_url).await.1).unwrap();
+        let report = common::reader_client()
+            .get(&report_url)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(&report).unwrap();
         let tx_curr = report["total"].as_i64().unwrap();
         if tx_curr > 0 && cell == tx_curr.to_string() {
             break tx_curr;
@@ -469,7 +486,11 @@ async fn status_pages_render_in_headless_chromium_and_retry_a_dead_letter() {
         assert!(Instant::now() < deadline, "never verified: {verified:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
         browser
-            .open(&format!("http://{}/status", receiver.addr))
+            .open(&format!(
+                "http://reader:{}@{}/status",
+                common::READER_AGGREGATE,
+                receiver.addr
+            ))
             .await;
     }
     let png = browser

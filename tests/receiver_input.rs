@@ -218,3 +218,141 @@ async fn bad_input_gets_its_stated_answer_and_writes_nothing() {
     assert_eq!(v, 2.0);
     tokio::time::sleep(Duration::from_millis(10)).await;
 }
+
+/// The status of a GET with this `Authorization` header value (none when `None`).
+async fn get_as(url: &str, authorization: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(url);
+    if let Some(a) = authorization {
+        req = req.header("authorization", a);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_answer_readers_by_scope_and_tokens_rotate() {
+    use common::{READER_AGGREGATE, READER_PATIENTS};
+    use emr_stream::receiver::auth::hash_token;
+    // GIVEN a receiver with a `patients` reader, an `aggregate` reader, and a reader whose
+    // token is being rotated (its old and new hash both configured)
+    let rig = common::Rig::new("readers").await;
+    let rotating = |hashes: &str| {
+        format!(
+            "{}[[readers]]\nname = \"rotating\"\nscope = \"aggregate\"\ntoken_sha256 = {hashes}\n",
+            common::readers_toml()
+        )
+    };
+    let both = format!(
+        "[\"{}\", \"{}\"]",
+        hash_token("old-reader"),
+        hash_token("new-reader")
+    );
+    let mut receiver =
+        rig.receiver_configured("127.0.0.1:0", &common::mapping_path(), &rotating(&both));
+    let base = format!("http://{}", receiver.addr);
+    let tx_curr = format!("{base}/api/v1/reports/tx_curr?site_id={}", common::SITE);
+    let patients = format!("{tx_curr}&detail=patients");
+    let defaulters = format!(
+        "{base}/api/v1/reports/defaulter_list?site_id={}",
+        common::SITE
+    );
+    let status = format!("{base}/status?format=json");
+    let bearer = |t: &str| format!("Bearer {t}");
+
+    // THEN without a token: 401, with the challenges a program and a browser can answer,
+    // before anything about the request is looked at (an unknown report is a 401 too)
+    for url in [
+        &tx_curr,
+        &patients,
+        &defaulters,
+        &status,
+        &format!("{base}/api/v1/reports/nope"),
+    ] {
+        let r = get_as(url, None).await;
+        assert_eq!(r.status(), 401, "{url}");
+        let challenge: Vec<&str> = r
+            .headers()
+            .get_all("www-authenticate")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        let challenge = challenge.join(" | ");
+        assert!(
+            challenge.contains("Bearer") && challenge.contains("Basic"),
+            "{challenge}"
+        );
+        let r = get_as(url, Some(&bearer("guess"))).await;
+        assert_eq!(r.status(), 401, "{url} with an unknown token");
+    }
+    // AND a site token sends batches but reads nothing
+    for url in [&tx_curr, &patients, &status] {
+        let r = get_as(url, Some(&bearer(&rig.token))).await;
+        assert_eq!(r.status(), 403, "{url} with the site's token");
+        let body: Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert!(body["error"].as_str().unwrap().contains("reader"), "{body}");
+    }
+    // AND an aggregate reader gets counts and the status page, not patient lists
+    for (url, want) in [
+        (&tx_curr, 200),
+        (&status, 200),
+        (&patients, 403),
+        (&defaulters, 403),
+    ] {
+        let r = get_as(url, Some(&bearer(READER_AGGREGATE))).await;
+        assert_eq!(r.status(), want, "{url} as the aggregate reader");
+    }
+    // AND a patients reader gets everything, by bearer or as a browser's Basic password
+    let basic = {
+        use base64::Engine;
+        let pair = format!("anyone:{READER_PATIENTS}");
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        )
+    };
+    for url in [&tx_curr, &patients, &defaulters, &status] {
+        assert_eq!(
+            get_as(url, Some(&bearer(READER_PATIENTS))).await.status(),
+            200,
+            "{url}"
+        );
+        assert_eq!(
+            get_as(url, Some(&basic)).await.status(),
+            200,
+            "{url} by Basic"
+        );
+    }
+    // AND a reader's token cannot send batches
+    let post = reqwest::Client::new()
+        .post(format!("{base}/api/v1/stream"))
+        .bearer_auth(READER_PATIENTS)
+        .header("content-type", "application/json")
+        .body(batch(common::SITE, json!([])).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 403, "a reader posting a batch");
+    // AND while rotated, the old and the new token both read
+    for token in ["old-reader", "new-reader"] {
+        assert_eq!(
+            get_as(&tx_curr, Some(&bearer(token))).await.status(),
+            200,
+            "{token}"
+        );
+    }
+
+    // WHEN the old hash is removed and the receiver restarted on the same address
+    let addr = receiver.addr.clone();
+    receiver.stop();
+    let only_new = format!("\"{}\"", hash_token("new-reader"));
+    let _receiver = rig.receiver_configured(&addr, &common::mapping_path(), &rotating(&only_new));
+
+    // THEN the old token is refused and the new one reads
+    assert_eq!(
+        get_as(&tx_curr, Some(&bearer("old-reader"))).await.status(),
+        401
+    );
+    assert_eq!(
+        get_as(&tx_curr, Some(&bearer("new-reader"))).await.status(),
+        200
+    );
+}

@@ -24,6 +24,9 @@ pub struct ReceiverConfig {
     /// The sites allowed to send, with their token hashes.
     #[serde(default)]
     pub sites: Vec<SiteConfig>,
+    /// Who may read reports and `/status`, with their token hashes and scopes.
+    #[serde(default)]
+    pub readers: Vec<ReaderConfig>,
     /// Input limits.
     #[serde(default)]
     pub limits: LimitsConfig,
@@ -84,11 +87,82 @@ fn default_pool() -> usize {
 pub struct SiteConfig {
     /// The facility's site id (its `current_health_center_id`).
     pub site_id: i64,
-    /// Hex SHA-256 of the site's bearer token (`emr-stream hash-token` prints it).
-    pub token_sha256: String,
+    /// Hex SHA-256 of the site's bearer token (`emr-stream hash-token` prints it); two
+    /// hashes while the token is rotated.
+    pub token_sha256: TokenHashes,
     /// A human name, for status pages.
     #[serde(default)]
     pub name: String,
+}
+
+/// `[[readers]]`: a person or a program that reads reports and the receiver's `/status`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct ReaderConfig {
+    /// Who this is (in the config only; never logged with a token).
+    pub name: String,
+    /// What the reader may see.
+    pub scope: ReaderScope,
+    /// Hex SHA-256 of the reader's bearer token; two hashes while the token is rotated.
+    pub token_sha256: TokenHashes,
+}
+
+/// What a reader may see.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ReaderScope {
+    /// Counts: report totals and rows, `detail=days`, `/status`.
+    Aggregate,
+    /// Everything `aggregate` may, and patient lists: `detail=patients`, `defaulter_list`.
+    Patients,
+}
+
+/// The hashes of one token: one string, or a list of two while the token is rotated (the
+/// old and the new one both valid until the old one is removed).
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(from = "OneOrMore")]
+pub struct TokenHashes(pub Vec<String>);
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMore {
+    One(String),
+    More(Vec<String>),
+}
+
+impl From<OneOrMore> for TokenHashes {
+    fn from(value: OneOrMore) -> Self {
+        match value {
+            OneOrMore::One(hash) => Self(vec![hash]),
+            OneOrMore::More(hashes) => Self(hashes),
+        }
+    }
+}
+
+impl TokenHashes {
+    /// One hash.
+    pub fn one(hash: impl Into<String>) -> Self {
+        Self(vec![hash.into()])
+    }
+
+    /// Checks that there are one or two hashes of 64 hex digits; `whose` names the entry.
+    fn check(&self, field: &'static str, whose: &str) -> Result<(), ConfigError> {
+        if !(1..=2).contains(&self.0.len()) {
+            return invalid(
+                field,
+                &format!("of {whose} must be one hash, or two while the token is rotated"),
+            );
+        }
+        for hash in &self.0 {
+            if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return invalid(
+                    field,
+                    &format!("of {whose} must be 64 hex digits (emr-stream hash-token)"),
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Default cap of a compressed request body.
@@ -221,17 +295,39 @@ impl ReceiverConfig {
         if self.sites.is_empty() {
             return invalid("sites", "is empty: no site could send anything");
         }
+        let mut seen = std::collections::HashSet::new();
         for site in &self.sites {
-            if site.token_sha256.len() != 64
-                || !site.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
-            {
+            let whose = format!("site {}", site.site_id);
+            site.token_sha256.check("sites.token_sha256", &whose)?;
+            for hash in &site.token_sha256.0 {
+                if !seen.insert(hash.to_ascii_lowercase()) {
+                    return invalid(
+                        "sites.token_sha256",
+                        &format!("of {whose} is also another site's or reader's token"),
+                    );
+                }
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for reader in &self.readers {
+            if reader.name.trim().is_empty() {
+                return invalid("readers.name", "must name the reader");
+            }
+            if !names.insert(reader.name.as_str()) {
                 return invalid(
-                    "sites.token_sha256",
-                    &format!(
-                        "of site {} must be 64 hex digits (emr-stream hash-token)",
-                        site.site_id
-                    ),
+                    "readers.name",
+                    &format!("{:?} is given to two readers", reader.name),
                 );
+            }
+            let whose = format!("reader {:?}", reader.name);
+            reader.token_sha256.check("readers.token_sha256", &whose)?;
+            for hash in &reader.token_sha256.0 {
+                if !seen.insert(hash.to_ascii_lowercase()) {
+                    return invalid(
+                        "readers.token_sha256",
+                        &format!("of {whose} is also another site's or reader's token"),
+                    );
+                }
             }
         }
         if self.ids.inline_max_patients < 0 {
@@ -256,5 +352,74 @@ impl ReceiverConfig {
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HASH_A: &str = "05174b1cd90deac636d1fdc9b31bddf2ecc8623b6b086dfec240920ef83a7132";
+    const HASH_B: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+    fn config(sites_and_readers: &str) -> Result<ReceiverConfig, String> {
+        let text = format!(
+            "[mysql]\nurl = \"mysql://u:p@h:1\"\n[postgres]\nurl = \"postgres://u:p@h/db\"\n{sites_and_readers}"
+        );
+        let config: ReceiverConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())?;
+        Ok(config)
+    }
+
+    #[test]
+    fn the_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/receiver.example.toml");
+        let config: ReceiverConfig = load(&path).unwrap();
+        config.validate().unwrap();
+        assert!(config
+            .readers
+            .iter()
+            .any(|r| r.scope == ReaderScope::Patients));
+        assert!(config
+            .readers
+            .iter()
+            .any(|r| r.scope == ReaderScope::Aggregate));
+    }
+
+    #[test]
+    fn tokens_take_one_or_two_hashes() {
+        let c = config(&format!(
+            "[[sites]]\nsite_id = 1\ntoken_sha256 = [\"{HASH_A}\", \"{HASH_B}\"]\n"
+        ))
+        .unwrap();
+        assert_eq!(c.sites[0].token_sha256.0.len(), 2);
+        let three = config(&format!(
+            "[[sites]]\nsite_id = 1\ntoken_sha256 = [\"{HASH_A}\", \"{HASH_B}\", \"{HASH_A}\"]\n"
+        ))
+        .unwrap_err();
+        assert!(three.contains("rotated"), "{three}");
+        let short = config("[[sites]]\nsite_id = 1\ntoken_sha256 = \"abc\"\n").unwrap_err();
+        assert!(short.contains("64 hex"), "{short}");
+    }
+
+    #[test]
+    fn readers_are_checked() {
+        let site = format!("[[sites]]\nsite_id = 1\ntoken_sha256 = \"{HASH_A}\"\n");
+        let reader = |name: &str, scope: &str, hash: &str| {
+            format!(
+                "[[readers]]\nname = \"{name}\"\nscope = \"{scope}\"\ntoken_sha256 = \"{hash}\"\n"
+            )
+        };
+        let ok = config(&format!("{site}{}", reader("team", "patients", HASH_B))).unwrap();
+        assert_eq!(ok.readers[0].scope, ReaderScope::Patients);
+        let shared = config(&format!("{site}{}", reader("team", "aggregate", HASH_A))).unwrap_err();
+        assert!(shared.contains("also another"), "{shared}");
+        let scope = config(&format!("{site}{}", reader("team", "all", HASH_B))).unwrap_err();
+        assert!(
+            scope.contains("scope") || scope.contains("variant"),
+            "{scope}"
+        );
+        let unnamed = config(&format!("{site}{}", reader(" ", "patients", HASH_B))).unwrap_err();
+        assert!(unnamed.contains("readers.name"), "{unnamed}");
     }
 }

@@ -29,13 +29,13 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::config::ReceiverConfig;
+use crate::config::{ReaderScope, ReceiverConfig};
 use crate::mapping::Mapping;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
-use app::{answer, App};
+use app::{answer, refuse_reader, App};
 use apply::{MirrorStore, PgOptions, PgStore};
-use auth::SiteTokens;
+use auth::{Refused, Tokens};
 use batch::Caps;
 
 /// A site silent this long is flagged on `/status` (as the EmrSiteSilent alert example does).
@@ -79,7 +79,7 @@ pub async fn run(
         )));
     }
     let app = Arc::new(App {
-        tokens: SiteTokens::new(&config.sites),
+        tokens: Tokens::new(&config.sites, &config.readers),
         caps: Caps {
             max_decompressed: config.limits.max_decompressed_bytes,
             max_visits: config.limits.max_visits,
@@ -151,6 +151,14 @@ async fn report(
     headers: HeaderMap,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    // Who is asking comes before what is asked: a stranger learns nothing from a 400 or 404.
+    let scope = match app.tokens.reader(authorization, false) {
+        Ok(scope) => scope,
+        Err(refused) => return refuse_reader(refused),
+    };
     let Some(name) = reports::ReportName::parse(&name) else {
         return answer(
             StatusCode::NOT_FOUND,
@@ -166,6 +174,9 @@ async fn report(
         Ok(r) => r,
         Err(e) => return answer(StatusCode::BAD_REQUEST, json!({ "error": e.0 })),
     };
+    if request.lists_patients() && scope != ReaderScope::Patients {
+        return refuse_reader(Refused::Scope);
+    }
     match reports::read(app.pg.pool(), &request).await {
         Ok(report) if request.csv => {
             metrics::counter!(m::RECEIVER_REQUESTS, "status" => "200").increment(1);
@@ -232,6 +243,12 @@ async fn status_page(
     Query(q): Query<StatusQuery>,
     headers: HeaderMap,
 ) -> Response {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if let Err(refused) = app.tokens.reader(authorization, false) {
+        return refuse_reader(refused);
+    }
     match status::sites(app.pg.pool(), &app.tokens.site_ids(), &app.tx_curr).await {
         Ok(lines) => {
             if crate::web::wants_html(q.format.as_deref(), &headers) {

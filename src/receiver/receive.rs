@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::app::{answer, App};
 use super::apply::{self, Applied, ApplyError};
+use super::auth::Caller;
 use super::batch::{self, Refusal};
 use crate::metrics as m;
 
@@ -25,11 +26,20 @@ pub async fn stream(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let Some(site_id) = app.tokens.site_of(authorization) else {
-        return answer(
-            StatusCode::UNAUTHORIZED,
-            json!({ "error": "missing or unknown bearer token" }),
-        );
+    let site_id = match app.tokens.caller(authorization) {
+        Some(Caller::Site(site_id)) => site_id,
+        Some(Caller::Reader(_)) => {
+            return answer(
+                StatusCode::FORBIDDEN,
+                json!({ "error": "a reader token cannot send batches; use the site's token" }),
+            )
+        }
+        None => {
+            return answer(
+                StatusCode::UNAUTHORIZED,
+                json!({ "error": "missing or unknown bearer token" }),
+            )
+        }
     };
     let encoding = headers
         .get(header::CONTENT_ENCODING)

@@ -246,6 +246,35 @@ pub struct Rig {
 
 pub const SITE: i64 = 101;
 
+/// The token of the tests' reader with scope `patients` (every receiver a rig starts has it).
+pub const READER_PATIENTS: &str = "test-reader-patients";
+/// The token of the tests' reader with scope `aggregate`.
+pub const READER_AGGREGATE: &str = "test-reader-counts";
+
+/// The `[[readers]]` of a test receiver: one of each scope.
+pub fn readers_toml() -> String {
+    let hash = emr_stream::receiver::auth::hash_token;
+    format!(
+        "[[readers]]\nname = \"lists\"\nscope = \"patients\"\ntoken_sha256 = \"{}\"\n\
+         [[readers]]\nname = \"counts\"\nscope = \"aggregate\"\ntoken_sha256 = \"{}\"\n",
+        hash(READER_PATIENTS),
+        hash(READER_AGGREGATE),
+    )
+}
+
+/// An HTTP client that reads reports as the `patients` reader.
+pub fn reader_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {READER_PATIENTS}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap()
+}
+
 impl Rig {
     /// Creates the test's databases and loads the fixture EMR schema into the source.
     pub async fn new(prefix: &str) -> Self {
@@ -310,10 +339,15 @@ impl Rig {
 
     /// Starts the receiver on `listen` with another mapping file.
     pub fn receiver_with(&self, listen: &str, mapping: &str) -> Proc {
+        self.receiver_configured(listen, mapping, &readers_toml())
+    }
+
+    /// Starts the receiver on `listen` with another mapping file and these `[[readers]]`.
+    pub fn receiver_configured(&self, listen: &str, mapping: &str, readers: &str) -> Proc {
         let hash = emr_stream::receiver::auth::hash_token(&self.token);
         let config = format!(
             "listen = \"{listen}\"\nmapping = \"{mapping}\"\n[mysql]\nurl = \"{my}\"\ndatabase = \"{db}\"\n[postgres]\nurl = \"{pg}\"\npartitions = {partitions}\n\
-             [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n[ids]\nqueue_poll_ms = 100\n",
+             [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n{readers}[ids]\nqueue_poll_ms = 100\n",
             partitions = self.partitions,
             my = self.services.mysql_url,
             db = self.mirror_db,
@@ -641,9 +675,17 @@ pub async fn wait_report_equals(
     );
     let deadline = Instant::now() + timeout;
     loop {
-        let report: serde_json::Value =
-            serde_json::from_slice(&reqwest::get(&url).await.unwrap().bytes().await.unwrap())
-                .unwrap();
+        let report: serde_json::Value = serde_json::from_slice(
+            &reader_client()
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
         let got: Vec<(String, i64)> = report["days"]
             .as_array()
             .unwrap()

@@ -154,6 +154,14 @@ pub struct Request {
     pub field: Option<&'static str>,
 }
 
+impl Request {
+    /// Whether the answer names patients (`detail=patients`, the defaulter list): only for
+    /// readers with scope `patients`.
+    pub fn lists_patients(&self) -> bool {
+        self.detail && self.name.detail() == "patients"
+    }
+}
+
 /// How regimen_distribution breaks TX_CURR down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum By {
