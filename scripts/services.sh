@@ -5,6 +5,11 @@
 #   scripts/services.sh stop     stop both
 #   scripts/services.sh status   say what runs
 #   scripts/services.sh env      print the connection URLs to export:  eval "$(scripts/services.sh env)"
+#   scripts/services.sh certs    make the private CA and certificates under .services/tls (start
+#                                does it too): ca.pem signs server.pem (localhost, 127.0.0.1);
+#                                for the tests of refusals, wrong-host.pem (another name),
+#                                expired.pem (expired in 2020) and other-ca.pem (a CA that
+#                                signed none of them)
 #   scripts/services.sh browser  install Chromium and ChromeDriver with apt if missing (the
 #                                status-page tests drive them; the demo does not need them)
 #   scripts/services.sh prometheus  install Prometheus (with promtool) with apt if missing (the
@@ -134,6 +139,39 @@ start_pg() {
   say "postgresql running on 127.0.0.1:$pg_port"
 }
 
+# A private CA and certificates signed by it (EC P-256 keys; openssl from Debian).
+make_certs() {
+  local t=$dir/tls
+  [ -f "$t/expired.pem" ] && return
+  command -v openssl >/dev/null || { say "openssl is missing: apt-get install openssl"; exit 1; }
+  mkdir -p "$t"
+  local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+  for ca in ca other-ca; do
+    openssl req -x509 "${ec[@]}" -keyout "$t/$ca.key" -out "$t/$ca.pem" -days 3650 \
+      -subj "/CN=emr-stream private $ca" -addext "basicConstraints=critical,CA:TRUE" \
+      -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  done
+  local name san
+  for name in server wrong-host expired; do
+    san="DNS:localhost,IP:127.0.0.1"
+    [ "$name" = wrong-host ] && san="DNS:wrong.example"
+    openssl req "${ec[@]}" -keyout "$t/$name.key" -out "$t/$name.csr" -subj "/CN=$name" 2>/dev/null
+    printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" >"$t/$name.ext"
+    [ "$name" = expired ] && continue
+    openssl x509 -req -in "$t/$name.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+      -days 825 -extfile "$t/$name.ext" -out "$t/$name.pem" 2>/dev/null
+  done
+  # openssl x509 cannot backdate a certificate; openssl ca can.
+  : >"$t/index.txt"; echo 1000 >"$t/serial"
+  printf '[ca]\ndefault_ca = private\n[private]\ndatabase = %s\nnew_certs_dir = %s\nserial = %s\ndefault_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n[leaf]\nsubjectAltName = DNS:localhost,IP:127.0.0.1\nbasicConstraints = CA:FALSE\nextendedKeyUsage = serverAuth\n' \
+    "$t/index.txt" "$t" "$t/serial" >"$t/ca.cnf"
+  openssl ca -batch -config "$t/ca.cnf" -cert "$t/ca.pem" -keyfile "$t/ca.key" -notext \
+    -startdate 20200101000000Z -enddate 20200102000000Z -extensions leaf \
+    -in "$t/expired.csr" -out "$t/expired.pem" 2>/dev/null
+  chmod 600 "$t"/*.key
+  say "private CA and certificates in $t"
+}
+
 stop_all() {
   local name
   for name in mariadb mariadb-minimal; do
@@ -150,11 +188,13 @@ stop_all() {
 
 case "${1:-}" in
   start)
+    make_certs
     install_missing
     start_mysql mariadb "$mysql_port" FULL 256M
     start_mysql mariadb-minimal "$minimal_port" MINIMAL 64M
     start_pg ;;
   stop) stop_all ;;
+  certs) make_certs ;;
   browser) install_browser ;;
   prometheus) install_prometheus ;;
   status)
@@ -164,6 +204,7 @@ case "${1:-}" in
   env)
     echo "export EMR_MYSQL_URL=mysql://emr:emr@127.0.0.1:$mysql_port"
     echo "export EMR_MYSQL_MINIMAL_URL=mysql://emr:emr@127.0.0.1:$minimal_port"
-    echo "export EMR_PG_URL=postgres://emr:emr@127.0.0.1:$pg_port/emr" ;;
-  *) echo "usage: $0 start|stop|status|env|browser|prometheus" >&2; exit 2 ;;
+    echo "export EMR_PG_URL=postgres://emr:emr@127.0.0.1:$pg_port/emr"
+    echo "export EMR_TLS_DIR=$dir/tls" ;;
+  *) echo "usage: $0 start|stop|status|env|certs|browser|prometheus" >&2; exit 2 ;;
 esac

@@ -14,6 +14,13 @@ pub struct ReceiverConfig {
     /// Listen address of the API, `/metrics` and `/healthz`; port 0 picks a free port.
     #[serde(default = "default_receiver_listen")]
     pub listen: SocketAddr,
+    /// Serve HTTPS with this certificate (reloaded on SIGHUP).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Serve plain HTTP on an address other than loopback (without `[tls]`); off by default:
+    /// tokens and patient lists would cross the network in clear.
+    #[serde(default)]
+    pub allow_plain_http: bool,
     /// The mapping file; the mirror, cdr and IDS schema files are beside it.
     #[serde(default = "default_mapping")]
     pub mapping: PathBuf,
@@ -42,6 +49,16 @@ fn default_receiver_listen() -> SocketAddr {
     DEFAULT_RECEIVER_LISTEN
         .parse()
         .expect("valid default address")
+}
+
+/// `[tls]`: the receiver's HTTPS certificate.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM: the server certificate, then its intermediates.
+    pub cert_file: PathBuf,
+    /// PEM: the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
 }
 
 /// `[mysql]`
@@ -277,6 +294,16 @@ impl ReceiverConfig {
 
     /// Checks the values that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls.is_none() && !self.listen.ip().is_loopback() && !self.allow_plain_http {
+            return invalid(
+                "listen",
+                &format!(
+                    "{} is not a loopback address: configure [tls] (cert_file, key_file) to serve \
+                     HTTPS, or set allow_plain_http = true behind a proxy that terminates TLS",
+                    self.listen
+                ),
+            );
+        }
         if !self.mysql.url.expose().starts_with("mysql://") {
             return invalid(
                 "mysql.url",
@@ -364,7 +391,7 @@ mod tests {
 
     fn config(sites_and_readers: &str) -> Result<ReceiverConfig, String> {
         let text = format!(
-            "[mysql]\nurl = \"mysql://u:p@h:1\"\n[postgres]\nurl = \"postgres://u:p@h/db\"\n{sites_and_readers}"
+            "{sites_and_readers}[mysql]\nurl = \"mysql://u:p@h:1\"\n[postgres]\nurl = \"postgres://u:p@h/db\"\n"
         );
         let config: ReceiverConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
         config.validate().map_err(|e| e.to_string())?;
@@ -400,6 +427,22 @@ mod tests {
         assert!(three.contains("rotated"), "{three}");
         let short = config("[[sites]]\nsite_id = 1\ntoken_sha256 = \"abc\"\n").unwrap_err();
         assert!(short.contains("64 hex"), "{short}");
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let site = format!("[[sites]]\nsite_id = 1\ntoken_sha256 = \"{HASH_A}\"\n");
+        let open = config(&format!("listen = \"0.0.0.0:8443\"\n{site}")).unwrap_err();
+        assert!(open.contains("[tls]"), "{open}");
+        config(&format!(
+            "listen = \"0.0.0.0:8443\"\nallow_plain_http = true\n{site}"
+        ))
+        .unwrap();
+        config(&format!(
+            "listen = \"0.0.0.0:8443\"\n{site}[tls]\ncert_file = \"c.pem\"\nkey_file = \"k.pem\"\n"
+        ))
+        .unwrap();
+        config(&format!("listen = \"127.0.0.1:8080\"\n{site}")).unwrap();
     }
 
     #[test]

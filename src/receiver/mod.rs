@@ -15,6 +15,7 @@ pub mod pg;
 pub mod receive;
 pub mod reports;
 pub mod status;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,6 +49,11 @@ pub async fn run(
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
     let mapping = Mapping::load(&config.mapping)?;
+    // A certificate that cannot be used stops the start before anything else.
+    let certs = match &config.tls {
+        Some(t) => Some(tls::Certificates::load(&t.cert_file, &t.key_file)?),
+        None => None,
+    };
     let mirror = MirrorStore::connect(config.mysql.url.expose(), &config.mysql.database, &mapping)
         .await
         .context("cannot set up the MySQL mirror")?;
@@ -107,11 +113,25 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tracing::info!(addr = %listener.local_addr()?, "receiver listening");
+    let addr = listener.local_addr()?;
     let mut for_server = shutdown.clone();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move { for_server.fired().await })
-        .await?;
+    let stop = async move { for_server.fired().await };
+    match certs {
+        Some(certs) => {
+            certs.reload_on_sighup()?;
+            let listener = tls::TlsListener::new(listener, certs)?;
+            tracing::info!(scheme = "https", addr = %addr, "receiver listening");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await?;
+        }
+        None => {
+            tracing::info!(scheme = "http", addr = %addr, "receiver listening");
+            axum::serve(listener, router)
+                .with_graceful_shutdown(stop)
+                .await?;
+        }
+    }
     shutdown.fired().await;
     for task in tasks {
         task.await.ok();

@@ -229,6 +229,28 @@ fn unsafe_sigterm(pid: u32) {
         .ok();
 }
 
+/// Sends SIGHUP (the receiver reloads its TLS certificate).
+pub fn sighup(proc: &Proc) {
+    Command::new("kill")
+        .arg("-HUP")
+        .arg(proc.child.id().to_string())
+        .status()
+        .ok();
+}
+
+/// The private CA and certificates `scripts/services.sh` made (fails when missing).
+pub fn tls_dir() -> PathBuf {
+    let dir = PathBuf::from(
+        std::env::var("EMR_TLS_DIR").unwrap_or_else(|_| panic!("EMR_TLS_DIR is not set: {HOWTO}")),
+    );
+    assert!(
+        dir.join("ca.pem").exists() && dir.join("expired.pem").exists(),
+        "no certificates in {}: run scripts/services.sh certs",
+        dir.display()
+    );
+    dir
+}
+
 /// Everything a test needs to run the whole system on its own databases.
 pub struct Rig {
     pub services: Services,
@@ -242,6 +264,10 @@ pub struct Rig {
     pub server_id: u32,
     /// `postgres.partitions` of the receivers this rig starts (0: plain tables).
     pub partitions: u32,
+    /// Appended to the receivers' config (a `[tls]` section, say).
+    pub receiver_extra: String,
+    /// Tailers ship over HTTPS trusting this CA file (plain HTTP when `None`).
+    pub ship_ca: Option<PathBuf>,
 }
 
 pub const SITE: i64 = 101;
@@ -296,6 +322,8 @@ impl Rig {
             token: format!("token-{name}"),
             server_id: server_id(),
             partitions: 0,
+            receiver_extra: String::new(),
+            ship_ca: None,
             services,
             name,
             dir,
@@ -347,7 +375,8 @@ impl Rig {
         let hash = emr_stream::receiver::auth::hash_token(&self.token);
         let config = format!(
             "listen = \"{listen}\"\nmapping = \"{mapping}\"\n[mysql]\nurl = \"{my}\"\ndatabase = \"{db}\"\n[postgres]\nurl = \"{pg}\"\npartitions = {partitions}\n\
-             [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n{readers}[ids]\nqueue_poll_ms = 100\n",
+             [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n{readers}[ids]\nqueue_poll_ms = 100\n{extra}",
+            extra = self.receiver_extra,
             partitions = self.partitions,
             my = self.services.mysql_url,
             db = self.mirror_db,
@@ -389,7 +418,7 @@ impl Rig {
         let config = format!(
             "mapping = \"{mapping}\"\n[source]\nurl = \"{my}\"\ndatabase = \"{db}\"\nserver_id = {sid}\nstart = \"{start}\"\nheartbeat_secs = 1\n\
              [state]\ndir = \"{state}\"\n{state_extra}\n[visits]\nsettle_ms = 300\nidle_timeout_secs = 2\nready_check_ms = 100\n\
-             [ship]\nurl = \"http://{receiver_addr}/api/v1/stream\"\ntoken = \"{token}\"\nbackoff_initial_ms = 100\nbackoff_max_secs = 2\n{ship_extra}\n\
+             [ship]\nurl = \"{scheme}://{receiver_addr}/api/v1/stream\"\ntoken = \"{token}\"\nbackoff_initial_ms = 100\nbackoff_max_secs = 2\n{ca}{ship_extra}\n\
              [http]\nlisten = \"127.0.0.1:0\"\n",
             mapping = mapping_path(),
             my = self.services.mysql_url,
@@ -398,6 +427,12 @@ impl Rig {
             start = self.start,
             state = self.dir.join("state").display(),
             token = self.token,
+            scheme = if self.ship_ca.is_some() { "https" } else { "http" },
+            ca = self
+                .ship_ca
+                .as_ref()
+                .map(|ca| format!("ca_file = \"{}\"\n", ca.display()))
+                .unwrap_or_default(),
         );
         let path = self.dir.join("tailer.toml");
         std::fs::write(&path, config).unwrap();

@@ -296,14 +296,27 @@ impl Sender {
     }
 }
 
-/// A reqwest error without its URL (which could carry credentials).
+/// A reqwest error with every cause (a refused certificate is the innermost one: "invalid
+/// peer certificate: Expired", "UnknownIssuer", "NotValidForName"), without its URL (which
+/// could carry credentials), with a hint when the receiver's certificate was refused.
 fn without_url(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if !text.contains(&line) {
+            text.push_str(&format!(": {line}"));
+        }
+        cause = c.source();
+    }
     if let Some(url) = e.url() {
         text = text.replace(url.as_str(), "<receiver>");
     }
-    if let Some(source) = std::error::Error::source(e) {
-        text.push_str(&format!(": {source}"));
+    if text.contains("certificate") {
+        text.push_str(
+            " (the receiver's TLS certificate was refused: check its dates and names, and \
+             ship.ca_file; the outbox keeps every visit until it is accepted)",
+        );
     }
     text
 }
