@@ -42,7 +42,7 @@ async fn main() {
     let total: u64 = args[3].parse().unwrap();
     let per: u64 = args[4].parse().unwrap();
     let mapping = Mapping::load(Path::new("mappings/openmrs.toml")).unwrap();
-    let mirror = MirrorStore::connect(my_url, "bench_apply_mirror", &mapping)
+    let mirror = MirrorStore::connect(my_url, None, "bench_apply_mirror", &mapping)
         .await
         .unwrap();
     let pool = emr_stream::receiver::pg::pool(pg_url, 4).unwrap();

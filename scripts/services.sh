@@ -108,11 +108,15 @@ start_mysql() { # name port metadata buffer-pool
     --character-set-server=utf8mb4 --collation-server=utf8mb4_general_ci \
     --innodb-buffer-pool-size="$pool" --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 \
     --max-connections=500 --skip-name-resolve --log-bin-trust-function-creators=1 \
+    --ssl-ca="$dir/tls/ca.pem" --ssl-cert="$dir/tls/server.pem" --ssl-key="$dir/tls/server.key" \
     </dev/null >/dev/null 2>&1 &
   for _ in $(seq 1 60); do mysql_up "$my_dir" && break; sleep 0.5; done
   mysql_up "$my_dir" || { say "$name did not start; see $my_dir/error.log"; tail -20 "$my_dir/error.log" >&2; exit 1; }
+  # emr_tls may only connect over TLS (the tests of encrypted links use it).
   mysql_cli "$my_dir" -e "CREATE USER IF NOT EXISTS 'emr'@'%' IDENTIFIED BY 'emr';
                 GRANT ALL PRIVILEGES ON *.* TO 'emr'@'%' WITH GRANT OPTION;
+                CREATE USER IF NOT EXISTS 'emr_tls'@'%' IDENTIFIED BY 'emr' REQUIRE SSL;
+                GRANT ALL PRIVILEGES ON *.* TO 'emr_tls'@'%';
                 FLUSH PRIVILEGES;"
   say "$name running on 127.0.0.1:$port (binlog_row_metadata=$metadata)"
 }
@@ -129,11 +133,22 @@ start_pg() {
       || as_pg "$bin/initdb" -D "$pg_dir/data" -U postgres --auth=trust -E UTF8 --locale=C >"$pg_dir/initdb.log" 2>&1 \
       || { cat "$pg_dir/initdb.log" >&2; exit 1; }
   fi
+  # TLS on, with the private CA's server certificate (PostgreSQL wants its key private to it);
+  # emr_tls may only connect over TLS.
+  mkdir -p "$pg_dir/tls"
+  cp "$dir/tls/server.pem" "$dir/tls/server.key" "$dir/tls/ca.pem" "$pg_dir/tls/"
+  chmod 600 "$pg_dir/tls/server.key"
+  [ "$(id -u)" = 0 ] && chown -R postgres: "$pg_dir/tls"
+  if ! grep -q emr_tls "$pg_dir/data/pg_hba.conf"; then
+    { printf 'hostnossl all emr_tls all reject\nhostssl all emr_tls all scram-sha-256\n'; cat "$pg_dir/data/pg_hba.conf"; } >"$pg_dir/hba.tmp"
+    cat "$pg_dir/hba.tmp" >"$pg_dir/data/pg_hba.conf"; rm -f "$pg_dir/hba.tmp"
+  fi
   as_pg "$bin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w -t 60 \
-    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off" \
+    -o "-p $pg_port -k $pg_dir -c listen_addresses=127.0.0.1 -c max_connections=300 -c fsync=off -c synchronous_commit=off -c ssl=on -c ssl_cert_file=$pg_dir/tls/server.pem -c ssl_key_file=$pg_dir/tls/server.key" \
     start >/dev/null || { tail -20 "$pg_dir/server.log" >&2; exit 1; }
   as_pg "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -qAt -c \
-    "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'emr') THEN CREATE ROLE emr LOGIN SUPERUSER PASSWORD 'emr'; END IF; END \$\$;" >/dev/null
+    "DO \$\$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'emr') THEN CREATE ROLE emr LOGIN SUPERUSER PASSWORD 'emr'; END IF;
+     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'emr_tls') THEN CREATE ROLE emr_tls LOGIN SUPERUSER PASSWORD 'emr'; END IF; END \$\$;" >/dev/null
   as_pg "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -qAt -c "SELECT 1 FROM pg_database WHERE datname='emr'" | grep -q 1 \
     || as_pg "$bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -qc "CREATE DATABASE emr OWNER emr" >/dev/null
   say "postgresql running on 127.0.0.1:$pg_port"
@@ -205,6 +220,9 @@ case "${1:-}" in
     echo "export EMR_MYSQL_URL=mysql://emr:emr@127.0.0.1:$mysql_port"
     echo "export EMR_MYSQL_MINIMAL_URL=mysql://emr:emr@127.0.0.1:$minimal_port"
     echo "export EMR_PG_URL=postgres://emr:emr@127.0.0.1:$pg_port/emr"
-    echo "export EMR_TLS_DIR=$dir/tls" ;;
+    echo "export EMR_TLS_DIR=$dir/tls"
+    # The same servers as a user that may only connect over TLS (verified with EMR_TLS_DIR/ca.pem).
+    echo "export EMR_MYSQL_TLS_URL=mysql://emr_tls:emr@127.0.0.1:$mysql_port"
+    echo "export EMR_PG_TLS_URL=postgres://emr_tls:emr@127.0.0.1:$pg_port/emr" ;;
   *) echo "usage: $0 start|stop|status|env|certs|browser|prometheus" >&2; exit 2 ;;
 esac

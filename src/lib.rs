@@ -13,7 +13,7 @@
 //! - Shared by both: [`wire`] (the stream contract, written once), [`mapping`] (which tables
 //!   and columns exist, how a row finds its visit), [`position`] (binlog positions and the
 //!   `lsn` every row carries), [`config`], [`metrics`] (every metric name), [`cli`], [`web`]
-//!   (small HTTP helpers), [`retry`], [`shutdown`], [`clock`], [`progress`] (bars and plain progress lines).
+//!   (small HTTP helpers), [`store_tls`] (TLS to the databases), [`retry`], [`shutdown`], [`clock`], [`progress`] (bars and plain progress lines).
 //! - [`simulate`] writes a realistic ART clinic into an EMR database (demo, tests, benches).
 //!
 //! Nothing in `tailer` imports from `receiver` or back.
@@ -29,6 +29,7 @@ pub mod receiver;
 pub mod retry;
 pub mod shutdown;
 pub mod simulate;
+pub mod store_tls;
 pub mod tailer;
 pub mod web;
 pub mod wire;

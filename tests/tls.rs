@@ -181,3 +181,91 @@ async fn a_receiver_with_a_bad_certificate_file_does_not_start() {
         "{log}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_link_encrypted_and_verified_end_to_end() {
+    let tls = common::tls_dir();
+    // GIVEN the EMR, the mirror and PostgreSQL reachable only over TLS by the user the
+    // processes use (it may not connect in plain), a receiver serving HTTPS, and a tailer
+    // and a receiver that verify every certificate against the private CA
+    let mut rig = Rig::new("tls_all").await;
+    let ca = tls.join("ca.pem");
+    rig.stores_ca = Some(ca.clone());
+    rig.ship_ca = Some(ca.clone());
+    rig.receiver_extra = format!(
+        "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        tls.join("server.pem").display(),
+        tls.join("server.key").display()
+    );
+    let plain_my = mysql_async::Conn::new(
+        mysql_async::Opts::from_url(&rig.store_url(&rig.services.mysql_url)).unwrap(),
+    )
+    .await;
+    assert!(
+        plain_my.is_err(),
+        "the TLS-only MySQL user connected in plain"
+    );
+    let plain_pg =
+        tokio_postgres::connect(&rig.store_url(&rig.pg_url), tokio_postgres::NoTls).await;
+    assert!(
+        plain_pg.is_err(),
+        "the TLS-only PostgreSQL user connected in plain"
+    );
+    let receiver = rig.receiver();
+    let tailer = rig.tailer(&receiver.addr);
+
+    // WHEN a clinic works
+    assert!(rig.simulate(30, 3, 21, 0).wait().unwrap().success());
+    rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+
+    // THEN everything arrives exact, every link was TLS, and `ids verify` (which reaches
+    // PostgreSQL with the receiver's config) finds the IDS tables equal to their definitions
+    assert!(assert_stores_equal_source(&rig).await > 0);
+    let (client, connection) = tokio_postgres::connect(&rig.pg_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (sessions, encrypted): (i64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a
+                 JOIN pg_stat_ssl s USING (pid) WHERE a.usename = 'emr_tls'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(
+        sessions > 0 && sessions == encrypted,
+        "{encrypted} of {sessions} sessions on TLS"
+    );
+    let verify = common::emr(&[
+        "ids",
+        "verify",
+        "--config",
+        rig.dir.join("receiver.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_certificate_of_an_unknown_issuer_stops_the_receiver_with_the_reason() {
+    // GIVEN a receiver told to trust another CA for its stores
+    let tls = common::tls_dir();
+    let mut rig = Rig::new("tls_store_ca").await;
+    rig.stores_ca = Some(tls.join("other-ca.pem"));
+    // WHEN it starts
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| rig.receiver()));
+    // THEN it exits, saying that the store's certificate was refused
+    assert!(
+        result.is_err(),
+        "the receiver trusted a store it cannot verify"
+    );
+    let log = std::fs::read_to_string(rig.dir.join("receiver.log")).unwrap();
+    assert!(log.to_lowercase().contains("unknownissuer"), "{log}");
+}

@@ -71,6 +71,14 @@ pub struct MirrorConfig {
     /// The mirror database; created when missing.
     #[serde(default = "default_mirror_db")]
     pub database: String,
+    /// The CA (PEM) that signed the server's certificate: TLS only, verified against this CA
+    /// and the URL's host name.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Connect in plain to a host other than this machine (without `ca_file`); off by
+    /// default.
+    #[serde(default)]
+    pub allow_plain: bool,
 }
 
 fn default_mirror_db() -> String {
@@ -92,6 +100,14 @@ pub struct PostgresConfig {
     /// existing store keeps its layout.
     #[serde(default)]
     pub partitions: u32,
+    /// The CA (PEM) that signed the server's certificate: TLS only (`sslmode=require`),
+    /// verified against this CA and the URL's host name (as libpq's `verify-full`).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Connect in plain to a host other than this machine (without `ca_file`); off by
+    /// default.
+    #[serde(default)]
+    pub allow_plain: bool,
 }
 
 fn default_pool() -> usize {
@@ -309,6 +325,28 @@ impl ReceiverConfig {
                 "mysql.url",
                 "must be mysql://user:pass@host:port (or set EMR_RECEIVER_MYSQL_URL)",
             );
+        }
+        for (field, url, ca, plain) in [
+            (
+                "mysql.ca_file",
+                self.mysql.url.expose(),
+                &self.mysql.ca_file,
+                self.mysql.allow_plain,
+            ),
+            (
+                "postgres.ca_file",
+                self.postgres.url.expose(),
+                &self.postgres.ca_file,
+                self.postgres.allow_plain,
+            ),
+        ] {
+            if ca.is_none() && !plain && !crate::store_tls::is_local(url) {
+                return invalid(
+                    field,
+                    "is needed for a server on another host (TLS verified against it), or set \
+                     allow_plain = true in that section",
+                );
+            }
         }
         if !is_identifier(&self.mysql.database) {
             return invalid("mysql.database", "must be a plain database name");

@@ -124,6 +124,10 @@ pub struct SourceConfig {
     /// Heartbeat period (seconds), so that lag is known on an idle source.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_secs: u64,
+    /// For an EMR database on another host: the CA (PEM) that signed its certificate; the
+    /// connection is then TLS only, verified against this CA and the URL's host name.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_server_id() -> u32 {

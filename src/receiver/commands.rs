@@ -17,8 +17,12 @@ use crate::progress::Progress;
 /// starting would).
 async fn connect(config: &ReceiverConfig, connections: usize) -> anyhow::Result<Pool> {
     let mapping = Mapping::load(&config.mapping)?;
-    let pool = pg::pool(config.postgres.url.expose(), connections.max(4))
-        .map_err(|e| anyhow::anyhow!("postgres: {e}"))?;
+    let pool = pg::pool_with(
+        config.postgres.url.expose(),
+        connections.max(4),
+        config.postgres.ca_file.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("postgres: {e}"))?;
     PgStore::connect(
         pool.clone(),
         &mapping,

@@ -54,11 +54,20 @@ pub async fn run(
         Some(t) => Some(tls::Certificates::load(&t.cert_file, &t.key_file)?),
         None => None,
     };
-    let mirror = MirrorStore::connect(config.mysql.url.expose(), &config.mysql.database, &mapping)
-        .await
-        .context("cannot set up the MySQL mirror")?;
-    let pool = pg::pool(config.postgres.url.expose(), config.postgres.pool_size)
-        .map_err(|e| anyhow::anyhow!("postgres: {e}"))?;
+    let mirror = MirrorStore::connect(
+        config.mysql.url.expose(),
+        config.mysql.ca_file.as_deref(),
+        &config.mysql.database,
+        &mapping,
+    )
+    .await
+    .context("cannot set up the MySQL mirror")?;
+    let pool = pg::pool_with(
+        config.postgres.url.expose(),
+        config.postgres.pool_size,
+        config.postgres.ca_file.as_deref(),
+    )
+    .map_err(|e| anyhow::anyhow!("postgres: {e}"))?;
     let pg = PgStore::connect(
         pool.clone(),
         &mapping,

@@ -5,6 +5,7 @@
 //! leads with `site_id` becomes `PARTITION BY HASH (site_id)` with N partitions; indexes made on
 //! the parent reach every partition. The same keys are what Citus needs to distribute by site.
 
+use std::path::Path;
 use std::str::FromStr;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -13,8 +14,15 @@ use tokio_postgres::NoTls;
 /// A pool of at most `size` (at least 2) connections to `url`, with JIT compilation off:
 /// the receiver's statements (a recompute of a few patients, a report of one scan) run for
 /// milliseconds to a second, and compiling them cost more than it saved (TX_CURR of 100k
-/// patients: 0.32 s with JIT, 0.03 s without).
+/// patients: 0.32 s with JIT, 0.03 s without). Plain: for a server on this machine (the
+/// tests, the benches); the receiver uses [`pool_with`].
 pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
+    pool_with(url, size, None)
+}
+
+/// [`pool`], over TLS only when `ca_file` is given: the server's certificate must chain to
+/// that CA and name the URL's host (`verify-full`).
+pub fn pool_with(url: &str, size: usize, ca_file: Option<&Path>) -> Result<Pool, String> {
     let mut config =
         tokio_postgres::Config::from_str(url).map_err(|e| format!("bad postgres.url: {e}"))?;
     let options = match config.get_options() {
@@ -22,13 +30,17 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
         _ => "-c jit=off".to_owned(),
     };
     config.options(&options);
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager_config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match ca_file {
+        Some(ca) => {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+            let tls = crate::store_tls::pg_connector(ca).map_err(|e| format!("postgres.{e}"))?;
+            Manager::from_config(config, tls, manager_config)
+        }
+        None => Manager::from_config(config, NoTls, manager_config),
+    };
     Pool::builder(manager)
         .max_size(size.max(2))
         .build()

@@ -110,7 +110,7 @@ pub async fn show(config_path: &Path) -> anyhow::Result<()> {
 }
 
 async fn source_now(config: &TailerConfig) -> anyhow::Result<(BinlogPosition, SourceInfo)> {
-    let mut conn = mysql_async::Conn::new(binlog::source_opts(config.source.url.expose())?)
+    let mut conn = mysql_async::Conn::new(binlog::source_opts(&config.source)?)
         .await
         .context("cannot connect to the source")?;
     let info = binlog::preflight(&mut conn, config.source.server_id).await?;
@@ -274,7 +274,7 @@ pub async fn reset(config_path: &Path, target: ResetTarget, yes: bool) -> anyhow
     let position = match target {
         ResetTarget::Current => current,
         ResetTarget::Gtid(g) => {
-            let mut conn = mysql_async::Conn::new(binlog::source_opts(config.source.url.expose())?)
+            let mut conn = mysql_async::Conn::new(binlog::source_opts(&config.source)?)
                 .await
                 .context("cannot connect to the source")?;
             let found = position_after_gtid(&mut conn, g, &info.files).await;

@@ -42,7 +42,7 @@ pub async fn run(
     std::fs::create_dir_all(&config.state.dir)
         .with_context(|| format!("cannot create state dir {}", config.state.dir.display()))?;
     let state = State::open_with_cache(&config.state.dir, config.state.cache_mib)?;
-    let opts = binlog::source_opts(config.source.url.expose())?;
+    let opts = binlog::source_opts(&config.source)?;
     let pool = mysql_async::Pool::new(opts.clone());
     let mut conn = pool
         .get_conn()

@@ -268,6 +268,9 @@ pub struct Rig {
     pub receiver_extra: String,
     /// Tailers ship over HTTPS trusting this CA file (plain HTTP when `None`).
     pub ship_ca: Option<PathBuf>,
+    /// Receivers and tailers reach the databases over TLS only, as the `emr_tls` user (which
+    /// may not connect in plain), verifying against this CA file.
+    pub stores_ca: Option<PathBuf>,
 }
 
 pub const SITE: i64 = 101;
@@ -324,9 +327,19 @@ impl Rig {
             partitions: 0,
             receiver_extra: String::new(),
             ship_ca: None,
+            stores_ca: None,
             services,
             name,
             dir,
+        }
+    }
+
+    /// `url` as the processes this rig starts reach it: as `emr_tls` (TLS only) when the rig
+    /// encrypts its store links.
+    pub fn store_url(&self, url: &str) -> String {
+        match self.stores_ca {
+            Some(_) => url.replacen("://emr:emr@", "://emr_tls:emr@", 1),
+            None => url.to_owned(),
         }
     }
 
@@ -378,10 +391,19 @@ impl Rig {
              [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n{readers}[ids]\nqueue_poll_ms = 100\n{extra}",
             extra = self.receiver_extra,
             partitions = self.partitions,
-            my = self.services.mysql_url,
+            my = self.store_url(&self.services.mysql_url),
             db = self.mirror_db,
-            pg = self.pg_url,
+            pg = self.store_url(&self.pg_url),
         );
+        let config = match &self.stores_ca {
+            Some(ca) => {
+                let ca = format!("ca_file = \"{}\"\n", ca.display());
+                config
+                    .replace("[mysql]\n", &format!("[mysql]\n{ca}"))
+                    .replace("[postgres]\n", &format!("[postgres]\n{ca}"))
+            }
+            None => config,
+        };
         let path = self.dir.join("receiver.toml");
         std::fs::write(&path, config).unwrap();
         Proc::start(
@@ -421,7 +443,7 @@ impl Rig {
              [ship]\nurl = \"{scheme}://{receiver_addr}/api/v1/stream\"\ntoken = \"{token}\"\nbackoff_initial_ms = 100\nbackoff_max_secs = 2\n{ca}{ship_extra}\n\
              [http]\nlisten = \"127.0.0.1:0\"\n",
             mapping = mapping_path(),
-            my = self.services.mysql_url,
+            my = self.store_url(&self.services.mysql_url),
             db = self.source_db,
             sid = self.server_id,
             start = self.start,
@@ -434,6 +456,13 @@ impl Rig {
                 .map(|ca| format!("ca_file = \"{}\"\n", ca.display()))
                 .unwrap_or_default(),
         );
+        let config = match &self.stores_ca {
+            Some(ca) => config.replace(
+                "[source]\n",
+                &format!("[source]\nca_file = \"{}\"\n", ca.display()),
+            ),
+            None => config,
+        };
         let path = self.dir.join("tailer.toml");
         std::fs::write(&path, config).unwrap();
         Proc::start(

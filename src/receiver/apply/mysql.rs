@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, OptsBuilder, Pool, TxOpts, Value as My};
+use mysql_async::{OptsBuilder, Pool, TxOpts, Value as My};
 use serde_json::Value;
 
 use super::schema::{Catalog, BOOKKEEPING};
@@ -83,12 +83,19 @@ fn classify(table: &str) -> impl Fn(mysql_async::Error) -> ApplyError + '_ {
 
 impl MirrorStore {
     /// Connects, creates the database if missing, runs the mirror migrations, reads the catalog.
-    pub async fn connect(url: &str, database: &str, mapping: &Mapping) -> Result<Self, ApplyError> {
+    /// Over TLS only when `ca_file` is given (verified against it and the URL's host).
+    pub async fn connect(
+        url: &str,
+        ca_file: Option<&std::path::Path>,
+        database: &str,
+        mapping: &Mapping,
+    ) -> Result<Self, ApplyError> {
         let setup = |m: String| ApplyError::Setup {
             store: STORE,
             message: m,
         };
-        let opts = Opts::from_url(url).map_err(|e| setup(format!("bad mysql.url: {e}")))?;
+        let opts =
+            crate::store_tls::mysql_opts(url, ca_file).map_err(|e| setup(format!("mysql: {e}")))?;
         let mut conn = mysql_async::Conn::new(opts.clone())
             .await
             .map_err(unavailable)?;

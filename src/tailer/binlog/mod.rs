@@ -122,9 +122,10 @@ const MARIADB_COMPRESSED_LAST: u8 = 171;
 const ROTATE_EVENT: u8 = 4;
 const FL_STANDALONE: u8 = 1;
 
-/// Connection options for the source.
-pub fn source_opts(url: &str) -> Result<Opts, BinlogError> {
-    Opts::from_url(url).map_err(|e| BinlogError::Preflight(format!("bad source url: {e}")))
+/// Connection options for the source (over TLS when `source.ca_file` is set).
+pub fn source_opts(source: &crate::config::SourceConfig) -> Result<Opts, BinlogError> {
+    crate::store_tls::mysql_opts(source.url.expose(), source.ca_file.as_deref())
+        .map_err(|e| BinlogError::Preflight(format!("source: {e}")))
 }
 
 /// Follows the source's binlog from a position.

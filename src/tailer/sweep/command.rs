@@ -32,7 +32,7 @@ pub async fn command(
     let checkpoint = state.checkpoint()?.context(
         "no checkpoint yet: start the tailer once, or `emr-stream checkpoint reset --to-current --yes`",
     )?;
-    let opts = crate::tailer::binlog::source_opts(config.source.url.expose())?;
+    let opts = crate::tailer::binlog::source_opts(&config.source)?;
     let site_id = match config.source.site_id {
         Some(id) => id,
         None => {
