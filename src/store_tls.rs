@@ -38,7 +38,10 @@ pub fn mysql_opts(url: &str, ca_file: Option<&Path>) -> Result<Opts, String> {
         Some(ca) => {
             // Read now, so that a missing file is a clear error at start, not at connect.
             certificates(ca)?;
+            // mysql_async would otherwise move a loopback connection to the server's unix
+            // socket, where it does no TLS: keep the verified TCP link.
             OptsBuilder::from_opts(opts)
+                .prefer_socket(false)
                 .ssl_opts(
                     SslOpts::default()
                         .with_root_certs(vec![ca.to_owned().into()])

@@ -429,7 +429,7 @@ mod tests {
 
     fn config(sites_and_readers: &str) -> Result<ReceiverConfig, String> {
         let text = format!(
-            "{sites_and_readers}[mysql]\nurl = \"mysql://u:p@h:1\"\n[postgres]\nurl = \"postgres://u:p@h/db\"\n"
+            "{sites_and_readers}[mysql]\nurl = \"mysql://u:p@127.0.0.1:1\"\n[postgres]\nurl = \"postgres://u:p@localhost/db\"\n"
         );
         let config: ReceiverConfig = toml::from_str(&text).map_err(|e| e.to_string())?;
         config.validate().map_err(|e| e.to_string())?;
@@ -481,6 +481,24 @@ mod tests {
         ))
         .unwrap();
         config(&format!("listen = \"127.0.0.1:8080\"\n{site}")).unwrap();
+    }
+
+    #[test]
+    fn stores_on_another_host_need_a_ca_or_an_opt_in() {
+        let site = format!("[[sites]]\nsite_id = 1\ntoken_sha256 = \"{HASH_A}\"\n");
+        let text = |mysql: &str, pg: &str| {
+            format!("{site}[mysql]\nurl = \"mysql://u:p@db.example.org:3306\"\n{mysql}[postgres]\nurl = \"postgres://u:p@10.1.2.3/db\"\n{pg}")
+        };
+        let parse = |t: String| -> Result<ReceiverConfig, String> {
+            let c: ReceiverConfig = toml::from_str(&t).map_err(|e| e.to_string())?;
+            c.validate().map_err(|e| e.to_string())?;
+            Ok(c)
+        };
+        let e = parse(text("", "")).unwrap_err();
+        assert!(e.contains("mysql.ca_file"), "{e}");
+        let e = parse(text("ca_file = \"ca.pem\"\n", "")).unwrap_err();
+        assert!(e.contains("postgres.ca_file"), "{e}");
+        parse(text("ca_file = \"ca.pem\"\n", "allow_plain = true\n")).unwrap();
     }
 
     #[test]

@@ -191,15 +191,21 @@ impl Proc {
 
     /// SIGTERM and wait.
     pub fn stop(&mut self) {
+        self.terminate();
+    }
+
+    /// SIGTERM; the exit status if the process ended within 20 s (else it is killed: `None`).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         unsafe_sigterm(self.child.id());
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         self.kill9();
+        None
     }
 
     /// Peak resident memory (VmHWM) in KiB.
@@ -271,6 +277,11 @@ pub struct Rig {
     /// Receivers and tailers reach the databases over TLS only, as the `emr_tls` user (which
     /// may not connect in plain), verifying against this CA file.
     pub stores_ca: Option<PathBuf>,
+    /// The MySQL server URL (no database) and PostgreSQL URL receivers use instead of the
+    /// services' (a proxy in front of them, say).
+    pub receiver_urls: Option<(String, String)>,
+    /// The source URL tailers use instead of the services' (a proxy in front of it, say).
+    pub source_url: Option<String>,
 }
 
 pub const SITE: i64 = 101;
@@ -328,6 +339,8 @@ impl Rig {
             receiver_extra: String::new(),
             ship_ca: None,
             stores_ca: None,
+            receiver_urls: None,
+            source_url: None,
             services,
             name,
             dir,
@@ -391,9 +404,17 @@ impl Rig {
              [[sites]]\nsite_id = {SITE}\ntoken_sha256 = \"{hash}\"\n{readers}[ids]\nqueue_poll_ms = 100\n{extra}",
             extra = self.receiver_extra,
             partitions = self.partitions,
-            my = self.store_url(&self.services.mysql_url),
+            my = self
+                .receiver_urls
+                .as_ref()
+                .map(|u| u.0.clone())
+                .unwrap_or_else(|| self.store_url(&self.services.mysql_url)),
             db = self.mirror_db,
-            pg = self.store_url(&self.pg_url),
+            pg = self
+                .receiver_urls
+                .as_ref()
+                .map(|u| u.1.clone())
+                .unwrap_or_else(|| self.store_url(&self.pg_url)),
         );
         let config = match &self.stores_ca {
             Some(ca) => {
@@ -443,7 +464,10 @@ impl Rig {
              [ship]\nurl = \"{scheme}://{receiver_addr}/api/v1/stream\"\ntoken = \"{token}\"\nbackoff_initial_ms = 100\nbackoff_max_secs = 2\n{ca}{ship_extra}\n\
              [http]\nlisten = \"127.0.0.1:0\"\n",
             mapping = mapping_path(),
-            my = self.store_url(&self.services.mysql_url),
+            my = self
+                .source_url
+                .clone()
+                .unwrap_or_else(|| self.store_url(&self.services.mysql_url)),
             db = self.source_db,
             sid = self.server_id,
             start = self.start,
@@ -1010,4 +1034,132 @@ pub async fn fresh_database(
         .unwrap();
     let start = position_of(&mut admin).await;
     (opts, admin, db, start)
+}
+
+/// A TCP proxy in front of a database server that can be taken down (new connections are
+/// dropped, open ones cut) and brought back, or armed to cut the connection that sends the
+/// next `COMMIT` (the server never sees it: it rolls the transaction back) and then stay down,
+/// as a server that dies in the middle of a batch. Loopback only; ends when dropped.
+pub struct CutProxy {
+    pub addr: String,
+    state: Arc<CutState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct CutState {
+    down: std::sync::atomic::AtomicBool,
+    armed: std::sync::atomic::AtomicBool,
+    cuts: AtomicU64,
+    open: std::sync::Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl CutState {
+    fn go_down(&self) {
+        self.down.store(true, Relaxed);
+        for conn in self.open.lock().unwrap().drain(..) {
+            conn.abort();
+        }
+    }
+}
+
+impl CutProxy {
+    /// Listens on a free loopback port and forwards to `upstream` (`host:port`).
+    pub async fn start(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state: Arc<CutState> = Arc::default();
+        let (shared, upstream) = (state.clone(), upstream.to_owned());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if shared.down.load(Relaxed) {
+                    drop(client);
+                    continue;
+                }
+                let conn = tokio::spawn(cut_proxy_connection(
+                    client,
+                    upstream.clone(),
+                    shared.clone(),
+                ));
+                let mut open = shared.open.lock().unwrap();
+                open.retain(|c| !c.is_finished());
+                open.push(conn.abort_handle());
+            }
+        });
+        Self { addr, state, task }
+    }
+
+    /// Cuts every open connection and refuses new ones.
+    pub fn down(&self) {
+        self.state.go_down();
+    }
+
+    /// Forwards again.
+    pub fn up(&self) {
+        self.state.armed.store(false, Relaxed);
+        self.state.down.store(false, Relaxed);
+    }
+
+    /// The next `COMMIT` sent through is lost with its connection, and the proxy goes down.
+    pub fn cut_at_next_commit(&self) {
+        self.state.armed.store(true, Relaxed);
+    }
+
+    /// Whether a COMMIT was cut since the last `cut_at_next_commit`.
+    pub fn is_down(&self) -> bool {
+        self.state.down.load(Relaxed)
+    }
+
+    /// How many COMMITs were cut.
+    pub fn cuts(&self) -> u64 {
+        self.state.cuts.load(Relaxed)
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.state.go_down();
+    }
+}
+
+async fn cut_proxy_connection(
+    mut client: tokio::net::TcpStream,
+    upstream: String,
+    state: Arc<CutState>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+        return;
+    };
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let up = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match cr.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if state.armed.load(Relaxed) && buf[..n].windows(6).any(|w| w == b"COMMIT") {
+                state.armed.store(false, Relaxed);
+                state.cuts.fetch_add(1, Relaxed);
+                state.go_down();
+                return;
+            }
+            if sw.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
 }
