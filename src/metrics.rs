@@ -23,6 +23,10 @@ pub const TAILER_OPEN_VISITS: &str = "emr_tailer_open_visits";
 pub const TAILER_VISITS_READY: &str = "emr_tailer_visits_ready_total";
 /// Binlog reconnects after errors.
 pub const TAILER_RECONNECTS: &str = "emr_tailer_reconnects_total";
+/// Free space of the state directory's disk.
+pub const TAILER_STATE_FREE: &str = "emr_tailer_state_free_bytes";
+/// 1 while capture is paused because the state disk is low on space.
+pub const TAILER_CAPTURE_PAUSED: &str = "emr_tailer_capture_paused";
 /// Outbox entries.
 pub const OUTBOX_VISITS: &str = "emr_outbox_visits";
 /// Outbox size in bytes (uncompressed JSON).
@@ -111,6 +115,7 @@ pub fn zero_tailer(dead_letters: usize) {
         metrics::counter!(SHIP_REQUESTS, "outcome" => outcome).increment(0);
     }
     metrics::gauge!(DEAD_LETTERS).set(dead_letters as f64);
+    metrics::gauge!(TAILER_CAPTURE_PAUSED).set(0.0);
 }
 
 fn describe() {
@@ -143,6 +148,15 @@ fn describe() {
     describe_gauge!(TAILER_OPEN_VISITS, "open visit buffers");
     describe_counter!(TAILER_VISITS_READY, "visit versions moved to the outbox");
     describe_counter!(TAILER_RECONNECTS, "binlog reconnects after errors");
+    describe_gauge!(
+        TAILER_STATE_FREE,
+        Unit::Bytes,
+        "free space of the state directory's disk"
+    );
+    describe_gauge!(
+        TAILER_CAPTURE_PAUSED,
+        "1 while capture waits for space on the state disk (state.min_free_mib)"
+    );
     describe_gauge!(OUTBOX_VISITS, "visit versions waiting in the outbox");
     describe_gauge!(OUTBOX_BYTES, Unit::Bytes, "bytes waiting in the outbox");
     describe_gauge!(

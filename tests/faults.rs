@@ -189,3 +189,112 @@ async fn the_source_lost_mid_stream_is_followed_again_without_loss_or_duplicates
     rig.wait_ids_idle(Duration::from_secs(60)).await;
     ids_verify(&rig);
 }
+
+/// A tmpfs of `mib` MiB mounted on `dir` for the life of the guard.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, mib: u64) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .expect("run mount");
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs on {} (the test needs root, as the suite runs)",
+            dir.display()
+        );
+        Self(dir.to_owned())
+    }
+
+    fn resize(&self, mib: u64) {
+        let status = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.0)
+            .status()
+            .expect("run mount");
+        assert!(status.success(), "cannot resize the tmpfs");
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status()
+            .ok();
+    }
+}
+
+/// The tailer's status page.
+async fn tailer_status(tailer: &Proc) -> serde_json::Value {
+    let body = reqwest::get(format!("http://{}/status", tailer.addr))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_state_disk_pauses_capture_until_space_returns() {
+    // GIVEN a tailer whose state lives on a small disk (a 24 MiB tmpfs) that it keeps 12 MiB
+    // of free, and a receiver that is away (the outbox grows)
+    let rig = Rig::new("disk_full").await;
+    let disk = Tmpfs::mount(&rig.dir.join("state"), 24);
+    let away = common::free_addr();
+    let mut tailer = rig.tailer_with(&away, "min_free_mib = 12", "");
+
+    // WHEN a clinic works until the disk is down to its floor
+    let mut sim = rig.simulate(200, 6, 37, 0);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = tailer_status(&tailer).await;
+        if status["capture_paused"] == true {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "capture never paused: {status}\n{}",
+            std::fs::read_to_string(&tailer.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(sim.wait().unwrap().success());
+
+    // THEN capture pauses with a clear error, the tailer stays up and serves its status
+    let log = std::fs::read_to_string(&tailer.log).unwrap();
+    assert!(
+        log.contains("the state disk is almost full: capture paused"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("panicked") && !log.contains("No space left"),
+        "{log}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        tailer.child.try_wait().unwrap().is_none(),
+        "the tailer exited"
+    );
+    let status = tailer_status(&tailer).await;
+    assert_eq!(status["capture_paused"], true, "{status}");
+    assert!(status["state_free_mib"].as_u64().unwrap() < 12, "{status}");
+
+    // WHEN space returns (the disk grows) and the receiver is back
+    disk.resize(256);
+    let _receiver = rig.receiver_at(&away);
+
+    // THEN capture resumes by itself and everything arrives, exact
+    rig.wait_quiet(&tailer, Duration::from_secs(240)).await;
+    let log = std::fs::read_to_string(&tailer.log).unwrap();
+    assert!(log.contains("capture resumes from the checkpoint"), "{log}");
+    assert!(assert_stores_equal_source(&rig).await > 0);
+    assert_every_visit_received(&rig).await;
+    tailer.stop();
+    drop(disk);
+}

@@ -145,6 +145,8 @@ async fn every_listed_metric_is_in_a_scrape_after_an_end_to_end_run() {
     assert!(raw > gz && gz > 0.0, "raw {raw} compressed {gz}");
     assert!(one(&t, "emr_ship_visits_total", &[]) >= 30.0);
     assert_eq!(one(&t, "emr_dead_letters", &[]), 0.0);
+    assert_eq!(one(&t, "emr_tailer_capture_paused", &[]), 0.0);
+    assert!(one(&t, "emr_tailer_state_free_bytes", &[]) > 1e6);
     assert_eq!(one(&t, "emr_sweep_runs_total", &[]), 1.0);
     assert!(one(&t, "emr_sweep_visits_checked_total", &[]) >= 30.0);
     let resent = one(&t, "emr_sweep_visits_resent_total", &[]);

@@ -153,6 +153,10 @@ pub struct StateConfig {
     /// sled's page cache (MiB): bounds the tailer's memory for state.
     #[serde(default = "default_cache_mib")]
     pub cache_mib: u64,
+    /// Capture pauses while the state disk has less free space than this (MiB), and resumes
+    /// by itself when it has it again; the binlog waits on the source meanwhile.
+    #[serde(default = "default_min_free_mib")]
+    pub min_free_mib: u64,
 }
 
 impl Default for StateConfig {
@@ -160,8 +164,16 @@ impl Default for StateConfig {
         Self {
             dir: default_state_dir(),
             cache_mib: DEFAULT_CACHE_MIB,
+            min_free_mib: DEFAULT_MIN_FREE_MIB,
         }
     }
+}
+
+/// Default free space the state disk keeps before capture pauses.
+pub const DEFAULT_MIN_FREE_MIB: u64 = 256;
+
+fn default_min_free_mib() -> u64 {
+    DEFAULT_MIN_FREE_MIB
 }
 
 /// Default sled page cache.

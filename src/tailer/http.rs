@@ -166,6 +166,8 @@ fn snapshot(board: &Board) -> Result<Snapshot, crate::tailer::state::StateError>
     Ok(Snapshot {
         site_id: board.site_id,
         connected: board.capture.connected.load(Relaxed) == 1,
+        capture_paused: board.capture.paused.load(Relaxed) == 1,
+        state_free_mib: board.capture.free_bytes.load(Relaxed) >> 20,
         ready: not_ready(board, now).is_none(),
         checkpoint: checkpoint.as_ref().map(|c| c.position.to_string()),
         gtid: checkpoint.as_ref().and_then(|c| c.gtid.clone()),

@@ -16,6 +16,10 @@ pub struct Snapshot {
     pub site_id: i64,
     /// The binlog stream is connected.
     pub connected: bool,
+    /// Capture waits for space on the state disk (`state.min_free_mib`).
+    pub capture_paused: bool,
+    /// Free space of the state disk at the last check (MiB).
+    pub state_free_mib: u64,
     /// `/readyz` would answer 200.
     pub ready: bool,
     /// `FILE:POS` of the checkpoint.
@@ -50,6 +54,9 @@ pub struct Snapshot {
 pub fn render(s: &Snapshot, admin: bool, token: &str) -> String {
     let now = now_ms();
     let source = match (s.connected, s.ready) {
+        _ if s.capture_paused => html! {
+            span.bad { "capture paused: the state disk has " (s.state_free_mib) " MiB free (state.min_free_mib)" }
+        },
         (true, true) => html! { span.ok { "following the binlog" } },
         (true, false) => html! { span.bad { "connected, but the stream is silent" } },
         _ => html! { span.bad { "not connected to the source" } },
@@ -143,6 +150,8 @@ mod tests {
         let s = Snapshot {
             site_id: 101,
             connected: true,
+            capture_paused: false,
+            state_free_mib: 1000,
             ready: true,
             checkpoint: Some("binlog.000001:4".into()),
             gtid: None,

@@ -51,6 +51,10 @@ pub struct CaptureStatus {
     pub transactions: AtomicU64,
     /// Whether the binlog stream is connected (1) or not (0).
     pub connected: AtomicU64,
+    /// Whether capture waits for space on the state disk (1) or not (0).
+    pub paused: AtomicU64,
+    /// Free bytes of the state disk at the last check.
+    pub free_bytes: AtomicU64,
 }
 
 /// Most rows in one group commit.
@@ -96,6 +100,19 @@ pub struct Capture {
     committed: Checkpoint,
     /// Cache of the last (timestamp, local date) conversion.
     day_cache: (u32, String),
+    /// The state directory, and the free space (bytes) below which capture pauses.
+    state_dir: std::path::PathBuf,
+    min_free: u64,
+}
+
+/// Why the read loop ended.
+enum Ended {
+    /// Shutdown.
+    Shutdown,
+    /// The stream failed in a way a reconnect may cure.
+    Interrupted(anyhow::Error),
+    /// The state disk is below its free-space floor.
+    LowOnSpace,
 }
 
 impl Capture {
@@ -143,6 +160,8 @@ impl Capture {
             group: Group::default(),
             committed: checkpoint,
             day_cache: (u32::MAX, String::new()),
+            state_dir: config.state.dir.clone(),
+            min_free: config.state.min_free_mib.saturating_mul(1 << 20),
         }
     }
 
@@ -152,6 +171,9 @@ impl Capture {
         let mut ready_tick = tokio::time::interval(self.ready_every);
         ready_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            if !self.wait_for_space(&mut shutdown).await {
+                return Ok(());
+            }
             let start = self.committed.position.clone();
             let connected = BinlogReader::connect(
                 self.opts.clone(),
@@ -181,11 +203,14 @@ impl Capture {
                 let flush_at = self.group.since.map(|t| t + GROUP_WAIT);
                 tokio::select! {
                     biased;
-                    _ = shutdown.fired() => break None,
+                    _ = shutdown.fired() => break Ended::Shutdown,
                     _ = sleep_until(flush_at), if flush_at.is_some() => self.flush()?,
                     _ = ready_tick.tick() => {
                         self.flush()?;
                         self.move_ready_visits()?;
+                        if !self.has_space() {
+                            break Ended::LowOnSpace;
+                        }
                     }
                     step = reader.next() => match step {
                         Ok(Some(step)) => {
@@ -193,11 +218,11 @@ impl Capture {
                             self.status.last_event_ms.store(now_ms(), Relaxed);
                             metrics::counter!(m::TAILER_EVENTS).increment(1);
                             if !self.step(step, &mut shutdown).await? {
-                                break None;
+                                break Ended::Shutdown;
                             }
                         }
-                        Ok(None) => break Some(anyhow::anyhow!("the source closed the binlog stream")),
-                        Err(e) if e.is_retryable() => break Some(e.into()),
+                        Ok(None) => break Ended::Interrupted(anyhow::anyhow!("the source closed the binlog stream")),
+                        Err(e) if e.is_retryable() => break Ended::Interrupted(e.into()),
                         Err(e) => {
                             self.abandon_open_transaction();
                             self.flush()?;
@@ -211,11 +236,13 @@ impl Capture {
             self.abandon_open_transaction();
             self.flush()?;
             match ended {
-                None => {
+                Ended::Shutdown => {
                     self.move_ready_visits()?;
                     return Ok(());
                 }
-                Some(e) => {
+                // The loop's head waits for the space and reconnects from the checkpoint.
+                Ended::LowOnSpace => {}
+                Ended::Interrupted(e) => {
                     tracing::warn!(error = %e, "binlog stream interrupted; reconnecting from the checkpoint");
                     metrics::counter!(m::TAILER_RECONNECTS).increment(1);
                     if !backoff.wait(&mut shutdown).await {
@@ -224,6 +251,59 @@ impl Capture {
                 }
             }
         }
+    }
+
+    /// Whether the state disk has at least `state.min_free_mib` free (an unreadable size
+    /// counts as enough: the check must not stop capture on its own).
+    fn has_space(&self) -> bool {
+        match fs2::available_space(&self.state_dir) {
+            Ok(free) => {
+                self.status.free_bytes.store(free, Relaxed);
+                metrics::gauge!(m::TAILER_STATE_FREE).set(free as f64);
+                free >= self.min_free
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read the state disk's free space");
+                true
+            }
+        }
+    }
+
+    /// Waits until the state disk has its free-space floor again (at once when it has it);
+    /// false on shutdown. Capture is paused meanwhile: the binlog stays on the source, and the
+    /// outbox keeps shipping.
+    async fn wait_for_space(&mut self, shutdown: &mut Shutdown) -> bool {
+        if self.has_space() {
+            return true;
+        }
+        let free_mib = self.status.free_bytes.load(Relaxed) >> 20;
+        tracing::error!(
+            free_mib,
+            min_free_mib = self.min_free >> 20,
+            dir = %self.state_dir.display(),
+            "the state disk is almost full: capture paused (the binlog waits on the source; \
+             nothing is lost) until it has state.min_free_mib free again"
+        );
+        self.status.paused.store(1, Relaxed);
+        metrics::gauge!(m::TAILER_CAPTURE_PAUSED).set(1.0);
+        let resumed = loop {
+            tokio::select! {
+                _ = shutdown.fired() => break false,
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            }
+            if self.has_space() {
+                break true;
+            }
+        };
+        self.status.paused.store(0, Relaxed);
+        metrics::gauge!(m::TAILER_CAPTURE_PAUSED).set(0.0);
+        if resumed {
+            tracing::info!(
+                free_mib = self.status.free_bytes.load(Relaxed) >> 20,
+                "the state disk has space again: capture resumes from the checkpoint"
+            );
+        }
+        resumed
     }
 
     /// Drops the rows of a transaction whose commit was not read.
