@@ -273,3 +273,102 @@ async fn an_interrupted_sweep_resumes_where_it_stopped() {
     let (summary, _) = sweep(&today.to_string());
     assert_eq!(summary["days"], 1, "{summary}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hard_deletes_made_while_the_tailer_was_away_are_swept() {
+    // GIVEN a clinic streamed, then the tailer stopped
+    let rig = Rig::new("hard_del").await;
+    let receiver = rig.receiver();
+    let mut tailer = rig.tailer(&receiver.addr);
+    assert!(rig.simulate(20, 3, 41, 0).wait().unwrap().success());
+    rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+    tailer.stop();
+
+    // WHEN rows are hard-deleted where the binlog never shows it (as past its retention):
+    // three obs of one visit, and the last visit day of one patient whole (its encounters
+    // with their obs, orders and drug orders)
+    let source = rig.services.mysql_pool(&rig.source_db);
+    let mut conn = source.get_conn().await.unwrap();
+    conn.query_drop("SET SESSION sql_log_bin = 0")
+        .await
+        .unwrap();
+    let (patient, day): (i64, String) = conn
+        .query_first(
+            "SELECT patient_id, DATE(MAX(encounter_datetime)) FROM encounter WHERE voided = 0
+             GROUP BY patient_id HAVING COUNT(DISTINCT DATE(encounter_datetime)) > 1
+             ORDER BY patient_id LIMIT 1",
+        )
+        .await
+        .unwrap()
+        .expect("a patient with two visit days");
+    let day_encounters = format!(
+        "SELECT encounter_id FROM encounter WHERE patient_id = {patient} AND DATE(encounter_datetime) = '{day}'"
+    );
+    for sql in [
+        format!("DELETE FROM drug_order WHERE order_id IN (SELECT order_id FROM orders WHERE encounter_id IN ({day_encounters}))"),
+        format!("DELETE FROM orders WHERE encounter_id IN ({day_encounters})"),
+        format!("DELETE FROM obs WHERE encounter_id IN ({day_encounters})"),
+        format!("DELETE FROM encounter WHERE patient_id = {patient} AND DATE(encounter_datetime) = '{day}'"),
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let gone_obs: Vec<i64> = conn
+        .query(format!(
+            "SELECT obs_id FROM obs WHERE person_id <> {patient} AND obs_group_id IS NULL
+             AND obs_id NOT IN (SELECT obs_group_id FROM obs WHERE obs_group_id IS NOT NULL)
+             ORDER BY obs_id LIMIT 3"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(gone_obs.len(), 3);
+    conn.query_drop(format!(
+        "DELETE FROM obs WHERE obs_id IN ({})",
+        gone_obs
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    ))
+    .await
+    .unwrap();
+    drop(conn);
+
+    // AND the checkpoint is reset to now and the sweep the reset prints is run
+    // (the source drops the stopped tailer's replica connection within moments)
+    let config_path = rig.dir.join("tailer.toml");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let reset = loop {
+        let reset = emr(&[
+            "checkpoint",
+            "reset",
+            "--config",
+            config_path.to_str().unwrap(),
+            "--to-current",
+            "--yes",
+        ]);
+        let busy = String::from_utf8_lossy(&reset.stderr).contains("another replica");
+        if !busy || Instant::now() > deadline {
+            break reset;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let said = String::from_utf8_lossy(&reset.stdout).into_owned();
+    assert!(
+        reset.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    let summary = common::run_printed_sweep(&said);
+    let tailer = rig.tailer(&receiver.addr);
+    rig.wait_quiet(&tailer, Duration::from_secs(120)).await;
+
+    // THEN the sweep shipped a delete for each row the source no longer has, and both stores
+    // equal the source again
+    assert!(summary["rows_deleted"].as_u64().unwrap() >= 5, "{summary}");
+    assert_stores_equal_source(&rig).await;
+
+    // AND a second sweep finds nothing more to delete
+    let again = common::run_printed_sweep(&said);
+    assert_eq!(again["rows_deleted"], 0, "{again}");
+    eprintln!("hard deletes: {summary}");
+}

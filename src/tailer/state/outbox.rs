@@ -196,6 +196,31 @@ impl State {
         Ok(n)
     }
 
+    /// The stream keys of shipped visits dated `since..=until` (`YYYY-MM-DD`, the key's last
+    /// part), by day. One pass over the ledger's visits (one entry per visit, not per row).
+    pub fn shipped_by_day(
+        &self,
+        since: &str,
+        until: &str,
+    ) -> Result<std::collections::BTreeMap<String, Vec<String>>, StateError> {
+        let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for item in self.shipped.iter() {
+            let (key, _) = item?;
+            let Ok(stream_key) = std::str::from_utf8(&key) else {
+                continue;
+            };
+            let Some(day) = stream_key.rsplit(':').next() else {
+                continue;
+            };
+            if (since..=until).contains(&day) {
+                out.entry(day.to_owned())
+                    .or_default()
+                    .push(stream_key.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
     /// The last shipped version of a visit and when (unix ms).
     pub fn shipped(&self, stream_key: &str) -> Result<Option<(u64, u64)>, StateError> {
         self.shipped

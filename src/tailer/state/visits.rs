@@ -10,6 +10,13 @@ use super::{
 };
 use crate::tailer::visit::{VisitKey, VisitMeta};
 
+/// Whether a stored row (`{"table":…,"op":…}`) is a delete: it leaves the ledger, so that
+/// the ledger lists the rows the receiver holds.
+fn is_delete(stored: &[u8]) -> bool {
+    let head = &stored[..stored.len().min(160)];
+    head.windows(13).any(|w| w == b"\"op\":\"delete\"")
+}
+
 impl State {
     /// Records one source transaction: rows into visit buffers, lookup entries, and the
     /// checkpoint after it, atomically.
@@ -122,9 +129,13 @@ impl State {
                 if last {
                     visits.remove(stream_key.as_bytes())?;
                 }
-                for (k, digest) in row_keys.iter().zip(&digests) {
+                for ((k, digest), row) in row_keys.iter().zip(&digests).zip(&row_bytes) {
                     rows.remove(k)?;
-                    digest_tree.insert(k, &digest[..])?;
+                    if is_delete(row) {
+                        digest_tree.remove(k)?;
+                    } else {
+                        digest_tree.insert(k, &digest[..])?;
+                    }
                 }
                 Ok(version)
             })
@@ -143,6 +154,25 @@ impl State {
             .digests
             .get(row_key)?
             .and_then(|v| v.as_ref().try_into().ok()))
+    }
+
+    /// The rows of a visit the ledger holds as last queued upserted (a row queued as deleted
+    /// leaves the ledger): (table, canonical primary key JSON).
+    pub fn ledger_rows(&self, stream_key: &str) -> Result<Vec<(String, String)>, StateError> {
+        let prefix = visit_prefix(stream_key);
+        let mut out = Vec::new();
+        for item in self.digests.scan_prefix(&prefix) {
+            let (key, _) = item?;
+            let rest = &key[prefix.len()..];
+            let Some(split) = rest.iter().position(|b| *b == 0) else {
+                continue;
+            };
+            let (table, pk) = (&rest[..split], &rest[split + 1..]);
+            if let (Ok(table), Ok(pk)) = (std::str::from_utf8(table), std::str::from_utf8(pk)) {
+                out.push((table.to_owned(), pk.to_owned()));
+            }
+        }
+        Ok(out)
     }
 
     /// Whether a visit has an open buffer (the binlog path is still collecting it).
@@ -178,7 +208,11 @@ impl State {
                             envelope(version, &row_bytes, last)
                         })?;
                     for (k, row) in part {
-                        digests.insert(k.as_slice(), &row_digest(row)[..])?;
+                        if is_delete(row) {
+                            digests.remove(k.as_slice())?;
+                        } else {
+                            digests.insert(k.as_slice(), &row_digest(row)[..])?;
+                        }
                     }
                     Ok(version)
                 })

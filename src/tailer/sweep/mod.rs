@@ -15,7 +15,13 @@
 //! retired, so an initial load carries them too (rows with no audit date are not swept). A visit is
 //! re-sent when a row's digest (primary key and data) differs from what was last queued for
 //! it, or a row was never queued; visits with an open buffer are left to the binlog path.
-//! Hard deletes made while the tailer was away are not detected (OpenMRS voids instead).
+//!
+//! Hard deletes made while the tailer was away (past binlog retention, a reset checkpoint):
+//! the ledger lists the rows of each shipped visit as last queued upserted. A row it lists
+//! that the day's snapshot no longer shows under that visit, and that the source no longer has
+//! at all (looked up by primary key in the same snapshot: a row that moved to another visit is
+//! not gone), is shipped as a delete with the snapshot's `lsn`, in the visit's next version;
+//! visits whose every row is gone are found through the ledger's visits of the day.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -76,6 +82,9 @@ pub struct Summary {
     pub visits_open: u64,
     /// Open visits of past days shipped as `complete: false` (parts counted one by one).
     pub visits_open_shipped: u64,
+    /// Rows the ledger shipped that the source no longer has, shipped as deletes.
+    #[serde(default)]
+    pub rows_deleted: u64,
 }
 
 /// Progress after each day: (days done, days in all, summary so far).
@@ -171,10 +180,16 @@ impl Sweeper {
         let present = self
             .days_present(&mut conn, &queries, day, window.until)
             .await?;
+        // The ledger's visits of each day: a day whose rows are all gone still has them.
+        let shipped = self
+            .state
+            .shipped_by_day(&day.to_string(), &window.until.to_string())?;
         let started = Instant::now();
         while day <= window.until {
-            if present.contains(&day) {
-                self.day(&mut conn, &queries, day, &mut summary).await?;
+            let shipped_today = shipped.get(&day.to_string());
+            if present.contains(&day) || shipped_today.is_some() {
+                self.day(&mut conn, &queries, day, shipped_today, &mut summary)
+                    .await?;
             }
             summary.days += 1;
             let next = day + chrono::Duration::days(1);
@@ -248,6 +263,7 @@ impl Sweeper {
         conn: &mut Conn,
         queries: &[TableQuery<'_>],
         day: NaiveDate,
+        shipped: Option<&Vec<String>>,
         summary: &mut Summary,
     ) -> Result<(), SweepError> {
         let position = crate::tailer::binlog::server_position(conn)
@@ -260,9 +276,26 @@ impl Sweeper {
             .await?;
         let mut visits: BTreeMap<String, (VisitKey, Vec<wire::Row>)> = BTreeMap::new();
         let read = self.read_day(conn, queries, day, lsn, &mut visits).await;
+        let gone = match read {
+            Ok(_) => self.hard_deleted(conn, &visits, shipped, lsn).await,
+            Err(_) => Ok(BTreeMap::new()),
+        };
         conn.query_drop("COMMIT").await?;
         summary.rows_read += read?;
-        for (stream_key, (key, rows)) in visits {
+        let mut gone = gone?;
+        // Visits with no row left: only their deletes.
+        for (stream_key, deletes) in &gone {
+            if !visits.contains_key(stream_key) {
+                if let Some(key) = visit_key_of(stream_key) {
+                    visits.insert(stream_key.clone(), (key, Vec::new()));
+                }
+            }
+            summary.rows_deleted += deletes.len() as u64;
+        }
+        for (stream_key, (key, mut rows)) in visits {
+            let deletes = gone.remove(&stream_key).unwrap_or_default();
+            let deleting = !deletes.is_empty();
+            rows.extend(deletes);
             summary.visits_checked += 1;
             metrics::counter!(crate::metrics::SWEEP_VISITS_CHECKED).increment(1);
             if self.state.is_open(&stream_key)? {
@@ -283,7 +316,7 @@ impl Sweeper {
                     )
                 })
                 .collect();
-            let mut changed = self.state.shipped(&stream_key)?.is_none();
+            let mut changed = deleting || self.state.shipped(&stream_key)?.is_none();
             for (k, row) in &stored {
                 if changed {
                     break;
@@ -303,6 +336,115 @@ impl Sweeper {
             metrics::counter!(crate::metrics::SWEEP_VISITS_RESENT).increment(1);
         }
         Ok(())
+    }
+}
+
+/// The visit key of a stream key `{site}:{patient}:{program}:{date}`.
+fn visit_key_of(stream_key: &str) -> Option<VisitKey> {
+    let mut parts = stream_key.splitn(4, ':');
+    let (_site, patient, program, date) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    Some(VisitKey {
+        patient_id: patient.parse().ok()?,
+        program_id: program.parse().ok()?,
+        visit_date: date.to_owned(),
+    })
+}
+
+impl Sweeper {
+    /// The rows the ledger lists for the day's visits (those read, and the ledger's own of the
+    /// day) that the snapshot shows nowhere: deletes to ship, by visit. Runs inside the day's
+    /// snapshot.
+    async fn hard_deleted(
+        &self,
+        conn: &mut Conn,
+        visits: &BTreeMap<String, (VisitKey, Vec<wire::Row>)>,
+        shipped: Option<&Vec<String>>,
+        lsn: u64,
+    ) -> Result<BTreeMap<String, Vec<wire::Row>>, SweepError> {
+        let mut candidates: std::collections::BTreeSet<&str> =
+            visits.keys().map(String::as_str).collect();
+        candidates.extend(shipped.into_iter().flatten().map(String::as_str));
+        let mut out: BTreeMap<String, Vec<wire::Row>> = BTreeMap::new();
+        for stream_key in candidates {
+            if self.state.is_open(stream_key)? {
+                continue;
+            }
+            let present: std::collections::HashSet<(&str, String)> = visits
+                .get(stream_key)
+                .map(|(_, rows)| {
+                    rows.iter()
+                        .map(|r| (r.table.as_str(), crate::tailer::state::canonical_pk(&r.pk)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (table, pk_json) in self.state.ledger_rows(stream_key)? {
+                if present.contains(&(table.as_str(), pk_json.clone())) {
+                    continue;
+                }
+                let Some(spec) = self.mapping.table(&table) else {
+                    continue;
+                };
+                let Ok(pk) =
+                    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&pk_json)
+                else {
+                    continue;
+                };
+                if self.source_has(conn, &table, spec, &pk).await? {
+                    continue; // moved to another visit, or a row the sweep does not read
+                }
+                out.entry(stream_key.to_owned())
+                    .or_default()
+                    .push(wire::Row {
+                        table,
+                        op: wire::Op::Delete,
+                        lsn,
+                        pk,
+                        data: serde_json::Map::new(),
+                    });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the source has the row of `table` with primary key `pk` (true when the key
+    /// cannot be looked up: a delete is shipped only for a row surely gone).
+    async fn source_has(
+        &self,
+        conn: &mut Conn,
+        table: &str,
+        spec: &TableMapping,
+        pk: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<bool, SweepError> {
+        let mut params = Vec::new();
+        for column in &spec.pk {
+            let value = match pk.get(column) {
+                Some(serde_json::Value::Number(n)) => match (n.as_i64(), n.as_u64()) {
+                    (Some(i), _) => mysql_async::Value::Int(i),
+                    (None, Some(u)) => mysql_async::Value::UInt(u),
+                    _ => return Ok(true),
+                },
+                Some(serde_json::Value::String(s)) => {
+                    mysql_async::Value::Bytes(s.clone().into_bytes())
+                }
+                _ => return Ok(true),
+            };
+            params.push(value);
+        }
+        // Names come from the mapping (checked identifiers).
+        let condition = spec
+            .pk
+            .iter()
+            .map(|c| format!("`{c}` = ?"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let found: Option<u8> = conn
+            .exec_first(
+                format!("SELECT 1 FROM `{table}` WHERE {condition} LIMIT 1"),
+                mysql_async::Params::Positional(params),
+            )
+            .await?;
+        Ok(found.is_some())
     }
 }
 
