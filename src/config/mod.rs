@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+mod access;
 mod receiver;
 mod tailer;
 
+pub use access::*;
 pub use receiver::*;
 pub use tailer::*;
 
