@@ -383,8 +383,8 @@ async fn get(url: &str) -> reqwest::Response {
 /// The receiver's report with `detail=patients`.
 async fn report(receiver: &Proc, name: &str, query: &str) -> Value {
     let url = format!(
-        "http://{}/api/v1/reports/{name}?site_id={SITE}&detail=patients&{query}",
-        receiver.addr
+        "{}/api/v1/reports/{name}?site_id={SITE}&detail=patients&{query}",
+        receiver.url("")
     );
     let response = get(&url).await;
     assert_eq!(response.status(), 200, "{url}");
@@ -957,10 +957,7 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
 async fn a_rebuild_never_blocks_readers_nor_empties_the_site() {
     // GIVEN a streamed clinic and its TX_CURR
     let (rig, receiver, _tailer, _) = streamed_clinic("rebuild", 50, 10, 4).await;
-    let url = format!(
-        "http://{}/api/v1/reports/tx_curr?site_id={SITE}",
-        receiver.addr
-    );
+    let url = format!("{}/api/v1/reports/tx_curr?site_id={SITE}", receiver.url(""));
     let expected: Value = serde_json::from_slice(&get(&url).await.bytes().await.unwrap()).unwrap();
     let expected_total = expected["total"].as_i64().unwrap();
     assert!(expected_total > 0, "{expected}");
@@ -1004,7 +1001,7 @@ async fn a_rebuild_never_blocks_readers_nor_empties_the_site() {
         );
     }
     let r = client
-        .get(format!("http://{}/api/v1/reports/tx_cur", receiver.addr))
+        .get(receiver.url("/api/v1/reports/tx_cur"))
         .send()
         .await
         .unwrap();

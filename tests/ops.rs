@@ -72,7 +72,8 @@ async fn wait_for(what: &str, timeout: Duration, mut ok: impl AsyncFnMut() -> bo
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_listed_metric_is_in_a_scrape_after_an_end_to_end_run() {
     // GIVEN a receiver and a tailer whose nightly sweep is due in 20 s
-    let rig = Rig::new("metrics").await;
+    // (plain: the example scrape config and Prometheus speak HTTP to the test's processes)
+    let rig = Rig::new("metrics").await.plain();
     let receiver = rig.receiver();
     let at = (chrono::Local::now() + chrono::Duration::seconds(20)).format("%H:%M:%S");
     let tailer = rig.tailer_with(
@@ -354,7 +355,8 @@ fn screenshot_path(name: &str) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_pages_render_in_headless_chromium_and_retry_a_dead_letter() {
     // GIVEN dead letters: a receiver that does not know person_attribute refused visits
-    let rig = Rig::new("pages").await;
+    // (plain: Chromium does not trust the private CA)
+    let rig = Rig::new("pages").await.plain();
     let addr = common::free_addr();
     let mut receiver = rig.receiver_with(&addr, &rig.mapping_without_person_attribute());
     let tailer = rig.tailer(&addr);

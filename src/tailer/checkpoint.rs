@@ -113,7 +113,9 @@ async fn source_now(config: &TailerConfig) -> anyhow::Result<(BinlogPosition, So
     let mut conn = mysql_async::Conn::new(binlog::source_opts(&config.source)?)
         .await
         .context("cannot connect to the source")?;
-    let info = binlog::preflight(&mut conn, config.source.server_id).await?;
+    // A tailer stopped moments ago stays registered until the source's next heartbeat to it.
+    let grace = std::time::Duration::from_secs(3 * config.source.heartbeat_secs.max(1) + 5);
+    let info = binlog::preflight_with_grace(&mut conn, config.source.server_id, grace).await?;
     let position = binlog::server_position(&mut conn).await?;
     conn.disconnect().await.ok();
     Ok((position, info))

@@ -138,6 +138,8 @@ pub struct Proc {
     pub child: Child,
     pub log: PathBuf,
     pub addr: String,
+    /// `https` when the process said it serves TLS (`scheme="https"`), else `http`.
+    pub scheme: &'static str,
 }
 
 impl Proc {
@@ -163,6 +165,7 @@ impl Proc {
             child,
             log: log.to_owned(),
             addr: String::new(),
+            scheme: "http",
         };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -170,6 +173,9 @@ impl Proc {
             let text = all.get(offset..).unwrap_or("");
             if let Some(line) = text.lines().rev().find(|l| l.contains(marker)) {
                 proc.addr = line.rsplit("addr=").next().unwrap().trim().to_owned();
+                if line.contains("scheme=\"https\"") || line.contains("scheme=https") {
+                    proc.scheme = "https";
+                }
                 return proc;
             }
             if let Ok(Some(status)) = proc.child.try_wait() {
@@ -181,6 +187,11 @@ impl Proc {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The URL of `path` on this process (`/metrics`, say), over TLS when it serves TLS.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{path}", self.scheme, self.addr)
     }
 
     /// SIGKILL, no chance to clean up.
@@ -302,17 +313,33 @@ pub fn readers_toml() -> String {
     )
 }
 
-/// An HTTP client that reads reports as the `patients` reader.
+/// An HTTP client that trusts the private CA (for receivers serving TLS).
+pub fn client() -> reqwest::Client {
+    client_builder().build().unwrap()
+}
+
+fn client_builder() -> reqwest::ClientBuilder {
+    let ca = std::fs::read(tls_dir().join("ca.pem")).unwrap();
+    reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+}
+
+/// A GET with [`client`].
+pub async fn get(url: &str) -> reqwest::Response {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+}
+
+/// An HTTP client that reads reports as the `patients` reader (trusting the private CA).
 pub fn reader_client() -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
     headers.insert(
         reqwest::header::AUTHORIZATION,
         format!("Bearer {READER_PATIENTS}").parse().unwrap(),
     );
-    reqwest::Client::builder()
-        .default_headers(headers)
-        .build()
-        .unwrap()
+    client_builder().default_headers(headers).build().unwrap()
 }
 
 impl Rig {
@@ -328,7 +355,16 @@ impl Rig {
         emr_stream::simulate::init_schema(&services.mysql_url, &source_db)
             .await
             .expect("load EMR schema");
+        // Every link encrypted and verified by default, as in production (`plain()` opts out).
+        let tls = tls_dir();
         Self {
+            receiver_extra: format!(
+                "[tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+                tls.join("server.pem").display(),
+                tls.join("server.key").display()
+            ),
+            ship_ca: Some(tls.join("ca.pem")),
+            stores_ca: Some(tls.join("ca.pem")),
             mirror_db: format!("{name}_mirror"),
             source_db,
             pg_url,
@@ -336,15 +372,21 @@ impl Rig {
             token: format!("token-{name}"),
             server_id: server_id(),
             partitions: 0,
-            receiver_extra: String::new(),
-            ship_ca: None,
-            stores_ca: None,
             receiver_urls: None,
             source_url: None,
             services,
             name,
             dir,
         }
+    }
+
+    /// The same rig with every link plain (a test that reads the wire, or drives a browser
+    /// or Prometheus that do not trust the private CA).
+    pub fn plain(mut self) -> Self {
+        self.receiver_extra.clear();
+        self.ship_ca = None;
+        self.stores_ca = None;
+        self
     }
 
     /// `url` as the processes this rig starts reach it: as `emr_tls` (TLS only) when the rig
@@ -758,8 +800,8 @@ pub async fn wait_report_equals(
         .map(|e| e.0.clone())
         .unwrap_or_else(|| "2000-01-01".into());
     let url = format!(
-        "http://{}/api/v1/reports/visits?site_id={SITE}&start_date={start}&end_date={end}&detail=days",
-        receiver.addr
+        "{}/api/v1/reports/visits?site_id={SITE}&start_date={start}&end_date={end}&detail=days",
+        receiver.url("")
     );
     let deadline = Instant::now() + timeout;
     loop {
