@@ -8,16 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::{assert_every_visit_received, assert_stores_equal_source, Rig};
 
-async fn status(tailer: &common::Proc) -> serde_json::Value {
-    let body = reqwest::get(format!("http://{}/status", tailer.addr))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    serde_json::from_slice(&body).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn receiver_outage_fills_the_outbox_then_drains_it() {
     // GIVEN a tailer whose receiver is down
@@ -43,7 +33,7 @@ async fn receiver_outage_fills_the_outbox_then_drains_it() {
         let target = rig.services.binlog_position().await;
         let deadline = Instant::now() + Duration::from_secs(120);
         let s = loop {
-            let s = status(&tailer).await;
+            let s = common::tailer_status(&tailer).await;
             let caught_up = s["checkpoint"]
                 .as_str()
                 .is_some_and(|c| common::position_ge(c, &target));

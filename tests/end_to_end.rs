@@ -46,18 +46,7 @@ async fn simulated_clinic(rig: Rig) {
     let report = wait_report_equals(&receiver, &expected, Duration::from_secs(30)).await;
     assert!(report["as_of"].is_string(), "{report}");
     // AND the IDS tables equal their definitions
-    let verify = common::emr(&[
-        "ids",
-        "verify",
-        "--config",
-        rig.dir.join("receiver.toml").to_str().unwrap(),
-    ]);
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    common::assert_ids_verify(&rig);
     eprintln!(
         "e2e: {rows} rows per store, {} transactions, caught up in {:.1}s; tailer peak RSS {} KiB",
         status["transactions"],

@@ -42,20 +42,14 @@ where
     }
 }
 
-/// `emr-stream ids verify` with the rig's receiver config succeeds.
-fn ids_verify(rig: &Rig) {
-    let verify = common::emr(&[
-        "ids",
-        "verify",
-        "--config",
-        rig.dir.join("receiver.toml").to_str().unwrap(),
-    ]);
-    assert!(
-        verify.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&verify.stdout),
-        String::from_utf8_lossy(&verify.stderr)
-    );
+/// Once the tailer is quiet: both stores equal the source, every visit arrived, nothing waits
+/// in the IDS queue and the IDS tables equal their definitions.
+async fn assert_converged(rig: &Rig, tailer: &Proc) {
+    rig.wait_quiet(tailer, Duration::from_secs(180)).await;
+    assert!(assert_stores_equal_source(rig).await > 0);
+    assert_every_visit_received(rig).await;
+    rig.wait_ids_idle(Duration::from_secs(60)).await;
+    common::assert_ids_verify(rig);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,11 +105,7 @@ async fn a_store_lost_at_a_batch_commit_answers_503_and_the_stores_converge() {
 
     // THEN the tailer's retries bring both stores to the source, every visit arrives, and the
     // IDS tables equal their definitions: nothing was half-applied anywhere
-    rig.wait_quiet(&tailer, Duration::from_secs(180)).await;
-    assert!(assert_stores_equal_source(&rig).await > 0);
-    assert_every_visit_received(&rig).await;
-    rig.wait_ids_idle(Duration::from_secs(60)).await;
-    ids_verify(&rig);
+    assert_converged(&rig, &tailer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,11 +136,7 @@ async fn sigterm_during_requests_loses_nothing() {
     assert!(sim.wait().unwrap().success());
 
     // AND nothing is lost: the unacknowledged batches came again, the stores equal the source
-    rig.wait_quiet(&tailer, Duration::from_secs(180)).await;
-    assert!(assert_stores_equal_source(&rig).await > 0);
-    assert_every_visit_received(&rig).await;
-    rig.wait_ids_idle(Duration::from_secs(60)).await;
-    ids_verify(&rig);
+    assert_converged(&rig, &tailer).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,16 +165,12 @@ async fn the_source_lost_mid_stream_is_followed_again_without_loss_or_duplicates
     assert!(sim.wait().unwrap().success());
 
     // THEN the tailer reconnected each time (and said so), and the stores equal the source
-    rig.wait_quiet(&tailer, Duration::from_secs(180)).await;
+    assert_converged(&rig, &tailer).await;
     let log = std::fs::read_to_string(&tailer.log).unwrap();
     assert!(
         log.matches("reconnecting from the checkpoint").count() >= 1,
         "{log}"
     );
-    assert!(assert_stores_equal_source(&rig).await > 0);
-    assert_every_visit_received(&rig).await;
-    rig.wait_ids_idle(Duration::from_secs(60)).await;
-    ids_verify(&rig);
 }
 
 /// A tmpfs of `mib` MiB mounted on `dir` for the life of the guard.
@@ -230,17 +212,6 @@ impl Drop for Tmpfs {
     }
 }
 
-/// The tailer's status page.
-async fn tailer_status(tailer: &Proc) -> serde_json::Value {
-    let body = reqwest::get(format!("http://{}/status", tailer.addr))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    serde_json::from_slice(&body).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_state_disk_pauses_capture_until_space_returns() {
     // GIVEN a tailer whose state lives on a small disk (a 24 MiB tmpfs) that it keeps 12 MiB
@@ -254,7 +225,7 @@ async fn a_full_state_disk_pauses_capture_until_space_returns() {
     let mut sim = rig.simulate(200, 6, 37, 0);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let status = tailer_status(&tailer).await;
+        let status = common::tailer_status(&tailer).await;
         if status["capture_paused"] == true {
             break;
         }
@@ -282,7 +253,7 @@ async fn a_full_state_disk_pauses_capture_until_space_returns() {
         tailer.child.try_wait().unwrap().is_none(),
         "the tailer exited"
     );
-    let status = tailer_status(&tailer).await;
+    let status = common::tailer_status(&tailer).await;
     assert_eq!(status["capture_paused"], true, "{status}");
     assert!(status["state_free_mib"].as_u64().unwrap() < 12, "{status}");
 

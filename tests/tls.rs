@@ -48,14 +48,9 @@ fn log_len(proc: &Proc) -> usize {
 
 /// The tailer's outbox, from its status page.
 async fn outbox(tailer: &Proc) -> u64 {
-    let body = reqwest::get(format!("http://{}/status", tailer.addr))
-        .await
+    common::tailer_status(tailer).await["outbox_visits"]
+        .as_u64()
         .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    status["outbox_visits"].as_u64().unwrap()
 }
 
 /// Batches the receiver stored.
@@ -240,17 +235,7 @@ async fn every_link_encrypted_and_verified_end_to_end() {
         sessions > 0 && sessions == encrypted,
         "{encrypted} of {sessions} sessions on TLS"
     );
-    let verify = common::emr(&[
-        "ids",
-        "verify",
-        "--config",
-        rig.dir.join("receiver.toml").to_str().unwrap(),
-    ]);
-    assert!(
-        verify.status.success(),
-        "{}",
-        String::from_utf8_lossy(&verify.stderr)
-    );
+    common::assert_ids_verify(&rig);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -620,6 +620,34 @@ impl Rig {
     }
 }
 
+/// The tailer's `/status` as JSON.
+pub async fn tailer_status(tailer: &Proc) -> serde_json::Value {
+    let body = reqwest::get(format!("http://{}/status", tailer.addr))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    serde_json::from_slice(&body).unwrap()
+}
+
+/// `emr-stream ids verify` with the rig's receiver config finds the IDS tables equal to
+/// their definitions.
+pub fn assert_ids_verify(rig: &Rig) {
+    let verify = emr(&[
+        "ids",
+        "verify",
+        "--config",
+        rig.dir.join("receiver.toml").to_str().unwrap(),
+    ]);
+    assert!(
+        verify.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}
+
 pub fn position_ge(a: &str, b: &str) -> bool {
     let parse = |p: &str| -> Option<(u64, u64)> {
         let (file, pos) = p.rsplit_once(':')?;
