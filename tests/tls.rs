@@ -96,6 +96,10 @@ async fn https_with_verification_refuses_bad_certificates_and_delivers_once_fixe
     assert!(line.contains("certificate"), "{line}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(outbox(&tailer).await > 0, "the outbox keeps the visits");
+    // (and its status page says why, for the facility's IT staff)
+    let status = common::tailer_status(&tailer).await;
+    let said = status["last_ship_error"].as_str().unwrap_or_default();
+    assert!(said.contains("certificate expired"), "{status}");
     assert_eq!(batches(&rig).await, 0, "nothing reached the receiver");
 
     // WHEN the receiver's certificate becomes one for another name, reloaded on SIGHUP

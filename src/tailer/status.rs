@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub last_shipped_ms: Option<u64>,
     /// Ship attempts failed in a row.
     pub ship_failures: u64,
+    /// Why the last ship attempt failed (absent after a success).
+    pub last_ship_error: Option<String>,
 }
 
 /// The HTML page; `admin` (a loopback client) gets Retry buttons carrying `token`.
@@ -91,6 +93,9 @@ pub fn render(s: &Snapshot, admin: bool, token: &str) -> String {
                 }
             }
             tr { th { "Ship failures in a row" } td { (s.ship_failures) } }
+            @if let Some(e) = &s.last_ship_error {
+                tr { th { "Last ship error" } td.bad #ship-error { (e) } }
+            }
             tr { th { "Dead letters" } td #dead-count { (s.dead_letters) } }
         }
         @if !s.dead.is_empty() {
@@ -173,6 +178,7 @@ mod tests {
             }],
             last_shipped_ms: None,
             ship_failures: 0,
+            last_ship_error: None,
         };
         let local = render(&s, true, "tok");
         assert!(

@@ -47,6 +47,18 @@ pub struct ShipStatus {
     pub last_shipped_ms: std::sync::atomic::AtomicU64,
     /// Consecutive failures.
     pub failures: std::sync::atomic::AtomicU64,
+    /// Why the last attempt failed (empty after a success): a refused certificate, a
+    /// refused token, an unreachable receiver. No patient data.
+    pub last_error: std::sync::Mutex<String>,
+}
+
+impl ShipStatus {
+    /// Records why an attempt failed (`None`: it succeeded).
+    pub fn set_error(&self, reason: Option<&str>) {
+        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
+        last.clear();
+        last.push_str(reason.unwrap_or(""));
+    }
 }
 
 /// Ships the outbox.
@@ -170,12 +182,14 @@ impl Shipper {
                     self.state.outbox_done(&done, now_ms())?;
                     self.status.last_shipped_ms.store(now_ms(), Relaxed);
                     self.status.failures.store(0, Relaxed);
+                    self.status.set_error(None);
                     backoff.reset();
                     solo = solo.saturating_sub(1);
                 }
                 Outcome::Retry(reason) => {
                     metrics::counter!(m::SHIP_REQUESTS, "outcome" => "retry").increment(1);
                     self.status.failures.fetch_add(1, Relaxed);
+                    self.status.set_error(Some(&reason));
                     tracing::warn!(%reason, failures = backoff.failures() + 1, visits = entries.len(), "ship failed; will retry");
                     if !backoff.wait(&mut shutdown).await {
                         return Ok(());
