@@ -25,9 +25,12 @@ pub fn pool(url: &str, size: usize) -> Result<Pool, String> {
 pub fn pool_with(url: &str, size: usize, ca_file: Option<&Path>) -> Result<Pool, String> {
     let mut config =
         tokio_postgres::Config::from_str(url).map_err(|e| format!("bad postgres.url: {e}"))?;
+    // Custom plans always: a report's statement is cached by name, and a generic plan cannot
+    // fold its site and dates (its scans would keep every site's rows and every row's test).
+    let ours = "-c jit=off -c plan_cache_mode=force_custom_plan";
     let options = match config.get_options() {
-        Some(given) if !given.trim().is_empty() => format!("{given} -c jit=off"),
-        _ => "-c jit=off".to_owned(),
+        Some(given) if !given.trim().is_empty() => format!("{given} {ours}"),
+        _ => ours.to_owned(),
     };
     config.options(&options);
     let manager_config = ManagerConfig {

@@ -247,8 +247,8 @@ pub async fn freshness(
 /// the field of a detail list.
 struct Params {
     site: Option<i32>,
-    start: String,
-    end: String,
+    start: chrono::NaiveDate,
+    end: chrono::NaiveDate,
     days: i32,
     field: Option<&'static str>,
 }
@@ -257,14 +257,17 @@ impl Params {
     fn of(r: &Request) -> Self {
         Self {
             site: r.site_id,
-            start: r.start.to_string(),
-            end: r.end.to_string(),
+            start: r.start,
+            end: r.end,
             days: r.definition.default_days(),
             field: r.field,
         }
     }
 
     /// Runs `sql` with the five parameters typed up front (a report need not use them all).
+    /// The dates go as DATE values: a text date cast in SQL (`$3::text::date`) is a stable
+    /// conversion the planner cannot fold, so it ran once per row (at 1M patients, TX_CURR of
+    /// a quarter for all sites took 1.46 s with it and 0.59 s with dates, count alone).
     async fn query(
         &self,
         client: &deadpool_postgres::Client,
@@ -274,7 +277,7 @@ impl Params {
         let statement = client
             .prepare_typed_cached(
                 sql,
-                &[Type::INT4, Type::TEXT, Type::TEXT, Type::INT4, Type::TEXT],
+                &[Type::INT4, Type::DATE, Type::DATE, Type::INT4, Type::TEXT],
             )
             .await
             .map_err(|e| e.to_string())?;

@@ -4,7 +4,7 @@
 //! Every report's SQL yields one row per counted patient (or patient-day, for visits) with
 //! the row dimensions (`gender`, `age_group`, and `regimen` or `weight_band` where the report
 //! has them), `fields` (the columns of the answer the patient counts in) and the detail
-//! columns. Parameters: $1 site (NULL: all), $2 start, $3 end (text dates), $4 days past the
+//! columns. Parameters: $1 site (NULL: all), $2 start, $3 end (dates), $4 days past the
 //! expiry of the definition (60 MOH, 30 PEPFAR).
 
 use super::{By, ReportName};
@@ -61,7 +61,7 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
             "SELECT site_id, patient_id, gender, age_group, ARRAY['count'] AS fields,
                     last_dispensation_date::text AS last_dispensation_date,
                     expiry_date::text AS expiry_date, outcome_date::text AS outcome_date
-             FROM ids.cohort($3::text::date, $4, $1)
+             FROM ids.cohort($3, $4, $1)
              WHERE outcome = 'On antiretrovirals'",
             &[
                 "site_id",
@@ -78,9 +78,9 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
             "SELECT site_id, patient_id, gender, age_group, ARRAY['count'] AS fields,
                     date_enrolled::text AS date_enrolled,
                     earliest_start_date::text AS earliest_start_date
-             FROM ids.cohort($3::text::date, $4, $1)
-             WHERE date_enrolled BETWEEN $2::text::date AND $3::text::date
-               AND NOT transfer_in AND earliest_start_date >= $2::text::date",
+             FROM ids.cohort($3, $4, $1)
+             WHERE date_enrolled BETWEEN $2 AND $3
+               AND NOT transfer_in AND earliest_start_date >= $2",
             &[
                 "site_id",
                 "patient_id",
@@ -94,15 +94,15 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
             days: Some(
                 "SELECT site_id, visit_date::text AS visit_date, visits FROM ids.visits_daily
                  WHERE ($1::int IS NULL OR site_id = $1)
-                   AND visit_date BETWEEN $2::text::date AND $3::text::date",
+                   AND visit_date BETWEEN $2 AND $3",
             ),
             ..simple(
-                "SELECT p.gender, ids.age_group(p.birthdate, $3::text::date) AS age_group,
+                "SELECT p.gender, ids.age_group(p.birthdate, $3) AS age_group,
                         ARRAY['count'] AS fields
                  FROM ids.patient_visits v
                  JOIN ids.art_status p ON p.site_id = v.site_id AND p.patient_id = v.patient_id
                  WHERE ($1::int IS NULL OR v.site_id = $1)
-                   AND v.visit_date BETWEEN $2::text::date AND $3::text::date",
+                   AND v.visit_date BETWEEN $2 AND $3",
                 &["site_id", "visit_date", "visits"],
             )
         },
@@ -175,7 +175,7 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
                         last_dispensation_date::text AS last_dispensation_date,
                         expiry_date::text AS expiry_date, d AS prescribed_days
                  FROM (SELECT c.*, c.expiry_date - c.last_dispensation_date AS d
-                       FROM ids.cohort($3::text::date, $4, $1) c
+                       FROM ids.cohort($3, $4, $1) c
                        WHERE c.outcome = 'On antiretrovirals') c",
                 &[
                     "site_id",
@@ -196,12 +196,12 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
                         ids.weight_band(w.value) AS weight_band,
                         coalesce(r.name, 'unknown') AS regimen, ARRAY['count'] AS fields,
                         w.value AS weight
-                 FROM ids.cohort($3::text::date, $4, $1) c
+                 FROM ids.cohort($3, $4, $1) c
                  JOIN (SELECT s.site_id, ids.concepts_named(s.site_id, '{Weight (kg)}') AS weight
                        FROM ids.site_state s) n ON n.site_id = c.site_id
                  LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
                  LEFT JOIN LATERAL ids.latest_numeric(c.site_id, c.patient_id, n.weight,
-                                                      $3::text::date) w ON true
+                                                      $3) w ON true
                  WHERE c.outcome = 'On antiretrovirals'",
                 &[
                     "site_id",
@@ -219,7 +219,7 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
                 "SELECT c.site_id, c.patient_id, c.gender, c.age_group,
                         coalesce(r.name, 'unknown') AS regimen, ARRAY['count'] AS fields,
                         c.regimen_drugs::text AS drugs
-                 FROM ids.cohort($3::text::date, $4, $1) c
+                 FROM ids.cohort($3, $4, $1) c
                  LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
                  WHERE c.outcome = 'On antiretrovirals'",
                 &[
@@ -267,16 +267,16 @@ const MISSED: &str = "
              a.appointment_date
       FROM ids.appointments a
       WHERE ($1::int IS NULL OR a.site_id = $1)
-        AND a.appointment_date BETWEEN $2::text::date AND $3::text::date
+        AND a.appointment_date BETWEEN $2 AND $3
       ORDER BY a.site_id, a.patient_id, a.appointment_date DESC, a.recorded_at DESC
     )
-    SELECT p.site_id, p.patient_id, p.gender, ids.age_group(p.birthdate, $3::text::date) AS age_group,
+    SELECT p.site_id, p.patient_id, p.gender, ids.age_group(p.birthdate, $3) AS age_group,
            ARRAY['count'] AS fields, m.appointment_date::text AS appointment_date,
            m.recorded_at::date::text AS set_on
     FROM appt m
     JOIN ids.art_status p ON p.site_id = m.site_id AND p.patient_id = m.patient_id
     WHERE NOT coalesce(ids.unregistered_refill(p.refill_on, p.new_patient_on, p.registered_at,
-                                               $3::text::date), false)
+                                               $3), false)
       AND NOT EXISTS (
         SELECT 1 FROM ids.arv_dispensations d
         WHERE d.site_id = m.site_id AND d.patient_id = m.patient_id
@@ -299,14 +299,14 @@ const TX_ML: &str = "
                        ELSE 'iit_6_plus_months' END END] AS fields,
            e.outcome, e.outcome_date::text AS outcome_date,
            e.earliest_start_date::text AS earliest_start_date
-    FROM ids.cohort($3::text::date, $4, $1) e
-    LEFT JOIN ids.cohort($2::text::date - 1, $4, $1) s
+    FROM ids.cohort($3, $4, $1) e
+    LEFT JOIN ids.cohort($2 - 1, $4, $1) s
       ON s.site_id = e.site_id AND s.patient_id = e.patient_id
     CROSS JOIN LATERAL (
       SELECT ids.months_between(e.earliest_start_date, e.defaulted_on) AS months) x
     WHERE e.outcome IN ('Defaulted', 'Patient died', 'Treatment stopped', 'Patient transferred out')
-      AND ((s.outcome = 'On antiretrovirals' AND e.earliest_start_date < $2::text::date)
-           OR e.earliest_start_date BETWEEN $2::text::date AND $3::text::date)";
+      AND ((s.outcome = 'On antiretrovirals' AND e.earliest_start_date < $2)
+           OR e.earliest_start_date BETWEEN $2 AND $3)";
 
 /// TX_RTT (moh-reports.md): defaulted or stopped at the start, On ART at the end, with an
 /// ARV dispensation in [start, end] — start_date itself included (the engine skips a return
@@ -325,17 +325,17 @@ const TX_RTT: &str = "
                       ELSE 'cd4_gte_200' END] AS fields,
            s.outcome AS outcome_at_start, s.outcome_date::text AS outcome_date_at_start,
            r.day::text AS returned_on, x.months, c.value AS cd4
-    FROM ids.cohort($2::text::date - 1, $4, $1) s
-    JOIN ids.cohort($3::text::date, $4, $1) e
+    FROM ids.cohort($2 - 1, $4, $1) s
+    JOIN ids.cohort($3, $4, $1) e
       ON e.site_id = s.site_id AND e.patient_id = s.patient_id
     CROSS JOIN LATERAL (
       SELECT min(d.dispensation_date) AS day FROM ids.arv_dispensations d
       WHERE d.site_id = e.site_id AND d.patient_id = e.patient_id
-        AND d.dispensation_date BETWEEN $2::text::date AND $3::text::date) r
+        AND d.dispensation_date BETWEEN $2 AND $3) r
     CROSS JOIN LATERAL (SELECT ids.months_between(s.outcome_date, r.day) AS months) x
     LEFT JOIN LATERAL ids.latest_numeric(e.site_id, e.patient_id,
                                          ids.concepts_named(e.site_id, '{CD4 count}'),
-                                         $3::text::date) c ON true
+                                         $3) c ON true
     WHERE s.outcome IN ('Defaulted', 'Treatment stopped') AND e.outcome = 'On antiretrovirals'
       AND r.day IS NOT NULL";
 
@@ -363,17 +363,17 @@ const DEFAULTERS: &str = "
               FROM cdr.person_address ad
              WHERE ad.site_id = c.site_id AND ad.person_id = c.patient_id AND ad.voided = 0
              ORDER BY ad.preferred DESC, ad.person_address_id DESC LIMIT 1) AS address,
-           date_part('year', age($3::text::date, c.birthdate))::int AS age,
+           date_part('year', age($3, c.birthdate))::int AS age,
            c.defaulted_on::text AS defaulter_date, ap.appointment_date::text AS appointment_date
-    FROM ids.cohort($3::text::date, $4, $1) c
+    FROM ids.cohort($3, $4, $1) c
     CROSS JOIN LATERAL (
       SELECT a.appointment_date FROM ids.appointments a
       WHERE a.site_id = c.site_id AND a.patient_id = c.patient_id
-        AND a.recorded_at < $3::text::date + 1
+        AND a.recorded_at < $3 + 1
       ORDER BY a.recorded_at DESC, a.obs_id DESC LIMIT 1) ap
     LEFT JOIN LATERAL (
       SELECT n.given_name, n.family_name FROM cdr.person_name n
       WHERE n.site_id = c.site_id AND n.person_id = c.patient_id AND n.voided = 0
       ORDER BY n.preferred DESC, n.person_name_id DESC LIMIT 1) n ON true
     WHERE c.outcome = 'Defaulted'
-      AND c.defaulted_on BETWEEN $2::text::date AND $3::text::date";
+      AND c.defaulted_on BETWEEN $2 AND $3";
