@@ -83,12 +83,15 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
     let query = query_for(request.name, request.by);
     let params = Params::of(request);
     let dims = query.rows.dims();
-    // one pass: each patient counts once per field it is in, and once in '' (the row total)
+    // one pass: each patient counts once per field it is in, and once in '' (the row total).
+    // OFFSET 0 keeps the report's own filter below the grouping: without it the planner
+    // sorted every status row by gender and age group (computing the age group of each) before
+    // filtering (TX_CURR today at 100k, all sites: 250-400 ms, fenced 25-35 ms).
     let counted = params
         .query(
             &client,
             &format!(
-                "SELECT {dims}, f, count(*) FROM ({sql}) q
+                "SELECT {dims}, f, count(*) FROM (SELECT * FROM ({sql}) s OFFSET 0) q
                  CROSS JOIN LATERAL unnest(q.fields || ARRAY['']) f GROUP BY {dims}, f",
                 dims = dims.join(", "),
                 sql = query.sql
