@@ -14,18 +14,6 @@ fn host_port(url: &str) -> String {
     rest.split('/').next().unwrap().to_owned()
 }
 
-/// The sum of the receiver's (or tailer's) metric lines that start with `prefix`.
-async fn metric(proc: &Proc, prefix: &str) -> f64 {
-    let text = match common::client().get(proc.url("/metrics")).send().await {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => return 0.0,
-    };
-    text.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Waits (up to `secs`) until `check` holds; panics naming `what`.
 async fn wait_for<F, Fut>(secs: u64, what: &str, mut check: F)
 where
@@ -94,9 +82,10 @@ async fn a_store_lost_at_a_batch_commit_answers_503_and_the_stores_converge() {
         }
         assert!(proxy.cuts() > cuts, "no COMMIT reached {store}");
         assert!(proxy.is_down());
-        let refused = metric(&receiver, "emr_receiver_requests_total{status=\"503\"}").await;
+        let refused =
+            common::metric(&receiver, "emr_receiver_requests_total{status=\"503\"}").await;
         wait_for(60, &format!("a 503 while {store} is away"), || async {
-            metric(&receiver, "emr_receiver_requests_total{status=\"503\"}").await > refused
+            common::metric(&receiver, "emr_receiver_requests_total{status=\"503\"}").await > refused
         })
         .await;
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -119,9 +108,9 @@ async fn sigterm_during_requests_loses_nothing() {
 
     // WHEN the receiver is sent SIGTERM three times while batches arrive, and restarted
     for round in 0..3 {
-        let stored = metric(&receiver, "emr_receiver_requests_total{status=\"200\"}").await;
+        let stored = common::metric(&receiver, "emr_receiver_requests_total{status=\"200\"}").await;
         wait_for(60, "a stored batch", || async {
-            metric(&receiver, "emr_receiver_requests_total{status=\"200\"}").await > stored
+            common::metric(&receiver, "emr_receiver_requests_total{status=\"200\"}").await > stored
         })
         .await;
         // THEN it exits by itself, cleanly, within the grace period

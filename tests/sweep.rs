@@ -9,20 +9,6 @@ use std::time::{Duration, Instant};
 use common::{assert_stores_equal_source, emr, Rig};
 use mysql_async::prelude::Queryable;
 
-/// Scrapes one counter of the tailer's /metrics (0 when absent).
-async fn metric(addr: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nightly_sweep_ships_a_visit_the_binlog_never_carried() {
     // GIVEN a tailer whose nightly sweep is due in 25 s, and a clinic streamed through it
@@ -46,9 +32,9 @@ async fn nightly_sweep_ships_a_visit_the_binlog_never_carried() {
 
     // THEN the stores equal the source, and the sweep counted what it did
     assert_stores_equal_source(&rig).await;
-    let runs = metric(&tailer.addr, "emr_sweep_runs_total").await;
-    let checked = metric(&tailer.addr, "emr_sweep_visits_checked_total").await;
-    let resent = metric(&tailer.addr, "emr_sweep_visits_resent_total").await;
+    let runs = common::metric(&tailer, "emr_sweep_runs_total").await;
+    let checked = common::metric(&tailer, "emr_sweep_visits_checked_total").await;
+    let resent = common::metric(&tailer, "emr_sweep_visits_resent_total").await;
     assert!(
         runs >= 1.0 && resent >= 1.0 && checked >= resent,
         "runs {runs} checked {checked} resent {resent}"

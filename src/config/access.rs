@@ -55,8 +55,14 @@ impl TokenHashes {
         Self(vec![hash.into()])
     }
 
-    /// Checks that there are one or two hashes of 64 hex digits; `whose` names the entry.
-    pub(super) fn check(&self, field: &'static str, whose: &str) -> Result<(), ConfigError> {
+    /// Checks that there are one or two hashes of 64 hex digits, none given to another caller
+    /// (`seen`: the hashes of the entries checked before); `whose` names the entry.
+    pub(super) fn check(
+        &self,
+        field: &'static str,
+        whose: &str,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> Result<(), ConfigError> {
         if !(1..=2).contains(&self.0.len()) {
             return invalid(
                 field,
@@ -68,6 +74,12 @@ impl TokenHashes {
                 return invalid(
                     field,
                     &format!("of {whose} must be 64 hex digits (emr-stream hash-token)"),
+                );
+            }
+            if !seen.insert(hash.to_ascii_lowercase()) {
+                return invalid(
+                    field,
+                    &format!("of {whose} is also another site's or reader's token"),
                 );
             }
         }

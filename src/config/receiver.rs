@@ -296,15 +296,8 @@ impl ReceiverConfig {
         let mut seen = std::collections::HashSet::new();
         for site in &self.sites {
             let whose = format!("site {}", site.site_id);
-            site.token_sha256.check("sites.token_sha256", &whose)?;
-            for hash in &site.token_sha256.0 {
-                if !seen.insert(hash.to_ascii_lowercase()) {
-                    return invalid(
-                        "sites.token_sha256",
-                        &format!("of {whose} is also another site's or reader's token"),
-                    );
-                }
-            }
+            site.token_sha256
+                .check("sites.token_sha256", &whose, &mut seen)?;
         }
         let mut names = std::collections::HashSet::new();
         for reader in &self.readers {
@@ -318,15 +311,9 @@ impl ReceiverConfig {
                 );
             }
             let whose = format!("reader {:?}", reader.name);
-            reader.token_sha256.check("readers.token_sha256", &whose)?;
-            for hash in &reader.token_sha256.0 {
-                if !seen.insert(hash.to_ascii_lowercase()) {
-                    return invalid(
-                        "readers.token_sha256",
-                        &format!("of {whose} is also another site's or reader's token"),
-                    );
-                }
-            }
+            reader
+                .token_sha256
+                .check("readers.token_sha256", &whose, &mut seen)?;
         }
         if self.ids.inline_max_patients < 0 {
             return invalid("ids.inline_max_patients", "must not be negative");

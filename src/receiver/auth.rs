@@ -116,14 +116,6 @@ impl Tokens {
         }
         found
     }
-
-    /// The site of a site token; `None` for readers and unknown tokens.
-    pub fn site_of(&self, authorization: Option<&str>) -> Option<i64> {
-        match self.caller(authorization)? {
-            Caller::Site(site) => Some(site),
-            Caller::Reader(_) => None,
-        }
-    }
 }
 
 /// Why a request for reports is refused.
@@ -159,20 +151,23 @@ impl Refused {
 }
 
 impl Tokens {
-    /// Whether the caller may read: any reader for counts, a `patients` reader for lists of
-    /// patients.
-    pub fn reader(
-        &self,
-        authorization: Option<&str>,
-        patient_list: bool,
-    ) -> Result<ReaderScope, Refused> {
+    /// The scope of a reader's token; a site token or an unknown one is refused.
+    pub fn reader(&self, authorization: Option<&str>) -> Result<ReaderScope, Refused> {
         match self.caller(authorization) {
             None => Err(Refused::Unknown),
             Some(Caller::Site(_)) => Err(Refused::Site),
-            Some(Caller::Reader(ReaderScope::Aggregate)) if patient_list => Err(Refused::Scope),
             Some(Caller::Reader(scope)) => Ok(scope),
         }
     }
+}
+
+/// Whether a reader of `scope` may see the answer: counts for any reader, lists of patients
+/// for a `patients` reader.
+pub fn allows(scope: ReaderScope, patient_list: bool) -> Result<(), Refused> {
+    if patient_list && scope != ReaderScope::Patients {
+        return Err(Refused::Scope);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -204,44 +199,45 @@ mod tests {
     #[test]
     fn token_to_site() {
         let tokens = tokens();
-        assert_eq!(tokens.site_of(Some("Bearer s3cret")), Some(101));
         assert_eq!(
-            tokens.site_of(Some("Bearer old-site")),
-            Some(101),
+            tokens.caller(Some("Bearer s3cret")),
+            Some(Caller::Site(101))
+        );
+        assert_eq!(
+            tokens.caller(Some("Bearer old-site")),
+            Some(Caller::Site(101)),
             "both hashes work"
         );
-        assert_eq!(tokens.site_of(Some("Bearer wrong")), None);
-        assert_eq!(tokens.site_of(Some("s3cret")), None);
+        assert_eq!(tokens.caller(Some("Bearer wrong")), None);
+        assert_eq!(tokens.caller(Some("s3cret")), None);
         assert_eq!(
-            tokens.site_of(Some("Bearer counts")),
-            None,
+            tokens.caller(Some("Bearer counts")),
+            Some(Caller::Reader(ReaderScope::Aggregate)),
             "a reader sends nothing"
         );
-        assert_eq!(tokens.site_of(None), None);
+        assert_eq!(tokens.caller(None), None);
     }
 
     #[test]
     fn readers_and_scopes() {
         let tokens = tokens();
-        assert_eq!(tokens.reader(None, false), Err(Refused::Unknown));
+        assert_eq!(tokens.reader(None), Err(Refused::Unknown));
+        assert_eq!(tokens.reader(Some("Bearer nope")), Err(Refused::Unknown));
+        assert_eq!(tokens.reader(Some("Bearer s3cret")), Err(Refused::Site));
         assert_eq!(
-            tokens.reader(Some("Bearer nope"), false),
-            Err(Refused::Unknown)
-        );
-        assert_eq!(
-            tokens.reader(Some("Bearer s3cret"), false),
-            Err(Refused::Site)
-        );
-        assert_eq!(
-            tokens.reader(Some("Bearer counts"), false),
+            tokens.reader(Some("Bearer counts")),
             Ok(ReaderScope::Aggregate)
         );
         assert_eq!(
-            tokens.reader(Some("Bearer counts"), true),
+            tokens
+                .reader(Some("Bearer counts"))
+                .and_then(|s| allows(s, true).map(|()| s)),
             Err(Refused::Scope)
         );
         assert_eq!(
-            tokens.reader(Some("Bearer lists"), true),
+            tokens
+                .reader(Some("Bearer lists"))
+                .and_then(|s| allows(s, true).map(|()| s)),
             Ok(ReaderScope::Patients)
         );
     }

@@ -30,13 +30,13 @@ use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 
-use crate::config::{ReaderScope, ReceiverConfig};
+use crate::config::ReceiverConfig;
 use crate::mapping::Mapping;
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 use app::{answer, refuse_reader, App};
 use apply::{MirrorStore, PgOptions, PgStore};
-use auth::{Refused, Tokens};
+use auth::Tokens;
 use batch::Caps;
 
 /// A site silent this long is flagged on `/status` (as the EmrSiteSilent alert example does).
@@ -184,7 +184,7 @@ async fn report(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     // Who is asking comes before what is asked: a stranger learns nothing from a 400 or 404.
-    let scope = match app.tokens.reader(authorization, false) {
+    let scope = match app.tokens.reader(authorization) {
         Ok(scope) => scope,
         Err(refused) => return refuse_reader(refused),
     };
@@ -203,8 +203,8 @@ async fn report(
         Ok(r) => r,
         Err(e) => return answer(StatusCode::BAD_REQUEST, json!({ "error": e.0 })),
     };
-    if request.lists_patients() && scope != ReaderScope::Patients {
-        return refuse_reader(Refused::Scope);
+    if let Err(refused) = auth::allows(scope, request.lists_patients()) {
+        return refuse_reader(refused);
     }
     match reports::read(app.pg.pool(), &request).await {
         Ok(report) if request.csv => {
@@ -275,7 +275,7 @@ async fn status_page(
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if let Err(refused) = app.tokens.reader(authorization, false) {
+    if let Err(refused) = app.tokens.reader(authorization) {
         return refuse_reader(refused);
     }
     match status::sites(app.pg.pool(), &app.tokens.site_ids(), &app.tx_curr).await {

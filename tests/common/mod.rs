@@ -323,15 +323,6 @@ fn client_builder() -> reqwest::ClientBuilder {
     reqwest::Client::builder().add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
 }
 
-/// A GET with [`client`].
-pub async fn get(url: &str) -> reqwest::Response {
-    client()
-        .get(url)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"))
-}
-
 /// An HTTP client that reads reports as the `patients` reader (trusting the private CA).
 pub fn reader_client() -> reqwest::Client {
     let mut headers = reqwest::header::HeaderMap::new();
@@ -618,6 +609,18 @@ impl Rig {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// The sum of a process's metric lines that start with `prefix` (0 when it cannot be read).
+pub async fn metric(proc: &Proc, prefix: &str) -> f64 {
+    let text = match client().get(proc.url("/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => return 0.0,
+    };
+    text.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 /// The tailer's `/status` as JSON.
@@ -1178,7 +1181,7 @@ impl CutProxy {
         self.state.armed.store(true, Relaxed);
     }
 
-    /// Whether a COMMIT was cut since the last `cut_at_next_commit`.
+    /// Whether the proxy refuses connections (after `down`, or a cut COMMIT).
     pub fn is_down(&self) -> bool {
         self.state.down.load(Relaxed)
     }
