@@ -400,14 +400,14 @@ LANGUAGE sql STABLE AS $$
   ) g
   LEFT JOIN LATERAL (
     SELECT s.state, s.start_date FROM ids.program_states s
-    WHERE s.site_id = site AND s.patient_id = p.patient_id AND s.program_id = 1
+    WHERE s.site_id = (SELECT site) AND s.patient_id = p.patient_id AND s.program_id = 1
     ORDER BY s.start_date DESC, s.date_created DESC, s.patient_state_id DESC LIMIT 1
   ) l ON true
   CROSS JOIN LATERAL (
     SELECT min(s.start_date) FILTER (WHERE s.state IN (3, 127)) AS died_on,
            max(s.start_date) AS last_state_date,
            coalesce(bool_or(s.program_id = 1 AND s.state = 7), false) AS on_art_state
-    FROM ids.program_states s WHERE s.site_id = site AND s.patient_id = p.patient_id
+    FROM ids.program_states s WHERE s.site_id = (SELECT site) AND s.patient_id = p.patient_id
   ) sd
   WHERE p.voided = 0 AND pe.voided = 0
 $$;
@@ -434,9 +434,9 @@ RETURNS TABLE (visit_date date, n bigint) LANGUAGE sql STABLE AS $$
   SELECT v.visit_date, count(*) FILTER (WHERE c.counted)
   FROM ids.scope(patients, days) d
   CROSS JOIN LATERAL (SELECT EXISTS (SELECT 1 FROM ids.art_status p
-                      WHERE p.site_id = site AND p.patient_id = d.patient_id) AS counted) c
+                      WHERE p.site_id = (SELECT site) AND p.patient_id = d.patient_id) AS counted) c
   CROSS JOIN LATERAL (SELECT v.visit_date FROM ids.patient_visits v
-                      WHERE v.site_id = site AND v.patient_id = d.patient_id
+                      WHERE v.site_id = (SELECT site) AND v.patient_id = d.patient_id
                         AND v.visit_date >= coalesce(d.day, '-infinity')
                         AND v.visit_date <= coalesce(d.day, 'infinity') OFFSET 0) v
   GROUP BY 1
@@ -488,7 +488,7 @@ BEGIN
     DELETE FROM ids.program_states t WHERE t.site_id = site AND t.ctid = ANY (ARRAY(
       SELECT o.ctid FROM unnest(dirty) d(patient_id)
       CROSS JOIN LATERAL (SELECT o.ctid, o.* FROM ids.program_states o
-                          WHERE o.site_id = site AND o.patient_id = d.patient_id OFFSET 0) o
+                          WHERE o.site_id = (SELECT site) AND o.patient_id = d.patient_id OFFSET 0) o
       WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.patient_state_id = o.patient_state_id)))
   )
   INSERT INTO ids.program_states AS t SELECT * FROM n
@@ -507,7 +507,7 @@ BEGIN
     DELETE FROM ids.appointments t WHERE t.site_id = site AND t.ctid = ANY (ARRAY(
       SELECT o.ctid FROM scope d
       CROSS JOIN LATERAL (SELECT o.ctid, o.* FROM ids.appointments o
-                          WHERE o.site_id = site AND o.patient_id = d.patient_id
+                          WHERE o.site_id = (SELECT site) AND o.patient_id = d.patient_id
                             AND o.recorded_at >= coalesce(d.day, '-infinity')
                             AND o.recorded_at < coalesce(d.day + 1, 'infinity') OFFSET 0) o
       WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.obs_id = o.obs_id)))
@@ -525,7 +525,7 @@ BEGIN
     DELETE FROM ids.patient_visits t WHERE t.site_id = site AND t.ctid = ANY (ARRAY(
       SELECT o.ctid FROM scope d
       CROSS JOIN LATERAL (SELECT o.ctid, o.* FROM ids.patient_visits o
-                          WHERE o.site_id = site AND o.patient_id = d.patient_id
+                          WHERE o.site_id = (SELECT site) AND o.patient_id = d.patient_id
                             AND o.visit_date >= coalesce(d.day, '-infinity')
                             AND o.visit_date <= coalesce(d.day, 'infinity') OFFSET 0) o
       WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = o.patient_id AND n.visit_date = o.visit_date)))
@@ -540,7 +540,7 @@ BEGIN
     DELETE FROM ids.art_status t WHERE t.site_id = site AND t.ctid = ANY (ARRAY(
       SELECT o.ctid FROM unnest(dirty) d(patient_id)
       CROSS JOIN LATERAL (SELECT o.ctid, o.* FROM ids.art_status o
-                          WHERE o.site_id = site AND o.patient_id = d.patient_id OFFSET 0) o
+                          WHERE o.site_id = (SELECT site) AND o.patient_id = d.patient_id OFFSET 0) o
       WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = o.patient_id)))
   )
   INSERT INTO ids.art_status AS t SELECT * FROM n
@@ -666,6 +666,53 @@ BEGIN
   UPDATE ids.site_state s SET rebuild_started = now()
     WHERE s.site_id = site AND cardinality(patients) > 0;
   RETURN cardinality(patients);
+END $$;
+
+-- The tables of cdr and ids (partitions included) whose statistics do not know one of `sites`
+-- although it has rows: their statistics were taken before the site's data came (a new
+-- facility's initial load, a rebuild into empty tables), so the planner takes the site for
+-- empty, and then every index that starts with site_id looks as good as the one a probe
+-- needs: a probe by patient became a scan of the whole site (a 30k-patient rebuild ran 6x
+-- slower). "Do not know": the planner expects fewer than a tenth of the rows the site has
+-- (counted up to 1000), and at least 200 rows changed since the table's last ANALYZE, which
+-- was a minute ago or more (a site too small to be sampled is not analysed again and again)
+-- or when the table had fewer rows than have changed since (it is being filled: a rebuild
+-- into tables analysed empty ran its first minute 20x slower). The caller ANALYZEs them,
+-- outside any long transaction (ids::stats).
+CREATE OR REPLACE FUNCTION ids.stale_tables(sites integer[]) RETURNS text[]
+LANGUAGE plpgsql AS $$
+DECLARE
+  t text;
+  s integer;
+  plan json;
+  present bigint;
+  stale text[] := '{}';
+BEGIN
+  FOR t IN
+    SELECT format('%I.%I', n.nspname, c.relname)
+    FROM pg_class c
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'site_id' AND NOT a.attisdropped
+    LEFT JOIN pg_stat_user_tables st ON st.relid = c.oid
+    WHERE n.nspname IN ('cdr', 'ids') AND c.relkind = 'r'
+      AND c.relname NOT IN ('dirty_patient', 'site_state', 'verify_log')
+      AND coalesce(st.n_mod_since_analyze, 0) >= 200
+      AND (coalesce(greatest(st.last_analyze, st.last_autoanalyze), '-infinity')
+           < now() - interval '1 minute'
+           OR st.n_mod_since_analyze > greatest(c.reltuples, 0))
+    ORDER BY 1
+  LOOP
+    FOREACH s IN ARRAY sites LOOP
+      EXECUTE format('EXPLAIN (FORMAT JSON) SELECT 1 FROM %s WHERE site_id = %s', t, s) INTO plan;
+      EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %s WHERE site_id = %s LIMIT 1000) x',
+                     t, s) INTO present;
+      IF present >= 200 AND present > 10 * (plan->0->'Plan'->>'Plan Rows')::float8 THEN
+        stale := stale || t;
+        EXIT;
+      END IF;
+    END LOOP;
+  END LOOP;
+  RETURN stale;
 END $$;
 
 -- What a batch's apply transaction calls last, with the rows `ids.touched` found before and

@@ -99,6 +99,9 @@ async fn main() {
     for site in 2..=sites as i32 {
         queued += ids::queue_rebuild(&mut c, site, false).await.unwrap();
     }
+    // the receiver's workers, with its statistics keeper beside them
+    let (stop_keeper, shutdown) = emr_stream::shutdown::channel();
+    let keeper = tokio::spawn(ids::stats::keeper(pool.clone(), shutdown));
     let workers: Vec<_> = (0..2)
         .map(|_| {
             let pool = pool.clone();
@@ -111,6 +114,8 @@ async fn main() {
         w.await.unwrap();
     }
     let took = started.elapsed();
+    stop_keeper.fire();
+    keeper.await.unwrap();
     println!(
         "rebuild of the other {} sites ({queued} patients, 2 workers): {} = {:.0} patients/s",
         sites - 1,

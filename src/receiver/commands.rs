@@ -7,7 +7,7 @@ use anyhow::Context;
 use deadpool_postgres::Pool;
 
 use super::apply::{PgOptions, PgStore};
-use super::ids::{self, queue, verify};
+use super::ids::{self, queue, stats, verify};
 use super::pg;
 use crate::config::ReceiverConfig;
 use crate::mapping::Mapping;
@@ -107,6 +107,9 @@ pub async fn rebuild(
 /// counts counted again). Returns the wall time it took.
 pub async fn rebuild_site(pool: &Pool, site: i32, workers: usize) -> anyhow::Result<Duration> {
     let started = std::time::Instant::now();
+    stats::analyze_stale(pool, &[site])
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
     let drainers: Vec<_> = (0..workers.max(1))
         .map(|_| {
             let pool = pool.clone();
@@ -116,9 +119,14 @@ pub async fn rebuild_site(pool: &Pool, site: i32, workers: usize) -> anyhow::Res
             })
         })
         .collect();
-    for d in drainers {
-        d.await?.map_err(|e| anyhow::anyhow!(e))?;
-    }
+    // the site's rows come in as it drains: its statistics are taken again once they show
+    stats::keep_fresh(pool, site, Duration::from_secs(2), async {
+        for d in drainers {
+            d.await?.map_err(|e| anyhow::anyhow!(e))?;
+        }
+        Ok::<_, anyhow::Error>(())
+    })
+    .await?;
     queue::finish_site(pool, site)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;

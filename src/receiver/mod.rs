@@ -86,6 +86,10 @@ pub async fn run(
             shutdown.clone(),
         )));
     }
+    tasks.push(tokio::spawn(ids::stats::keeper(
+        pool.clone(),
+        shutdown.clone(),
+    )));
     if config.ids.verify {
         tasks.push(tokio::spawn(ids::verify::verifier(
             pool.clone(),

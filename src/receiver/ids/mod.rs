@@ -6,6 +6,7 @@
 //!   exactly when its rows commit; big changes go to the queue instead.
 //! - [`queue`]: the overflow path, a dirty-patient table drained by workers in chunks.
 //! - [`verify`]: the tables against a fresh full computation, one site at a time.
+//! - [`stats`]: planner statistics that know the sites being written.
 //!
 //! Invariant: every writer of a site's derived rows (apply, queue workers, rebuilds) holds
 //! that site's advisory transaction lock ([`SITE_LOCK`], site) from its first statement, so
@@ -17,6 +18,7 @@
 
 pub mod maintain;
 pub mod queue;
+pub mod stats;
 pub mod verify;
 
 use deadpool_postgres::GenericClient;
