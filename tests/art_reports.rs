@@ -1,7 +1,7 @@
 //! The national report set against the engine's rules: a simulated clinic streams to the
 //! receiver, and every report (TX_CURR under both definitions, TX_NEW, missed appointments,
-//! TX_ML, TX_RTT, TX_CURR MMD, regimen distribution by regimen and by weight, the defaulter
-//! list) is computed again on the source MariaDB by an independent implementation of
+//! TX_ML, TX_RTT, TX_PVLS, TX_CURR MMD, regimen distribution by regimen and by weight, the
+//! defaulter list) is computed again on the source MariaDB by an independent implementation of
 //! `reference/art-rules.md` and `moh-reports.md` — SQL on the source plus the report logic
 //! here in Rust, sharing nothing with the receiver's `ids-tables.sql` — and compared patient
 //! by patient and cell by cell, over several periods. Then the site is rebuilt while readers
@@ -373,6 +373,156 @@ async fn source_appointments(pool: &Pool, end: NaiveDate) -> BTreeMap<i64, Strin
     .unwrap()
     .into_iter()
     .collect()
+}
+
+/// Per patient: the latest VL order on or before @end (lab order of a VL specimen, found by
+/// name), its day, whether its latest 'Reason for test' says Routine (None: no reason), and its
+/// latest 'HIV viral load' result as `text|number|modifier`.
+const SOURCE_VL: &str = "
+SELECT o.patient_id, CAST(DATE(o.start_date) AS CHAR),
+  (SELECT r.value_coded IN (SELECT concept_id FROM concept_name WHERE name = 'Routine' AND voided = 0)
+     FROM obs r WHERE r.order_id = o.order_id AND r.voided = 0
+       AND r.concept_id IN (SELECT concept_id FROM concept_name WHERE name = 'Reason for test' AND voided = 0)
+     ORDER BY r.obs_datetime DESC, r.obs_id DESC LIMIT 1) AS routine,
+  (SELECT CONCAT(IFNULL(v.value_text, ''), '|', IFNULL(v.value_numeric, ''), '|', IFNULL(v.value_modifier, ''))
+     FROM obs v WHERE v.order_id = o.order_id AND v.voided = 0 AND v.concept_id = 856
+     ORDER BY v.obs_datetime DESC, v.obs_id DESC LIMIT 1) AS result
+FROM orders o
+WHERE o.order_id = (
+  SELECT x.order_id FROM orders x
+  WHERE x.patient_id = o.patient_id AND x.order_type_id = 4 AND x.voided = 0
+    AND x.start_date < @end + INTERVAL 1 DAY
+    AND x.concept_id IN (SELECT concept_id FROM concept_name WHERE voided = 0 AND name IN
+          ('Blood', 'DBS (Free drop to DBS card)', 'DBS (Using capillary tube)', 'Plasma'))
+  ORDER BY x.start_date DESC, x.order_id DESC LIMIT 1)";
+
+/// Per woman: whether her latest answer in [@start, @end] to 'Is patient pregnant?' and to
+/// 'Breast feeding?' is Yes (None: not asked).
+const SOURCE_MATERNAL: &str = "
+SELECT p.person_id,
+  (SELECT o.value_coded IN (SELECT concept_id FROM concept_name WHERE name = 'Yes' AND voided = 0)
+     FROM obs o WHERE o.person_id = p.person_id AND o.voided = 0
+       AND o.concept_id IN (SELECT concept_id FROM concept_name WHERE name = 'Is patient pregnant?' AND voided = 0)
+       AND o.obs_datetime >= @start AND o.obs_datetime < @end + INTERVAL 1 DAY
+     ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1),
+  (SELECT o.value_coded IN (SELECT concept_id FROM concept_name WHERE name = 'Yes' AND voided = 0)
+     FROM obs o WHERE o.person_id = p.person_id AND o.voided = 0
+       AND o.concept_id IN (SELECT concept_id FROM concept_name WHERE name = 'Breast feeding?' AND voided = 0)
+       AND o.obs_datetime >= @start AND o.obs_datetime < @end + INTERVAL 1 DAY
+     ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1)
+FROM person p WHERE UPPER(LEFT(p.gender, 1)) = 'F'";
+
+/// A patient's latest VL order as the source gives it.
+struct VlOrder {
+    day: NaiveDate,
+    routine: bool,
+    /// "low" or "high"; None without a result.
+    result: Option<&'static str>,
+}
+
+/// A result `text|number|modifier` as suppressed (low) or not: LDL is low; a number under
+/// 1000 is low; a number with `<` is below it, so low when it is 1000 or less.
+fn vl_result(result: &str) -> Option<&'static str> {
+    let mut parts = result.split('|');
+    let (text, number, modifier) = (parts.next()?, parts.next()?, parts.next().unwrap_or(""));
+    if text.trim().eq_ignore_ascii_case("LDL") {
+        return Some("low");
+    }
+    let n: f64 = number.parse().ok()?;
+    let low = if modifier == "<" {
+        n <= 1000.0
+    } else {
+        n < 1000.0
+    };
+    Some(if low { "low" } else { "high" })
+}
+
+async fn source_vl(pool: &Pool, end: NaiveDate) -> BTreeMap<i64, VlOrder> {
+    let mut conn = pool.get_conn().await.unwrap();
+    set_period(&mut conn, end, end, 0).await;
+    let rows: Vec<(i64, String, Option<i64>, Option<String>)> =
+        conn.query(SOURCE_VL).await.unwrap();
+    rows.into_iter()
+        .map(|(p, day, routine, result)| {
+            let order = VlOrder {
+                day: date(Some(day)).unwrap(),
+                routine: routine.is_none_or(|r| r != 0),
+                result: result.as_deref().and_then(vl_result),
+            };
+            (p, order)
+        })
+        .collect()
+}
+
+/// Per woman: FP, FBf or FNP in [start, end].
+async fn source_maternal(
+    pool: &Pool,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> BTreeMap<i64, &'static str> {
+    let mut conn = pool.get_conn().await.unwrap();
+    set_period(&mut conn, start, end, 0).await;
+    let rows: Vec<(i64, Option<i64>, Option<i64>)> = conn.query(SOURCE_MATERNAL).await.unwrap();
+    rows.into_iter()
+        .map(|(p, pregnant, breastfeeding)| {
+            let status = if pregnant == Some(1) {
+                "FP"
+            } else if breastfeeding == Some(1) {
+                "FBf"
+            } else {
+                "FNP"
+            };
+            (p, status)
+        })
+        .collect()
+}
+
+/// TX_PVLS from the PEPFAR cohort on `end` (moh-reports.md): each candidate's fields.
+fn expected_pvls(
+    cohort: &BTreeMap<i64, Patient>,
+    vl: &BTreeMap<i64, VlOrder>,
+    maternal: &BTreeMap<i64, &'static str>,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Counted {
+    let months = |d: NaiveDate, n: u32| d.checked_sub_months(chrono::Months::new(n)).unwrap();
+    let mut out = Counted::new();
+    for (id, p) in cohort {
+        let on_art = p.outcome == "on_art";
+        let candidate = on_art
+            || p.outcome_date
+                .is_some_and(|d| d > months(end, 12) && d <= end);
+        if !candidate {
+            continue;
+        }
+        let mother = p.gender == "F" && matches!(maternal.get(id), Some(&"FP" | &"FBf"));
+        let paediatric = regimen(&p.drugs).ends_with('P');
+        let order = vl.get(id);
+        let left_care_due = || {
+            let base = order.map(|o| o.day).or(p.earliest_start).unwrap();
+            let after = if mother || paediatric { 6 } else { 12 };
+            let until = base.checked_add_months(chrono::Months::new(after)).unwrap();
+            p.outcome_date.is_some_and(|d| until < d)
+        };
+        let due = p.earliest_start.is_some_and(|d| d <= months(end, 6))
+            && !(p.outcome == "defaulted" && p.defaulted_on.is_some_and(|d| d < months(end, 12)))
+            && (on_art || left_care_due());
+        if on_art {
+            out.insert(key(*id, p, "tx_curr"));
+        }
+        if !due {
+            continue;
+        }
+        out.insert(key(*id, p, "due_for_vl"));
+        if let Some(o) = order.filter(|o| o.day >= months(start, 12)) {
+            let kind = if o.routine { "routine" } else { "targeted" };
+            out.insert(key(*id, p, &format!("drawn_{kind}")));
+            if let Some(result) = o.result {
+                out.insert(key(*id, p, &format!("{result}_vl_{kind}")));
+            }
+        }
+    }
+    out
 }
 
 /// A GET as the tests' `patients` reader.
@@ -852,6 +1002,66 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
                 );
                 see("defaulter list", expected.len());
             }
+
+            // TX_PVLS (PEPFAR TX_CURR, due, drawn and results, women by maternal status)
+            let cohort = &by_definition["pepfar"];
+            let vl = source_vl(&source, end).await;
+            let maternal = source_maternal(&source, start, end).await;
+            let expected = expected_pvls(cohort, &vl, &maternal, start, end);
+            let got = report(
+                &receiver,
+                "tx_pvls",
+                &format!("start_date={start}&end_date={end}"),
+            )
+            .await;
+            assert_same(
+                &format!("TX_PVLS {start}..{end}"),
+                &counted(&got),
+                &expected,
+            );
+            let mut by_age = got.clone();
+            by_age["rows"] = Value::Array(
+                got["rows"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|r| r["age_group"] != "All")
+                    .cloned()
+                    .collect(),
+            );
+            assert_rows_match_patients("TX_PVLS", &by_age, &["gender", "age_group"]);
+            // the women again by maternal status, each row equal to her patients
+            for row in got["rows"].as_array().unwrap() {
+                if row["age_group"] != "All" {
+                    continue;
+                }
+                let status = row["gender"].as_str().unwrap();
+                for f in got["fields"].as_array().unwrap() {
+                    let f = f.as_str().unwrap();
+                    let women = expected
+                        .iter()
+                        .filter(|(id, g, _, field)| {
+                            g == "F" && field == f && maternal.get(id).copied() == Some(status)
+                        })
+                        .count();
+                    assert_eq!(
+                        row[f].as_u64().unwrap() as usize,
+                        women,
+                        "TX_PVLS {start}..{end}: {status} {f}"
+                    );
+                }
+            }
+            for (_, _, _, f) in &expected {
+                see(&format!("tx_pvls {f}"), 1);
+            }
+            for (id, status) in &maternal {
+                if expected
+                    .iter()
+                    .any(|(p, _, _, f)| p == id && f == "due_for_vl")
+                {
+                    see(&format!("tx_pvls due {status}"), 1);
+                }
+            }
         }
     }
 
@@ -881,6 +1091,17 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
             "regimen unknown",
             "weight 5-5.9",
             "weight Unknown",
+            "tx_pvls tx_curr",
+            "tx_pvls due_for_vl",
+            "tx_pvls drawn_routine",
+            "tx_pvls drawn_targeted",
+            "tx_pvls low_vl_routine",
+            "tx_pvls high_vl_routine",
+            "tx_pvls low_vl_targeted",
+            "tx_pvls high_vl_targeted",
+            "tx_pvls due FP",
+            "tx_pvls due FBf",
+            "tx_pvls due FNP",
         ]
         .map(String::from),
     );
@@ -942,6 +1163,12 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
         ("CD4 <200", "SELECT COUNT(*) FROM obs WHERE concept_id = 5497 AND value_numeric = 200 AND value_modifier = '<'"),
         ("CD4 200 and above", "SELECT COUNT(*) FROM obs WHERE concept_id = 5497 AND value_numeric >= 200 AND value_modifier IS NULL"),
         ("state 127", "SELECT COUNT(*) FROM patient_state WHERE state = 127"),
+        ("VL on every specimen", "SELECT COUNT(DISTINCT concept_id) = 5 FROM orders WHERE order_type_id = 4"),
+        ("VL order without a reason", "SELECT COUNT(*) FROM orders o WHERE o.order_type_id = 4 AND NOT EXISTS (SELECT 1 FROM obs r WHERE r.order_id = o.order_id AND r.concept_id = 9610)"),
+        ("VL order without a result", "SELECT COUNT(*) FROM orders o WHERE o.order_type_id = 4 AND NOT EXISTS (SELECT 1 FROM obs r WHERE r.order_id = o.order_id AND r.concept_id = 856)"),
+        ("VL LDL", "SELECT COUNT(*) FROM obs WHERE concept_id = 856 AND value_text = 'LDL'"),
+        ("VL <1000", "SELECT COUNT(*) FROM obs WHERE concept_id = 856 AND value_numeric = 1000 AND value_modifier = '<'"),
+        ("VL 1000 and above", "SELECT COUNT(*) FROM obs WHERE concept_id = 856 AND value_numeric >= 1000 AND value_modifier IS NULL"),
     ];
     for (case, sql) in checks {
         let n: Option<i64> = conn.query_first(sql).await.unwrap();

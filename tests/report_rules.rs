@@ -41,7 +41,10 @@ impl Clinic {
                  INSERT INTO cdr.concept_name (site_id, lsn, concept_name_id, concept_id, name, voided) VALUES
                    (1, 1, 1, 9685, 'Drug refill', 0), (1, 1, 2, 9684, 'External consultation', 0),
                    (1, 1, 3, 7571, 'New patient', 0), (1, 1, 4, 7572, 'Transfer in', 0),
-                   (1, 1, 5, 5497, 'CD4 count', 0)",
+                   (1, 1, 5, 5497, 'CD4 count', 0), (1, 1, 6, 9600, 'Blood', 0),
+                   (1, 1, 7, 9610, 'Reason for test', 0), (1, 1, 8, 9611, 'Routine', 0),
+                   (1, 1, 9, 1065, 'Yes', 0), (1, 1, 10, 6131, 'Is patient pregnant?', 0);
+                 INSERT INTO ids.site_state (site_id) VALUES (1)",
             )
             .await;
         clinic
@@ -424,4 +427,77 @@ async fn the_cohort_gates_change_tx_curr_and_tx_new() {
         .report("tx_new", "start_date=2024-01-01&end_date=2024-02-29")
         .await;
     assert!(entry(&new, refill).is_none() && entry(&new, no_reason).is_none());
+}
+
+/// A VL order (Blood) on `day` with its result `value` (and modifier), on order `order`.
+async fn vl(c: &mut Clinic, pid: i32, day: &str, value: f64, modifier: Option<&str>) {
+    let (order, result) = (c.id(), c.id());
+    let modifier = modifier.map_or("NULL".to_owned(), |m| format!("'{m}'"));
+    c.sql(&format!(
+        "INSERT INTO cdr.orders (site_id, lsn, order_id, order_type_id, concept_id, patient_id, start_date, voided)
+           VALUES (1, 1, {order}, 4, 9600, {pid}, '{day} 10:00', 0);
+         INSERT INTO cdr.obs (site_id, lsn, obs_id, person_id, concept_id, order_id, obs_datetime, value_numeric, value_modifier, voided)
+           VALUES (1, 1, {result}, {pid}, 856, {order}, '{day} 10:00', {value}, {modifier}, 0)"
+    ))
+    .await;
+}
+
+#[tokio::test]
+async fn quirk_tx_pvls_honours_the_vl_modifier_and_takes_months_from_the_end_date() {
+    // GIVEN three women on ART at the end of Q1 2025: two started 2024-06-01 with a VL drawn
+    // in February, "<1000" and "1000", the third started 2024-12-01
+    let mut c = Clinic::new("rules_pvls").await;
+    let mut women = Vec::new();
+    for (started, result) in [
+        ("2024-06-01", Some((1000.0, Some("<")))),
+        ("2024-06-01", Some((1000.0, None))),
+        ("2024-12-01", None),
+    ] {
+        let p = c.patient(started, true).await;
+        c.registration(p, &format!("{started} 08:00"), started)
+            .await;
+        c.dispense(p, started, 982, 30, 1.0).await;
+        c.dispense(p, "2025-03-01", 982, 90, 1.0).await;
+        if let Some((value, modifier)) = result {
+            vl(&mut c, p, "2025-02-10", value, modifier).await;
+        }
+        women.push(p);
+    }
+    // (the first said she is pregnant in the quarter)
+    c.obs(women[0], 6131, "2025-02-10 10:00", "value_coded", "1065")
+        .await;
+    c.recompute().await;
+    // WHEN TX_PVLS is asked for Q1 2025
+    let got = c.report("tx_pvls", "name=Q1 2025").await;
+    assert_eq!(got["definition"], "pepfar");
+    // THEN "<1000" is suppressed (the engine ignores the modifier and counts it high: a bug),
+    // 1000 is not
+    let f = |p| fields(&entry(&got, p).expect("a candidate"));
+    assert_eq!(
+        f(women[0]),
+        ["tx_curr", "due_for_vl", "drawn_routine", "low_vl_routine"]
+    );
+    assert_eq!(
+        f(women[1]),
+        ["tx_curr", "due_for_vl", "drawn_routine", "high_vl_routine"]
+    );
+    // AND six months on ART are counted back from the end date (the engine counts them from
+    // a hard-coded 2024-03-31, so no one who started after September 2023 would be due): the
+    // women of June are due, the one of December not yet
+    assert_eq!(f(women[2]), ["tx_curr"]);
+    // AND women are counted again by maternal status: one pregnant, two neither
+    let row = |g: &str| {
+        got["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["gender"] == g && r["age_group"] == "All")
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(row("FP")["tx_curr"], 1);
+    assert_eq!(row("FP")["low_vl_routine"], 1);
+    assert_eq!(row("FNP")["tx_curr"], 2);
+    assert_eq!(row("FBf")["tx_curr"], 0);
+    assert_eq!(got["total"], 3, "the maternal rows count no one twice");
 }

@@ -16,6 +16,7 @@ mod csv;
 mod params;
 mod queries;
 mod request;
+mod vl;
 
 pub use params::{parse_quarter, quarter_start};
 use queries::{query_for, Rows};
@@ -87,17 +88,28 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
     // OFFSET 0 keeps the report's own filter below the grouping: without it the planner
     // sorted every status row by gender and age group (computing the age group of each) before
     // filtering (TX_CURR today at 100k, all sites: 250-400 ms, fenced 25-35 ms).
-    let counted = params
-        .query(
-            &client,
-            &format!(
-                "SELECT {dims}, f, count(*) FROM (SELECT * FROM ({sql}) s OFFSET 0) q
-                 CROSS JOIN LATERAL unnest(q.fields || ARRAY['']) f GROUP BY {dims}, f",
-                dims = dims.join(", "),
-                sql = query.sql
-            ),
+    // Women counted again by maternal status, in rows (FP|FBf|FNP, All).
+    let count_sql = if query.maternal {
+        format!(
+            "WITH q AS MATERIALIZED (SELECT * FROM ({sql}) s)
+             SELECT {dims}, f, count(*) FROM q
+             CROSS JOIN LATERAL unnest(q.fields || ARRAY['']) f GROUP BY {dims}, f
+             UNION ALL
+             SELECT q.maternal, '{MATERNAL_AGE}', f, count(*) FROM q
+             CROSS JOIN LATERAL unnest(q.fields || ARRAY['']) f
+             WHERE q.maternal IS NOT NULL GROUP BY 1, 2, 3",
+            dims = dims.join(", "),
+            sql = query.sql
         )
-        .await?;
+    } else {
+        format!(
+            "SELECT {dims}, f, count(*) FROM (SELECT * FROM ({sql}) s OFFSET 0) q
+             CROSS JOIN LATERAL unnest(q.fields || ARRAY['']) f GROUP BY {dims}, f",
+            dims = dims.join(", "),
+            sql = query.sql
+        )
+    };
+    let counted = params.query(&client, &count_sql).await?;
     let mut counts: BTreeMap<Vec<String>, BTreeMap<String, i64>> = BTreeMap::new();
     for r in &counted {
         let key: Vec<String> = (0..dims.len())
@@ -109,8 +121,13 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
             .or_default()
             .insert(field, r.get(dims.len() + 1));
     }
-    let total = counts.values().filter_map(|c| c.get("")).sum();
-    let rows = group_rows(query.rows, query.fields, &counts);
+    // (the maternal rows count women a second time)
+    let total = counts
+        .iter()
+        .filter(|(k, _)| !(query.maternal && k.get(1).is_some_and(|a| a == MATERNAL_AGE)))
+        .filter_map(|(_, c)| c.get(""))
+        .sum();
+    let rows = group_rows(query.rows, query.fields, query.maternal, &counts);
     let mut report = Report {
         report: request.name.as_str(),
         definition: request.definition.as_str(),
@@ -173,12 +190,19 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
     Ok(report)
 }
 
+/// The age group of the rows that count women by maternal status.
+const MATERNAL_AGE: &str = "All";
+/// Maternal status of women: pregnant, breastfeeding, neither.
+const MATERNAL: [&str; 3] = ["FP", "FBf", "FNP"];
+
 /// The rows of an answer: by age group, all M/F × age rows (zeros included) then U and
-/// Unknown rows that have patients; by regimen or weight band, the rows that have patients.
-/// Each row has every field (0 when none).
+/// Unknown rows that have patients, then (`maternal`) the FP, FBf and FNP rows of all ages;
+/// by regimen or weight band, the rows that have patients. Each row has every field (0 when
+/// none).
 fn group_rows(
     rows: Rows,
     fields: &[&str],
+    maternal: bool,
     counts: &BTreeMap<Vec<String>, BTreeMap<String, i64>>,
 ) -> Vec<Value> {
     let dims = rows.dims();
@@ -204,6 +228,12 @@ fn group_rows(
             if c.is_some() || (gender != "U" && age != "Unknown") {
                 out.push(row(&key, c));
             }
+        }
+    }
+    if maternal {
+        for status in MATERNAL {
+            let key = vec![status.to_owned(), MATERNAL_AGE.to_owned()];
+            out.push(row(&key, counts.get(&key)));
         }
     }
     out
@@ -304,7 +334,7 @@ mod tests {
         let one = |f: &str, n| BTreeMap::from([(f.to_owned(), n), (String::new(), n)]);
         counts.insert(vec!["F".to_owned(), "25-29".to_owned()], one("count", 3));
         counts.insert(vec!["U".to_owned(), "Unknown".to_owned()], one("count", 1));
-        let rows = group_rows(Rows::Age, &["count"], &counts);
+        let rows = group_rows(Rows::Age, &["count"], false, &counts);
         assert_eq!(
             rows.len(),
             41,
@@ -328,7 +358,12 @@ mod tests {
             vec!["M".to_owned(), "50+".to_owned(), "13A".to_owned()],
             BTreeMap::from([("died".to_owned(), 2)]),
         );
-        let rows = group_rows(Rows::AgeRegimen, &["died", "transferred_out"], &counts);
+        let rows = group_rows(
+            Rows::AgeRegimen,
+            &["died", "transferred_out"],
+            false,
+            &counts,
+        );
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0]["regimen"], "13A");
         assert_eq!(

@@ -7,6 +7,7 @@
 //! columns. Parameters: $1 site (NULL: all), $2 start, $3 end (dates), $4 days past the
 //! expiry of the definition (60 MOH, 30 PEPFAR).
 
+use super::vl::TX_PVLS;
 use super::{By, ReportName};
 
 /// How the rows of an answer are keyed.
@@ -39,6 +40,9 @@ pub(super) struct Query {
     pub(super) detail_columns: &'static [&'static str],
     /// The visits report's `detail=days`: visits per site and day.
     pub(super) days: Option<&'static str>,
+    /// Women are also counted by maternal status (the `maternal` column: FP, FBf, FNP), in
+    /// rows of their own (gender FP, FBf or FNP, age group All).
+    pub(super) maternal: bool,
 }
 
 /// The columns (fields) of a report's answer.
@@ -55,6 +59,7 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
         fields: COUNT,
         detail_columns,
         days: None,
+        maternal: false,
     };
     match name {
         ReportName::TxCurr => simple(
@@ -163,6 +168,36 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
                     "returned_on",
                     "months",
                     "cd4",
+                ],
+            )
+        },
+        ReportName::TxPvls => Query {
+            fields: &[
+                "tx_curr",
+                "due_for_vl",
+                "drawn_routine",
+                "drawn_targeted",
+                "high_vl_routine",
+                "high_vl_targeted",
+                "low_vl_routine",
+                "low_vl_targeted",
+            ],
+            maternal: true,
+            ..simple(
+                TX_PVLS,
+                &[
+                    "site_id",
+                    "patient_id",
+                    "gender",
+                    "age_group",
+                    "fields",
+                    "maternal",
+                    "outcome",
+                    "outcome_date",
+                    "earliest_start_date",
+                    "vl_ordered_on",
+                    "vl_reason",
+                    "vl_result",
                 ],
             )
         },

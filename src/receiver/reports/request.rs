@@ -23,6 +23,8 @@ pub enum ReportName {
     TxMl,
     /// PEPFAR TX_RTT: defaulted or stopped at the start, back on ART at the end.
     TxRtt,
+    /// PEPFAR TX_PVLS: viral load coverage and suppression.
+    TxPvls,
     /// TX_CURR by months dispensed at the last dispensation.
     TxCurrMmd,
     /// TX_CURR by regimen (by=regimen) or by weight band and regimen (by=weight).
@@ -32,13 +34,14 @@ pub enum ReportName {
 }
 
 /// Every report, for error messages and the index.
-pub const REPORTS: [ReportName; 9] = [
+pub const REPORTS: [ReportName; 10] = [
     ReportName::TxCurr,
     ReportName::TxNew,
     ReportName::Visits,
     ReportName::MissedAppointments,
     ReportName::TxMl,
     ReportName::TxRtt,
+    ReportName::TxPvls,
     ReportName::TxCurrMmd,
     ReportName::RegimenDistribution,
     ReportName::DefaulterList,
@@ -61,6 +64,7 @@ impl ReportName {
             Self::MissedAppointments => "missed_appointments",
             Self::TxMl => "tx_ml",
             Self::TxRtt => "tx_rtt",
+            Self::TxPvls => "tx_pvls",
             Self::TxCurrMmd => "tx_curr_mmd",
             Self::RegimenDistribution => "regimen_distribution",
             Self::DefaulterList => "defaulter_list",
@@ -75,11 +79,11 @@ impl ReportName {
         }
     }
 
-    /// The definition a report always uses, whatever is asked (TX_ML and TX_RTT are PEPFAR
-    /// outcomes: 30 days; the regimen distribution by weight is of MOH TX_CURR).
+    /// The definition a report always uses, whatever is asked (TX_ML, TX_RTT and TX_PVLS are
+    /// PEPFAR outcomes: 30 days; the regimen distribution by weight is of MOH TX_CURR).
     fn fixed_definition(self, by: By) -> Option<Definition> {
         match (self, by) {
-            (Self::TxMl | Self::TxRtt, _) => Some(Definition::Pepfar),
+            (Self::TxMl | Self::TxRtt | Self::TxPvls, _) => Some(Definition::Pepfar),
             (Self::RegimenDistribution, By::Weight) => Some(Definition::Moh),
             _ => None,
         }
@@ -394,6 +398,14 @@ mod tests {
             (Some(7), d(2023, 10, 1), d(2023, 12, 31))
         );
         assert_eq!(r.definition, Definition::Pepfar, "TX_ML is always PEPFAR");
+        let r = Request::parse(
+            ReportName::parse("TX_PVLS").unwrap(),
+            &params(&[("name", "Q1 2025"), ("definition", "moh")]),
+            false,
+            today(),
+        )
+        .unwrap();
+        assert_eq!(r.definition, Definition::Pepfar, "TX_PVLS is always PEPFAR");
         assert_eq!(
             ReportName::parse("Regimen_Distribution"),
             Some(ReportName::RegimenDistribution)

@@ -7,6 +7,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Value};
 
 mod events;
+mod lab;
 mod rows;
 mod visit;
 
@@ -99,6 +100,8 @@ pub(super) struct Patient {
     /// A drug-refill or external-consultation client who registers at the clinic on this day
     /// (or at the first visit after it).
     pub(super) registers_on: Option<NaiveDate>,
+    /// Asked about pregnancy and breastfeeding at consultations.
+    pub(super) female: bool,
 }
 
 /// The clinic: one connection, writing one transaction per form.
@@ -405,6 +408,7 @@ impl Clinic {
             last_consultation: None,
             weight,
             registers_on,
+            female,
         });
         if pre_art {
             return Ok(());

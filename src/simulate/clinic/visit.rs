@@ -137,10 +137,17 @@ impl Clinic {
                 self.obs_value(pid, 5497, e, start, Some(value), None, modifier)
                     .await?;
             }
+            if self.patients[i].female {
+                self.maternal_status(pid, e, start).await?;
+            }
             consultation = e;
         }
         self.commit().await?;
         self.patients[i].last_consultation = Some((consultation, start));
+        if self.rng.chance(0.2) {
+            let t = start + chrono::Duration::minutes(35);
+            self.viral_load(pid, t, stamp(t)).await?;
+        }
         // ART ADHERENCE: pills brought back, per drug; tied to the drug's last order (as the
         // EMR does) or naming the drug.
         let last_orders = self.patients[i].last_orders.clone();
