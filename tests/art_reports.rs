@@ -525,6 +525,109 @@ fn expected_pvls(
     out
 }
 
+/// Per patient: birthdate, whether registered (an HIV CLINIC REGISTRATION encounter) by @end,
+/// and whether re-initiated: the earliest obs 7937 answered Yes sits in a registration
+/// encounter holding an obs 7751 more than 14 days before it.
+const SOURCE_REGISTRATION: &str = "
+SELECT p.patient_id, CAST(pe.birthdate AS CHAR),
+  EXISTS (SELECT 1 FROM encounter r WHERE r.patient_id = p.patient_id AND r.encounter_type = 9
+          AND r.voided = 0 AND r.encounter_datetime < @end + INTERVAL 1 DAY) AS registered,
+  EXISTS (SELECT 1 FROM obs e
+          JOIN encounter en ON en.encounter_id = e.encounter_id AND en.encounter_type = 9 AND en.voided = 0
+          JOIN obs l ON l.encounter_id = e.encounter_id AND l.concept_id = 7751 AND l.voided = 0
+                    AND l.value_datetime < e.obs_datetime - INTERVAL 14 DAY
+          WHERE e.obs_id = (SELECT x.obs_id FROM obs x WHERE x.person_id = p.patient_id
+                              AND x.concept_id = 7937 AND x.voided = 0
+                              AND x.value_coded IN (SELECT concept_id FROM concept_name WHERE name = 'Yes' AND voided = 0)
+                            ORDER BY x.obs_datetime, x.obs_id LIMIT 1)) AS reinitiation
+FROM patient p JOIN person pe ON pe.person_id = p.patient_id";
+
+/// A patient's registration facts: birthdate, registered by the end date, re-initiation.
+type Registration = (Option<NaiveDate>, bool, bool);
+
+async fn source_registration(pool: &Pool, end: NaiveDate) -> BTreeMap<i64, Registration> {
+    let mut conn = pool.get_conn().await.unwrap();
+    set_period(&mut conn, end, end, 0).await;
+    let rows: Vec<(i64, Option<String>, i64, i64)> = conn.query(SOURCE_REGISTRATION).await.unwrap();
+    rows.into_iter()
+        .map(|(p, birthdate, registered, reinit)| {
+            (p, (date(birthdate), registered != 0, reinit != 0))
+        })
+        .collect()
+}
+
+/// The MOH cohort of [start, end] from the MOH cohort on `end` (moh-reports.md): each
+/// patient's fields.
+fn expected_moh_cohort(
+    cohort: &BTreeMap<i64, Patient>,
+    registration: &BTreeMap<i64, Registration>,
+    start: NaiveDate,
+    end: NaiveDate,
+) -> Counted {
+    let mut out = Counted::new();
+    for (id, p) in cohort {
+        let (enrolled, earliest) = (p.enrolled.unwrap(), p.earliest_start.unwrap());
+        let (birthdate, registered, reinit) = registration[id];
+        let reinitiated = enrolled != earliest && reinit;
+        let mut reg = vec!["total_registered"];
+        if enrolled == earliest {
+            reg.push("initiated_on_art_first_time");
+        }
+        if reinitiated {
+            reg.push("re_initiated_on_art");
+        }
+        if enrolled != earliest && !reinitiated && registered {
+            reg.push("transfer_in");
+        }
+        reg.push(match p.gender.as_str() {
+            "M" => "all_males",
+            "F" => "all_females",
+            _ => "unknown_gender",
+        });
+        reg.push(match birthdate.map(|b| months(b, earliest)) {
+            None => "unknown_age",
+            Some(m) if m < 24 => "children_below_24_months",
+            Some(m) if m / 12 <= 14 => "children_24_months_14_years",
+            Some(_) => "adults",
+        });
+        for f in reg {
+            if enrolled >= start && enrolled <= end {
+                out.insert(key(*id, p, f));
+            }
+            out.insert(key(*id, p, &format!("cum_{f}")));
+        }
+        let outcome: Vec<String> = match p.outcome.as_str() {
+            "on_art" => {
+                let r = regimen(&p.drugs);
+                let r = if r == "unknown" {
+                    "unknown_regimen".into()
+                } else {
+                    r
+                };
+                vec!["total_alive_and_on_art".into(), r]
+            }
+            "died" => {
+                let days = p.outcome_date.map(|d| (d - earliest).num_days());
+                let month = match days {
+                    Some(d) if d <= 30 => "died_within_month_1",
+                    Some(d) if d <= 60 => "died_within_month_2",
+                    Some(d) if d <= 91 => "died_within_month_3",
+                    _ => "died_after_month_3",
+                };
+                vec!["died_total".into(), month.into()]
+            }
+            "defaulted" => vec!["defaulted".into()],
+            "stopped" => vec!["stopped_art".into()],
+            "transferred_out" => vec!["transferred_out".into()],
+            other => panic!("outcome {other}"),
+        };
+        for f in outcome {
+            out.insert(key(*id, p, &f));
+        }
+    }
+    out
+}
+
 /// A GET as the tests' `patients` reader.
 async fn get(url: &str) -> reqwest::Response {
     common::reader_client().get(url).send().await.unwrap()
@@ -1003,6 +1106,29 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
                 see("defaulter list", expected.len());
             }
 
+            // the MOH quarterly cohort (MOH outcomes): registration in the period and
+            // cumulatively, outcomes, regimens of the alive
+            let registration = source_registration(&source, end).await;
+            let expected = expected_moh_cohort(&by_definition["moh"], &registration, start, end);
+            let got = report(
+                &receiver,
+                "cohort",
+                &format!("start_date={start}&end_date={end}&definition=pepfar"),
+            )
+            .await;
+            assert_eq!(got["definition"], "moh", "the cohort is always MOH");
+            assert_same(&format!("cohort {start}..{end}"), &counted(&got), &expected);
+            let rows = got["rows"].as_array().unwrap();
+            assert_eq!(rows.len(), 1, "one row");
+            for f in got["fields"].as_array().unwrap() {
+                let f = f.as_str().unwrap();
+                let n = expected
+                    .iter()
+                    .filter(|(_, _, _, field)| field == f)
+                    .count();
+                assert_eq!(rows[0][f].as_u64().unwrap() as usize, n, "cohort {f}");
+                see(&format!("cohort {f}"), n);
+            }
             // TX_PVLS (PEPFAR TX_CURR, due, drawn and results, women by maternal status)
             let cohort = &by_definition["pepfar"];
             let vl = source_vl(&source, end).await;
@@ -1102,6 +1228,21 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
             "tx_pvls due FP",
             "tx_pvls due FBf",
             "tx_pvls due FNP",
+            "cohort total_registered",
+            "cohort initiated_on_art_first_time",
+            "cohort re_initiated_on_art",
+            "cohort transfer_in",
+            "cohort cum_re_initiated_on_art",
+            "cohort cum_transfer_in",
+            "cohort all_males",
+            "cohort all_females",
+            "cohort adults",
+            "cohort total_alive_and_on_art",
+            "cohort died_total",
+            "cohort defaulted",
+            "cohort stopped_art",
+            "cohort transferred_out",
+            "cohort unknown_regimen",
         ]
         .map(String::from),
     );
@@ -1163,6 +1304,11 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
         ("CD4 <200", "SELECT COUNT(*) FROM obs WHERE concept_id = 5497 AND value_numeric = 200 AND value_modifier = '<'"),
         ("CD4 200 and above", "SELECT COUNT(*) FROM obs WHERE concept_id = 5497 AND value_numeric >= 200 AND value_modifier IS NULL"),
         ("state 127", "SELECT COUNT(*) FROM patient_state WHERE state = 127"),
+        (
+            "ART last taken exactly 14 days before (not a re-initiation)",
+            "SELECT COUNT(*) FROM obs e JOIN obs l ON l.encounter_id = e.encounter_id AND l.concept_id = 7751 \
+             WHERE e.concept_id = 7937 AND l.value_datetime = e.obs_datetime - INTERVAL 14 DAY",
+        ),
         ("VL on every specimen", "SELECT COUNT(DISTINCT concept_id) = 5 FROM orders WHERE order_type_id = 4"),
         ("VL order without a reason", "SELECT COUNT(*) FROM orders o WHERE o.order_type_id = 4 AND NOT EXISTS (SELECT 1 FROM obs r WHERE r.order_id = o.order_id AND r.concept_id = 9610)"),
         ("VL order without a result", "SELECT COUNT(*) FROM orders o WHERE o.order_type_id = 4 AND NOT EXISTS (SELECT 1 FROM obs r WHERE r.order_id = o.order_id AND r.concept_id = 856)"),

@@ -501,3 +501,86 @@ async fn quirk_tx_pvls_honours_the_vl_modifier_and_takes_months_from_the_end_dat
     assert_eq!(row("FBf")["tx_curr"], 0);
     assert_eq!(got["total"], 3, "the maternal rows count no one twice");
 }
+
+#[tokio::test]
+async fn cohort_re_initiation_needs_art_last_taken_more_than_14_days_before() {
+    // GIVEN three patients enrolled on 2024-01-10: two who had started ART in 2023 and say
+    // they last took it 21 and 14 days before registering, and one starting ART then who
+    // dies 26 days later
+    let mut c = Clinic::new("rules_cohort").await;
+    let mut patients = Vec::new();
+    for last_taken in [Some("2023-12-20"), Some("2023-12-27"), None] {
+        let started = if last_taken.is_some() {
+            "2023-01-01"
+        } else {
+            "2024-01-10"
+        };
+        let p = c.patient("2024-01-10", true).await;
+        c.registration(p, "2024-01-10 08:00", started).await;
+        c.dispense(p, "2024-01-10", 982, 30, 1.0).await;
+        if let Some(day) = last_taken {
+            c.obs(p, 7937, "2024-01-10 08:00", "value_coded", "1065")
+                .await;
+            c.obs(
+                p,
+                7751,
+                "2024-01-10 08:00",
+                "value_datetime",
+                &format!("'{day} 08:00'"),
+            )
+            .await;
+            c.sql(&format!(
+                "UPDATE cdr.obs o SET encounter_id = e.encounter_id FROM cdr.encounter e
+                 WHERE o.site_id = 1 AND o.person_id = {p} AND o.concept_id IN (7937, 7751)
+                   AND e.site_id = 1 AND e.patient_id = {p} AND e.encounter_type = 9"
+            ))
+            .await;
+        }
+        patients.push(p);
+    }
+    c.state(patients[2], 3, "2024-02-05").await;
+    c.recompute().await;
+    // WHEN the cohort of Q1 2024 is asked for
+    let got = c.report("cohort", "name=Q1 2024").await;
+    let f = |p| fields(&entry(&got, p).expect("in the cohort"));
+    // THEN 21 days is a re-initiation, exactly 14 days is not (a transfer-in)
+    assert!(
+        f(patients[0]).contains(&"re_initiated_on_art".to_owned()),
+        "{:?}",
+        f(patients[0])
+    );
+    assert!(f(patients[0]).contains(&"cum_re_initiated_on_art".to_owned()));
+    assert!(!f(patients[1]).contains(&"re_initiated_on_art".to_owned()));
+    assert!(
+        f(patients[1]).contains(&"transfer_in".to_owned()),
+        "{:?}",
+        f(patients[1])
+    );
+    // AND a death 26 days after starting ART is within month 1
+    let died = f(patients[2]);
+    for field in [
+        "initiated_on_art_first_time",
+        "died_total",
+        "died_within_month_1",
+    ] {
+        assert!(died.contains(&field.to_owned()), "{field} in {died:?}");
+    }
+    let row = &got["rows"][0];
+    assert_eq!(row["total_registered"], 3);
+    assert_eq!(row["cum_total_registered"], 3);
+    assert_eq!(row["re_initiated_on_art"], 1);
+    assert_eq!(row["transfer_in"], 1);
+    assert_eq!(row["died_within_month_1"], 1);
+    assert_eq!(got["definition"], "moh");
+    // AND a field drills down to its patients
+    let got = c
+        .report("cohort", "name=Q1 2024&field=re_initiated_on_art")
+        .await;
+    let listed: Vec<i64> = got["patients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["patient_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(listed, [i64::from(patients[0])]);
+}

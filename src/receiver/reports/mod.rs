@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+mod cohort;
 mod csv;
 mod params;
 mod queries;
@@ -217,6 +218,10 @@ fn group_rows(
         }
         Value::Object(object)
     };
+    if rows == Rows::Total {
+        let key = vec!["all".to_owned()];
+        return vec![row(&key, counts.get(&key))];
+    }
     if rows != Rows::Age {
         return counts.iter().map(|(k, c)| row(k, Some(c))).collect();
     }

@@ -7,6 +7,7 @@
 //! columns. Parameters: $1 site (NULL: all), $2 start, $3 end (dates), $4 days past the
 //! expiry of the definition (60 MOH, 30 PEPFAR).
 
+use super::cohort::{COHORT, FIELDS as COHORT_FIELDS};
 use super::vl::TX_PVLS;
 use super::{By, ReportName};
 
@@ -19,6 +20,8 @@ pub(super) enum Rows {
     AgeRegimen,
     /// Weight band × gender × regimen (the bands present).
     WeightRegimen,
+    /// One row for the whole cohort (`cohort` = all), zeros included.
+    Total,
 }
 
 impl Rows {
@@ -28,6 +31,7 @@ impl Rows {
             Self::Age => &["gender", "age_group"],
             Self::AgeRegimen => &["gender", "age_group", "regimen"],
             Self::WeightRegimen => &["gender", "weight_band", "regimen"],
+            Self::Total => &["cohort"],
         }
     }
 }
@@ -198,6 +202,25 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
                     "vl_ordered_on",
                     "vl_reason",
                     "vl_result",
+                ],
+            )
+        },
+        ReportName::Cohort => Query {
+            rows: Rows::Total,
+            fields: COHORT_FIELDS,
+            ..simple(
+                COHORT,
+                &[
+                    "site_id",
+                    "patient_id",
+                    "gender",
+                    "age_group",
+                    "fields",
+                    "date_enrolled",
+                    "earliest_start_date",
+                    "outcome",
+                    "outcome_date",
+                    "regimen",
                 ],
             )
         },

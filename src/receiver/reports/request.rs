@@ -25,6 +25,8 @@ pub enum ReportName {
     TxRtt,
     /// PEPFAR TX_PVLS: viral load coverage and suppression.
     TxPvls,
+    /// The MOH quarterly cohort: registration, outcomes, regimens.
+    Cohort,
     /// TX_CURR by months dispensed at the last dispensation.
     TxCurrMmd,
     /// TX_CURR by regimen (by=regimen) or by weight band and regimen (by=weight).
@@ -34,7 +36,7 @@ pub enum ReportName {
 }
 
 /// Every report, for error messages and the index.
-pub const REPORTS: [ReportName; 10] = [
+pub const REPORTS: [ReportName; 11] = [
     ReportName::TxCurr,
     ReportName::TxNew,
     ReportName::Visits,
@@ -42,6 +44,7 @@ pub const REPORTS: [ReportName; 10] = [
     ReportName::TxMl,
     ReportName::TxRtt,
     ReportName::TxPvls,
+    ReportName::Cohort,
     ReportName::TxCurrMmd,
     ReportName::RegimenDistribution,
     ReportName::DefaulterList,
@@ -65,6 +68,7 @@ impl ReportName {
             Self::TxMl => "tx_ml",
             Self::TxRtt => "tx_rtt",
             Self::TxPvls => "tx_pvls",
+            Self::Cohort => "cohort",
             Self::TxCurrMmd => "tx_curr_mmd",
             Self::RegimenDistribution => "regimen_distribution",
             Self::DefaulterList => "defaulter_list",
@@ -80,11 +84,11 @@ impl ReportName {
     }
 
     /// The definition a report always uses, whatever is asked (TX_ML, TX_RTT and TX_PVLS are
-    /// PEPFAR outcomes: 30 days; the regimen distribution by weight is of MOH TX_CURR).
+    /// PEPFAR outcomes: 30 days; the cohort and the regimen distribution by weight are MOH).
     fn fixed_definition(self, by: By) -> Option<Definition> {
         match (self, by) {
             (Self::TxMl | Self::TxRtt | Self::TxPvls, _) => Some(Definition::Pepfar),
-            (Self::RegimenDistribution, By::Weight) => Some(Definition::Moh),
+            (Self::RegimenDistribution, By::Weight) | (Self::Cohort, _) => Some(Definition::Moh),
             _ => None,
         }
     }

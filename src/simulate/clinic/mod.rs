@@ -52,6 +52,10 @@ const TRANSFER_IN: i64 = 7572;
 const EXTERNAL_CONSULTATION: i64 = 9684;
 const DRUG_REFILL: i64 = 9685;
 pub(super) const COTRIMOXAZOLE: i64 = 297;
+/// "Ever registered at an ART clinic" (answered Yes) and "Date ART last taken".
+const EVER_REGISTERED: i64 = 7937;
+const ART_LAST_TAKEN: i64 = 7751;
+const YES: i64 = 1065;
 
 /// What the simulation wrote.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
@@ -350,6 +354,20 @@ impl Clinic {
                 };
                 self.obs_in(pid, 2516, reg, when, ObsValue::Datetime(started))
                     .await?;
+                if transfer_in || reinitiating {
+                    // "Ever registered at an ART clinic" Yes, and when ART was last taken: a
+                    // re-initiation when more than 14 days ago (exactly 14 is not one)
+                    let gap = if reinitiating {
+                        *self.rng.pick(&[14, 15, 40, 200])
+                    } else {
+                        self.rng.range(0, 10)
+                    };
+                    self.obs_in(pid, EVER_REGISTERED, reg, when, ObsValue::Coded(YES))
+                        .await?;
+                    let last = when - chrono::Duration::days(gap);
+                    self.obs_in(pid, ART_LAST_TAKEN, reg, when, ObsValue::Datetime(last))
+                        .await?;
+                }
                 self.obs_in(
                     pid,
                     3289,
