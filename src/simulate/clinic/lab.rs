@@ -24,24 +24,25 @@ const BREASTFEEDING: i64 = 7965;
 const YES: i64 = 1065;
 const NO: i64 = 1066;
 
-/// A viral load result: a number with its modifier, or text.
+/// The value of an obs on a lab order: an answer, a number with its modifier, or text.
 #[derive(Clone, Copy)]
-enum Result {
+enum LabValue {
+    Coded(i64),
     Number(f64, Option<&'static str>),
     Text(&'static str),
 }
 
 /// The results a VL order gets: LDL, below and above 1000, "<1000" and "<40", and ">10000".
-const RESULTS: &[Result] = &[
-    Result::Text("LDL"),
-    Result::Number(400.0, None),
-    Result::Number(999.0, Some("=")),
-    Result::Number(1000.0, None),
-    Result::Number(1000.0, Some("<")),
-    Result::Number(40.0, Some("<")),
-    Result::Number(1500.0, None),
-    Result::Number(25000.0, None),
-    Result::Number(10000.0, Some(">")),
+const RESULTS: &[LabValue] = &[
+    LabValue::Text("LDL"),
+    LabValue::Number(400.0, None),
+    LabValue::Number(999.0, Some("=")),
+    LabValue::Number(1000.0, None),
+    LabValue::Number(1000.0, Some("<")),
+    LabValue::Number(40.0, Some("<")),
+    LabValue::Number(1500.0, None),
+    LabValue::Number(25000.0, None),
+    LabValue::Number(10000.0, Some(">")),
 ];
 
 impl Clinic {
@@ -80,43 +81,13 @@ impl Clinic {
                     e,
                     when,
                     order_id,
-                    Some(reason),
-                    None,
-                    None,
-                    None,
+                    LabValue::Coded(reason),
                 )
                 .await?;
             }
-            match result {
-                Some(Result::Number(v, modifier)) => {
-                    self.order_obs(
-                        pid,
-                        VIRAL_LOAD,
-                        e,
-                        when,
-                        order_id,
-                        None,
-                        Some(v),
-                        None,
-                        modifier,
-                    )
-                    .await?
-                }
-                Some(Result::Text(t)) => {
-                    self.order_obs(
-                        pid,
-                        VIRAL_LOAD,
-                        e,
-                        when,
-                        order_id,
-                        None,
-                        None,
-                        Some(t),
-                        None,
-                    )
-                    .await?
-                }
-                None => {}
+            if let Some(result) = result {
+                self.order_obs(pid, VIRAL_LOAD, e, when, order_id, result)
+                    .await?;
             }
         }
         self.commit().await
@@ -139,8 +110,7 @@ impl Clinic {
         Ok(())
     }
 
-    /// An obs on a lab order: coded, numeric with its modifier, or text.
-    #[allow(clippy::too_many_arguments)]
+    /// An obs on a lab order.
     async fn order_obs(
         &mut self,
         pid: i64,
@@ -148,11 +118,13 @@ impl Clinic {
         encounter: i64,
         when: NaiveDateTime,
         order_id: i64,
-        coded: Option<i64>,
-        numeric: Option<f64>,
-        value_text: Option<&str>,
-        modifier: Option<&str>,
+        value: LabValue,
     ) -> anyhow::Result<()> {
+        let (coded, numeric, value_text, modifier) = match value {
+            LabValue::Coded(c) => (Some(c), None, None, None),
+            LabValue::Number(n, m) => (None, Some(n), None, m),
+            LabValue::Text(t) => (None, None, Some(t), None),
+        };
         self.counts.obs += 1;
         let uuid = self.rng.uuid();
         self.exec(
