@@ -7,10 +7,10 @@ use chrono::NaiveDateTime;
 use mysql_async::Value;
 
 use super::rows::{dt, text, ObsValue};
-use super::{Clinic, LOCATION};
+use super::{Clinic, NO, YES};
 
 /// Specimens of a lab order (`orders.concept_id`): the four the engine counts, and sputum.
-pub(super) const SPECIMENS: &[i64] = &[BLOOD, 9601, 9602, 9603, 9604];
+const SPECIMENS: &[i64] = &[BLOOD, 9601, 9602, 9603, 9604];
 const BLOOD: i64 = 9600;
 /// 'Reason for test' and its answers.
 const REASON_FOR_TEST: i64 = 9610;
@@ -21,28 +21,25 @@ const VIRAL_LOAD: i64 = 856;
 const LAB_ORDERS: i64 = 69;
 const PREGNANT: i64 = 6131;
 const BREASTFEEDING: i64 = 7965;
-const YES: i64 = 1065;
-const NO: i64 = 1066;
 
-/// The value of an obs on a lab order: an answer, a number with its modifier, or text.
+/// A VL result: a number with its modifier, or "LDL" (lower than detectable).
 #[derive(Clone, Copy)]
-enum LabValue {
-    Coded(i64),
+enum VlResult {
     Number(f64, Option<&'static str>),
-    Text(&'static str),
+    Ldl,
 }
 
 /// The results a VL order gets: LDL, below and above 1000, "<1000" and "<40", and ">10000".
-const RESULTS: &[LabValue] = &[
-    LabValue::Text("LDL"),
-    LabValue::Number(400.0, None),
-    LabValue::Number(999.0, Some("=")),
-    LabValue::Number(1000.0, None),
-    LabValue::Number(1000.0, Some("<")),
-    LabValue::Number(40.0, Some("<")),
-    LabValue::Number(1500.0, None),
-    LabValue::Number(25000.0, None),
-    LabValue::Number(10000.0, Some(">")),
+const RESULTS: &[VlResult] = &[
+    VlResult::Ldl,
+    VlResult::Number(400.0, None),
+    VlResult::Number(999.0, Some("=")),
+    VlResult::Number(1000.0, None),
+    VlResult::Number(1000.0, Some("<")),
+    VlResult::Number(40.0, Some("<")),
+    VlResult::Number(1500.0, None),
+    VlResult::Number(25000.0, None),
+    VlResult::Number(10000.0, Some(">")),
 ];
 
 impl Clinic {
@@ -75,18 +72,16 @@ impl Clinic {
                 )
                 .await?;
             if let Some(reason) = reason {
-                self.order_obs(
-                    pid,
-                    REASON_FOR_TEST,
-                    e,
-                    when,
-                    order_id,
-                    LabValue::Coded(reason),
-                )
-                .await?;
+                let reason = ObsValue::Coded(reason);
+                self.obs_on(pid, REASON_FOR_TEST, e, when, Some(order_id), reason, None)
+                    .await?;
             }
             if let Some(result) = result {
-                self.order_obs(pid, VIRAL_LOAD, e, when, order_id, result)
+                let (value, modifier) = match result {
+                    VlResult::Number(v, modifier) => (ObsValue::Numeric(v), modifier),
+                    VlResult::Ldl => (ObsValue::Text("LDL".into()), None),
+                };
+                self.obs_on(pid, VIRAL_LOAD, e, when, Some(order_id), value, modifier)
                     .await?;
             }
         }
@@ -108,29 +103,5 @@ impl Clinic {
             }
         }
         Ok(())
-    }
-
-    /// An obs on a lab order.
-    async fn order_obs(
-        &mut self,
-        pid: i64,
-        concept: i64,
-        encounter: i64,
-        when: NaiveDateTime,
-        order_id: i64,
-        value: LabValue,
-    ) -> anyhow::Result<()> {
-        let (coded, numeric, value_text, modifier) = match value {
-            LabValue::Coded(c) => (Some(c), None, None, None),
-            LabValue::Number(n, m) => (None, Some(n), None, m),
-            LabValue::Text(t) => (None, None, Some(t), None),
-        };
-        self.counts.obs += 1;
-        let uuid = self.rng.uuid();
-        self.exec(
-            "INSERT INTO obs (person_id, concept_id, encounter_id, order_id, obs_datetime, location_id, value_coded, value_numeric, value_text, value_modifier, date_created, uuid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![Value::Int(pid), Value::Int(concept), Value::Int(encounter), Value::Int(order_id), dt(when), Value::Int(LOCATION), coded.map_or(Value::NULL, Value::Int), numeric.map_or(Value::NULL, Value::Double), value_text.map_or(Value::NULL, text), modifier.map_or(Value::NULL, text), dt(when), text(&uuid)],
-        )
-        .await
     }
 }

@@ -55,7 +55,9 @@ pub(super) const COTRIMOXAZOLE: i64 = 297;
 /// "Ever registered at an ART clinic" (answered Yes) and "Date ART last taken".
 const EVER_REGISTERED: i64 = 7937;
 const ART_LAST_TAKEN: i64 = 7751;
-const YES: i64 = 1065;
+/// The answers 'Yes' and 'No'.
+pub(super) const YES: i64 = 1065;
+pub(super) const NO: i64 = 1066;
 
 /// What the simulation wrote.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]

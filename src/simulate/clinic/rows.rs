@@ -72,6 +72,23 @@ impl Clinic {
         when: NaiveDateTime,
         value: ObsValue,
     ) -> anyhow::Result<i64> {
+        self.obs_on(pid, concept, encounter, when, None, value, None)
+            .await
+    }
+
+    /// An obs, tied to an order (pills of that order brought back, a lab order's reason or
+    /// result) or not, with a value modifier (a lab result such as "<200") or not.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn obs_on(
+        &mut self,
+        pid: i64,
+        concept: i64,
+        encounter: i64,
+        when: NaiveDateTime,
+        order_id: Option<i64>,
+        value: ObsValue,
+        modifier: Option<&str>,
+    ) -> anyhow::Result<i64> {
         self.counts.obs += 1;
         let (mut numeric, mut coded, mut datetime, mut txt, mut drug) = (
             Value::NULL,
@@ -92,8 +109,8 @@ impl Clinic {
         }
         let uuid = self.rng.uuid();
         self.insert(
-            "INSERT INTO obs (person_id, concept_id, encounter_id, obs_datetime, location_id, value_coded, value_drug, value_datetime, value_numeric, value_text, date_created, uuid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![Value::Int(pid), Value::Int(concept), Value::Int(encounter), dt(when), Value::Int(LOCATION), coded, drug, datetime, numeric, txt, dt(when), text(&uuid)],
+            "INSERT INTO obs (person_id, concept_id, encounter_id, order_id, obs_datetime, location_id, value_coded, value_drug, value_datetime, value_numeric, value_text, value_modifier, date_created, uuid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            vec![Value::Int(pid), Value::Int(concept), Value::Int(encounter), order_id.map_or(Value::NULL, Value::Int), dt(when), Value::Int(LOCATION), coded, drug, datetime, numeric, txt, modifier.map_or(Value::NULL, text), dt(when), text(&uuid)],
         )
         .await
     }
@@ -133,49 +150,5 @@ impl Clinic {
         )
         .await?;
         Ok(order_id)
-    }
-
-    /// An obs tied to an order (pills of that order brought back), with its number, as
-    /// text, or naming the drug too.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn obs_for_order(
-        &mut self,
-        pid: i64,
-        concept: i64,
-        encounter: i64,
-        when: NaiveDateTime,
-        order_id: i64,
-        value: Option<f64>,
-        value_text: Option<&str>,
-        drug: Option<i64>,
-    ) -> anyhow::Result<()> {
-        self.counts.obs += 1;
-        let uuid = self.rng.uuid();
-        self.exec(
-            "INSERT INTO obs (person_id, concept_id, encounter_id, order_id, obs_datetime, location_id, value_numeric, value_text, value_drug, date_created, uuid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![Value::Int(pid), Value::Int(concept), Value::Int(encounter), Value::Int(order_id), dt(when), Value::Int(LOCATION), value.map_or(Value::NULL, Value::Double), value_text.map_or(Value::NULL, text), drug.map_or(Value::NULL, Value::Int), dt(when), text(&uuid)],
-        )
-        .await
-    }
-
-    /// A numeric or text obs with a value modifier (a lab result such as "<200").
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn obs_value(
-        &mut self,
-        pid: i64,
-        concept: i64,
-        encounter: i64,
-        when: NaiveDateTime,
-        value: Option<f64>,
-        value_text: Option<&str>,
-        modifier: Option<&str>,
-    ) -> anyhow::Result<()> {
-        self.counts.obs += 1;
-        let uuid = self.rng.uuid();
-        self.exec(
-            "INSERT INTO obs (person_id, concept_id, encounter_id, obs_datetime, location_id, value_numeric, value_text, value_modifier, date_created, uuid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![Value::Int(pid), Value::Int(concept), Value::Int(encounter), dt(when), Value::Int(LOCATION), value.map_or(Value::NULL, Value::Double), value_text.map_or(Value::NULL, text), modifier.map_or(Value::NULL, text), dt(when), text(&uuid)],
-        )
-        .await
     }
 }

@@ -5,7 +5,7 @@
 use chrono::{NaiveDate, NaiveDateTime};
 
 use super::rows::{at, ObsValue};
-use super::{Clinic, Status, COTRIMOXAZOLE, NEW_PATIENT};
+use super::{Clinic, Status, COTRIMOXAZOLE, NEW_PATIENT, YES};
 
 /// ARV regimens: (drug_id, daily dose, pack size) of each drug. The second dispenses two ARVs
 /// on one day, each in its own number of packs, so their expiries differ. Then one drug set
@@ -92,7 +92,7 @@ impl Clinic {
         self.begin().await?;
         {
             let e = self.encounter_at(pid, 51, start, stamp(start)).await?;
-            self.obs_in(pid, 6987, e, start, ObsValue::Coded(1065))
+            self.obs_in(pid, 6987, e, start, ObsValue::Coded(YES))
                 .await?;
             let v = self
                 .encounter_at(pid, 6, start + chrono::Duration::minutes(10), stamp(start))
@@ -134,8 +134,16 @@ impl Clinic {
                     (200.0, None),
                     (480.0, None),
                 ]);
-                self.obs_value(pid, 5497, e, start, Some(value), None, modifier)
-                    .await?;
+                self.obs_on(
+                    pid,
+                    5497,
+                    e,
+                    start,
+                    None,
+                    ObsValue::Numeric(value),
+                    modifier,
+                )
+                .await?;
             }
             if self.patients[i].female {
                 self.maternal_status(pid, e, start).await?;
@@ -163,18 +171,13 @@ impl Clinic {
                 match (order, self.rng.range(0, 9)) {
                     (Some(order_id), k @ 0..=4) => {
                         // tied to the order; now and then naming the drug too: counted twice
-                        let naming = (k == 4).then_some(drug);
-                        self.obs_for_order(
-                            pid,
-                            2540,
-                            e,
-                            start,
-                            order_id,
-                            Some(brought),
-                            None,
-                            naming,
-                        )
-                        .await?;
+                        let value = if k == 4 {
+                            ObsValue::Drug(drug, brought)
+                        } else {
+                            ObsValue::Numeric(brought)
+                        };
+                        self.obs_on(pid, 2540, e, start, Some(order_id), value, None)
+                            .await?;
                     }
                     (Some(order_id), 5) => {
                         // the count typed as text (a number, or not)
@@ -183,13 +186,21 @@ impl Clinic {
                         } else {
                             "some".into()
                         };
-                        self.obs_for_order(pid, 2540, e, start, order_id, None, Some(&typed), None)
-                            .await?;
+                        self.obs_on(
+                            pid,
+                            2540,
+                            e,
+                            start,
+                            Some(order_id),
+                            ObsValue::Text(typed),
+                            None,
+                        )
+                        .await?;
                     }
                     (_, 6) => {
                         // an obs of the drug's own concept
                         let concept = self.drug_concept(drug).await?;
-                        self.obs_value(pid, concept, e, start, Some(brought), None, None)
+                        self.obs_in(pid, concept, e, start, ObsValue::Numeric(brought))
                             .await?;
                     }
                     _ => {
