@@ -450,7 +450,10 @@ $$;
 -- ids.drain). The caller holds the site's lock (ids::SITE_LOCK) and commits this with the
 -- data it derives from. Its work is by patient and day, through indexes: custom plans for each
 -- dirty set, and no sequential scan even while the statistics of freshly filled tables say
--- they are empty (a recompute must never become a national scan).
+-- they are empty (a recompute must never become a national scan). Probes by patient of the ids
+-- tables that have a second index starting with site_id give the site as `(SELECT site)`:
+-- the planner then takes 1/n_distinct of the rows for it, not the near-zero its statistics
+-- give a site they have not seen, which made the other index look as good (ids.stale_tables).
 CREATE OR REPLACE FUNCTION ids.recompute(site integer, patients integer[], days date[])
 RETURNS void LANGUAGE plpgsql
 SET random_page_cost = 1.1 SET plan_cache_mode = force_custom_plan SET enable_seqscan = off AS $$

@@ -185,14 +185,12 @@ fn snapshot(board: &Board) -> Result<Snapshot, crate::tailer::state::StateError>
             .collect(),
         last_shipped_ms: nonzero(board.ship.last_shipped_ms.load(Relaxed)),
         ship_failures: board.ship.failures.load(Relaxed),
-        last_ship_error: {
-            let e = board
-                .ship
-                .last_error
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            (!e.is_empty()).then(|| e.clone())
-        },
+        last_ship_error: board
+            .ship
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
     })
 }
 

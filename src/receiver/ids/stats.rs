@@ -70,17 +70,17 @@ pub async fn keeper(pool: Pool, mut shutdown: Shutdown) {
     while shutdown.sleep(QUEUED_EVERY).await {
         let full = last_full.elapsed() >= APPLIED_EVERY;
         let checked_at = chrono::Utc::now();
-        let sites = recent_sites(&pool, since, full).await;
-        match sites {
-            Ok(sites) => match analyze_stale(&pool, &sites).await {
-                Ok(_) if full => {
-                    since = Some(checked_at);
-                    last_full = std::time::Instant::now();
-                }
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "statistics check: will retry"),
-            },
+        let checked = match recent_sites(&pool, since, full).await {
+            Ok(sites) => analyze_stale(&pool, &sites).await,
+            Err(e) => Err(e),
+        };
+        match checked {
             Err(e) => tracing::warn!(error = %e, "statistics check: will retry"),
+            Ok(_) if full => {
+                since = Some(checked_at);
+                last_full = std::time::Instant::now();
+            }
+            Ok(_) => {}
         }
     }
 }

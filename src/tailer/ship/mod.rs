@@ -47,17 +47,15 @@ pub struct ShipStatus {
     pub last_shipped_ms: std::sync::atomic::AtomicU64,
     /// Consecutive failures.
     pub failures: std::sync::atomic::AtomicU64,
-    /// Why the last attempt failed (empty after a success): a refused certificate, a
+    /// Why the last attempt failed (`None` after a success): a refused certificate, a
     /// refused token, an unreachable receiver. No patient data.
-    pub last_error: std::sync::Mutex<String>,
+    pub last_error: std::sync::Mutex<Option<String>>,
 }
 
 impl ShipStatus {
     /// Records why an attempt failed (`None`: it succeeded).
     pub fn set_error(&self, reason: Option<&str>) {
-        let mut last = self.last_error.lock().unwrap_or_else(|e| e.into_inner());
-        last.clear();
-        last.push_str(reason.unwrap_or(""));
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = reason.map(str::to_owned);
     }
 }
 
