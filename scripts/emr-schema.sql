@@ -254,6 +254,52 @@ INSERT INTO concept_name (concept_id, name, concept_name_type, locale_preferred,
   (7572, 'Transfer in', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-7572');
 INSERT INTO concept_set (concept_id, concept_set, sort_weight, date_created, uuid) VALUES
   (2833, 1085, 1, '2010-01-01', 'cs-1'), (2985, 1085, 2, '2010-01-01', 'cs-2'), (9662, 1085, 3, '2010-01-01', 'cs-3');
+-- The answers the cohort tells apart by name: reasons for starting (7563), WHO staging criteria
+-- (TB and Kaposi's sarcoma at initiation) and TB status (7459).
+INSERT INTO concept (concept_id, datatype_id, class_id, is_set, date_created, uuid) VALUES
+  (9620, 4, 11, 0, '2010-01-01', 'c-9620'),
+  (9621, 4, 11, 0, '2010-01-01', 'c-9621'),
+  (9622, 4, 11, 0, '2010-01-01', 'c-9622'),
+  (9623, 4, 11, 0, '2010-01-01', 'c-9623'),
+  (9624, 4, 11, 0, '2010-01-01', 'c-9624'),
+  (9625, 4, 11, 0, '2010-01-01', 'c-9625'),
+  (9626, 4, 11, 0, '2010-01-01', 'c-9626'),
+  (9627, 4, 11, 0, '2010-01-01', 'c-9627'),
+  (9628, 4, 11, 0, '2010-01-01', 'c-9628'),
+  (9629, 4, 11, 0, '2010-01-01', 'c-9629'),
+  (9630, 4, 11, 0, '2010-01-01', 'c-9630'),
+  (2743, 2, 1, 0, '2010-01-01', 'c-2743'),
+  (9640, 4, 11, 0, '2010-01-01', 'c-9640'),
+  (9641, 4, 11, 0, '2010-01-01', 'c-9641'),
+  (9642, 4, 11, 0, '2010-01-01', 'c-9642'),
+  (9643, 4, 11, 0, '2010-01-01', 'c-9643'),
+  (9644, 4, 11, 0, '2010-01-01', 'c-9644'),
+  (7454, 4, 11, 0, '2010-01-01', 'c-7454'),
+  (7455, 4, 11, 0, '2010-01-01', 'c-7455'),
+  (7456, 4, 11, 0, '2010-01-01', 'c-7456'),
+  (7458, 4, 11, 0, '2010-01-01', 'c-7458');
+INSERT INTO concept_name (concept_id, name, concept_name_type, locale_preferred, date_created, uuid) VALUES
+  (9620, 'WHO stage III adult', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9620'),
+  (9621, 'WHO stage III peds', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9621'),
+  (9622, 'WHO stage IV adult', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9622'),
+  (9623, 'WHO stage IV peds', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9623'),
+  (9624, 'Patient pregnant', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9624'),
+  (9625, 'Breastfeeding', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9625'),
+  (9626, 'Asymptomatic', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9626'),
+  (9627, 'CD4 count less than or equal to 500', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9627'),
+  (9628, 'HIV PCR', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9628'),
+  (9629, 'Presumed severe HIV', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9629'),
+  (9630, 'Unknown', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9630'),
+  (2743, 'Who stages criteria present', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-2743'),
+  (9640, 'Pulmonary tuberculosis (current)', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9640'),
+  (9641, 'Extrapulmonary tuberculosis (EPTB)', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9641'),
+  (9642, 'Pulmonary tuberculosis within the last 2 years', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9642'),
+  (9643, 'Kaposis sarcoma', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9643'),
+  (9644, 'Oral candidiasis', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-9644'),
+  (7454, 'TB NOT suspected', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-7454'),
+  (7455, 'TB suspected', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-7455'),
+  (7456, 'Confirmed TB on treatment', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-7456'),
+  (7458, 'Confirmed TB NOT on treatment', 'FULLY_SPECIFIED', 1, '2010-01-01', 'cn-7458');
 INSERT INTO drug (drug_id, concept_id, name, combination, dose_strength, units, date_created, uuid) VALUES
   (983, 2833, 'TDF/3TC/DTG (300/300/50mg)', 1, 1, 'tab', '2010-01-01', 'drug-983'),
   (731, 2985, 'AZT/3TC (300/150mg)', 1, 1, 'tab', '2010-01-01', 'drug-731'),

@@ -556,11 +556,137 @@ async fn source_registration(pool: &Pool, end: NaiveDate) -> BTreeMap<i64, Regis
         .collect()
 }
 
+/// Per patient, the facts the cohort's other blocks read (names lower-cased), by @end: the
+/// answer names of their earliest reason for starting; the days 'Is patient pregnant?' was
+/// answered Yes; each 'Who stages criteria present' obs as `day|answer`; the answer name of
+/// the latest TB status; the adherence numbers ('x': none) of the last day with an obs 6987
+/// tied to an ARV order; every pregnancy / breastfeeding answer as `day|question|yes`, oldest
+/// first.
+const SOURCE_COHORT_FACTS: &str = "
+SELECT p.patient_id,
+  (SELECT GROUP_CONCAT(LOWER(n.name) SEPARATOR ',') FROM concept_name n WHERE n.voided = 0 AND n.concept_id =
+     (SELECT r.value_coded FROM obs r WHERE r.person_id = p.patient_id AND r.concept_id = 7563 AND r.voided = 0
+        AND r.obs_datetime < @end + INTERVAL 1 DAY ORDER BY r.obs_datetime, r.obs_id LIMIT 1)) AS reason,
+  (SELECT GROUP_CONCAT(DATE(o.obs_datetime)) FROM obs o WHERE o.person_id = p.patient_id AND o.voided = 0
+     AND o.concept_id IN (SELECT concept_id FROM concept_name WHERE name = 'Is patient pregnant?' AND voided = 0)
+     AND o.value_coded IN (SELECT concept_id FROM concept_name WHERE name = 'Yes' AND voided = 0)
+     AND o.obs_datetime < @end + INTERVAL 1 DAY) AS pregnant_days,
+  (SELECT GROUP_CONCAT(CONCAT(DATE(o.obs_datetime), '|', LOWER(n.name)) SEPARATOR ',') FROM obs o
+     JOIN concept_name n ON n.concept_id = o.value_coded AND n.voided = 0
+     WHERE o.person_id = p.patient_id AND o.voided = 0
+       AND o.concept_id IN (SELECT concept_id FROM concept_name WHERE name = 'Who stages criteria present' AND voided = 0)) AS criteria,
+  (SELECT GROUP_CONCAT(LOWER(n.name) SEPARATOR ',') FROM concept_name n WHERE n.voided = 0 AND n.concept_id =
+     (SELECT t.value_coded FROM obs t WHERE t.person_id = p.patient_id AND t.concept_id = 7459 AND t.voided = 0
+        AND t.obs_datetime < @end + INTERVAL 1 DAY ORDER BY t.obs_datetime DESC, t.obs_id DESC LIMIT 1)) AS tb,
+  (SELECT GROUP_CONCAT(IFNULL(a.value_numeric, 'x')) FROM adherence a WHERE a.person_id = p.patient_id
+     AND DATE(a.obs_datetime) = (SELECT MAX(DATE(b.obs_datetime)) FROM adherence b WHERE b.person_id = p.patient_id)) AS adherence,
+  (SELECT GROUP_CONCAT(CONCAT(DATE(o.obs_datetime), '|', IF(o.concept_id IN (SELECT concept_id FROM concept_name WHERE name = 'Is patient pregnant?'), 'p', 'b'),
+                              '|', IFNULL(o.value_coded IN (SELECT concept_id FROM concept_name WHERE name = 'Yes' AND voided = 0), 0))
+                       ORDER BY o.obs_datetime, o.obs_id SEPARATOR ',')
+     FROM obs o WHERE o.person_id = p.patient_id AND o.voided = 0 AND o.obs_datetime < @end + INTERVAL 1 DAY
+       AND o.concept_id IN (SELECT concept_id FROM concept_name WHERE name IN ('Is patient pregnant?', 'Breast feeding?') AND voided = 0)) AS maternal
+FROM patient p";
+
+/// The source's adherence obs (6987 tied to a non-voided ARV order, by @end), as a view of
+/// the facts query.
+const SOURCE_ADHERENCE: &str = "
+CREATE TEMPORARY TABLE adherence AS
+SELECT a.person_id, a.obs_datetime, a.value_numeric FROM obs a
+JOIN orders od ON od.order_id = a.order_id AND od.voided = 0 AND od.order_type_id = 1
+JOIN drug_order d ON d.order_id = a.order_id
+WHERE a.concept_id = 6987 AND a.voided = 0 AND a.obs_datetime < @end + INTERVAL 1 DAY
+  AND d.drug_inventory_id IN (SELECT drug_id FROM drug WHERE concept_id IN (SELECT concept_id FROM concept_set WHERE concept_set = 1085))";
+
+/// A patient's cohort facts beyond registration and outcome.
+#[derive(Default)]
+struct CohortFacts {
+    reason: Vec<String>,
+    pregnant_days: Vec<NaiveDate>,
+    criteria: Vec<(NaiveDate, String)>,
+    tb: Vec<String>,
+    adherence: Vec<Option<f64>>,
+    /// (day, 'p' or 'b', answered Yes), oldest first.
+    maternal: Vec<(NaiveDate, String, bool)>,
+}
+
+async fn source_cohort_facts(pool: &Pool, end: NaiveDate) -> BTreeMap<i64, CohortFacts> {
+    let mut conn = pool.get_conn().await.unwrap();
+    set_period(&mut conn, end, end, 0).await;
+    conn.query_drop("DROP TEMPORARY TABLE IF EXISTS adherence")
+        .await
+        .unwrap();
+    conn.query_drop(SOURCE_ADHERENCE).await.unwrap();
+    let rows: Vec<Row> = conn.query(SOURCE_COHORT_FACTS).await.unwrap();
+    let list = |r: &Row, i: usize| -> Vec<String> {
+        r.get::<Option<String>, _>(i)
+            .unwrap()
+            .map(|s| s.split(',').map(String::from).collect())
+            .unwrap_or_default()
+    };
+    let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+    rows.into_iter()
+        .map(|r| {
+            let facts = CohortFacts {
+                reason: list(&r, 1),
+                pregnant_days: list(&r, 2).iter().map(|d| day(d)).collect(),
+                criteria: list(&r, 3)
+                    .iter()
+                    .map(|c| {
+                        let (d, name) = c.split_once('|').unwrap();
+                        (day(d), name.to_owned())
+                    })
+                    .collect(),
+                tb: list(&r, 4),
+                adherence: list(&r, 5).iter().map(|v| v.parse().ok()).collect(),
+                maternal: list(&r, 6)
+                    .iter()
+                    .map(|m| {
+                        let mut parts = m.split('|');
+                        let d = day(parts.next().unwrap());
+                        let q = parts.next().unwrap().to_owned();
+                        (d, q, parts.next() == Some("1"))
+                    })
+                    .collect(),
+            };
+            (r.get(0).unwrap(), facts)
+        })
+        .collect()
+}
+
+/// The cohort field an answer name counts in (moh-reports.md), by group.
+fn answer_field(group: &str, names: &[String]) -> Option<&'static str> {
+    names.iter().find_map(|name| {
+        Some(match (group, name.as_str()) {
+            ("reason", "presumed severe hiv") => "presumed_severe_hiv_disease_in_infants",
+            ("reason", "hiv pcr") => "confirmed_hiv_infection_in_infants_pcr",
+            ("reason", n) if n == "asymptomatic" || n.starts_with("cd4 count less than") => {
+                "asymptomatic"
+            }
+            ("reason", n) if n.starts_with("who stage iii ") => "who_stage_three",
+            ("reason", n) if n.starts_with("who stage iv ") => "who_stage_four",
+            ("reason", "patient pregnant") => "pregnant_women",
+            ("reason", "breastfeeding") => "breastfeeding_mothers",
+            ("criteria", "pulmonary tuberculosis (current)")
+            | ("criteria", "extrapulmonary tuberculosis (eptb)") => "current_episode_of_tb",
+            ("criteria", "pulmonary tuberculosis within the last 2 years") => {
+                "tb_within_the_last_two_years"
+            }
+            ("criteria", "kaposis sarcoma") => "kaposis_sarcoma",
+            ("tb", "tb suspected") => "tb_suspected",
+            ("tb", "tb not suspected") => "tb_not_suspected",
+            ("tb", "confirmed tb on treatment") => "tb_confirmed_on_treatment",
+            ("tb", "confirmed tb not on treatment") => "tb_confirmed_not_on_treatment",
+            _ => return None,
+        })
+    })
+}
+
 /// The MOH cohort of [start, end] from the MOH cohort on `end` (moh-reports.md): each
 /// patient's fields.
 fn expected_moh_cohort(
     cohort: &BTreeMap<i64, Patient>,
     registration: &BTreeMap<i64, Registration>,
+    facts: &BTreeMap<i64, CohortFacts>,
     start: NaiveDate,
     end: NaiveDate,
 ) -> Counted {
@@ -579,9 +705,17 @@ fn expected_moh_cohort(
         if enrolled != earliest && !reinitiated && registered {
             reg.push("transfer_in");
         }
+        let f = &facts[id];
+        let reason =
+            answer_field("reason", &f.reason).unwrap_or("unknown_other_reason_outside_guidelines");
+        let asked_pregnant = f
+            .pregnant_days
+            .iter()
+            .any(|d| *d >= enrolled && (*d - enrolled).num_days() <= 30);
         reg.push(match p.gender.as_str() {
             "M" => "all_males",
-            "F" => "all_females",
+            "F" if asked_pregnant || reason == "pregnant_women" => "pregnant_females_all_ages",
+            "F" => "non_pregnant_females",
             _ => "unknown_gender",
         });
         reg.push(match birthdate.map(|b| months(b, earliest)) {
@@ -590,6 +724,23 @@ fn expected_moh_cohort(
             Some(m) if m / 12 <= 14 => "children_24_months_14_years",
             Some(_) => "adults",
         });
+        reg.push(reason);
+        let criteria: Vec<&str> = f
+            .criteria
+            .iter()
+            .filter(|(d, _)| *d <= enrolled)
+            .filter_map(|(_, name)| answer_field("criteria", std::slice::from_ref(name)))
+            .collect();
+        reg.push(if criteria.contains(&"current_episode_of_tb") {
+            "current_episode_of_tb"
+        } else if criteria.contains(&"tb_within_the_last_two_years") {
+            "tb_within_the_last_two_years"
+        } else {
+            "no_tb"
+        });
+        if criteria.contains(&"kaposis_sarcoma") {
+            reg.push("kaposis_sarcoma");
+        }
         for f in reg {
             if enrolled >= start && enrolled <= end {
                 out.insert(key(*id, p, f));
@@ -604,7 +755,37 @@ fn expected_moh_cohort(
                 } else {
                     r
                 };
-                vec!["total_alive_and_on_art".into(), r]
+                let tb = answer_field("tb", &f.tb).unwrap_or("unknown_tb_status");
+                let numbers: Vec<f64> = f.adherence.iter().flatten().copied().collect();
+                let adherence = if numbers.is_empty() {
+                    "unknown_adherence"
+                } else if numbers.iter().all(|v| (95.0..=105.0).contains(v)) {
+                    "adherent_95_105"
+                } else {
+                    "not_adherent"
+                };
+                let mut fields = vec![
+                    "total_alive_and_on_art".into(),
+                    r,
+                    tb.into(),
+                    adherence.into(),
+                ];
+                // the latest answer of each question on the last dispensation day
+                let latest = |q: &str| {
+                    f.maternal
+                        .iter()
+                        .rev()
+                        .find(|(d, question, _)| Some(*d) == p.last_day && question == q)
+                        .map(|m| m.2)
+                };
+                if p.gender == "F" {
+                    if latest("p") == Some(true) {
+                        fields.push("total_pregnant_women".into());
+                    } else if latest("b") == Some(true) {
+                        fields.push("total_breastfeeding_women".into());
+                    }
+                }
+                fields
             }
             "died" => {
                 let days = p.outcome_date.map(|d| (d - earliest).num_days());
@@ -1109,7 +1290,9 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
             // the MOH quarterly cohort (MOH outcomes): registration in the period and
             // cumulatively, outcomes, regimens of the alive
             let registration = source_registration(&source, end).await;
-            let expected = expected_moh_cohort(&by_definition["moh"], &registration, start, end);
+            let facts = source_cohort_facts(&source, end).await;
+            let expected =
+                expected_moh_cohort(&by_definition["moh"], &registration, &facts, start, end);
             let got = report(
                 &receiver,
                 "cohort",
@@ -1235,8 +1418,36 @@ async fn reports_equal_an_independent_implementation_on_the_source() {
             "cohort cum_re_initiated_on_art",
             "cohort cum_transfer_in",
             "cohort all_males",
-            "cohort all_females",
+            "cohort pregnant_females_all_ages",
+            "cohort non_pregnant_females",
             "cohort adults",
+            "cohort children_24_months_14_years",
+            "cohort presumed_severe_hiv_disease_in_infants",
+            "cohort confirmed_hiv_infection_in_infants_pcr",
+            "cohort asymptomatic",
+            "cohort who_stage_three",
+            "cohort who_stage_four",
+            "cohort pregnant_women",
+            "cohort breastfeeding_mothers",
+            "cohort unknown_other_reason_outside_guidelines",
+            "cohort current_episode_of_tb",
+            "cohort tb_within_the_last_two_years",
+            "cohort no_tb",
+            "cohort kaposis_sarcoma",
+            "cohort died_within_month_1",
+            "cohort died_within_month_2",
+            "cohort died_within_month_3",
+            "cohort died_after_month_3",
+            "cohort tb_suspected",
+            "cohort tb_not_suspected",
+            "cohort tb_confirmed_on_treatment",
+            "cohort tb_confirmed_not_on_treatment",
+            "cohort unknown_tb_status",
+            "cohort adherent_95_105",
+            "cohort not_adherent",
+            "cohort unknown_adherence",
+            "cohort total_pregnant_women",
+            "cohort total_breastfeeding_women",
             "cohort total_alive_and_on_art",
             "cohort died_total",
             "cohort defaulted",

@@ -9,6 +9,7 @@ use mysql_async::{Conn, Value};
 mod events;
 mod lab;
 mod rows;
+mod staging;
 mod visit;
 
 use super::rng::Rng;
@@ -108,6 +109,9 @@ pub(super) struct Patient {
     pub(super) registers_on: Option<NaiveDate>,
     /// Asked about pregnancy and breastfeeding at consultations.
     pub(super) female: bool,
+    /// The day ART started (here or, for a transfer-in, elsewhere; a registration day for
+    /// drug-refill and external clients).
+    pub(super) started: NaiveDate,
 }
 
 /// The clinic: one connection, writing one transaction per form.
@@ -117,6 +121,9 @@ pub struct Clinic {
     pub(super) pace: Duration,
     pub(super) patients: Vec<Patient>,
     pub(super) counts: Counts,
+    /// Patients returning after an interruption so far (their interruptions take 1, 4 and 8
+    /// months in turn).
+    returns: usize,
     /// No record is typed in more than this many days late (None: no limit).
     pub max_backdate_days: Option<i64>,
 }
@@ -130,6 +137,7 @@ impl Clinic {
             pace,
             patients: Vec::new(),
             counts: Counts::default(),
+            returns: 0,
             max_backdate_days: None,
         }
     }
@@ -215,9 +223,22 @@ impl Clinic {
             self.commit().await?;
         }
         // An outcome: death (state 3, or its alternate 127), transfer out or treatment stopped.
+        // A death now and then falls in month 2 or 3 of ART (days since the start 31-60 or
+        // 61-91), the cohort's buckets beside month 1 and later.
         if self.rng.chance(0.5) {
-            if let Some(i) = self.pick_patient(|p| p.status == Status::Active) {
-                let state = *self.rng.pick(&[3, 127, 2, 2, 6, 6]);
+            let (state, from, to) = *self.rng.pick(&[
+                (3, 0, i64::MAX),
+                (127, 0, i64::MAX),
+                (3, 31, 60),
+                (127, 61, 91),
+                (2, 0, i64::MAX),
+                (2, 0, i64::MAX),
+                (6, 0, i64::MAX),
+                (6, 0, i64::MAX),
+            ]);
+            if let Some(i) = self.pick_patient(|p| {
+                p.status == Status::Active && (from..=to).contains(&(date - p.started).num_days())
+            }) {
                 self.outcome(i, date, state).await?;
             }
         }
@@ -291,8 +312,9 @@ impl Clinic {
         let max_backdate = self.max_backdate_days;
         let returning = (45..54)
             .contains(&kind)
-            .then(|| [1i64, 4, 8][self.patients.len() % 3])
+            .then(|| [1i64, 4, 8][self.returns % 3])
             .filter(|months| max_backdate.is_none_or(|d| months * 30 + 60 <= d));
+        self.returns += usize::from(returning.is_some());
         let no_reason = self.rng.chance(0.06);
         let weight = (!self.rng.chance(0.05)).then(|| *self.rng.pick(WEIGHTS));
         let registers_on = match client {
@@ -303,6 +325,7 @@ impl Clinic {
         };
         let when = at(date, self.rng.range(0, 240));
         let ids;
+        let mut started_on = date;
         self.begin().await?;
         {
             let r0 = self.rng.uuid();
@@ -346,7 +369,8 @@ impl Clinic {
             } else {
                 let reg = self.encounter(pid, 9, when).await?;
                 let started = if transfer_in {
-                    when - chrono::Duration::days(400)
+                    // (some started weeks ago elsewhere: their deaths fall in months 2 and 3)
+                    when - chrono::Duration::days(*self.rng.pick(&[400, 400, 45, 75]))
                 } else if reinitiating {
                     when - chrono::Duration::days(self.rng.range(100, 900))
                 } else if let Some(months) = returning {
@@ -356,6 +380,7 @@ impl Clinic {
                 };
                 self.obs_in(pid, 2516, reg, when, ObsValue::Datetime(started))
                     .await?;
+                started_on = started.date();
                 if transfer_in || reinitiating {
                     // "Ever registered at an ART clinic" Yes, and when ART was last taken: a
                     // re-initiation when more than 14 days ago (exactly 14 is not one)
@@ -391,14 +416,7 @@ impl Clinic {
                 let staging = self
                     .encounter_at(pid, 52, reason_at + chrono::Duration::minutes(5), when)
                     .await?;
-                self.obs_in(
-                    pid,
-                    7563,
-                    staging,
-                    reason_at,
-                    ObsValue::Text("WHO stage 3".into()),
-                )
-                .await?;
+                self.staging(pid, staging, reason_at).await?;
             }
             if let Some(months) = returning {
                 // the paper record of the last dispensation before the interruption: 30 days
@@ -429,6 +447,7 @@ impl Clinic {
             weight,
             registers_on,
             female,
+            started: started_on,
         });
         if pre_art {
             return Ok(());

@@ -123,9 +123,7 @@ impl Clinic {
             let e = self
                 .encounter_at(pid, 53, start + chrono::Duration::minutes(30), stamp(start))
                 .await?;
-            let r0 = *self.rng.pick(&[7454, 7455, 7456]);
-            self.obs_in(pid, 7459, e, start, ObsValue::Coded(r0))
-                .await?;
+            self.tb_status(pid, e, start).await?;
             if self.rng.chance(0.15) {
                 // a CD4 count: below 200, exactly "<200", or above
                 let (value, modifier) = *self.rng.pick(&[
@@ -178,6 +176,7 @@ impl Clinic {
                         };
                         self.obs_on(pid, 2540, e, start, Some(order_id), value, None)
                             .await?;
+                        self.adherence(pid, e, start, order_id).await?;
                     }
                     (Some(order_id), 5) => {
                         // the count typed as text (a number, or not)
