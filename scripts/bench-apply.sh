@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Receiver apply throughput for 100k rows into both stores, next to a plain 1000-row multi-row
-# upsert into the same MySQL (examples/bench_apply.rs).
+# Receiver apply throughput for 100k rows into both stores (IDS maintenance off and on), next to
+# the baseline from the same run: plain upserts of as many rows into both stores at once (1000-row
+# multi-row upserts into MySQL, COPY + INSERT … ON CONFLICT into PostgreSQL); prints the ratios
+# (examples/bench_apply.rs).
 #
 #   scripts/bench-apply.sh [ROWS] [ROWS_PER_BATCH]      (default 100000, 2000)
 set -euo pipefail

@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS cdr._stream_batches (
 CREATE TABLE IF NOT EXISTS cdr._stream_tombstones (
   site_id integer NOT NULL, table_name text NOT NULL, pk_json text NOT NULL, lsn bigint NOT NULL,
   PRIMARY KEY (site_id, table_name, pk_json));
+CREATE INDEX IF NOT EXISTS tombstones_by_lsn ON cdr._stream_tombstones (site_id, table_name, lsn);
 CREATE TABLE IF NOT EXISTS cdr._stream_visits (
   site_id integer NOT NULL, stream_key text NOT NULL, patient_id bigint NOT NULL, program_id bigint NOT NULL,
   visit_date date NOT NULL, version bigint NOT NULL, complete boolean NOT NULL,

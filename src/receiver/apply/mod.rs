@@ -8,6 +8,7 @@
 //!   files created); data columns the store does not know go to `_overflow` (JSON);
 //! - a store that is unreachable makes the whole answer 503 and nothing half-applied in it.
 
+mod copy;
 mod migrate;
 mod mysql;
 mod postgres;
@@ -134,10 +135,44 @@ pub fn plan(batch: &Batch, mapping: &Mapping) -> Plan {
     Plan {
         tables: by_table
             .into_iter()
-            .map(|(t, rows)| (t, rows.into_values().collect()))
+            .map(|(t, rows)| {
+                // in key order: the stores' indexes are filled in order, and two batches
+                // touching the same rows take their locks in the same order
+                let mut rows: Vec<PlannedRow> = rows.into_values().collect();
+                rows.sort_by(|a, b| compare_keys(&a.pk, &b.pk));
+                (t, rows)
+            })
             .collect(),
         rows_in,
     }
+}
+
+/// Primary keys in order: numbers by value, before strings; strings by their bytes.
+fn compare_keys(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
+    let rank = |v: &Value| match v {
+        Value::Number(n) => (0, n.as_f64().unwrap_or(0.0), None),
+        Value::String(s) => (1, 0.0, Some(s.clone())),
+        other => (2, 0.0, Some(other.to_string())),
+    };
+    a.iter()
+        .map(rank)
+        .zip(b.iter().map(rank))
+        .map(|(x, y)| {
+            x.0.cmp(&y.0)
+                .then(x.1.total_cmp(&y.1))
+                .then_with(|| x.2.cmp(&y.2))
+        })
+        .find(|o| o.is_ne())
+        .unwrap_or(std::cmp::Ordering::Equal)
+}
+
+/// The position of the oldest upsert among `rows` (none without upserts): a tombstone older
+/// than it cannot hide any of them.
+pub fn oldest_upsert(rows: &[PlannedRow]) -> Option<i64> {
+    rows.iter()
+        .filter(|r| r.op == Op::Upsert)
+        .map(|r| r.lsn)
+        .min()
 }
 
 /// Splits a row's columns into those the store knows (in catalog order) and the overflow.

@@ -2,19 +2,21 @@
 //! versions received), applied with `jsonb_populate_recordset` multi-row upserts so that
 //! PostgreSQL itself converts the wire values to the column types.
 
-use base64::Engine;
-use deadpool_postgres::Pool;
-use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
+use base64::Engine;
+use deadpool_postgres::Pool;
+use futures_util::SinkExt;
+use serde_json::{Map, Value};
+
 use super::schema::{Catalog, BOOKKEEPING};
-use super::{migrate, split_columns, Applied, ApplyError, Plan, PlannedRow};
+use super::{copy, migrate, oldest_upsert, split_columns, Applied, ApplyError, Plan, PlannedRow};
 use crate::mapping::Mapping;
 use crate::receiver::ids::{self, maintain};
 use crate::wire::{Batch, Op};
 
 const STORE: &str = "postgres";
-const ROWS_PER_STATEMENT: usize = 2_000;
 
 /// PostgreSQL `cdr` and the IDS tables maintained with it (and the pool reports use).
 pub struct PgStore {
@@ -280,58 +282,58 @@ impl PgStore {
         let known = self.catalog.columns(table);
         let pk = &self.pks[table];
         let err = pg_err(table);
-        let keys: Vec<String> = rows
-            .iter()
-            .filter(|r| r.op == Op::Upsert)
-            .map(|r| r.pk_json.clone())
-            .collect();
-        let tomb_rows = tx
-            .query(
-                "SELECT pk_json, lsn FROM cdr._stream_tombstones WHERE site_id = $1 AND table_name = $2 AND pk_json = ANY($3)",
-                &[&(site_id as i32), &table, &keys],
-            )
-            .await
-            .map_err(&err)?;
+        // (only tombstones at or after the oldest upsert can hide one: one index range)
+        let tomb_rows = match oldest_upsert(rows) {
+            Some(oldest) => tx
+                .query(
+                    "SELECT pk_json, lsn FROM cdr._stream_tombstones WHERE site_id = $1 AND table_name = $2 AND lsn >= $3",
+                    &[&(site_id as i32), &table, &oldest],
+                )
+                .await
+                .map_err(&err)?,
+            None => Vec::new(),
+        };
         let tombstones: HashMap<String, i64> =
             tomb_rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-        let mut groups: BTreeMap<Vec<&str>, Vec<Value>> = BTreeMap::new();
+        // Upserts, grouped by the set of columns they carry; each group is one COPY (text
+        // format, written straight from the wire values) into a staging table and one
+        // INSERT … ON CONFLICT from it.
+        let mut groups: BTreeMap<Vec<&str>, (Vec<u8>, u64)> = BTreeMap::new();
         for row in rows.iter().filter(|r| r.op == Op::Upsert) {
             if tombstones.get(&row.pk_json).is_some_and(|t| row.lsn <= *t) {
                 continue;
             }
             let (cols, overflow) = split_columns(row, &known);
             let mut overflow = overflow.unwrap_or_default();
-            let mut record = Map::new();
-            record.insert("site_id".into(), site_id.into());
-            record.insert("lsn".into(), row.lsn.into());
+            let (buf, n) = groups.entry(cols.clone()).or_default();
+            *n += 1;
+            copy::field(buf, &Value::from(site_id));
+            buf.push(b'\t');
+            copy::field(buf, &Value::from(row.lsn));
             for c in &cols {
-                match pg_value(
-                    &row.columns[*c],
-                    self.catalog.type_of(table, c).unwrap_or("text"),
-                ) {
-                    Ok(v) => {
-                        record.insert((*c).to_owned(), v);
-                    }
+                buf.push(b'\t');
+                let v = &row.columns[*c];
+                match pg_value(v, self.catalog.type_of(table, c).unwrap_or("text")) {
+                    Ok(Cow::Borrowed(v)) => copy::field(buf, v),
+                    Ok(Cow::Owned(v)) => copy::field(buf, &v),
                     // A value the column type cannot hold (zero date, bytes in a text
                     // column) keeps its column NULL and travels in _overflow.
-                    Err(original) => {
-                        record.insert((*c).to_owned(), Value::Null);
-                        overflow.insert((*c).to_owned(), original);
+                    Err(()) => {
+                        copy::field(buf, &Value::Null);
+                        overflow.insert((*c).to_owned(), v.clone());
                     }
                 }
             }
-            record.insert(
-                "_overflow".into(),
-                if overflow.is_empty() {
-                    Value::Null
-                } else {
-                    Value::Object(overflow)
-                },
-            );
-            groups.entry(cols).or_default().push(Value::Object(record));
+            buf.push(b'\t');
+            if overflow.is_empty() {
+                copy::field(buf, &Value::Null);
+            } else {
+                copy::text(buf, &Value::Object(overflow).to_string());
+            }
+            buf.push(b'\n');
         }
         let mut written = 0;
-        for (cols, records) in &groups {
+        for (i, (cols, (buf, n))) in groups.into_iter().enumerate() {
             let quoted: Vec<String> = ["site_id", "lsn"]
                 .iter()
                 .copied()
@@ -352,19 +354,33 @@ impl PgStore {
                 .chain(pk.iter().map(String::as_str))
                 .map(|c| format!("\"{c}\""))
                 .collect();
-            let sql = format!(
-                "INSERT INTO cdr.\"{table}\" AS t ({cols}) SELECT {cols} FROM jsonb_populate_recordset(NULL::cdr.\"{table}\", $1::text::jsonb) \
-                 ON CONFLICT ({conflict}) DO UPDATE SET {updates} WHERE t.lsn < EXCLUDED.lsn",
-                cols = quoted.join(","),
-                conflict = conflict.join(","),
-                updates = updates.join(", ")
-            );
-            let stmt = tx.prepare(&sql).await.map_err(&err)?;
-            for part in records.chunks(ROWS_PER_STATEMENT) {
-                let json = Value::Array(part.to_vec()).to_string();
-                tx.execute(&stmt, &[&json]).await.map_err(&err)?;
-                written += part.len() as u64;
-            }
+            let cols = quoted.join(",");
+            // (dropped at commit: a staging table never outlives the catalog it copies)
+            let stage = format!("\"_stage_{table}_{i}\"");
+            tx.batch_execute(&format!(
+                "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM cdr.\"{table}\" WITH NO DATA"
+            ))
+            .await
+            .map_err(&err)?;
+            let sink = tx
+                .copy_in(&format!("COPY {stage} ({cols}) FROM STDIN"))
+                .await
+                .map_err(&err)?;
+            futures_util::pin_mut!(sink);
+            sink.send(bytes::Bytes::from(buf)).await.map_err(&err)?;
+            sink.finish().await.map_err(&err)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO cdr.\"{table}\" AS t ({cols}) SELECT {cols} FROM {stage} \
+                     ON CONFLICT ({conflict}) DO UPDATE SET {updates} WHERE t.lsn < EXCLUDED.lsn",
+                    conflict = conflict.join(","),
+                    updates = updates.join(", ")
+                ),
+                &[],
+            )
+            .await
+            .map_err(&err)?;
+            written += n;
         }
         let deletes: Vec<&PlannedRow> = rows.iter().filter(|r| r.op == Op::Delete).collect();
         if !deletes.is_empty() {
@@ -429,31 +445,31 @@ fn touched(plan: &Plan) -> maintain::Touched {
     touched
 }
 
-/// A wire value for a column of PostgreSQL type `pg_type`; `Err(original)` when the type
-/// cannot hold it.
-fn pg_value(v: &Value, pg_type: &str) -> Result<Value, Value> {
+/// A wire value for a column of PostgreSQL type `pg_type` (bytes decoded to bytea's hex
+/// form); `Err` when the type cannot hold it.
+fn pg_value<'a>(v: &'a Value, pg_type: &str) -> Result<Cow<'a, Value>, ()> {
     match v {
         Value::Object(o) => match (o.get("$b64").and_then(Value::as_str), pg_type) {
             (Some(b), "bytea") => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(b)
-                    .map_err(|_| v.clone())?;
-                Ok(Value::String(format!(
+                    .map_err(|_| ())?;
+                Ok(Cow::Owned(Value::String(format!(
                     "\\x{}",
                     bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                )))
+                ))))
             }
-            _ => Err(v.clone()),
+            _ => Err(()),
         },
         Value::String(s) if pg_type.starts_with("date") || pg_type.starts_with("timestamp") => {
             if s.starts_with("0000") || s.get(5..7) == Some("00") || s.get(8..10) == Some("00") {
-                Err(v.clone())
+                Err(())
             } else {
-                Ok(v.clone())
+                Ok(Cow::Borrowed(v))
             }
         }
-        Value::String(s) if s.contains('\0') => Err(v.clone()),
-        _ => Ok(v.clone()),
+        Value::String(s) if s.contains('\0') => Err(()),
+        _ => Ok(Cow::Borrowed(v)),
     }
 }
 
@@ -464,19 +480,14 @@ mod tests {
 
     #[test]
     fn values_a_column_cannot_hold_go_to_overflow() {
+        let ok = |v: Value, t: &str| pg_value(&v, t).map(Cow::into_owned);
+        assert_eq!(ok(json!("0000-00-00"), "date"), Err(()));
         assert_eq!(
-            pg_value(&json!("0000-00-00"), "date"),
-            Err(json!("0000-00-00"))
-        );
-        assert_eq!(
-            pg_value(&json!("2026-01-02 10:00:00"), "timestamp without time zone"),
+            ok(json!("2026-01-02 10:00:00"), "timestamp without time zone"),
             Ok(json!("2026-01-02 10:00:00"))
         );
-        assert_eq!(
-            pg_value(&json!({"$b64": "AAE="}), "bytea"),
-            Ok(json!("\\x0001"))
-        );
-        assert!(pg_value(&json!({"$b64": "AAE="}), "text").is_err());
-        assert_eq!(pg_value(&json!(5), "integer"), Ok(json!(5)));
+        assert_eq!(ok(json!({"$b64": "AAE="}), "bytea"), Ok(json!("\\x0001")));
+        assert!(ok(json!({"$b64": "AAE="}), "text").is_err());
+        assert_eq!(ok(json!(5), "integer"), Ok(json!(5)));
     }
 }
