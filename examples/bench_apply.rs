@@ -17,13 +17,34 @@ use futures_util::SinkExt;
 use mysql_async::prelude::Queryable;
 use serde_json::json;
 
+// the receiver's allocator
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, f64) {
     let t = Instant::now();
     let r = f.await;
     (r, t.elapsed().as_secs_f64())
 }
 
-fn batch_json(first: u64, rows: u64, batch_no: u64) -> Vec<u8> {
+/// CPU seconds this process has used (user + system), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // (fields after the command: state is 0, utime 11, stime 12; 100 ticks a second)
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+fn batch_json(site: u64, first: u64, rows: u64, batch_no: u64) -> Vec<u8> {
     let rows: Vec<_> = (first..first + rows)
         .map(|i| {
             json!({"table": "obs", "op": "upsert", "lsn": 1_000_000 + i, "pk": {"obs_id": i}, "data": {
@@ -33,11 +54,56 @@ fn batch_json(first: u64, rows: u64, batch_no: u64) -> Vec<u8> {
                 "voided": 0, "uuid": format!("bench-{i}")}})
         })
         .collect();
-    json!({"schema_version": 1, "site_id": 101, "batch_id": format!("bench-{batch_no}"), "visits": [{
-        "stream_key": "101:1:1:2026-01-05", "patient_id": 1, "program_id": 1, "visit_date": "2026-01-05",
+    json!({"schema_version": 1, "site_id": site, "batch_id": format!("bench-{batch_no}"), "visits": [{
+        "stream_key": format!("{site}:1:1:2026-01-05"), "patient_id": 1, "program_id": 1, "visit_date": "2026-01-05",
         "version": batch_no + 1, "complete": false, "rows": rows}]})
     .to_string()
     .into_bytes()
+}
+
+/// Where each phase's time went, summed over batches.
+#[derive(Default)]
+struct Phases {
+    plan: f64,
+    pg: f64,
+    mysql: f64,
+}
+
+/// Applies one site's batches in turn, as the receiver does for one tailer: parse, validate
+/// and plan, then both stores at once (PostgreSQL on its own task).
+async fn apply_site(
+    site: u64,
+    bodies: Vec<Vec<u8>>,
+    pg: Arc<PgStore>,
+    mirror: Arc<MirrorStore>,
+    mapping: Arc<Mapping>,
+) -> Phases {
+    let caps = batch::Caps {
+        max_decompressed: 64 << 20,
+        max_visits: 10_000,
+        max_rows: 200_000,
+    };
+    let site = site as i64;
+    let mut phases = Phases::default();
+    for body in &bodies {
+        let t = Instant::now();
+        let mut parsed = batch::parse(body).unwrap();
+        batch::validate(&parsed, site, caps, &mapping).unwrap();
+        let plan = apply::plan(&mut parsed, &mapping);
+        phases.plan += t.elapsed().as_secs_f64();
+        let (parsed, plan) = (Arc::new(parsed), Arc::new(plan));
+        let pg_task = tokio::spawn({
+            let (pg, parsed, plan) = (pg.clone(), parsed.clone(), plan.clone());
+            async move { timed(pg.apply(site, &parsed, &plan)).await }
+        });
+        let (b, my_s) = timed(mirror.apply(site, &parsed.batch_id, &plan)).await;
+        let (a, pg_s) = pg_task.await.unwrap();
+        a.unwrap();
+        b.unwrap();
+        phases.pg += pg_s;
+        phases.mysql += my_s;
+    }
+    phases
 }
 
 #[tokio::main]
@@ -50,65 +116,81 @@ async fn main() {
     let (my_url, pg_url) = (&args[1], &args[2]);
     let total: u64 = args[3].parse().unwrap();
     let per: u64 = args[4].parse().unwrap();
-    let mapping = Mapping::load(Path::new("mappings/openmrs.toml")).unwrap();
-    let mirror = MirrorStore::connect(my_url, None, "bench_apply_mirror", &mapping)
-        .await
-        .unwrap();
-    let pool = emr_stream::receiver::pg::pool(pg_url, 4).unwrap();
-    let pg = PgStore::connect(pool, &mapping, apply::PgOptions::default())
-        .await
-        .unwrap();
-    let caps = batch::Caps {
-        max_decompressed: 64 << 20,
-        max_visits: 10_000,
-        max_rows: 200_000,
-    };
-    let bodies: Vec<Vec<u8>> = (0..total / per)
-        .map(|b| batch_json(b * per, per, b))
-        .collect();
-
-    let apply_all = |pg: PgStore, bodies: Vec<Vec<u8>>| {
-        let pg = Arc::new(pg);
-        let (mirror, mapping) = (&mirror, &mapping);
+    let mapping = Arc::new(Mapping::load(Path::new("mappings/openmrs.toml")).unwrap());
+    let mirror = Arc::new(
+        MirrorStore::connect(my_url, None, "bench_apply_mirror", &mapping)
+            .await
+            .unwrap(),
+    );
+    let store = |maintained: bool| {
+        let mapping = mapping.clone();
         async move {
-            let started = Instant::now();
-            let (mut t_plan, mut t_pg, mut t_my) = (0.0, 0.0, 0.0);
-            for body in &bodies {
-                let t = Instant::now();
-                let parsed = batch::parse(body).unwrap();
-                batch::validate(&parsed, 101, caps, mapping).unwrap();
-                let plan = apply::plan(&parsed, mapping);
-                t_plan += t.elapsed().as_secs_f64();
-                // (as the receiver does: PostgreSQL on its own task)
-                let (parsed, plan) = (Arc::new(parsed), Arc::new(plan));
-                let pg_task = tokio::spawn({
-                    let (pg, parsed, plan) = (pg.clone(), parsed.clone(), plan.clone());
-                    async move { timed(pg.apply(101, &parsed, &plan)).await }
-                });
-                let (b, my_s) = timed(mirror.apply(101, &parsed.batch_id, &plan)).await;
-                let (a, pg_s) = pg_task.await.unwrap();
-                a.unwrap();
-                b.unwrap();
-                (t_pg, t_my) = (t_pg + pg_s, t_my + my_s);
-            }
-            let t = started.elapsed().as_secs_f64();
-            println!("  (parse, validate and plan {t_plan:.2} s; PostgreSQL {t_pg:.2} s and MySQL {t_my:.2} s, side by side)");
-            t
+            let pg = PgStore::connect(
+                emr_stream::receiver::pg::pool(pg_url, 8).unwrap(),
+                &mapping,
+                apply::PgOptions::default(),
+            )
+            .await
+            .unwrap();
+            Arc::new(if maintained {
+                pg
+            } else {
+                pg.without_maintenance()
+            })
         }
     };
-    let bodies_off: Vec<Vec<u8>> = (0..total / per)
-        .map(|b| batch_json(total + b * per, per, total / per + b))
-        .collect();
-    let pg_off = PgStore::connect(
-        emr_stream::receiver::pg::pool(pg_url, 4).unwrap(),
-        &mapping,
-        apply::PgOptions::default(),
-    )
-    .await
-    .unwrap()
-    .without_maintenance();
-    let t_off = apply_all(pg_off, bodies_off).await;
-    let t_on = apply_all(pg, bodies).await;
+    let (pg_on, pg_off) = (store(true).await, store(false).await);
+
+    // Four runs of `total` rows on fresh keys: one site's stream, then four sites at once
+    // (each a quarter of the rows, as a receiver serves many facilities), each with the IDS
+    // maintenance off and on.
+    let mut run_no = 0;
+    let mut run = |sites: u64, pg: Arc<PgStore>| {
+        run_no += 1;
+        let first = run_no * total;
+        let batches = total / per / sites;
+        let work: Vec<(u64, Vec<Vec<u8>>)> = (0..sites)
+            .map(|s| {
+                let bodies = (0..batches)
+                    .map(|b| {
+                        let n = s * batches + b;
+                        batch_json(101 + s, first + n * per, per, first + n)
+                    })
+                    .collect();
+                (101 + s, bodies)
+            })
+            .collect();
+        let (mirror, mapping) = (mirror.clone(), mapping.clone());
+        async move {
+            let started = Instant::now();
+            let cpu = cpu_seconds();
+            let tasks: Vec<_> = work
+                .into_iter()
+                .map(|(site, bodies)| {
+                    tokio::spawn(apply_site(
+                        site,
+                        bodies,
+                        pg.clone(),
+                        mirror.clone(),
+                        mapping.clone(),
+                    ))
+                })
+                .collect();
+            let mut phases = Phases::default();
+            for t in tasks {
+                let p = t.await.unwrap();
+                phases.plan += p.plan;
+                phases.pg += p.pg;
+                phases.mysql += p.mysql;
+            }
+            let t = started.elapsed().as_secs_f64();
+            (t, phases, cpu_seconds() - cpu)
+        }
+    };
+    let one_off = run(1, pg_off.clone()).await;
+    let one_on = run(1, pg_on.clone()).await;
+    let four_off = run(4, pg_off).await;
+    let four_on = run(4, pg_on).await;
 
     // The baseline: the same rows (fresh keys) as plain upserts into copies of the tables
     // (same indexes), both stores at once: 1000-row multi-row upserts into MySQL, and into
@@ -132,7 +214,7 @@ async fn main() {
         .await
         .unwrap();
     let cols = "site_id, lsn, obs_id, person_id, concept_id, encounter_id, obs_datetime, location_id, value_numeric, value_text, creator, date_created, voided, uuid";
-    let first = 2 * total;
+    let first = 10 * total;
     let mysql_plain = async {
         let started = Instant::now();
         for chunk in 0..total / 1000 {
@@ -182,18 +264,26 @@ async fn main() {
         started.elapsed().as_secs_f64()
     };
     let started = Instant::now();
+    let cpu = cpu_seconds();
     let (t_my, t_pg) = tokio::join!(mysql_plain, pg_plain);
+    let cpu_base = cpu_seconds() - cpu;
     let t_base = started.elapsed().as_secs_f64();
     let rate = |t: f64| total as f64 / t;
-    println!("baseline, plain upserts into both stores at once: {total} rows in {t_base:.2} s = {:.0} rows/s (MySQL 1000-row multi-row upserts alone {:.0} rows/s, PostgreSQL COPY upserts of {per} rows alone {:.0} rows/s)", rate(t_base), rate(t_my), rate(t_pg));
-    println!(
-        "receiver apply, both stores, IDS maintenance off: {total} rows in {t_off:.2} s = {:.0} rows/s = {:.2}x the baseline",
-        rate(t_off),
-        t_base / t_off
-    );
-    println!(
-        "receiver apply, both stores, IDS maintenance on:  {total} rows in {t_on:.2} s = {:.0} rows/s = {:.2}x the baseline",
-        rate(t_on),
-        t_base / t_on
-    );
+    println!("baseline, plain upserts into both stores at once: {total} rows in {t_base:.2} s = {:.0} rows/s (MySQL 1000-row multi-row upserts alone {:.0} rows/s, PostgreSQL COPY upserts of {per} rows alone {:.0} rows/s; the client's CPU {cpu_base:.2} s)", rate(t_base), rate(t_my), rate(t_pg));
+    for (label, (t, phases, cpu)) in [
+        ("one site, IDS maintenance off", one_off),
+        ("one site, IDS maintenance on", one_on),
+        ("four sites at once, IDS maintenance off", four_off),
+        ("four sites at once, IDS maintenance on", four_on),
+    ] {
+        println!(
+            "receiver apply, both stores, {label}: {total} rows in {t:.2} s = {:.0} rows/s = {:.2}x the baseline",
+            rate(t),
+            t_base / t
+        );
+        println!(
+            "  (summed over batches: parse, validate and plan {:.2} s; PostgreSQL {:.2} s and MySQL {:.2} s, side by side; the receiver's own CPU {cpu:.2} s)",
+            phases.plan, phases.pg, phases.mysql
+        );
+    }
 }

@@ -43,14 +43,14 @@ struct Stores {
 impl Stores {
     async fn apply(&self, batch_id: &str, rows: Vec<Value>) -> (Applied, Applied) {
         let raw = body(batch_id, rows);
-        let parsed = batch::parse(&raw).unwrap();
+        let mut parsed = batch::parse(&raw).unwrap();
         let caps = batch::Caps {
             max_decompressed: 1 << 20,
             max_visits: 10,
             max_rows: 100,
         };
         batch::validate(&parsed, SITE, caps, &self.mapping).unwrap();
-        let plan = apply::plan(&parsed, &self.mapping);
+        let plan = apply::plan(&mut parsed, &self.mapping);
         let (a, b) = tokio::join!(
             self.pg.apply(SITE, &parsed, &plan),
             self.mirror.apply(SITE, &parsed.batch_id, &plan)

@@ -240,14 +240,14 @@ fn scans(node: &serde_json::Value, out: &mut Vec<String>) {
 
 /// Applies one batch to PostgreSQL as the receiver does; its duration.
 async fn apply_one(pg: &PgStore, mapping: &Mapping, body: &[u8], site: i64) -> Duration {
-    let parsed = batch::parse(body).unwrap();
+    let mut parsed = batch::parse(body).unwrap();
     let caps = batch::Caps {
         max_decompressed: 256 << 20,
         max_visits: 100_000,
         max_rows: 1_000_000,
     };
     batch::validate(&parsed, site, caps, mapping).unwrap();
-    let plan = apply::plan(&parsed, mapping);
+    let plan = apply::plan(&mut parsed, mapping);
     let started = Instant::now();
     pg.apply(site, &parsed, &plan).await.unwrap();
     started.elapsed()

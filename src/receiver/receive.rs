@@ -81,7 +81,8 @@ pub async fn stream(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
     }
     metrics::gauge!(m::SITE_LAST_SEEN, "site" => site_id.to_string())
         .set(crate::clock::now_ms() as f64 / 1000.0);
-    let plan = Arc::new(apply::plan(&batch, &app.mapping));
+    let mut batch = batch;
+    let plan = Arc::new(apply::plan(&mut batch, &app.mapping));
     let batch = Arc::new(batch);
     let started = Instant::now();
     // The stores on two tasks: each one's CPU work (encoding its rows) runs beside the other's

@@ -52,6 +52,7 @@ mod tests {
         assert_eq!(one(json!("Zoë\tA\\B\nC\rD")), "Zoë\\tA\\\\B\\nC\\rD");
         // the text \N is data, not NULL
         assert_eq!(one(json!("\\N")), "\\\\N");
-        assert_eq!(one(json!({"a": "x\ty"})), "{\"a\":\"x\\ty\"}");
+        // (JSON's own escape of the tab is a backslash, which COPY's escaping doubles)
+        assert_eq!(one(json!({"a": "x\ty"})), "{\"a\":\"x\\\\ty\"}");
     }
 }

@@ -22,7 +22,7 @@ use crate::mapping::Mapping;
 use crate::wire::{Batch, Op};
 pub use mysql::MirrorStore;
 pub use postgres::{PgOptions, PgStore};
-pub use schema::Catalog;
+pub use schema::{Catalog, Table};
 
 /// Errors of a store.
 #[derive(Debug, thiserror::Error)]
@@ -95,12 +95,13 @@ pub struct Plan {
     pub rows_in: usize,
 }
 
-/// Groups a validated batch by table, keeping the newest image of each row.
-pub fn plan(batch: &Batch, mapping: &Mapping) -> Plan {
+/// Groups a validated batch by table, keeping the newest image of each row; the rows move
+/// out of the batch (what stays is its id and visits, for the stores' ledgers).
+pub fn plan(batch: &mut Batch, mapping: &Mapping) -> Plan {
     let mut by_table: BTreeMap<String, HashMap<String, PlannedRow>> = BTreeMap::new();
     let mut rows_in = 0;
-    for visit in &batch.visits {
-        for row in &visit.rows {
+    for visit in &mut batch.visits {
+        for row in std::mem::take(&mut visit.rows) {
             rows_in += 1;
             let Some(spec) = mapping.table(&row.table) else {
                 continue;
@@ -112,14 +113,12 @@ pub fn plan(batch: &Batch, mapping: &Mapping) -> Plan {
                 .collect();
             let pk_json = serde_json::to_string(&pk).unwrap_or_default();
             let lsn = row.lsn as i64;
-            let slot = by_table.entry(row.table.clone()).or_default();
+            let slot = by_table.entry(row.table).or_default();
             if slot.get(&pk_json).is_some_and(|old| old.lsn >= lsn) {
                 continue;
             }
-            let mut columns = row.data.clone();
-            for (c, v) in &row.pk {
-                columns.insert(c.clone(), v.clone());
-            }
+            let mut columns = row.data;
+            columns.extend(row.pk);
             slot.insert(
                 pk_json.clone(),
                 PlannedRow {
@@ -175,20 +174,71 @@ pub fn oldest_upsert(rows: &[PlannedRow]) -> Option<i64> {
         .min()
 }
 
-/// Splits a row's columns into those the store knows (in catalog order) and the overflow.
+/// A row's values in the columns the store knows: (position in table order, value), in
+/// table order.
+pub type Known<'a> = Vec<(usize, &'a Value)>;
+
+/// Splits a row's columns into those the store knows and the overflow; both lists are sorted
+/// by name, so one merge pass does it.
 pub fn split_columns<'a>(
     row: &'a PlannedRow,
-    known: &[String],
-) -> (Vec<&'a str>, Option<Map<String, Value>>) {
-    let mut cols = Vec::new();
+    known: &Table,
+) -> (Known<'a>, Option<Map<String, Value>>) {
+    let mut cols = Vec::with_capacity(row.columns.len());
     let mut overflow = Map::new();
+    let mut names = known.by_name.iter().peekable();
     for (c, v) in &row.columns {
-        if known.iter().any(|k| k == c) {
-            cols.push(c.as_str());
-        } else {
-            overflow.insert(c.clone(), v.clone());
+        while names.next_if(|(n, _)| n.as_str() < c.as_str()).is_some() {}
+        match names.peek() {
+            Some((n, i)) if n == c => cols.push((*i, v)),
+            _ => {
+                overflow.insert(c.clone(), v.clone());
+            }
         }
     }
-    cols.sort_by_key(|c| known.iter().position(|k| k == c));
+    cols.sort_unstable_by_key(|(i, _)| *i);
     (cols, (!overflow.is_empty()).then_some(overflow))
+}
+
+/// The positions of a row's known columns: the key rows are grouped by.
+pub fn positions(cols: &Known<'_>) -> Vec<usize> {
+    cols.iter().map(|(i, _)| *i).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn columns_split_by_one_merge_pass_into_table_order_and_overflow() {
+        let mut catalog = Catalog::default();
+        let cols = ["obs_id", "value_text", "concept_id", "person_id"];
+        catalog.insert(
+            "obs".into(),
+            cols.iter()
+                .map(|c| (c.to_string(), "text".into()))
+                .collect(),
+        );
+        let row = PlannedRow {
+            op: Op::Upsert,
+            lsn: 1,
+            pk: vec![json!(1)],
+            pk_json: "[1]".into(),
+            columns: json!({"person_id": 7, "obs_id": 1, "zzz": true, "aaa": 2, "value_text": "x"})
+                .as_object()
+                .unwrap()
+                .clone(),
+        };
+        let (known, overflow) = split_columns(&row, catalog.table("obs"));
+        assert_eq!(positions(&known), vec![0, 1, 3]);
+        assert_eq!(known[2].1, &json!(7));
+        assert_eq!(
+            Value::Object(overflow.unwrap()),
+            json!({"aaa": 2, "zzz": true})
+        );
+        let (known, overflow) = split_columns(&row, catalog.table("missing"));
+        assert!(known.is_empty());
+        assert_eq!(overflow.unwrap().len(), 5);
+    }
 }

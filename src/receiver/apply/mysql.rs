@@ -11,13 +11,16 @@ use mysql_async::{OptsBuilder, Pool, TxOpts, Value as My};
 use serde_json::Value;
 
 use super::schema::{Catalog, BOOKKEEPING};
-use super::{oldest_upsert, split_columns, Applied, ApplyError, Plan, PlannedRow};
+use super::{
+    oldest_upsert, positions, split_columns, Applied, ApplyError, Known, Plan, PlannedRow,
+};
 use crate::mapping::Mapping;
 use crate::wire::Op;
 
 const STORE: &str = "mysql";
 /// Placeholders per statement stay well under MySQL's 65,535.
-const MAX_PARAMS: usize = 30_000;
+/// A multi-row INSERT is sent once it holds this many bytes (well under `max_allowed_packet`).
+const MAX_STATEMENT_BYTES: usize = 4 << 20;
 const MAX_ROWS_PER_STATEMENT: usize = 1_000;
 
 const BOOKKEEPING_DDL: &str = "
@@ -36,6 +39,14 @@ CREATE TABLE IF NOT EXISTS _stream_tombstones (
 /// it (MySQL has no `ADD INDEX IF NOT EXISTS`).
 const TOMBSTONE_INDEX: &str =
     "ALTER TABLE _stream_tombstones ADD KEY tombstones_by_lsn (site_id, table_name, lsn)";
+
+/// An upsert about to be written: its position, its known values in table order, and the
+/// rest as JSON.
+struct Upsert<'a> {
+    lsn: i64,
+    values: Known<'a>,
+    overflow: Option<String>,
+}
 
 /// The mirror.
 pub struct MirrorStore {
@@ -159,7 +170,7 @@ impl MirrorStore {
                     "mirror table {table} is missing after migrations"
                 )));
             }
-            catalog.tables.insert(table.clone(), cols);
+            catalog.insert(table.clone(), cols);
         }
         let pks = mapping
             .tables
@@ -214,25 +225,25 @@ impl MirrorStore {
         table: &str,
         rows: &[PlannedRow],
     ) -> Result<u64, ApplyError> {
-        let known = self.catalog.columns(table);
+        let known = self.catalog.table(table);
         let pk = &self.pks[table];
         let err = classify(table);
         let tombstones = self.tombstones(tx, site_id, table, rows).await?;
         let live = |r: &&PlannedRow| tombstones.get(&r.pk_json).is_none_or(|t| r.lsn > *t);
         // Upserts, grouped by the set of columns they carry.
-        let mut groups: BTreeMap<Vec<&str>, Vec<(&PlannedRow, Option<String>)>> = BTreeMap::new();
+        let mut groups: BTreeMap<Vec<usize>, Vec<Upsert>> = BTreeMap::new();
         for row in rows.iter().filter(|r| r.op == Op::Upsert).filter(live) {
-            let (cols, overflow) = split_columns(row, &known);
-            groups
-                .entry(cols)
-                .or_default()
-                .push((row, overflow.map(|o| Value::Object(o).to_string())));
+            let (values, overflow) = split_columns(row, known);
+            groups.entry(positions(&values)).or_default().push(Upsert {
+                lsn: row.lsn,
+                values,
+                overflow: overflow.map(|o| Value::Object(o).to_string()),
+            });
         }
         let mut written = 0;
         for (cols, group) in &groups {
-            let per_row = cols.len() + 3;
-            let chunk = (MAX_PARAMS / per_row).clamp(1, MAX_ROWS_PER_STATEMENT);
-            let updates: Vec<String> = cols
+            let names: Vec<&str> = cols.iter().map(|i| known.columns[*i].0.as_str()).collect();
+            let updates: Vec<String> = names
                 .iter()
                 .filter(|c| !pk.iter().any(|p| p == *c))
                 .map(|c| format!("`{c}` = IF(VALUES(`lsn`) > `lsn`, VALUES(`{c}`), `{c}`)"))
@@ -245,39 +256,50 @@ impl MirrorStore {
             let col_list: Vec<String> = ["site_id", "lsn"]
                 .iter()
                 .copied()
-                .chain(cols.iter().copied())
+                .chain(names.iter().copied())
                 .chain(["_overflow"])
                 .map(|c| format!("`{c}`"))
                 .collect();
+            let types: Vec<&str> = cols.iter().map(|i| known.columns[*i].1.as_str()).collect();
             let head = format!("INSERT INTO `{table}` ({}) VALUES ", col_list.join(","));
             let tail = format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", "));
-            for part in group.chunks(chunk) {
-                // One text statement, its values written as literals by mysql_common's own
-                // escaping (the session has backslash escapes on: `sql_mode` is set at
-                // connect): MariaDB runs a large multi-row INSERT faster from text than
-                // bound to a prepared statement's parameters.
-                let mut sql = String::with_capacity(head.len() + tail.len() + part.len() * 256);
-                sql.push_str(&head);
-                for (i, (row, overflow)) in part.iter().enumerate() {
-                    sql.push_str(if i == 0 { "(" } else { ",(" });
-                    let _ = write!(sql, "{site_id},{}", row.lsn);
-                    for c in cols {
-                        sql.push(',');
-                        sql.push_str(
-                            &to_mysql(&row.columns[*c], self.catalog.type_of(table, c))
-                                .as_sql(false),
-                        );
-                    }
-                    sql.push(',');
-                    match overflow {
-                        Some(o) => sql.push_str(&My::Bytes(o.clone().into_bytes()).as_sql(false)),
-                        None => sql.push_str("NULL"),
-                    }
-                    sql.push(')');
+            // One text statement per 1000 rows or 4 MiB, its values written as literals by
+            // mysql_common's own escaping (the session has backslash escapes on: `sql_mode`
+            // is set at connect): MariaDB runs a large multi-row INSERT faster from text
+            // than bound to a prepared statement's parameters.
+            let mut sql = String::new();
+            let mut in_statement = 0;
+            for (n, row) in group.iter().enumerate() {
+                if in_statement == 0 {
+                    sql.clear();
+                    sql.push_str(&head);
+                    sql.push('(');
+                } else {
+                    sql.push_str(",(");
                 }
-                sql.push_str(&tail);
-                tx.query_drop(sql).await.map_err(&err)?;
-                written += part.len() as u64;
+                let _ = write!(sql, "{site_id},{}", row.lsn);
+                for ((_, v), t) in row.values.iter().zip(&types) {
+                    sql.push(',');
+                    push_literal(&mut sql, v, Some(t));
+                }
+                sql.push(',');
+                match &row.overflow {
+                    Some(o) => push_escaped(&mut sql, o),
+                    None => sql.push_str("NULL"),
+                }
+                sql.push(')');
+                in_statement += 1;
+                if in_statement == MAX_ROWS_PER_STATEMENT
+                    || sql.len() >= MAX_STATEMENT_BYTES
+                    || n + 1 == group.len()
+                {
+                    sql.push_str(&tail);
+                    tx.query_drop(std::mem::take(&mut sql))
+                        .await
+                        .map_err(&err)?;
+                    written += in_statement as u64;
+                    in_statement = 0;
+                }
             }
         }
         // Deletes: remove older images, leave tombstones.
@@ -377,5 +399,92 @@ fn to_mysql(v: &Value, column_type: Option<&str>) -> My {
             None => My::Bytes(v.to_string().into_bytes()),
         },
         Value::Array(_) => My::Bytes(v.to_string().into_bytes()),
+    }
+}
+
+/// Appends `v` as the SQL literal `to_mysql(v, column_type).as_sql(false)` gives (mysql_common's
+/// escaping, backslash escapes on), without building either in between.
+fn push_literal(sql: &mut String, v: &Value, column_type: Option<&str>) {
+    match v {
+        Value::Null => sql.push_str("NULL"),
+        Value::Bool(b) => sql.push(if *b { '1' } else { '0' }),
+        Value::Number(n) => {
+            let _ = match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => write!(sql, "{i}"),
+                (None, Some(u)) => write!(sql, "{u}"),
+                _ => write!(sql, "{}", n.as_f64().unwrap_or(0.0)),
+            };
+        }
+        Value::String(s) => {
+            if matches!(column_type, Some("timestamp" | "datetime"))
+                && s.len() >= 20
+                && s.as_bytes()[10] == b'T'
+                && s.ends_with('Z')
+            {
+                push_escaped(sql, &s[..s.len() - 1].replacen('T', " ", 1));
+            } else {
+                push_escaped(sql, s);
+            }
+        }
+        Value::Object(_) | Value::Array(_) => sql.push_str(&to_mysql(v, column_type).as_sql(false)),
+    }
+}
+
+/// Appends `s` quoted and escaped as mysql_common's `Value::as_sql(false)` does.
+fn push_escaped(sql: &mut String, s: &str) {
+    sql.reserve(s.len() + 2);
+    sql.push('\'');
+    for c in s.chars() {
+        match c {
+            '\x00' => sql.push_str("\\0"),
+            '\n' => sql.push_str("\\n"),
+            '\r' => sql.push_str("\\r"),
+            '\\' | '\'' | '"' => {
+                sql.push('\\');
+                sql.push(c);
+            }
+            '\x1a' => sql.push_str("\\Z"),
+            _ => sql.push(c),
+        }
+    }
+    sql.push('\'');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn literals_are_what_mysql_common_writes() {
+        let values = [
+            json!(null),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(-42),
+            json!(u64::MAX),
+            json!(0.1),
+            json!(-1.5e300),
+            json!(1e-7),
+            json!("plain"),
+            json!("Zoë 'q' \"dq\" back\\slash \u{0} nul \n nl \r cr \u{1a} sub \t tab"),
+            json!("2026-01-05T10:00:00Z"),
+            json!("2026-01-05T10:00:00.123456Z"),
+            json!({"$b64": "AAE="}),
+            json!({"$b64": "w6k="}),
+            json!({"other": 1}),
+            json!([1, "a"]),
+        ];
+        for v in &values {
+            for t in [None, Some("datetime"), Some("timestamp"), Some("varchar")] {
+                let mut ours = String::new();
+                push_literal(&mut ours, v, t);
+                assert_eq!(ours, to_mysql(v, t).as_sql(false), "{v} as {t:?}");
+            }
+        }
+        let mut ours = String::new();
+        push_escaped(&mut ours, "{\"a\":\"x'y\"}");
+        assert_eq!(ours, My::Bytes(b"{\"a\":\"x'y\"}".to_vec()).as_sql(false));
     }
 }

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 
 use base64::Engine;
 use deadpool_postgres::Pool;
@@ -11,7 +12,9 @@ use futures_util::SinkExt;
 use serde_json::{Map, Value};
 
 use super::schema::{Catalog, BOOKKEEPING};
-use super::{copy, migrate, oldest_upsert, split_columns, Applied, ApplyError, Plan, PlannedRow};
+use super::{
+    copy, migrate, oldest_upsert, positions, split_columns, Applied, ApplyError, Plan, PlannedRow,
+};
 use crate::mapping::Mapping;
 use crate::receiver::ids::{self, maintain};
 use crate::wire::{Batch, Op};
@@ -139,7 +142,7 @@ impl PgStore {
             if cols.is_empty() {
                 return Err(setup(format!("cdr.{table} is missing after migrations")));
             }
-            catalog.tables.insert(table.clone(), cols);
+            catalog.insert(table.clone(), cols);
         }
         drop(client);
         let pks = mapping
@@ -279,7 +282,7 @@ impl PgStore {
         table: &str,
         rows: &[PlannedRow],
     ) -> Result<u64, ApplyError> {
-        let known = self.catalog.columns(table);
+        let known = self.catalog.table(table);
         let pk = &self.pks[table];
         let err = pg_err(table);
         // (only tombstones at or after the oldest upsert can hide one: one index range)
@@ -298,29 +301,27 @@ impl PgStore {
         // Upserts, grouped by the set of columns they carry; each group is one COPY (text
         // format, written straight from the wire values) into a staging table and one
         // INSERT … ON CONFLICT from it.
-        let mut groups: BTreeMap<Vec<&str>, (Vec<u8>, u64)> = BTreeMap::new();
+        let mut groups: BTreeMap<Vec<usize>, (Vec<u8>, u64)> = BTreeMap::new();
         for row in rows.iter().filter(|r| r.op == Op::Upsert) {
             if tombstones.get(&row.pk_json).is_some_and(|t| row.lsn <= *t) {
                 continue;
             }
-            let (cols, overflow) = split_columns(row, &known);
+            let (values, overflow) = split_columns(row, known);
             let mut overflow = overflow.unwrap_or_default();
-            let (buf, n) = groups.entry(cols.clone()).or_default();
+            let (buf, n) = groups.entry(positions(&values)).or_default();
             *n += 1;
-            copy::field(buf, &Value::from(site_id));
-            buf.push(b'\t');
-            copy::field(buf, &Value::from(row.lsn));
-            for c in &cols {
+            let _ = write!(buf, "{site_id}\t{}", row.lsn);
+            for (i, v) in values {
                 buf.push(b'\t');
-                let v = &row.columns[*c];
-                match pg_value(v, self.catalog.type_of(table, c).unwrap_or("text")) {
+                let (name, pg_type) = &known.columns[i];
+                match pg_value(v, pg_type) {
                     Ok(Cow::Borrowed(v)) => copy::field(buf, v),
                     Ok(Cow::Owned(v)) => copy::field(buf, &v),
                     // A value the column type cannot hold (zero date, bytes in a text
                     // column) keeps its column NULL and travels in _overflow.
                     Err(()) => {
                         copy::field(buf, &Value::Null);
-                        overflow.insert((*c).to_owned(), v.clone());
+                        overflow.insert(name.clone(), v.clone());
                     }
                 }
             }
@@ -334,14 +335,15 @@ impl PgStore {
         }
         let mut written = 0;
         for (i, (cols, (buf, n))) in groups.into_iter().enumerate() {
+            let names: Vec<&str> = cols.iter().map(|i| known.columns[*i].0.as_str()).collect();
             let quoted: Vec<String> = ["site_id", "lsn"]
                 .iter()
                 .copied()
-                .chain(cols.iter().copied())
+                .chain(names.iter().copied())
                 .chain(["_overflow"])
                 .map(|c| format!("\"{c}\""))
                 .collect();
-            let updates: Vec<String> = cols
+            let updates: Vec<String> = names
                 .iter()
                 .filter(|c| !pk.iter().any(|p| p == *c))
                 .map(|c| format!("\"{c}\" = EXCLUDED.\"{c}\""))

@@ -6,28 +6,38 @@ use std::collections::HashMap;
 /// Columns per table of one store (without `site_id`, `lsn`, `_overflow`).
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    /// table → (column, data type) in table order.
-    pub tables: HashMap<String, Vec<(String, String)>>,
+    tables: HashMap<String, Table>,
+}
+
+/// One table's columns: (name, data type) in table order, and (name, position) by name.
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    /// (column, data type) in table order.
+    pub columns: Vec<(String, String)>,
+    /// (column, position in `columns`), sorted by name as a row's columns are.
+    pub by_name: Vec<(String, usize)>,
 }
 
 /// Bookkeeping columns every replicated table has.
 pub const BOOKKEEPING: [&str; 3] = ["site_id", "lsn", "_overflow"];
 
 impl Catalog {
-    /// The data columns of `table`.
-    pub fn columns(&self, table: &str) -> Vec<String> {
-        self.tables
-            .get(table)
-            .map(|c| c.iter().map(|(n, _)| n.clone()).collect())
-            .unwrap_or_default()
+    /// Records `table`'s data columns, (name, data type) in table order.
+    pub fn insert(&mut self, table: String, columns: Vec<(String, String)>) {
+        let mut by_name: Vec<(String, usize)> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, (c, _))| (c.clone(), i))
+            .collect();
+        by_name.sort();
+        self.tables.insert(table, Table { columns, by_name });
     }
 
-    /// The data type of `table.column`.
-    pub fn type_of(&self, table: &str, column: &str) -> Option<&str> {
+    /// The columns of `table` (none for a table the store does not have).
+    pub fn table(&self, table: &str) -> &Table {
+        static EMPTY: std::sync::OnceLock<Table> = std::sync::OnceLock::new();
         self.tables
-            .get(table)?
-            .iter()
-            .find(|(n, _)| n == column)
-            .map(|(_, t)| t.as_str())
+            .get(table)
+            .unwrap_or_else(|| EMPTY.get_or_init(Table::default))
     }
 }
