@@ -4,8 +4,8 @@
 //!     bench_decode MYSQL_URL DATABASE FROM_FILE:POS TO_FILE:POS
 //!
 //! "plain" reads the events with mysql_async and lets it decode every row to `BinlogRow`
-//! values (what any client of the crate pays); "tailer" runs `BinlogReader`: the same read plus
-//! names, charsets, ENUM/SET labels and conversion of every value to its wire JSON.
+//! values (what any client of the crate pays); "tailer" runs `BinlogReader`: the same read,
+//! its row images decoded straight to their wire JSON (names, charsets, ENUM/SET labels).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

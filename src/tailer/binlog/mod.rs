@@ -10,7 +10,8 @@
 //! Invariant: `Step::Commit` carries the position *after* a whole source transaction; rows are
 //! only ever returned between a transaction's start and its commit.
 
-mod columns;
+pub mod columns;
+pub mod images;
 mod preflight;
 pub mod value;
 
@@ -20,8 +21,6 @@ use std::time::Duration;
 use crate::wire::Op;
 use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData};
-use mysql_async::binlog::row::BinlogRow;
-use mysql_async::binlog::value::BinlogValue;
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, Pool};
 use serde_json::{Map, Value as Json};
@@ -137,7 +136,8 @@ pub struct BinlogReader {
     seen_format: bool,
     gtid: Option<String>,
     standalone: bool,
-    columns: HashMap<u64, Vec<ColumnDesc>>,
+    /// Per table map: its columns, and their layout for decoding images straight to JSON.
+    columns: HashMap<u64, (Vec<ColumnDesc>, Option<images::Layout>)>,
     names: HashMap<String, Vec<columns::CatalogColumn>>,
     lookup: Pool,
 }
@@ -302,14 +302,21 @@ impl BinlogReader {
         timestamp: u32,
     ) -> Result<Step, BinlogError> {
         let table_id = rows.table_id();
-        let (table, decoded, mut descs) = {
+        let decode_error = |table: &str, source| BinlogError::Decode {
+            what: "row",
+            position: end.to_string(),
+            table: table.to_owned(),
+            source,
+        };
+        let no_table_map = || BinlogError::Decode {
+            what: "rows event",
+            position: end.to_string(),
+            table: format!("id {table_id}"),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no table map"),
+        };
+        let (table, first_sight) = {
             let Some(tme) = self.stream.get_tme(table_id) else {
-                return Err(BinlogError::Decode {
-                    what: "rows event",
-                    position: end.to_string(),
-                    table: format!("id {table_id}"),
-                    source: std::io::Error::new(std::io::ErrorKind::InvalidData, "no table map"),
-                });
+                return Err(no_table_map());
             };
             if tme.database_name() != self.database.as_str()
                 || !self.mapped.contains_key(tme.table_name().as_ref())
@@ -317,55 +324,68 @@ impl BinlogReader {
                 return Ok(Step::Skip);
             }
             let table = tme.table_name().into_owned();
-            let mut decoded: Vec<(Option<BinlogRow>, Option<BinlogRow>)> = Vec::new();
-            for row in rows.rows(tme) {
-                decoded.push(row.map_err(|source| BinlogError::Decode {
-                    what: "row",
-                    position: end.to_string(),
-                    table: table.clone(),
-                    source,
-                })?);
-            }
-            let descs = match self.columns.get(&table_id) {
-                Some(d) => d.clone(),
-                None => {
-                    let sample = decoded.first().and_then(|(b, a)| a.as_ref().or(b.as_ref()));
-                    columns::from_table_map(tme, sample)
-                }
+            let first_sight = if self.columns.contains_key(&table_id) {
+                None
+            } else {
+                // The first rows of this table map: one row decoded by mysql_common gives the
+                // names, charsets and signedness it logs.
+                let sample = rows
+                    .rows(tme)
+                    .next()
+                    .transpose()
+                    .map_err(|e| decode_error(&table, e))?;
+                let sample = sample.as_ref().and_then(|(b, a)| a.as_ref().or(b.as_ref()));
+                Some((
+                    columns::from_table_map(tme, sample),
+                    images::Layout::of(tme),
+                ))
             };
-            (table, decoded, descs)
+            (table, first_sight)
         };
-        if descs.iter().any(|d| d.name.starts_with('@')) {
-            let names = self.catalog(&table, &end).await?;
-            if names.len() != descs.len() {
-                return Err(BinlogError::Decode {
-                    what: "row",
-                    position: end.to_string(),
-                    table,
-                    source: std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!(
-                            "binlog has {} columns, information_schema {}",
-                            descs.len(),
-                            names.len()
+        if let Some((mut descs, layout)) = first_sight {
+            if descs.iter().any(|d| d.name.starts_with('@')) {
+                let names = self.catalog(&table, &end).await?;
+                if names.len() != descs.len() {
+                    return Err(decode_error(
+                        &table,
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!(
+                                "binlog has {} columns, information_schema {}",
+                                descs.len(),
+                                names.len()
+                            ),
                         ),
-                    ),
-                });
-            }
-            for (d, n) in descs.iter_mut().zip(names) {
-                d.name = n.name;
-                if d.labels.is_none() {
-                    d.labels = n.labels;
+                    ));
+                }
+                for (d, n) in descs.iter_mut().zip(names) {
+                    d.name = n.name;
+                    if d.labels.is_none() {
+                        d.labels = n.labels;
+                    }
                 }
             }
+            self.columns.insert(table_id, (descs, layout));
         }
-        self.columns.insert(table_id, descs.clone());
+        let Some((descs, layout)) = self.columns.get(&table_id) else {
+            return Err(no_table_map());
+        };
+        // Straight to JSON when the layout allows it, else through mysql_common's rows.
+        let decoded: Vec<images::Images> = match layout
+            .as_ref()
+            .and_then(|l| images::decode(&rows, l, descs))
+        {
+            Some(decoded) => decoded.map_err(|e| decode_error(&table, e))?,
+            None => {
+                let tme = self.stream.get_tme(table_id).ok_or_else(no_table_map)?;
+                images::through_mysql_common(&rows, tme, descs)
+                    .map_err(|e| decode_error(&table, e))?
+            }
+        };
         let pk = self.mapped.get(&table).cloned().unwrap_or_default();
         let mut out = Vec::with_capacity(decoded.len());
         let mut counts = [0u64; 3]; // insert, update, delete
         for (before, after) in decoded {
-            let before = before.map(|r| row_image(r, &descs));
-            let after = after.map(|r| row_image(r, &descs));
             counts[match (&before, &after) {
                 (None, _) => 0,
                 (Some(_), Some(_)) => 1,
@@ -430,26 +450,6 @@ impl BinlogReader {
         self.names.insert(table.to_owned(), cols.clone());
         Ok(cols)
     }
-}
-
-/// A decoded row as column name → wire value.
-fn row_image(row: BinlogRow, descs: &[ColumnDesc]) -> Map<String, Json> {
-    let mut map = Map::new();
-    for (i, v) in row.unwrap().into_iter().enumerate() {
-        let Some(desc) = descs.get(i) else { continue };
-        let json = match v {
-            BinlogValue::Value(v) => value::to_json(v, desc),
-            // MySQL's binary JSON travels as its text, like MariaDB's JSON (a LONGTEXT).
-            BinlogValue::Jsonb(j) => match serde_json::Value::try_from(j) {
-                Ok(v) => Json::String(v.to_string()),
-                Err(_) => Json::Null,
-            },
-            // Partial JSON updates need binlog_row_value_options=PARTIAL_JSON, refused at start.
-            BinlogValue::JsonDiff(_) => Json::Null,
-        };
-        map.insert(desc.name.clone(), json);
-    }
-    map
 }
 
 /// A stream error; the server's "cannot read the binlog" (1236: file purged, position
