@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # End-to-end throughput: writes a clinic backlog into the EMR with the tailer stopped, then
 # starts receiver + tailer and measures how fast the tailer reads the backlog (capture) and how
-# long until the central stores have everything (delivery), and the tailer's peak RSS.
+# long until the central stores have everything (delivery), the tailer's peak RSS and CPU seconds
+# per 100k rows; then, as the baseline from the same run, a plain mysql_async read of the same
+# binlog range (examples/bench_decode.rs), to which capture is compared.
 #
 #   scripts/bench-e2e.sh [PATIENTS] [DAYS]      (default 2000 patients over 10 days)
 set -euo pipefail
@@ -15,6 +17,7 @@ sock=.services/mariadb/mysqld.sock
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
 cargo build --release --quiet
+cargo build --release --quiet --example bench_decode
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 
@@ -57,10 +60,17 @@ raw=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_ship_bytes_raw_total/ 
 gz=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_ship_bytes_compressed_total/ {print $2}')
 visits=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_ship_visits_total/ {print $2}')
 rss=$(awk '/VmHWM/ {print $2}' /proc/$tailer/status)
-awk -v t0="$t0" -v c="$captured" -v d="$done_at" -v rows="$rows" -v rss="$rss" -v raw="$raw" -v gz="$gz" -v visits="$visits" 'BEGIN {
+# utime + stime of the tailer, in clock ticks (fields 14 and 15 of /proc/PID/stat)
+ticks=$(awk '{print $14 + $15}' /proc/$tailer/stat)
+hz=$(getconf CLK_TCK)
+end=$(my "SHOW MASTER STATUS" | awk '{print $1":"$2}')
+plain=$(target/release/examples/bench_decode "$EMR_MYSQL_URL" bench_src "$start" "$end" | awk '/^plain mysql_async/ {print $(NF-1)}')
+awk -v t0="$t0" -v c="$captured" -v d="$done_at" -v rows="$rows" -v rss="$rss" -v raw="$raw" -v gz="$gz" -v visits="$visits" \
+    -v ticks="$ticks" -v hz="$hz" -v plain="$plain" 'BEGIN {
   printf "rows read by the tailer:      %d\n", rows
-  printf "capture (binlog -> sled):     %.2f s = %.0f rows/s\n", c - t0, rows / (c - t0)
+  printf "capture (binlog -> sled):     %.2f s = %.0f rows/s (%.2fx a plain mysql_async read of the same binlog: %.0f rows/s)\n", c - t0, rows / (c - t0), rows / (c - t0) / plain, plain
   printf "delivery (-> both stores):    %.2f s = %.0f rows/s end to end\n", d - t0, rows / (d - t0)
   printf "visit versions shipped:       %d, %.0f bytes/visit gzip (%.0f raw)\n", visits, gz / visits, raw / visits
   printf "tailer peak RSS:              %.1f MiB\n", rss / 1024
+  printf "tailer CPU:                   %.2f s in all, %.2f s per 100k rows\n", ticks / hz, ticks / hz / rows * 100000
 }'

@@ -56,10 +56,10 @@ async fn compare(
         }
         // (the test's writes stay in one binlog file)
         if u64::from(at) >= end.pos {
-            break;
+            return (events, rows, direct);
         }
     }
-    (events, rows, direct)
+    panic!("the binlog stream ended before {end}: {events} rows events compared")
 }
 
 async fn position(conn: &mut mysql_async::Conn) -> emr_stream::position::BinlogPosition {

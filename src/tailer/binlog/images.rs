@@ -19,7 +19,7 @@ use serde_json::{Map, Value as Json};
 use super::value::{self, ColumnDesc};
 
 /// A table's column types and metadata, as its table map logs them.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
     columns: Vec<(ColumnType, Vec<u8>)>,
 }

@@ -11,6 +11,7 @@
 //! only ever returned between a transaction's start and its commit.
 
 pub mod columns;
+mod gtid;
 pub mod images;
 mod preflight;
 pub mod value;
@@ -119,12 +120,19 @@ const MARIADB_START_ENCRYPTION: u8 = 164;
 const MARIADB_COMPRESSED_FIRST: u8 = 165;
 const MARIADB_COMPRESSED_LAST: u8 = 171;
 const ROTATE_EVENT: u8 = 4;
-const FL_STANDALONE: u8 = 1;
 
 /// Connection options for the source (over TLS when `source.ca_file` is set).
 pub fn source_opts(source: &crate::config::SourceConfig) -> Result<Opts, BinlogError> {
     crate::store_tls::mysql_opts(source.url.expose(), source.ca_file.as_deref())
         .map_err(|e| BinlogError::Preflight(format!("source: {e}")))
+}
+
+/// A table map's columns as learnt at its first rows: the table, the columns' descriptions,
+/// and their layout for decoding images straight to JSON.
+struct Known {
+    table: String,
+    descs: Vec<ColumnDesc>,
+    layout: Option<images::Layout>,
 }
 
 /// Follows the source's binlog from a position.
@@ -136,8 +144,8 @@ pub struct BinlogReader {
     seen_format: bool,
     gtid: Option<String>,
     standalone: bool,
-    /// Per table map: its columns, and their layout for decoding images straight to JSON.
-    columns: HashMap<u64, (Vec<ColumnDesc>, Option<images::Layout>)>,
+    /// Per table id: what is known of its columns.
+    columns: HashMap<u64, Known>,
     names: HashMap<String, Vec<columns::CatalogColumn>>,
     lookup: Pool,
 }
@@ -218,7 +226,7 @@ impl BinlogReader {
             });
         }
         if raw_type == MARIADB_GTID {
-            let (gtid, standalone) = parse_mariadb_gtid(event.data(), header.server_id())
+            let (gtid, standalone) = gtid::parse_mariadb(event.data(), header.server_id())
                 .ok_or_else(|| {
                     decode(
                         "GTID event",
@@ -277,7 +285,15 @@ impl BinlogReader {
                 }
             }
             EventData::TableMapEvent(tme) => {
-                self.columns.remove(&tme.table_id());
+                // A table map comes with every transaction that writes the table: what was
+                // learnt of its columns stays while the map says the same (table, types and
+                // metadata); DDL clears it all (above).
+                let same = self.columns.get(&tme.table_id()).is_some_and(|k| {
+                    k.table == tme.table_name() && k.layout == images::Layout::of(&tme)
+                });
+                if !same {
+                    self.columns.remove(&tme.table_id());
+                }
                 Ok(Some(Step::Skip))
             }
             EventData::RowsEvent(rows) => self.rows(rows, end, header.timestamp()).await.map(Some),
@@ -365,9 +381,16 @@ impl BinlogReader {
                     }
                 }
             }
-            self.columns.insert(table_id, (descs, layout));
+            self.columns.insert(
+                table_id,
+                Known {
+                    table: table.clone(),
+                    descs,
+                    layout,
+                },
+            );
         }
-        let Some((descs, layout)) = self.columns.get(&table_id) else {
+        let Some(Known { descs, layout, .. }) = self.columns.get(&table_id) else {
             return Err(no_table_map());
         };
         // Straight to JSON when the layout allows it, else through mysql_common's rows.
@@ -466,30 +489,5 @@ fn stream_error(source: mysql_async::Error, file: &str) -> BinlogError {
             ),
         },
         _ => BinlogError::Mysql { position: format!("{file}:?"), source },
-    }
-}
-
-/// MariaDB GTID event body: seq u64 LE, domain u32 LE, flags u8.
-fn parse_mariadb_gtid(data: &[u8], server_id: u32) -> Option<(String, bool)> {
-    let seq = u64::from_le_bytes(data.get(0..8)?.try_into().ok()?);
-    let domain = u32::from_le_bytes(data.get(8..12)?.try_into().ok()?);
-    let flags = *data.get(12)?;
-    Some((
-        format!("{domain}-{server_id}-{seq}"),
-        flags & FL_STANDALONE != 0,
-    ))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gtid_body() {
-        let mut data = 77u64.to_le_bytes().to_vec();
-        data.extend(3u32.to_le_bytes());
-        data.push(FL_STANDALONE);
-        assert_eq!(parse_mariadb_gtid(&data, 9), Some(("3-9-77".into(), true)));
-        assert_eq!(parse_mariadb_gtid(&data[..5], 9), None);
     }
 }
