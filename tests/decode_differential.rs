@@ -62,17 +62,6 @@ async fn compare(
     panic!("the binlog stream ended before {end}: {events} rows events compared")
 }
 
-async fn position(conn: &mut mysql_async::Conn) -> emr_stream::position::BinlogPosition {
-    let row: mysql_async::Row = conn
-        .query_first("SHOW MASTER STATUS")
-        .await
-        .unwrap()
-        .unwrap();
-    let file: String = row.get(0).unwrap();
-    let pos: u64 = row.get(1).unwrap();
-    emr_stream::position::BinlogPosition::parse(&format!("{file}:{pos}")).unwrap()
-}
-
 /// The type fixtures' statements, run in `db`.
 async fn run_fixtures(conn: &mut mysql_async::Conn) {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/types");
@@ -109,6 +98,22 @@ impl Rng {
     fn bytes(&mut self, max: usize) -> Vec<u8> {
         let n = self.below(max as u64 + 1) as usize;
         (0..n).map(|_| self.next() as u8).collect()
+    }
+    /// A datetime of a year in [from, from + span), with microseconds or not.
+    fn datetime(&mut self, from: u16, span: u64, micros: bool) -> Value {
+        Value::Date(
+            from + self.below(span) as u16,
+            1 + self.below(12) as u8,
+            1 + self.below(28) as u8,
+            self.below(24) as u8,
+            self.below(60) as u8,
+            self.below(60) as u8,
+            if micros {
+                self.below(1_000_000) as u32
+            } else {
+                0
+            },
+        )
     }
     fn text(&mut self, max: usize) -> String {
         let n = self.below(max as u64 + 1) as usize;
@@ -207,35 +212,15 @@ fn random_row(rng: &mut Rng, id: i64) -> Vec<Value> {
         rng.below(60) as u8,
         rng.below(1_000_000) as u32
     ));
-    for micros in [false, true, true] {
-        col!(Value::Date(
-            1000 + rng.below(9000) as u16,
-            1 + rng.below(12) as u8,
-            1 + rng.below(28) as u8,
-            rng.below(24) as u8,
-            rng.below(60) as u8,
-            rng.below(60) as u8,
-            if micros {
-                rng.below(1_000_000) as u32
-            } else {
-                0
-            }
-        ));
-    }
-    for micros in [false, true] {
-        col!(Value::Date(
-            1971 + rng.below(60) as u16,
-            1 + rng.below(12) as u8,
-            1 + rng.below(28) as u8,
-            rng.below(24) as u8,
-            rng.below(60) as u8,
-            rng.below(60) as u8,
-            if micros {
-                rng.below(1_000_000) as u32
-            } else {
-                0
-            }
-        ));
+    // DATETIME, DATETIME(3), DATETIME(6) from year 1000; TIMESTAMP, TIMESTAMP(6) from 1971
+    for (from, span, micros) in [
+        (1000, 9000, false),
+        (1000, 9000, true),
+        (1000, 9000, true),
+        (1971, 60, false),
+        (1971, 60, true),
+    ] {
+        col!(rng.datetime(from, span, micros));
     }
     col!(Value::Int(1901 + rng.below(254) as i64));
     col!(Value::Bytes(
@@ -337,7 +322,7 @@ async fn check(url: &str, label: &str) {
         .unwrap_or(0x5eed_2026_1203);
     eprintln!("{label}: random row images from seed {seed} (DECODE_SEED)");
     run_random(&mut conn, seed).await;
-    let end = position(&mut admin).await;
+    let end = common::position_of(&mut admin).await;
     let (events, rows, direct) = compare(opts, &db, &start, &end).await;
     eprintln!("{label}: {events} rows events, {rows} rows, {direct} decoded directly, all equal");
     assert!(

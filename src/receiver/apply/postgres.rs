@@ -1,6 +1,8 @@
 //! PostgreSQL: the same rows in schema `cdr` (plus `cdr._stream_visits`, the ledger of visit
-//! versions received), applied with `jsonb_populate_recordset` multi-row upserts so that
-//! PostgreSQL itself converts the wire values to the column types.
+//! versions received). Upserts go through COPY (text format, written straight from the wire
+//! values) into a staging table dropped at commit, then one `INSERT … ON CONFLICT` per column
+//! set, so that PostgreSQL itself converts the wire values to the column types; deletes and
+//! the ledgers go through `jsonb_populate_recordset`.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

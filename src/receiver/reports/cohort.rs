@@ -277,21 +277,21 @@ pub(super) const COHORT: &str = "
                           AND o.concept_id = 6987 AND o.voided = 0
                           AND o.obs_datetime < $3 + 1) v
                   WHERE v.k = 1),
-                 CASE WHEN c.gender <> 'F' THEN NULL
-                      WHEN (SELECT o.value_coded = ANY (n.yes) FROM cdr.obs o
-                            WHERE o.site_id = c.site_id AND o.person_id = c.patient_id
-                              AND o.concept_id = ANY (n.pregnant) AND o.voided = 0
-                              AND o.obs_datetime >= c.last_dispensation_date
-                              AND o.obs_datetime < c.last_dispensation_date + 1
-                            ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1)
-                      THEN 'total_pregnant_women'
-                      WHEN (SELECT o.value_coded = ANY (n.yes) FROM cdr.obs o
-                            WHERE o.site_id = c.site_id AND o.person_id = c.patient_id
-                              AND o.concept_id = ANY (n.breastfeeding) AND o.voided = 0
-                              AND o.obs_datetime >= c.last_dispensation_date
-                              AND o.obs_datetime < c.last_dispensation_date + 1
-                            ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1)
-                      THEN 'total_breastfeeding_women' END]
+                 CASE WHEN c.gender = 'F' THEN (
+                   SELECT CASE
+                     WHEN (array_agg(o.value_coded = ANY (n.yes)
+                                     ORDER BY o.obs_datetime DESC, o.obs_id DESC)
+                           FILTER (WHERE o.concept_id = ANY (n.pregnant)))[1]
+                     THEN 'total_pregnant_women'
+                     WHEN (array_agg(o.value_coded = ANY (n.yes)
+                                     ORDER BY o.obs_datetime DESC, o.obs_id DESC)
+                           FILTER (WHERE o.concept_id = ANY (n.breastfeeding)))[1]
+                     THEN 'total_breastfeeding_women' END
+                   FROM cdr.obs o
+                   WHERE o.site_id = c.site_id AND o.person_id = c.patient_id
+                     AND o.concept_id = ANY (n.pregnant || n.breastfeeding) AND o.voided = 0
+                     AND o.obs_datetime >= c.last_dispensation_date
+                     AND o.obs_datetime < c.last_dispensation_date + 1) END]
                WHEN 'Patient died' THEN
                  ARRAY['died_total', CASE
                    WHEN c.outcome_date - c.earliest_start_date <= 30 THEN 'died_within_month_1'
