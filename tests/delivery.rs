@@ -19,9 +19,10 @@ async fn receiver_outage_fills_the_outbox_then_drains_it() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     receiver.kill9();
 
-    // WHEN the clinic writes more than 500 visits, in four waves
+    // WHEN the clinic writes more than 500 visits, in six waves
     let mut outbox_rss = Vec::new();
-    for (wave, seed, patients) in [(1, 21u64, 640), (2, 22, 640), (3, 23, 640), (4, 24, 640)] {
+    for (wave, seed) in (1..=6).zip(21u64..) {
+        let patients = 640;
         let sim = rig
             .simulate(patients, 6, seed, 0)
             .wait_with_output()
@@ -55,17 +56,19 @@ async fn receiver_outage_fills_the_outbox_then_drains_it() {
         outbox_rss.push((s["outbox_bytes"].as_u64().unwrap(), rss));
     }
     // AND the outbox is not held in memory: once warm (sled's working set and the allocator
-    // fill up over the first wave), the tailer's RSS stays flat while the outbox grows by
-    // tens of MB: it grows by less than half the bytes added, and stays bounded
+    // fill up over the first waves), the tailer's RSS stays flat while the outbox grows by
+    // 80 MB more: it grows by less than half the bytes added, and stays bounded (over four
+    // waves, not two: the allocator's warm-up varies by 10-20 MB from run to run, which two
+    // waves' 40 MB could not tell from growth)
     let (bytes2, rss2) = outbox_rss[1];
-    let (bytes4, rss4) = outbox_rss[3];
-    let added_kib = (bytes4 - bytes2) / 1024;
+    let (last_bytes, last_rss) = outbox_rss[outbox_rss.len() - 1];
+    let added_kib = (last_bytes - bytes2) / 1024;
     assert!(
-        added_kib > 20 * 1024,
+        added_kib > 60 * 1024,
         "the outbox did not grow: {outbox_rss:?}"
     );
     assert!(
-        rss4 < rss2 + added_kib / 2 && rss4 < 150 * 1024,
+        last_rss < rss2 + added_kib / 2 && last_rss < 150 * 1024,
         "tailer RSS grew with the outbox: {outbox_rss:?}"
     );
 

@@ -584,3 +584,89 @@ async fn cohort_re_initiation_needs_art_last_taken_more_than_14_days_before() {
         .collect();
     assert_eq!(listed, [i64::from(patients[0])]);
 }
+
+#[tokio::test]
+async fn cohort_boundaries_of_pregnancy_tb_at_initiation_and_adherence() {
+    // GIVEN four women enrolled on 2024-01-10 (30 days of pills: on ART at the end of Q1 by
+    // the MOH's 60 days), with the answers the cohort finds by name
+    let mut c = Clinic::new("rules_cohort_blocks").await;
+    c.sql(
+        "INSERT INTO cdr.concept_name (site_id, lsn, concept_name_id, concept_id, name, voided) VALUES
+           (1, 1, 101, 2743, 'Who stages criteria present', 0),
+           (1, 1, 102, 9640, 'Pulmonary tuberculosis (current)', 0),
+           (1, 1, 103, 9642, 'Pulmonary tuberculosis within the last 2 years', 0),
+           (1, 1, 104, 9643, 'Kaposis sarcoma', 0)",
+    )
+    .await;
+    let mut p = Vec::new();
+    let mut orders = Vec::new();
+    for _ in 0..4 {
+        let pid = c.patient("2024-01-10", true).await;
+        orders.push(c.dispense(pid, "2024-01-10", 982, 30, 1.0).await);
+        p.push(pid);
+    }
+    // pregnant 30 days after enrolment (in the window) and 31 days after (outside it)
+    c.obs(p[0], 6131, "2024-02-09 10:00", "value_coded", "1065")
+        .await;
+    c.obs(p[1], 6131, "2024-02-10 10:00", "value_coded", "1065")
+        .await;
+    // TB at initiation: current and within two years (current wins), with Kaposi's sarcoma;
+    // within two years only, and a current episode noted the day after enrolment (too late)
+    for (i, answer, at) in [
+        (2, 9642, "2024-01-10 08:00"),
+        (2, 9640, "2024-01-10 08:00"),
+        (2, 9643, "2024-01-10 08:00"),
+        (3, 9642, "2024-01-09 08:00"),
+        (3, 9640, "2024-01-11 08:00"),
+    ] {
+        c.obs(p[i], 2743, at, "value_coded", &answer.to_string())
+            .await;
+    }
+    // adherence on its ARV order: 95 and 105 on the last day; 94 on the last day after 100;
+    // a last day with no number after 100; none
+    for (i, at, column, value) in [
+        (0, "2024-02-01 10:00", "value_numeric", "95"),
+        (0, "2024-02-01 10:05", "value_numeric", "105"),
+        (1, "2024-01-20 10:00", "value_numeric", "100"),
+        (1, "2024-02-01 10:00", "value_numeric", "94"),
+        (2, "2024-01-20 10:00", "value_numeric", "100"),
+        (2, "2024-02-01 10:00", "value_text", "'good'"),
+    ] {
+        let o = c.obs(p[i], 6987, at, column, value).await;
+        c.sql(&format!(
+            "UPDATE cdr.obs SET order_id = {} WHERE site_id = 1 AND obs_id = {o}",
+            orders[i]
+        ))
+        .await;
+    }
+    c.recompute().await;
+    // WHEN the cohort of Q1 2024 is asked for
+    let got = c.report("cohort", "name=Q1 2024").await;
+    let f = |i: usize| fields(&entry(&got, p[i]).expect("in the cohort"));
+    let has = |i: usize, field: &str| f(i).contains(&field.to_owned());
+    // THEN the 30-day window decides pregnancy at registration
+    assert!(has(0, "pregnant_females_all_ages"), "{:?}", f(0));
+    assert!(has(1, "non_pregnant_females"), "{:?}", f(1));
+    // AND a current episode wins over one within two years, Kaposi's sarcoma beside it, and
+    // only criteria noted by the enrolment day count
+    assert!(
+        has(2, "current_episode_of_tb") && has(2, "kaposis_sarcoma"),
+        "{:?}",
+        f(2)
+    );
+    assert!(!has(2, "tb_within_the_last_two_years"));
+    assert!(has(3, "tb_within_the_last_two_years"), "{:?}", f(3));
+    assert!(!has(3, "current_episode_of_tb") && !has(3, "kaposis_sarcoma"));
+    assert!(has(0, "no_tb") && has(1, "no_tb"));
+    // AND adherence is judged on the last day: 95 and 105 are adherent, 94 is not, a day
+    // without a number (or no obs at all) is unknown
+    assert!(has(0, "adherent_95_105"), "{:?}", f(0));
+    assert!(has(1, "not_adherent"), "{:?}", f(1));
+    assert!(has(2, "unknown_adherence") && has(3, "unknown_adherence"));
+    // AND a free-text reason for starting is outside the guidelines
+    assert!(has(0, "unknown_other_reason_outside_guidelines"));
+    let row = &got["rows"][0];
+    assert_eq!(row["pregnant_females_all_ages"], 1);
+    assert_eq!(row["non_pregnant_females"], 3);
+    assert_eq!(row["total_alive_and_on_art"], 4);
+}
