@@ -1,8 +1,11 @@
 //! PostgreSQL's COPY text format, written straight from wire values: a field per value,
-//! tab-separated, `\N` for NULL, and backslash, tab, newline and carriage return escaped.
+//! tab-separated, `\N` for NULL, and backslash, tab, newline and carriage return escaped; and
+//! which wire values a column's type can hold (the others travel in `_overflow`).
 
+use std::borrow::Cow;
 use std::io::Write;
 
+use base64::Engine;
 use serde_json::Value;
 
 /// Appends `v` as one COPY text field: numbers as written, booleans as `t`/`f`, strings
@@ -32,10 +35,51 @@ pub(super) fn text(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// A wire value for a column of PostgreSQL type `pg_type` (bytes decoded to bytea's hex
+/// form); `Err` when the type cannot hold it.
+pub(super) fn pg_value<'a>(v: &'a Value, pg_type: &str) -> Result<Cow<'a, Value>, ()> {
+    match v {
+        Value::Object(o) => match (o.get("$b64").and_then(Value::as_str), pg_type) {
+            (Some(b), "bytea") => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .map_err(|_| ())?;
+                Ok(Cow::Owned(Value::String(format!(
+                    "\\x{}",
+                    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+                ))))
+            }
+            _ => Err(()),
+        },
+        Value::String(s) if pg_type.starts_with("date") || pg_type.starts_with("timestamp") => {
+            if s.starts_with("0000") || s.get(5..7) == Some("00") || s.get(8..10) == Some("00") {
+                Err(())
+            } else {
+                Ok(Cow::Borrowed(v))
+            }
+        }
+        Value::String(s) if s.contains('\0') => Err(()),
+        _ => Ok(Cow::Borrowed(v)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn values_a_column_cannot_hold_go_to_overflow() {
+        let ok = |v: Value, t: &str| pg_value(&v, t).map(Cow::into_owned);
+        assert_eq!(ok(json!("0000-00-00"), "date"), Err(()));
+        assert_eq!(
+            ok(json!("2026-01-02 10:00:00"), "timestamp without time zone"),
+            Ok(json!("2026-01-02 10:00:00"))
+        );
+        assert_eq!(ok(json!({"$b64": "AAE="}), "bytea"), Ok(json!("\\x0001")));
+        assert!(ok(json!({"$b64": "AAE="}), "text").is_err());
+        assert_eq!(ok(json!(5), "integer"), Ok(json!(5)));
+    }
 
     fn one(v: Value) -> String {
         let mut out = Vec::new();

@@ -8,7 +8,6 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 
-use base64::Engine;
 use deadpool_postgres::Pool;
 use futures_util::SinkExt;
 use serde_json::{Map, Value};
@@ -220,29 +219,41 @@ impl PgStore {
                 .await
                 .map_err(ids_err)?;
         }
-        let fresh = tx
-            .execute(
-                "INSERT INTO cdr._stream_batches (site_id, batch_id, rows_in) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                &[&site, &batch.batch_id, &(plan.rows_in as i32)],
-            )
-            .await
-            .map_err(pg_err("_stream_batches"))?;
-        if fresh == 0 {
+        // The ledger row, the owners before the writes and each table's tombstones in one
+        // round trip (tokio-postgres pipelines the statements of concurrent futures).
+        let touched = touched(plan);
+        let rows_in = plan.rows_in as i32;
+        let ledger_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
+            [&site, &batch.batch_id, &rows_in];
+        let ledger = tx.execute(
+            "INSERT INTO cdr._stream_batches (site_id, batch_id, rows_in) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            &ledger_params,
+        );
+        let owners = async {
+            match self.maintain {
+                Some(_) => maintain::owners(&tx, site, &touched)
+                    .await
+                    .map(Some)
+                    .map_err(ids_err),
+                None => Ok(None),
+            }
+        };
+        let tombstones = futures_util::future::try_join_all(
+            plan.tables
+                .iter()
+                .map(|(table, rows)| tombstones(&tx, site, table, rows)),
+        );
+        let (fresh, before, tombstones) = tokio::join!(ledger, owners, tombstones);
+        if fresh.map_err(pg_err("_stream_batches"))? == 0 {
             tx.rollback().await.map_err(pg_err("-"))?;
             return Ok(Applied::Duplicate);
         }
-        let touched = touched(plan);
-        let before = match self.maintain {
-            Some(_) => Some(
-                maintain::owners(&tx, site, &touched)
-                    .await
-                    .map_err(ids_err)?,
-            ),
-            None => None,
-        };
+        let (before, tombstones) = (before?, tombstones?);
         let mut written = 0;
-        for (table, rows) in &plan.tables {
-            written += self.apply_table(&tx, site_id, table, rows).await?;
+        for ((table, rows), tombstones) in plan.tables.iter().zip(tombstones) {
+            written += self
+                .apply_table(&tx, site_id, table, rows, tombstones)
+                .await?;
         }
         // A batch can carry several versions (or parts) of one visit: one ledger row each,
         // the highest version (ON CONFLICT may not touch a row twice in one statement).
@@ -283,23 +294,11 @@ impl PgStore {
         site_id: i64,
         table: &str,
         rows: &[PlannedRow],
+        tombstones: HashMap<String, i64>,
     ) -> Result<u64, ApplyError> {
         let known = self.catalog.table(table);
         let pk = &self.pks[table];
         let err = pg_err(table);
-        // (only tombstones at or after the oldest upsert can hide one: one index range)
-        let tomb_rows = match oldest_upsert(rows) {
-            Some(oldest) => tx
-                .query(
-                    "SELECT pk_json, lsn FROM cdr._stream_tombstones WHERE site_id = $1 AND table_name = $2 AND lsn >= $3",
-                    &[&(site_id as i32), &table, &oldest],
-                )
-                .await
-                .map_err(&err)?,
-            None => Vec::new(),
-        };
-        let tombstones: HashMap<String, i64> =
-            tomb_rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         // Upserts, grouped by the set of columns they carry; each group is one COPY (text
         // format, written straight from the wire values) into a staging table and one
         // INSERT … ON CONFLICT from it.
@@ -316,7 +315,7 @@ impl PgStore {
             for (i, v) in values {
                 buf.push(b'\t');
                 let (name, pg_type) = &known.columns[i];
-                match pg_value(v, pg_type) {
+                match copy::pg_value(v, pg_type) {
                     Ok(Cow::Borrowed(v)) => copy::field(buf, v),
                     Ok(Cow::Owned(v)) => copy::field(buf, &v),
                     // A value the column type cannot hold (zero date, bytes in a text
@@ -425,6 +424,27 @@ impl PgStore {
     }
 }
 
+/// The tombstones of `table` that may hide one of `rows`' upserts: only those at or after the
+/// oldest upsert can (one index range).
+async fn tombstones(
+    tx: &deadpool_postgres::Transaction<'_>,
+    site: i32,
+    table: &str,
+    rows: &[PlannedRow],
+) -> Result<HashMap<String, i64>, ApplyError> {
+    let Some(oldest) = oldest_upsert(rows) else {
+        return Ok(HashMap::new());
+    };
+    let found = tx
+        .query(
+            "SELECT pk_json, lsn FROM cdr._stream_tombstones WHERE site_id = $1 AND table_name = $2 AND lsn >= $3",
+            &[&site, &table, &oldest],
+        )
+        .await
+        .map_err(pg_err(table))?;
+    Ok(found.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
 /// The integer keys of a plan's rows in the tables the IDS definitions read.
 fn touched(plan: &Plan) -> maintain::Touched {
     let mut touched = maintain::Touched::default();
@@ -447,51 +467,4 @@ fn touched(plan: &Plan) -> maintain::Touched {
         }
     }
     touched
-}
-
-/// A wire value for a column of PostgreSQL type `pg_type` (bytes decoded to bytea's hex
-/// form); `Err` when the type cannot hold it.
-fn pg_value<'a>(v: &'a Value, pg_type: &str) -> Result<Cow<'a, Value>, ()> {
-    match v {
-        Value::Object(o) => match (o.get("$b64").and_then(Value::as_str), pg_type) {
-            (Some(b), "bytea") => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(b)
-                    .map_err(|_| ())?;
-                Ok(Cow::Owned(Value::String(format!(
-                    "\\x{}",
-                    bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-                ))))
-            }
-            _ => Err(()),
-        },
-        Value::String(s) if pg_type.starts_with("date") || pg_type.starts_with("timestamp") => {
-            if s.starts_with("0000") || s.get(5..7) == Some("00") || s.get(8..10) == Some("00") {
-                Err(())
-            } else {
-                Ok(Cow::Borrowed(v))
-            }
-        }
-        Value::String(s) if s.contains('\0') => Err(()),
-        _ => Ok(Cow::Borrowed(v)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn values_a_column_cannot_hold_go_to_overflow() {
-        let ok = |v: Value, t: &str| pg_value(&v, t).map(Cow::into_owned);
-        assert_eq!(ok(json!("0000-00-00"), "date"), Err(()));
-        assert_eq!(
-            ok(json!("2026-01-02 10:00:00"), "timestamp without time zone"),
-            Ok(json!("2026-01-02 10:00:00"))
-        );
-        assert_eq!(ok(json!({"$b64": "AAE="}), "bytea"), Ok(json!("\\x0001")));
-        assert!(ok(json!({"$b64": "AAE="}), "text").is_err());
-        assert_eq!(ok(json!(5), "integer"), Ok(json!(5)));
-    }
 }
