@@ -99,6 +99,22 @@ impl Rng {
         let n = self.below(max as u64 + 1) as usize;
         (0..n).map(|_| self.next() as u8).collect()
     }
+    /// A TIME of up to 30 days either side of zero, with microseconds or not.
+    fn time(&mut self, micros: bool) -> Value {
+        Value::Time(
+            self.below(2) == 0,
+            self.below(30) as u32,
+            self.below(24) as u8,
+            self.below(60) as u8,
+            self.below(60) as u8,
+            if micros {
+                self.below(1_000_000) as u32
+            } else {
+                0
+            },
+        )
+    }
+
     /// A datetime of a year in [from, from + span), with microseconds or not.
     fn datetime(&mut self, from: u16, span: u64, micros: bool) -> Value {
         Value::Date(
@@ -196,22 +212,10 @@ fn random_row(rng: &mut Rng, id: i64) -> Vec<Value> {
         0,
         0
     ));
-    col!(Value::Time(
-        rng.below(2) == 0,
-        rng.below(30) as u32,
-        rng.below(24) as u8,
-        rng.below(60) as u8,
-        rng.below(60) as u8,
-        0
-    ));
-    col!(Value::Time(
-        rng.below(2) == 0,
-        rng.below(30) as u32,
-        rng.below(24) as u8,
-        rng.below(60) as u8,
-        rng.below(60) as u8,
-        rng.below(1_000_000) as u32
-    ));
+    // TIME, TIME(6)
+    for micros in [false, true] {
+        col!(rng.time(micros));
+    }
     // DATETIME, DATETIME(3), DATETIME(6) from year 1000; TIMESTAMP, TIMESTAMP(6) from 1971
     for (from, span, micros) in [
         (1000, 9000, false),
