@@ -192,7 +192,9 @@ pub(super) const COHORT: &str = "
                  ids.concepts_named(s.site_id, '{Breast feeding?}') AS breastfeeding,
                  ids.concepts_named(s.site_id, '{Who stages criteria present}') AS criteria,
                  ids.arv_drugs(s.site_id) AS arv
-          FROM ids.site_state s WHERE $1::int IS NULL OR s.site_id = $1) n ON n.site_id = c.site_id
+          FROM ids.site_state s WHERE $1::int IS NULL OR s.site_id = $1
+          -- (OFFSET 0: each site's concepts looked up once, not again for every obs row)
+          OFFSET 0) n ON n.site_id = c.site_id
     LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
     CROSS JOIN LATERAL (
       SELECT EXISTS (
@@ -224,7 +226,9 @@ pub(super) const COHORT: &str = "
           WHERE o.site_id = c.site_id AND o.person_id = c.patient_id
             AND o.concept_id = ANY (n.pregnant) AND o.voided = 0 AND o.value_coded = ANY (n.yes)
             AND o.obs_datetime >= c.date_enrolled
-            AND o.obs_datetime < least(c.date_enrolled + 31, $3 + 1)) AS pregnant_asked) ri
+            AND o.obs_datetime < least(c.date_enrolled + 31, $3 + 1)) AS pregnant_asked
+      -- (OFFSET 0: computed once per patient, not again at each use below)
+      OFFSET 0) ri
     CROSS JOIN LATERAL (
       SELECT c.date_enrolled <> c.earliest_start_date AND ri.asked AS reinitiated,
              ids.months_between(c.birthdate, c.earliest_start_date) AS months_old) a
@@ -301,7 +305,8 @@ pub(super) const COHORT: &str = "
                WHEN 'Defaulted' THEN ARRAY['defaulted']
                WHEN 'Treatment stopped' THEN ARRAY['stopped_art']
                WHEN 'Patient transferred out' THEN ARRAY['transferred_out']
-               ELSE ARRAY['unknown_outcome'] END, NULL) AS outcome) x";
+               ELSE ARRAY['unknown_outcome'] END, NULL) AS outcome
+      OFFSET 0) x";
 
 #[cfg(test)]
 mod tests {

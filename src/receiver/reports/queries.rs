@@ -256,7 +256,7 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
                         w.value AS weight
                  FROM ids.cohort($3, $4, $1) c
                  JOIN (SELECT s.site_id, ids.concepts_named(s.site_id, '{Weight (kg)}') AS weight
-                       FROM ids.site_state s) n ON n.site_id = c.site_id
+                       FROM ids.site_state s OFFSET 0) n ON n.site_id = c.site_id
                  LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
                  LEFT JOIN LATERAL ids.latest_numeric(c.site_id, c.patient_id, n.weight,
                                                       $3) w ON true

@@ -40,7 +40,10 @@ pub(super) const TX_PVLS: &str = "
                  ids.concepts_named(s.site_id, '{Is patient pregnant?}') AS pregnant,
                  ids.concepts_named(s.site_id, '{Breast feeding?}') AS breastfeeding,
                  ids.concepts_named(s.site_id, '{Yes}') AS yes
-          FROM ids.site_state s WHERE $1::int IS NULL OR s.site_id = $1) n ON n.site_id = c.site_id
+          FROM ids.site_state s WHERE $1::int IS NULL OR s.site_id = $1
+          -- (OFFSET 0 here and below: each site's concepts looked up once, each patient's
+          -- lookups made once, not again at every use or for every obs row)
+          OFFSET 0) n ON n.site_id = c.site_id
     CROSS JOIN LATERAL (
       SELECT CASE
         WHEN c.gender <> 'F' THEN NULL
@@ -54,7 +57,7 @@ pub(super) const TX_PVLS: &str = "
                  AND o.concept_id = ANY (n.breastfeeding) AND o.voided = 0
                  AND o.obs_datetime >= $2 AND o.obs_datetime < $3 + 1
                ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1) THEN 'FBf'
-        ELSE 'FNP' END AS maternal) m
+        ELSE 'FNP' END AS maternal OFFSET 0) m
     LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
     LEFT JOIN LATERAL (
       SELECT o.order_id, o.start_date::date AS ordered_on FROM cdr.orders o
@@ -79,7 +82,7 @@ pub(super) const TX_PVLS: &str = "
                 FROM cdr.obs o
                WHERE o.site_id = c.site_id AND o.order_id = lv.order_id AND o.concept_id = 856
                  AND o.voided = 0
-               ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1) AS result) v
+               ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1) AS result OFFSET 0) v
     CROSS JOIN LATERAL (
       SELECT c.earliest_start_date <= ($3 - interval '6 months')::date
              AND NOT (c.outcome = 'Defaulted'
