@@ -99,6 +99,15 @@ impl Rng {
         let n = self.below(max as u64 + 1) as usize;
         (0..n).map(|_| self.next() as u8).collect()
     }
+    /// Microseconds, or 0.
+    fn micros(&mut self, on: bool) -> u32 {
+        if on {
+            self.below(1_000_000) as u32
+        } else {
+            0
+        }
+    }
+
     /// A TIME of up to 30 days either side of zero, with microseconds or not.
     fn time(&mut self, micros: bool) -> Value {
         Value::Time(
@@ -107,11 +116,7 @@ impl Rng {
             self.below(24) as u8,
             self.below(60) as u8,
             self.below(60) as u8,
-            if micros {
-                self.below(1_000_000) as u32
-            } else {
-                0
-            },
+            self.micros(micros),
         )
     }
 
@@ -124,11 +129,7 @@ impl Rng {
             self.below(24) as u8,
             self.below(60) as u8,
             self.below(60) as u8,
-            if micros {
-                self.below(1_000_000) as u32
-            } else {
-                0
-            },
+            self.micros(micros),
         )
     }
     fn text(&mut self, max: usize) -> String {

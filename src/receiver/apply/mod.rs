@@ -148,21 +148,29 @@ pub fn plan(batch: &mut Batch, mapping: &Mapping) -> Plan {
 
 /// Primary keys in order: numbers by value, before strings; strings by their bytes.
 fn compare_keys(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
+    use std::cmp::Ordering;
     let rank = |v: &Value| match v {
-        Value::Number(n) => (0, n.as_f64().unwrap_or(0.0), None),
-        Value::String(s) => (1, 0.0, Some(s.clone())),
-        other => (2, 0.0, Some(other.to_string())),
+        Value::Number(_) => 0,
+        Value::String(_) => 1,
+        _ => 2,
     };
-    a.iter()
-        .map(rank)
-        .zip(b.iter().map(rank))
-        .map(|(x, y)| {
-            x.0.cmp(&y.0)
-                .then(x.1.total_cmp(&y.1))
-                .then_with(|| x.2.cmp(&y.2))
-        })
-        .find(|o| o.is_ne())
-        .unwrap_or(std::cmp::Ordering::Equal)
+    for (x, y) in a.iter().zip(b) {
+        let order = rank(x).cmp(&rank(y)).then_with(|| match (x, y) {
+            (Value::Number(m), Value::Number(n)) => match (m.as_i64(), n.as_i64()) {
+                (Some(m), Some(n)) => m.cmp(&n),
+                _ => m
+                    .as_f64()
+                    .unwrap_or(0.0)
+                    .total_cmp(&n.as_f64().unwrap_or(0.0)),
+            },
+            (Value::String(s), Value::String(t)) => s.cmp(t),
+            _ => x.to_string().cmp(&y.to_string()),
+        });
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    Ordering::Equal
 }
 
 /// The position of the oldest upsert among `rows` (none without upserts): a tombstone older
@@ -209,6 +217,30 @@ pub fn positions(cols: &Known<'_>) -> Vec<usize> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn keys_order_numbers_by_value_before_strings() {
+        let mut keys = vec![
+            vec![json!("b")],
+            vec![json!(10)],
+            vec![json!(9007199254740993u64)],
+            vec![json!("a")],
+            vec![json!(9)],
+            vec![json!(9007199254740992u64)],
+        ];
+        keys.sort_by(|a, b| compare_keys(a, b));
+        assert_eq!(
+            keys,
+            [
+                vec![json!(9)],
+                vec![json!(10)],
+                vec![json!(9007199254740992u64)],
+                vec![json!(9007199254740993u64)],
+                vec![json!("a")],
+                vec![json!("b")],
+            ]
+        );
+    }
 
     #[test]
     fn columns_split_by_one_merge_pass_into_table_order_and_overflow() {

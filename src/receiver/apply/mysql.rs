@@ -2,6 +2,7 @@
 //! primary key `(site_id, source pk)`; batches recorded in `_stream_batches`, deletes in
 //! `_stream_tombstones`.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 
@@ -379,17 +380,7 @@ fn to_mysql(v: &Value, column_type: Option<&str>) -> My {
             .map(My::Int)
             .or_else(|| n.as_u64().map(My::UInt))
             .unwrap_or_else(|| My::Double(n.as_f64().unwrap_or(0.0))),
-        Value::String(s) => {
-            if matches!(column_type, Some("timestamp" | "datetime"))
-                && s.len() >= 20
-                && s.as_bytes()[10] == b'T'
-                && s.ends_with('Z')
-            {
-                My::Bytes(s[..s.len() - 1].replacen('T', " ", 1).into_bytes())
-            } else {
-                My::Bytes(s.clone().into_bytes())
-            }
-        }
+        Value::String(s) => My::Bytes(session_text(s, column_type).into_owned().into_bytes()),
         Value::Object(o) => match o.get("$b64").and_then(Value::as_str) {
             Some(b) => My::Bytes(
                 base64::engine::general_purpose::STANDARD
@@ -399,6 +390,20 @@ fn to_mysql(v: &Value, column_type: Option<&str>) -> My {
             None => My::Bytes(v.to_string().into_bytes()),
         },
         Value::Array(_) => My::Bytes(v.to_string().into_bytes()),
+    }
+}
+
+/// A wire string as the session reads it: an RFC 3339 UTC timestamp becomes
+/// `YYYY-MM-DD HH:MM:SS` (the session is UTC) for datetime/timestamp columns.
+fn session_text<'a>(s: &'a str, column_type: Option<&str>) -> Cow<'a, str> {
+    if matches!(column_type, Some("timestamp" | "datetime"))
+        && s.len() >= 20
+        && s.as_bytes()[10] == b'T'
+        && s.ends_with('Z')
+    {
+        Cow::Owned(s[..s.len() - 1].replacen('T', " ", 1))
+    } else {
+        Cow::Borrowed(s)
     }
 }
 
@@ -415,17 +420,7 @@ fn push_literal(sql: &mut String, v: &Value, column_type: Option<&str>) {
                 _ => write!(sql, "{}", n.as_f64().unwrap_or(0.0)),
             };
         }
-        Value::String(s) => {
-            if matches!(column_type, Some("timestamp" | "datetime"))
-                && s.len() >= 20
-                && s.as_bytes()[10] == b'T'
-                && s.ends_with('Z')
-            {
-                push_escaped(sql, &s[..s.len() - 1].replacen('T', " ", 1));
-            } else {
-                push_escaped(sql, s);
-            }
-        }
+        Value::String(s) => push_escaped(sql, &session_text(s, column_type)),
         Value::Object(_) | Value::Array(_) => sql.push_str(&to_mysql(v, column_type).as_sql(false)),
     }
 }

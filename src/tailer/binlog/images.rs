@@ -19,7 +19,7 @@ use serde_json::{Map, Value as Json};
 use super::value::{self, ColumnDesc};
 
 /// A table's column types and metadata, as its table map logs them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Layout {
     columns: Vec<(ColumnType, Vec<u8>)>,
 }
@@ -38,6 +38,15 @@ impl Layout {
             })
             .collect::<Option<Vec<_>>>()?;
         Some(Layout { columns })
+    }
+
+    /// Whether `tme` logs these columns (types and metadata), read in place.
+    pub fn matches(&self, tme: &TableMapEvent<'_>) -> bool {
+        self.columns.len() == tme.columns_count() as usize
+            && self.columns.iter().enumerate().all(|(i, (ty, meta))| {
+                tme.get_column_type(i).ok().flatten() == Some(*ty)
+                    && tme.get_column_metadata(i).unwrap_or(&[]) == meta.as_slice()
+            })
     }
 }
 

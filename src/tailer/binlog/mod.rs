@@ -289,7 +289,11 @@ impl BinlogReader {
                 // learnt of its columns stays while the map says the same (table, types and
                 // metadata); DDL clears it all (above).
                 let same = self.columns.get(&tme.table_id()).is_some_and(|k| {
-                    k.table == tme.table_name() && k.layout == images::Layout::of(&tme)
+                    k.table == tme.table_name()
+                        && match &k.layout {
+                            Some(layout) => layout.matches(&tme),
+                            None => images::Layout::of(&tme).is_none(),
+                        }
                 });
                 if !same {
                     self.columns.remove(&tme.table_id());
