@@ -1,7 +1,7 @@
 //! Byte layouts of the state store's keys.
 //!
-//! Visit rows are keyed `stream_key \0 table \0 canonical-pk-json`, so a visit's rows are one
-//! prefix scan and a row changed twice in a visit keeps one entry (the latest).
+//! A row is known within its visit by its row id, `table \0 canonical-pk-json`; a visit's
+//! chunks and ledger are keyed by its stream key (see `chunks`).
 
 use serde_json::{Map, Value};
 
@@ -12,10 +12,9 @@ pub fn visit_prefix(stream_key: &str) -> Vec<u8> {
     k
 }
 
-/// Key of one row in a visit buffer.
-pub fn row_key(stream_key: &str, table: &str, pk: &Map<String, Value>) -> Vec<u8> {
-    let mut k = visit_prefix(stream_key);
-    k.extend(table.as_bytes());
+/// The id of a row within its visit.
+pub fn row_id(table: &str, pk: &Map<String, Value>) -> Vec<u8> {
+    let mut k = table.as_bytes().to_vec();
     k.push(0);
     k.extend(canonical_pk(pk).as_bytes());
     k

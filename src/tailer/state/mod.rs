@@ -10,6 +10,7 @@
 //!   transaction; an outbox entry leaves only through `outbox_done` (2xx/409) or
 //!   `outbox_dead` (other 4xx), never silently.
 
+mod chunks;
 mod keys;
 mod outbox;
 mod visits;
@@ -24,7 +25,7 @@ use crate::clock::now_ms;
 use crate::position::BinlogPosition;
 use crate::tailer::visit::VisitKey;
 use crate::wire;
-pub use keys::{canonical_pk, row_key, visit_prefix};
+pub use keys::{canonical_pk, row_id, visit_prefix};
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,9 @@ pub enum StateError {
         #[source]
         source: serde_json::Error,
     },
+    /// A stored binary value did not decode (a bug or a corrupted store).
+    #[error("state store: malformed {0}")]
+    Malformed(&'static str),
     /// A visit buffer changed between reading and moving it (the move is retried later).
     #[error("state store: visit buffer changed during a move")]
     Changed,
@@ -147,13 +151,15 @@ pub struct State {
     pub(super) db: sled::Db,
     pub(super) meta: sled::Tree,
     pub(super) visits: sled::Tree,
-    pub(super) visit_rows: sled::Tree,
+    /// Visit buffers: chunks of rows (see `chunks`).
+    pub(super) visit_chunks: sled::Tree,
     pub(super) lookup: sled::Tree,
     pub(super) outbox: sled::Tree,
     pub(super) versions: sled::Tree,
     pub(super) shipped: sled::Tree,
     pub(super) dead: sled::Tree,
-    pub(super) digests: sled::Tree,
+    /// Per visit, the digest of every row as last queued upserted (see `chunks`).
+    pub(super) ledger: sled::Tree,
 }
 
 pub(super) fn decode<T: for<'de> Deserialize<'de>>(
@@ -208,15 +214,16 @@ impl State {
         let state = Self {
             meta: db.open_tree("meta")?,
             visits: db.open_tree("visits")?,
-            visit_rows: db.open_tree("visit_rows")?,
+            visit_chunks: db.open_tree("visit_chunks")?,
             lookup: db.open_tree("lookup")?,
             outbox: db.open_tree("outbox")?,
             versions: db.open_tree("versions")?,
             shipped: db.open_tree("shipped")?,
             dead: db.open_tree("dead")?,
-            digests: db.open_tree("digests")?,
+            ledger: db.open_tree("ledger")?,
             db,
         };
+        chunks::migrate_per_row_layout(&state.db, &state.visit_chunks, &state.ledger)?;
         if state.meta.get(TAILER_ID)?.is_none() {
             let id = format!("{:016x}{:08x}", now_ms(), std::process::id());
             state.meta.insert(TAILER_ID, id.as_bytes())?;

@@ -1,11 +1,16 @@
-//! Open visit buffers: recording a source transaction's rows with the checkpoint after them,
-//! the lookup index, and moving a ready buffer (or a sweep's snapshot) into the outbox.
+//! Open visit buffers: recording a group of source transactions' rows with the checkpoint
+//! after them, the lookup index, and moving a ready buffer (or a sweep's snapshot) into the
+//! outbox with the visit's ledger. Layouts in `chunks`.
 
-use sled::transaction::Transactional;
+use std::collections::BTreeMap;
 
+use sled::transaction::{Transactional, TransactionalTree};
+use sled::IVec;
+
+use super::chunks::{self, chunk_key, push_entry};
 use super::outbox::append_version;
 use super::{
-    abort, decode, encode, keys, row_digest, row_key, visit_prefix, Checkpoint, MovedPart, State,
+    abort, decode, encode, keys, row_digest, visit_prefix, Checkpoint, MovedPart, State,
     StateError, TxnChanges, CHECKPOINT, VISIT_PART_ROWS,
 };
 use crate::tailer::visit::{VisitKey, VisitMeta};
@@ -17,9 +22,32 @@ fn is_delete(stored: &[u8]) -> bool {
     head.windows(13).any(|w| w == b"\"op\":\"delete\"")
 }
 
+/// Inside a transaction: records `rows` (row id, stored row) as queued in the visit's ledger.
+fn update_ledger<'a>(
+    ledger: &TransactionalTree,
+    stream_key: &str,
+    rows: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> sled::transaction::ConflictableTransactionResult<(), StateError> {
+    let old = ledger.get(stream_key.as_bytes())?;
+    let mut held = chunks::ledger(old.as_deref()).map_err(abort)?;
+    for (id, row) in rows {
+        if is_delete(row) {
+            held.remove(id);
+        } else {
+            held.insert(id.to_vec(), row_digest(row));
+        }
+    }
+    if held.is_empty() {
+        ledger.remove(stream_key.as_bytes())?;
+    } else {
+        ledger.insert(stream_key.as_bytes(), chunks::ledger_value(&held))?;
+    }
+    Ok(())
+}
+
 impl State {
-    /// Records one source transaction: rows into visit buffers, lookup entries, and the
-    /// checkpoint after it, atomically.
+    /// Records source transactions: their rows into visit buffers (one chunk per visit),
+    /// lookup entries, and the checkpoint after the last of them, atomically.
     pub fn commit_transaction(
         &self,
         txn: &TxnChanges,
@@ -27,9 +55,18 @@ impl State {
         now: u64,
     ) -> Result<(), StateError> {
         let cp = encode(checkpoint);
-        (&self.meta, &self.visits, &self.visit_rows, &self.lookup)
-            .transaction(|(meta, visits, rows, lookup)| {
-                for (stream_key, change) in &txn.visits {
+        let seq = self.db.generate_id()?;
+        let mut chunks = Vec::with_capacity(txn.visits.len());
+        for change in txn.visits.values() {
+            let mut chunk = Vec::with_capacity(change.rows.len() * 256);
+            for row in &change.rows {
+                push_entry(&mut chunk, &keys::row_id(&row.table, &row.pk), &encode(row));
+            }
+            chunks.push(chunk);
+        }
+        (&self.meta, &self.visits, &self.visit_chunks, &self.lookup)
+            .transaction(|(meta, visits, buffers, lookup)| {
+                for ((stream_key, change), chunk) in txn.visits.iter().zip(&chunks) {
                     let mut visit = match visits.get(stream_key.as_bytes())? {
                         Some(v) => decode::<VisitMeta>("visit", &v).map_err(abort)?,
                         None => VisitMeta::new(change.key.clone(), now),
@@ -41,9 +78,7 @@ impl State {
                         change.rows.len() as u64,
                     );
                     visits.insert(stream_key.as_bytes(), encode(&visit))?;
-                    for row in &change.rows {
-                        rows.insert(row_key(stream_key, &row.table, &row.pk), encode(row))?;
-                    }
+                    buffers.insert(chunk_key(stream_key, seq), chunk.as_slice())?;
                 }
                 for ((table, pk), key) in &txn.lookups {
                     lookup.insert(keys::lookup_key(table, pk), encode(key))?;
@@ -94,33 +129,42 @@ impl State {
         let Some(meta_bytes) = self.visits.get(stream_key.as_bytes())? else {
             return Ok(None);
         };
-        let mut row_keys = Vec::new();
-        let mut wire_rows = Vec::new();
-        let mut last = true;
-        for item in self.visit_rows.scan_prefix(visit_prefix(stream_key)) {
-            if wire_rows.len() == VISIT_PART_ROWS {
-                last = false;
-                break;
-            }
-            let (k, v) = item?;
-            wire_rows.push(v);
-            row_keys.push(k);
+        let scanned: Vec<(IVec, IVec)> = self
+            .visit_chunks
+            .scan_prefix(visit_prefix(stream_key))
+            .collect::<Result<_, _>>()?;
+        let merged = chunks::merge(&scanned)?;
+        let last = merged.len() <= VISIT_PART_ROWS;
+        let part: Vec<(&[u8], &[u8])> = merged
+            .iter()
+            .take(VISIT_PART_ROWS)
+            .map(|(id, row)| (*id, *row))
+            .collect();
+        // The rows after the part stay, as one chunk under the newest scanned key.
+        let mut remainder = Vec::new();
+        for (id, row) in merged.iter().skip(VISIT_PART_ROWS) {
+            push_entry(&mut remainder, id, row);
         }
-        let row_bytes: Vec<&[u8]> = wire_rows.iter().map(|r| r.as_ref()).collect();
+        let row_bytes: Vec<&[u8]> = part.iter().map(|(_, row)| *row).collect();
         let id = self.db.generate_id()?;
-        let digests: Vec<[u8; 8]> = wire_rows.iter().map(|r| row_digest(r)).collect();
         let version = (
             &self.visits,
-            &self.visit_rows,
+            &self.visit_chunks,
             &self.outbox,
             &self.versions,
             &self.meta,
-            &self.digests,
+            &self.ledger,
         )
-            .transaction(|(visits, rows, outbox, versions, meta, digest_tree)| {
-                // The buffer must be exactly what was scanned.
+            .transaction(|(visits, buffers, outbox, versions, meta, ledger)| {
+                // The buffer must be exactly what was scanned (a concurrent move of a part
+                // leaves the visit's meta as it was, but not its chunks).
                 if visits.get(stream_key.as_bytes())?.as_deref() != Some(&meta_bytes[..]) {
                     return Err(abort(StateError::Changed));
+                }
+                for (key, chunk) in &scanned {
+                    if buffers.get(key)?.as_ref() != Some(chunk) {
+                        return Err(abort(StateError::Changed));
+                    }
                 }
                 let version =
                     append_version((outbox, versions, meta), stream_key, id, now, |version| {
@@ -129,14 +173,14 @@ impl State {
                 if last {
                     visits.remove(stream_key.as_bytes())?;
                 }
-                for ((k, digest), row) in row_keys.iter().zip(&digests).zip(&row_bytes) {
-                    rows.remove(k)?;
-                    if is_delete(row) {
-                        digest_tree.remove(k)?;
+                for (i, (key, _)) in scanned.iter().enumerate() {
+                    if !last && i + 1 == scanned.len() {
+                        buffers.insert(key, remainder.as_slice())?;
                     } else {
-                        digest_tree.insert(k, &digest[..])?;
+                        buffers.remove(key)?;
                     }
                 }
+                update_ledger(ledger, stream_key, part.iter().copied())?;
                 Ok(version)
             })
             .map_err(StateError::from);
@@ -147,27 +191,21 @@ impl State {
         }
     }
 
-    /// The digest of a row as last queued for shipping (by the binlog path or a sweep), by
-    /// its visit row key.
-    pub fn row_digest(&self, row_key: &[u8]) -> Result<Option<[u8; 8]>, StateError> {
-        Ok(self
-            .digests
-            .get(row_key)?
-            .and_then(|v| v.as_ref().try_into().ok()))
+    /// The digest of every row of a visit as last queued (by the binlog path or a sweep),
+    /// by row id; a row last queued as deleted is not there.
+    pub fn row_digests(&self, stream_key: &str) -> Result<BTreeMap<Vec<u8>, [u8; 8]>, StateError> {
+        chunks::ledger(self.ledger.get(stream_key.as_bytes())?.as_deref())
     }
 
     /// The rows of a visit the ledger holds as last queued upserted (a row queued as deleted
     /// leaves the ledger): (table, canonical primary key JSON).
     pub fn ledger_rows(&self, stream_key: &str) -> Result<Vec<(String, String)>, StateError> {
-        let prefix = visit_prefix(stream_key);
         let mut out = Vec::new();
-        for item in self.digests.scan_prefix(&prefix) {
-            let (key, _) = item?;
-            let rest = &key[prefix.len()..];
-            let Some(split) = rest.iter().position(|b| *b == 0) else {
+        for id in self.row_digests(stream_key)?.keys() {
+            let Some(split) = id.iter().position(|b| *b == 0) else {
                 continue;
             };
-            let (table, pk) = (&rest[..split], &rest[split + 1..]);
+            let (table, pk) = (&id[..split], &id[split + 1..]);
             if let (Ok(table), Ok(pk)) = (std::str::from_utf8(table), std::str::from_utf8(pk)) {
                 out.push((table.to_owned(), pk.to_owned()));
             }
@@ -180,9 +218,9 @@ impl State {
         Ok(self.visits.contains_key(stream_key.as_bytes())?)
     }
 
-    /// Queues a visit snapshot read by a sweep: its rows (visit row key, stored row JSON) go
-    /// to the outbox as the visit's next versions (parts of `VISIT_PART_ROWS`), and their
-    /// digests into the ledger, in one transaction per part. Returns the versions given.
+    /// Queues a visit snapshot read by a sweep: its rows (row id, stored row JSON) go to the
+    /// outbox as the visit's next versions (parts of `VISIT_PART_ROWS`), and their digests
+    /// into the ledger, in one transaction per part. Returns the versions given.
     pub fn enqueue_snapshot(
         &self,
         stream_key: &str,
@@ -201,19 +239,14 @@ impl State {
             let id = self.db.generate_id()?;
             let row_bytes: Vec<&[u8]> = part.iter().map(|r| r.1.as_slice()).collect();
             let last = i + 1 == count;
-            let version = (&self.outbox, &self.versions, &self.meta, &self.digests)
-                .transaction(|(outbox, versions, meta, digests)| {
+            let version = (&self.outbox, &self.versions, &self.meta, &self.ledger)
+                .transaction(|(outbox, versions, meta, ledger)| {
                     let version =
                         append_version((outbox, versions, meta), stream_key, id, now, |version| {
                             envelope(version, &row_bytes, last)
                         })?;
-                    for (k, row) in part {
-                        if is_delete(row) {
-                            digests.remove(k.as_slice())?;
-                        } else {
-                            digests.insert(k.as_slice(), &row_digest(row)[..])?;
-                        }
-                    }
+                    let rows = part.iter().map(|(id, row)| (id.as_slice(), row.as_slice()));
+                    update_ledger(ledger, stream_key, rows)?;
                     Ok(version)
                 })
                 .map_err(StateError::from)?;
@@ -236,5 +269,195 @@ impl State {
         Ok(updated
             .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
             .unwrap_or(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::position::BinlogPosition;
+    use crate::tailer::state::VisitChanges;
+    use crate::wire::{Op, Row};
+    use serde_json::json;
+
+    const KEY: &str = "101:7:1:2026-01-02";
+
+    fn temp_state(name: &str) -> (State, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "emr-visits-{name}-{}-{}",
+            std::process::id(),
+            crate::clock::now_ms()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        (State::open(&dir).unwrap(), dir)
+    }
+
+    fn row(id: i64, value: f64, op: Op) -> Row {
+        Row {
+            table: "obs".into(),
+            op,
+            lsn: id as u64,
+            pk: serde_json::from_value(json!({ "obs_id": id })).unwrap(),
+            data: serde_json::from_value(json!({ "value_numeric": value })).unwrap(),
+        }
+    }
+
+    fn commit(state: &State, rows: Vec<Row>, pos: u64) {
+        let mut txn = TxnChanges::default();
+        txn.visits.insert(
+            KEY.into(),
+            VisitChanges {
+                key: VisitKey {
+                    patient_id: 7,
+                    program_id: 1,
+                    visit_date: "2026-01-02".into(),
+                },
+                rows,
+                closing: false,
+                clinical: true,
+            },
+        );
+        let cp = Checkpoint {
+            position: BinlogPosition {
+                file: "binlog.000001".into(),
+                pos,
+            },
+            gtid: None,
+            epoch: 0,
+            server_id: 1,
+            timestamp: 0,
+        };
+        state.commit_transaction(&txn, &cp, pos).unwrap();
+    }
+
+    /// Moves the whole buffer; returns the rows of each part, parsed.
+    fn move_all(state: &State) -> Vec<Vec<Row>> {
+        let mut parts = Vec::new();
+        let envelope = |_v, rows: &[&[u8]], _last| {
+            let rows: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|r| serde_json::from_slice(r).unwrap())
+                .collect();
+            serde_json::to_vec(&rows).unwrap()
+        };
+        while let Some(part) = state.move_to_outbox(KEY, envelope, 1).unwrap() {
+            let last = part.last;
+            parts.push(part);
+            if last {
+                break;
+            }
+        }
+        let entries = state.outbox_peek(usize::MAX).unwrap();
+        assert_eq!(entries.len(), parts.len());
+        let ids: Vec<(u64, String, u64)> = entries
+            .iter()
+            .zip(&parts)
+            .map(|(e, p)| (e.id, KEY.to_owned(), p.version))
+            .collect();
+        state.outbox_done(&ids, 2).unwrap();
+        entries
+            .iter()
+            .map(|e| serde_json::from_slice(&e.visit).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_buffer_merges_its_chunks_and_moves_in_parts_with_the_ledger() {
+        let (state, dir) = temp_state("parts");
+        // 1,500 rows, then 1,500 more of which 500 change rows of the first commit.
+        commit(
+            &state,
+            (0..1500).map(|i| row(i, 1.0, Op::Upsert)).collect(),
+            10,
+        );
+        commit(
+            &state,
+            (1000..2500).map(|i| row(i, 2.0, Op::Upsert)).collect(),
+            20,
+        );
+        let parts = move_all(&state);
+        assert_eq!(
+            parts.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![VISIT_PART_ROWS, 500]
+        );
+        let all: Vec<&Row> = parts.iter().flatten().collect();
+        let mut ids: Vec<i64> = all
+            .iter()
+            .map(|r| r.pk["obs_id"].as_i64().unwrap())
+            .collect();
+        ids.sort();
+        assert_eq!(ids, (0..2500).collect::<Vec<_>>(), "each row once");
+        for r in &all {
+            let want = if r.pk["obs_id"].as_i64().unwrap() < 1000 {
+                1.0
+            } else {
+                2.0
+            };
+            assert_eq!(r.data["value_numeric"], json!(want), "the latest image");
+        }
+        assert_eq!(state.open_visit_count(), 0);
+        assert_eq!(state.visit_chunks.len(), 0, "no chunk left behind");
+        assert_eq!(state.ledger_rows(KEY).unwrap().len(), 2500);
+        // Deletes leave the ledger; a changed row changes its digest.
+        let before = state.row_digests(KEY).unwrap();
+        commit(
+            &state,
+            vec![row(0, 0.0, Op::Delete), row(1, 9.0, Op::Upsert)],
+            30,
+        );
+        move_all(&state);
+        let after = state.row_digests(KEY).unwrap();
+        assert_eq!(after.len(), 2499);
+        let id1 = keys::row_id("obs", &row(1, 0.0, Op::Upsert).pk);
+        assert_ne!(before[&id1], after[&id1]);
+        drop(state);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_store_of_the_per_row_layout_is_migrated_on_open() {
+        let (state, dir) = temp_state("migrate");
+        commit(&state, vec![row(1, 1.0, Op::Upsert)], 10);
+        let meta = state.visits.get(KEY).unwrap().unwrap();
+        drop(state);
+        // Rewrite it as an earlier version kept it: one entry per row and per ledger row.
+        {
+            let db = sled::open(&dir).unwrap();
+            db.drop_tree("visit_chunks").unwrap();
+            db.drop_tree("ledger").unwrap();
+            let rows = db.open_tree("visit_rows").unwrap();
+            let digests = db.open_tree("digests").unwrap();
+            for (id, value) in [(2, 2.0), (3, 3.0)] {
+                let r = row(id, value, Op::Upsert);
+                let key = [visit_prefix(KEY), keys::row_id("obs", &r.pk)].concat();
+                rows.insert(&key, encode(&r)).unwrap();
+            }
+            let shipped = row(9, 9.0, Op::Upsert);
+            let key = [visit_prefix(KEY), keys::row_id("obs", &shipped.pk)].concat();
+            digests
+                .insert(&key, &row_digest(&encode(&shipped))[..])
+                .unwrap();
+            db.open_tree("visits").unwrap().insert(KEY, meta).unwrap();
+            db.flush().unwrap();
+        }
+        let state = State::open(&dir).unwrap();
+        assert!(!state
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| *n == "visit_rows" || *n == "digests"));
+        assert_eq!(
+            state.ledger_rows(KEY).unwrap(),
+            vec![("obs".into(), r#"{"obs_id":9}"#.into())]
+        );
+        let parts = move_all(&state);
+        let ids: Vec<i64> = parts[0]
+            .iter()
+            .map(|r| r.pk["obs_id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, vec![2, 3]);
+        assert_eq!(state.ledger_rows(KEY).unwrap().len(), 3);
+        drop(state);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::now_ms;
 use crate::mapping::{Mapping, TableMapping};
-use crate::tailer::state::{row_key, State, StateError};
+use crate::tailer::state::{row_id, State, StateError};
 use crate::tailer::visit::{envelope, VisitKey};
 use crate::wire;
 
@@ -311,17 +311,17 @@ impl Sweeper {
                 .iter()
                 .map(|r| {
                     (
-                        row_key(&stream_key, &r.table, &r.pk),
+                        row_id(&r.table, &r.pk),
                         serde_json::to_vec(r).expect("rows serialize"),
                     )
                 })
                 .collect();
             let mut changed = deleting || self.state.shipped(&stream_key)?.is_none();
-            for (k, row) in &stored {
-                if changed {
-                    break;
-                }
-                changed = self.state.row_digest(k)? != Some(crate::tailer::state::row_digest(row));
+            if !changed {
+                let held = self.state.row_digests(&stream_key)?;
+                changed = stored
+                    .iter()
+                    .any(|(id, row)| held.get(id) != Some(&crate::tailer::state::row_digest(row)));
             }
             if !changed {
                 continue;
