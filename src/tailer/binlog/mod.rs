@@ -11,6 +11,7 @@
 //! only ever returned between a transaction's start and its commit.
 
 pub mod columns;
+mod error;
 mod gtid;
 pub mod images;
 mod preflight;
@@ -27,55 +28,12 @@ use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, Pool};
 use serde_json::{Map, Value as Json};
 
 pub use crate::position::{file_sequence, lsn, BinlogPosition, MAX_EPOCH};
+use error::stream_error;
+pub use error::BinlogError;
 pub use preflight::{
     binlog_files, preflight, preflight_with_grace, read_site_id, server_position, SourceInfo,
 };
 use value::ColumnDesc;
-
-/// Errors of the binlog adapter, with the position where they happened.
-#[derive(Debug, thiserror::Error)]
-pub enum BinlogError {
-    /// The MySQL connection or protocol failed (retryable: reconnect from the checkpoint).
-    #[error("mysql error at {position}: {source}")]
-    Mysql {
-        /// Last known position.
-        position: String,
-        /// The driver error.
-        #[source]
-        source: mysql_async::Error,
-    },
-    /// An event could not be decoded.
-    #[error("cannot decode {what} at {position} (table {table}): {source}")]
-    Decode {
-        /// The event kind.
-        what: &'static str,
-        /// Position of the event.
-        position: String,
-        /// Table, when known.
-        table: String,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The source is not set up for the tailer; the message names the fix.
-    #[error("source not usable: {0}")]
-    Preflight(String),
-    /// The stream contains something the tailer must not silently skip.
-    #[error("refusing binlog at {position}: {reason}")]
-    Refused {
-        /// Position of the event.
-        position: String,
-        /// What and what to do.
-        reason: String,
-    },
-}
-
-impl BinlogError {
-    /// Whether reconnecting from the checkpoint may help.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, BinlogError::Mysql { .. })
-    }
-}
 
 /// One row of a mapped table, changed by the source.
 #[derive(Debug, Clone)]
@@ -133,6 +91,8 @@ struct Known {
     table: String,
     descs: Vec<ColumnDesc>,
     layout: Option<images::Layout>,
+    /// The body of the last table map event found to match (compared first, as bytes).
+    map: Vec<u8>,
 }
 
 /// Follows the source's binlog from a position.
@@ -288,12 +248,20 @@ impl BinlogReader {
                 // A table map comes with every transaction that writes the table: what was
                 // learnt of its columns stays while the map says the same (table, types and
                 // metadata); DDL clears it all (above).
-                let same = self.columns.get(&tme.table_id()).is_some_and(|k| {
-                    k.table == tme.table_name()
+                let raw = event.data();
+                let same = self.columns.get_mut(&tme.table_id()).is_some_and(|k| {
+                    if k.map == raw {
+                        return true;
+                    }
+                    let same = k.table == tme.table_name()
                         && match &k.layout {
                             Some(layout) => layout.matches(&tme),
                             None => images::Layout::of(&tme).is_none(),
-                        }
+                        };
+                    if same {
+                        k.map = raw.to_vec();
+                    }
+                    same
                 });
                 if !same {
                     self.columns.remove(&tme.table_id());
@@ -391,6 +359,7 @@ impl BinlogReader {
                     table: table.clone(),
                     descs,
                     layout,
+                    map: Vec::new(),
                 },
             );
         }
@@ -476,22 +445,5 @@ impl BinlogReader {
             })?;
         self.names.insert(table.to_owned(), cols.clone());
         Ok(cols)
-    }
-}
-
-/// A stream error; the server's "cannot read the binlog" (1236: file purged, position
-/// invalid) is final, everything else is retried from the checkpoint.
-fn stream_error(source: mysql_async::Error, file: &str) -> BinlogError {
-    match &source {
-        mysql_async::Error::Server(e) if e.code == 1236 => BinlogError::Refused {
-            position: format!("{file}:?"),
-            reason: format!(
-                "the source cannot send its binlog from the checkpoint (error 1236, SQLSTATE {}): the file was \
-                 purged or the position is invalid. Remedy: `emr-stream checkpoint reset --config <tailer.toml> \
-                 --to-current --yes` and re-send the visits of the gap it reports",
-                e.state
-            ),
-        },
-        _ => BinlogError::Mysql { position: format!("{file}:?"), source },
     }
 }
