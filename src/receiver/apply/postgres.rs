@@ -249,6 +249,7 @@ impl PgStore {
             return Ok(Applied::Duplicate);
         }
         let (before, tombstones) = (before?, tombstones?);
+        tx.batch_execute(&stages(plan)).await.map_err(pg_err("-"))?;
         let mut written = 0;
         for ((table, rows), tombstones) in plan.tables.iter().zip(tombstones) {
             written += self
@@ -302,16 +303,19 @@ impl PgStore {
         // Upserts, grouped by the set of columns they carry; each group is one COPY (text
         // format, written straight from the wire values) into a staging table and one
         // INSERT … ON CONFLICT from it.
-        let mut groups: BTreeMap<Vec<usize>, (Vec<u8>, u64)> = BTreeMap::new();
+        let mut groups: BTreeMap<Vec<usize>, (usize, Vec<u8>, u64)> = BTreeMap::new();
         for row in rows.iter().filter(|r| r.op == Op::Upsert) {
             if tombstones.get(&row.pk_json).is_some_and(|t| row.lsn <= *t) {
                 continue;
             }
             let (values, overflow) = split_columns(row, known);
             let mut overflow = overflow.unwrap_or_default();
-            let (buf, n) = groups.entry(positions(&values)).or_default();
+            let group = groups.len();
+            let (g, buf, n) = groups
+                .entry(positions(&values))
+                .or_insert_with(|| (group, Vec::new(), 0));
             *n += 1;
-            let _ = write!(buf, "{site_id}\t{}", row.lsn);
+            let _ = write!(buf, "{g}\t{site_id}\t{}", row.lsn);
             for (i, v) in values {
                 buf.push(b'\t');
                 let (name, pg_type) = &known.columns[i];
@@ -335,7 +339,8 @@ impl PgStore {
             buf.push(b'\n');
         }
         let mut written = 0;
-        for (i, (cols, (buf, n))) in groups.into_iter().enumerate() {
+        let stage = stage_name(table);
+        for (cols, (i, buf, n)) in groups {
             let names: Vec<&str> = cols.iter().map(|i| known.columns[*i].0.as_str()).collect();
             let quoted: Vec<String> = ["site_id", "lsn"]
                 .iter()
@@ -358,15 +363,8 @@ impl PgStore {
                 .map(|c| format!("\"{c}\""))
                 .collect();
             let cols = quoted.join(",");
-            // (dropped at commit: a staging table never outlives the catalog it copies)
-            let stage = format!("\"_stage_{table}_{i}\"");
-            tx.batch_execute(&format!(
-                "CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM cdr.\"{table}\" WITH NO DATA"
-            ))
-            .await
-            .map_err(&err)?;
             let sink = tx
-                .copy_in(&format!("COPY {stage} ({cols}) FROM STDIN"))
+                .copy_in(&format!("COPY {stage} (_group,{cols}) FROM STDIN"))
                 .await
                 .map_err(&err)?;
             futures_util::pin_mut!(sink);
@@ -374,7 +372,7 @@ impl PgStore {
             sink.finish().await.map_err(&err)?;
             tx.execute(
                 &format!(
-                    "INSERT INTO cdr.\"{table}\" AS t ({cols}) SELECT {cols} FROM {stage} \
+                    "INSERT INTO cdr.\"{table}\" AS t ({cols}) SELECT {cols} FROM {stage} WHERE _group = {i} \
                      ON CONFLICT ({conflict}) DO UPDATE SET {updates} WHERE t.lsn < EXCLUDED.lsn",
                     conflict = conflict.join(","),
                     updates = updates.join(", ")
@@ -422,6 +420,30 @@ impl PgStore {
         }
         Ok(written)
     }
+}
+
+/// The staging table of a cdr table's upserts: one per table and session, created by the first
+/// batch that needs it (`stages`) and emptied at every commit, so a batch does not create and
+/// drop catalog entries. `_group` tells apart the rows of different column sets. The receiver
+/// loads its catalog at start and sessions do not outlive it, so a staging table always has the
+/// columns the catalog names.
+fn stage_name(table: &str) -> String {
+    format!("pg_temp.\"_stage_{table}\"")
+}
+
+/// The statements creating the staging tables `plan`'s upserts need, where missing.
+fn stages(plan: &Plan) -> String {
+    let mut sql = String::new();
+    for (table, rows) in &plan.tables {
+        if rows.iter().any(|r| r.op == Op::Upsert) {
+            sql.push_str(&format!(
+                "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS \
+                 SELECT 0 AS _group, * FROM cdr.\"{table}\" WITH NO DATA;",
+                stage_name(table)
+            ));
+        }
+    }
+    sql
 }
 
 /// The tombstones of `table` that may hide one of `rows`' upserts: only those at or after the
