@@ -230,7 +230,7 @@ fn default_ready_check() -> u64 {
 }
 
 /// Default upper bound of one request body before compression.
-pub const DEFAULT_MAX_BATCH_BYTES: usize = 1 << 20;
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// `[ship]`
 #[derive(Debug, Deserialize, Clone)]
