@@ -160,6 +160,29 @@ async fn both_stores_keep_the_apply_contract() {
     let (pg_rows, my_rows) = stores.rows().await;
     assert_eq!(pg_rows[1], (2, Some("back".to_owned()), 25), "postgres");
     assert_eq!(my_rows[1], (2, Some("back".to_owned()), 25), "mysql");
+    // WHEN one batch carries rows of one table with different column sets (an image without
+    // value_text, a full one), twice, so that a session's staging table is reused
+    for (batch_id, lsn) in [("f", 30), ("g", 31)] {
+        let mut partial = obs("upsert", lsn, 1, "", day);
+        partial["data"]
+            .as_object_mut()
+            .unwrap()
+            .remove("value_text");
+        let applied = stores
+            .apply(batch_id, vec![partial, obs("upsert", lsn, 4, "four", day)])
+            .await;
+        assert_eq!(applied, (Applied::Stored(2), Applied::Stored(2)));
+    }
+    // THEN each row takes what it carries and keeps what it does not
+    let (pg_rows, my_rows) = stores.rows().await;
+    let expected = vec![
+        (1, Some(awkward.to_owned()), 31),
+        (2, Some("back".to_owned()), 25),
+        (3, Some("three".to_owned()), 10),
+        (4, Some("four".to_owned()), 31),
+    ];
+    assert_eq!(pg_rows, expected, "postgres");
+    assert_eq!(my_rows, expected, "mysql");
 
     // AND PostgreSQL keeps the zero date in _overflow, its column NULL
     let (client, connection) = tokio_postgres::connect(&stores.pg_url, tokio_postgres::NoTls)
