@@ -348,7 +348,6 @@ async fn direct_decoding_equals_mysql_common_with_full_metadata() {
 
 #[tokio::test]
 async fn direct_decoding_equals_mysql_common_with_minimal_metadata() {
-    let url = std::env::var("EMR_MYSQL_MINIMAL_URL")
-        .unwrap_or_else(|_| panic!("EMR_MYSQL_MINIMAL_URL is not set: {}", common::HOWTO));
+    let url = common::minimal_mysql_url();
     check(&url, "minimal").await;
 }

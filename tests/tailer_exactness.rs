@@ -100,8 +100,7 @@ async fn schema_changes_mid_stream_full_metadata() {
 
 #[tokio::test]
 async fn schema_changes_mid_stream_minimal_metadata() {
-    let url = std::env::var("EMR_MYSQL_MINIMAL_URL")
-        .unwrap_or_else(|_| panic!("EMR_MYSQL_MINIMAL_URL is not set: {}", common::HOWTO));
+    let url = common::minimal_mysql_url();
     schema_changes(&url, "minimal").await;
 }
 
@@ -183,8 +182,7 @@ async fn resolve(resolver: &mut Resolver, table: &str, pk_col: &str, image: Valu
 /// An idle source still says it is alive: heartbeats arrive at the configured period.
 #[tokio::test]
 async fn heartbeats_arrive_on_an_idle_stream() {
-    let url = std::env::var("EMR_MYSQL_MINIMAL_URL")
-        .unwrap_or_else(|_| panic!("EMR_MYSQL_MINIMAL_URL is not set: {}", common::HOWTO));
+    let url = common::minimal_mysql_url();
     let opts = Opts::from_url(&url).unwrap();
     let mut admin = mysql_async::Conn::new(opts.clone()).await.unwrap();
     let start = position(&mut admin).await;

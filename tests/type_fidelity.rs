@@ -135,8 +135,7 @@ async fn every_type_decodes_exactly_with_full_metadata() {
 
 #[tokio::test]
 async fn every_type_decodes_exactly_with_minimal_metadata() {
-    let url = std::env::var("EMR_MYSQL_MINIMAL_URL")
-        .unwrap_or_else(|_| panic!("EMR_MYSQL_MINIMAL_URL is not set: {}", common::HOWTO));
+    let url = common::minimal_mysql_url();
     let n = check_all(&url, "minimal").await;
     assert!(n >= 20);
 }

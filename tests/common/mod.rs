@@ -23,6 +23,13 @@ pub const HOWTO: &str =
     "the integration tests need the private MariaDB and PostgreSQL: run `scripts/test.sh`, \
     or `scripts/services.sh start && eval \"$(scripts/services.sh env)\"` before `cargo test`";
 
+/// The URL of the private MariaDB that logs binlog row metadata MINIMAL (fails, never skips,
+/// when it is not set).
+pub fn minimal_mysql_url() -> String {
+    std::env::var("EMR_MYSQL_MINIMAL_URL")
+        .unwrap_or_else(|_| panic!("EMR_MYSQL_MINIMAL_URL is not set: {HOWTO}"))
+}
+
 /// Connection URLs of the services.
 pub struct Services {
     pub mysql_url: String,
