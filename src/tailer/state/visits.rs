@@ -22,20 +22,29 @@ fn is_delete(stored: &[u8]) -> bool {
     head.windows(13).any(|w| w == b"\"op\":\"delete\"")
 }
 
-/// Inside a transaction: records `rows` (row id, stored row) as queued in the visit's ledger.
-fn update_ledger<'a>(
+/// What queueing `rows` (row id, stored row) does to a visit's ledger: a digest to hold, or
+/// `None` for a delete (it leaves the ledger). Computed before the transaction, which may run
+/// its closure more than once.
+fn ledger_changes<'a>(
+    rows: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+) -> Vec<(&'a [u8], Option<[u8; 8]>)> {
+    rows.map(|(id, row)| (id, (!is_delete(row)).then(|| row_digest(row))))
+        .collect()
+}
+
+/// Inside a transaction: applies `changes` (from `ledger_changes`) to the visit's ledger.
+fn update_ledger(
     ledger: &TransactionalTree,
     stream_key: &str,
-    rows: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    changes: &[(&[u8], Option<[u8; 8]>)],
 ) -> sled::transaction::ConflictableTransactionResult<(), StateError> {
     let old = ledger.get(stream_key.as_bytes())?;
     let mut held = chunks::ledger(old.as_deref()).map_err(abort)?;
-    for (id, row) in rows {
-        if is_delete(row) {
-            held.remove(id);
-        } else {
-            held.insert(id.to_vec(), row_digest(row));
-        }
+    for (id, digest) in changes {
+        match digest {
+            Some(digest) => held.insert(id.to_vec(), *digest),
+            None => held.remove(*id),
+        };
     }
     if held.is_empty() {
         ledger.remove(stream_key.as_bytes())?;
@@ -146,6 +155,7 @@ impl State {
             push_entry(&mut remainder, id, row);
         }
         let row_bytes: Vec<&[u8]> = part.iter().map(|(_, row)| *row).collect();
+        let changes = ledger_changes(part.iter().copied());
         let id = self.db.generate_id()?;
         let version = (
             &self.visits,
@@ -180,7 +190,7 @@ impl State {
                         buffers.remove(key)?;
                     }
                 }
-                update_ledger(ledger, stream_key, part.iter().copied())?;
+                update_ledger(ledger, stream_key, &changes)?;
                 Ok(version)
             })
             .map_err(StateError::from);
@@ -239,14 +249,15 @@ impl State {
             let id = self.db.generate_id()?;
             let row_bytes: Vec<&[u8]> = part.iter().map(|r| r.1.as_slice()).collect();
             let last = i + 1 == count;
+            let changes =
+                ledger_changes(part.iter().map(|(id, row)| (id.as_slice(), row.as_slice())));
             let version = (&self.outbox, &self.versions, &self.meta, &self.ledger)
                 .transaction(|(outbox, versions, meta, ledger)| {
                     let version =
                         append_version((outbox, versions, meta), stream_key, id, now, |version| {
                             envelope(version, &row_bytes, last)
                         })?;
-                    let rows = part.iter().map(|(id, row)| (id.as_slice(), row.as_slice()));
-                    update_ledger(ledger, stream_key, rows)?;
+                    update_ledger(ledger, stream_key, &changes)?;
                     Ok(version)
                 })
                 .map_err(StateError::from)?;
