@@ -65,8 +65,13 @@ ticks=$(awk '{print $14 + $15}' /proc/$tailer/stat)
 hz=$(getconf CLK_TCK)
 # Where delivery's time went: the shipper's requests (gzip + post + the receiver's answer) and
 # the receiver's apply into each store.
-ship=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_ship_request_duration_seconds_(sum|count)/ {print $2}' | paste -sd' ')
-apply=$(curl -sf http://127.0.0.1:8081/metrics | awk '/^emr_receiver_apply_duration_seconds_(sum|count)/ {print $1, $2}' | sort | awk '{print $2}' | paste -sd' ')
+ship=$(curl -sf http://127.0.0.1:9188/metrics | awk '
+  /^emr_ship_request_duration_seconds_sum/ {s = $2} /^emr_ship_request_duration_seconds_count/ {n = $2}
+  END {printf "%d requests, %.2f s in all", n, s}')
+apply=$(curl -sf http://127.0.0.1:8081/metrics | awk '
+  /^emr_receiver_apply_duration_seconds_sum\{store="mysql"/ {m = $2}
+  /^emr_receiver_apply_duration_seconds_sum\{store="postgres"/ {p = $2}
+  END {printf "MySQL %.2f s, PostgreSQL %.2f s (side by side)", m, p}')
 end=$(my "SHOW MASTER STATUS" | awk '{print $1":"$2}')
 plain=$(target/release/examples/bench_decode "$EMR_MYSQL_URL" bench_src "$start" "$end" | awk '/^plain mysql_async/ {print $(NF-1)}')
 awk -v t0="$t0" -v c="$captured" -v d="$done_at" -v rows="$rows" -v rss="$rss" -v raw="$raw" -v gz="$gz" -v visits="$visits" \
@@ -78,5 +83,5 @@ awk -v t0="$t0" -v c="$captured" -v d="$done_at" -v rows="$rows" -v rss="$rss" -
   printf "tailer peak RSS:              %.1f MiB\n", rss / 1024
   printf "tailer CPU:                   %.2f s in all, %.2f s per 100k rows\n", ticks / hz, ticks / hz / rows * 100000
 }'
-echo "ship requests (sum s, count):  $ship"
-echo "receiver apply (mysql count, sum; postgres count, sum): $apply"
+echo "shipper's requests:           $ship"
+echo "receiver's apply:             $apply"
