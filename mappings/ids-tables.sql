@@ -1,7 +1,8 @@
 -- IDS analytics over schema cdr: plain tables maintained per patient (design/incremental-ids.md).
 --
--- Every row of ids.arv_dispensations, program_states, appointments, patient_visits and art_status
--- is a function of one (site, patient) and the site's ARV drug set; every row of visits_daily of
+-- Every row of ids.arv_dispensations, program_states, appointments, patient_visits, art_status
+-- and clinical is a function of one (site, patient), the site's ARV drug set and the concepts
+-- found by name (ids.definition_concepts); every row of visits_daily of
 -- one (site, day). Nothing stored reads the clock: end dates are applied when a report reads.
 -- Each table has ONE definition, ids.def_<table>(site, patients), used both by the incremental
 -- recompute (patients = those a batch touched) and by rebuilds and verification (patients = all
@@ -85,7 +86,14 @@ CREATE INDEX IF NOT EXISTS patient_visits_day ON ids.patient_visits (site_id, vi
 -- outcome "as of today" needs from the whole history: the last dispensation, its expiry (the
 -- legacy rule when every ARV of that day sums to 6000 or more) and its drug set, the latest
 -- HIV-program state, the first death state (died_on), and events_through, the latest date of
--- any of those facts. For a date on or after events_through, this row alone gives the outcome.
+-- any of those facts. The timelines that give the facts on ANY date, sorted so that
+-- width_bucket(date, days) (a binary search) is the index of the last entry on or before it:
+-- per dispensation day its expiry, legacy rule and drug set (disp_*; the drug set as text,
+-- '{22,969}', an array of arrays being rectangular in PostgreSQL); the HIV-program states by
+-- start date, date created and id (state_days, state_codes: the last one on or before a date
+-- is the current state then); the visit days; the appointment dates by date and when set
+-- (appt_dates, appt_set: the day each was recorded). Reports read a patient's history from
+-- this row alone, whatever their end date: one scan, no probe per patient.
 -- The cohort gates of art-rules.md section 1 are kept as the dates they open on, so that a
 -- report applies them for its own end date (ids.cohort_enrolment): a state 7 of the HIV
 -- program (on_art_state), the first reason for starting ART (obs 7563), the first obs 3289
@@ -100,6 +108,9 @@ CREATE TABLE IF NOT EXISTS ids.art_status (
   on_art_state boolean NOT NULL DEFAULT false, reason_on date, refill_on date, new_patient_on date,
   registered_at timestamp, enrolled_after_new date, art_start_obs date,
   legacy_expiry boolean NOT NULL DEFAULT false, regimen_drugs integer[],
+  disp_days date[], disp_expiry date[], disp_legacy boolean[], disp_drugs text[],
+  state_days date[], state_codes integer[], visit_days date[], appt_dates date[],
+  appt_set date[],
   PRIMARY KEY (site_id, patient_id));
 -- Columns added after the first release (CREATE TABLE IF NOT EXISTS leaves an older table as
 -- it was): in the same order as above, which is the order ids.def_art_status returns them in.
@@ -108,8 +119,39 @@ ALTER TABLE ids.art_status ADD COLUMN IF NOT EXISTS on_art_state boolean NOT NUL
   ADD COLUMN IF NOT EXISTS new_patient_on date, ADD COLUMN IF NOT EXISTS registered_at timestamp,
   ADD COLUMN IF NOT EXISTS enrolled_after_new date, ADD COLUMN IF NOT EXISTS art_start_obs date,
   ADD COLUMN IF NOT EXISTS legacy_expiry boolean NOT NULL DEFAULT false,
-  ADD COLUMN IF NOT EXISTS regimen_drugs integer[];
+  ADD COLUMN IF NOT EXISTS regimen_drugs integer[],
+  ADD COLUMN IF NOT EXISTS disp_days date[], ADD COLUMN IF NOT EXISTS disp_expiry date[],
+  ADD COLUMN IF NOT EXISTS disp_legacy boolean[], ADD COLUMN IF NOT EXISTS disp_drugs text[],
+  ADD COLUMN IF NOT EXISTS state_days date[], ADD COLUMN IF NOT EXISTS state_codes integer[],
+  ADD COLUMN IF NOT EXISTS visit_days date[], ADD COLUMN IF NOT EXISTS appt_dates date[],
+  ADD COLUMN IF NOT EXISTS appt_set date[];
 CREATE INDEX IF NOT EXISTS art_status_enrolled ON ids.art_status (site_id, date_enrolled);
+
+-- The clinical facts the MOH cohort, TX_PVLS and the regimens by weight read, one row per
+-- counted patient, as timelines (sorted like art_status's: width_bucket(date, days) is the
+-- index of the last entry on or before a date) and date-free facts:
+-- - reinit_asked: the earliest obs 7937 'Ever registered at an ART clinic' answered Yes sits
+--   in an HIV CLINIC REGISTRATION encounter holding an obs 7751 'Date ART last taken' more
+--   than 14 days before it; reason_field: the field of the answer of the earliest obs 7563
+--   (the reason for starting; NULL: another answer or free text);
+-- - crit_*: 'Who stages criteria present' answers that count (their cohort field), by date;
+-- - preg_* and bf_*: every 'Is patient pregnant?' and 'Breast feeding?' answer, Yes or not;
+-- - tb_*: obs 7459 (TB status), their field (NULL: an answer no field names);
+-- - adh_*: per day with an obs 6987 'Drug order adherence' tied to a non-voided ARV order,
+--   the day's class (every number 95-105: adherent, one outside: not, none: unknown);
+-- - vl_*: VL orders (lab orders of a named specimen) by start, routine or targeted, and the
+--   latest result's class (low, high, NULL: none);
+-- - weight_*: numeric 'Weight (kg)' obs.
+-- Answers are found by name (ids.cohort_answers), as the engine finds them.
+CREATE TABLE IF NOT EXISTS ids.clinical (
+  site_id integer NOT NULL, patient_id integer NOT NULL, reinit_asked boolean NOT NULL,
+  reason_field text, crit_days date[] NOT NULL, crit_fields text[] NOT NULL,
+  preg_days date[] NOT NULL, preg_yes boolean[] NOT NULL, bf_days date[] NOT NULL,
+  bf_yes boolean[] NOT NULL, tb_days date[] NOT NULL, tb_fields text[] NOT NULL,
+  adh_days date[] NOT NULL, adh_class text[] NOT NULL, vl_days date[] NOT NULL,
+  vl_kind text[] NOT NULL, vl_result text[] NOT NULL, weight_days date[] NOT NULL,
+  weight_values double precision[] NOT NULL,
+  PRIMARY KEY (site_id, patient_id));
 
 -- Visits per day per site: distinct patient-days of counted patients.
 CREATE TABLE IF NOT EXISTS ids.visits_daily (
@@ -145,8 +187,8 @@ CREATE TABLE IF NOT EXISTS ids.definitions (
 -- needs only the rows of that day of the day-keyed tables (arv_dispensations, appointments,
 -- patient_visits: each of their rows depends on one patient's rows of one day), a patient
 -- with NULL needs all of them (ids.scope keeps one entry per patient and day, NULL winning).
--- days NULL as a whole: every patient whole (rebuilds, verification). program_states and
--- art_status are always recomputed whole for every patient of the set.
+-- days NULL as a whole: every patient whole (rebuilds, verification). program_states,
+-- art_status and clinical are always recomputed whole for every patient of the set.
 
 -- The site's ARV drugs: drug_id whose concept is in concept set 1085.
 CREATE OR REPLACE FUNCTION ids.arv_drugs(site integer) RETURNS integer[]
@@ -177,13 +219,58 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
     AND coalesce(c.voided, 0) = 0 AND c.concept_id IS NOT NULL
 $$;
 
+-- The answers the cohort tells apart (moh-reports.md), by group, lower-case name and the field
+-- they count in: a name absent from a site's metadata counts nothing; any other reason for
+-- starting, or free text, is unknown_other_reason_outside_guidelines.
+CREATE OR REPLACE VIEW ids.cohort_answers (grp, name, field) AS VALUES
+  ('reason', 'presumed severe hiv', 'presumed_severe_hiv_disease_in_infants'),
+  ('reason', 'hiv pcr', 'confirmed_hiv_infection_in_infants_pcr'),
+  ('reason', 'asymptomatic', 'asymptomatic'),
+  ('reason', 'cd4 count less than or equal to 250', 'asymptomatic'),
+  ('reason', 'cd4 count less than or equal to 350', 'asymptomatic'),
+  ('reason', 'cd4 count less than or equal to 500', 'asymptomatic'),
+  ('reason', 'cd4 count less than or equal to 750', 'asymptomatic'),
+  ('reason', 'who stage iii adult', 'who_stage_three'),
+  ('reason', 'who stage iii peds', 'who_stage_three'),
+  ('reason', 'who stage iv adult', 'who_stage_four'),
+  ('reason', 'who stage iv peds', 'who_stage_four'),
+  ('reason', 'patient pregnant', 'pregnant_women'),
+  ('reason', 'breastfeeding', 'breastfeeding_mothers'),
+  ('criteria', 'pulmonary tuberculosis (current)', 'current_episode_of_tb'),
+  ('criteria', 'extrapulmonary tuberculosis (eptb)', 'current_episode_of_tb'),
+  ('criteria', 'pulmonary tuberculosis within the last 2 years', 'tb_within_the_last_two_years'),
+  ('criteria', 'kaposis sarcoma', 'kaposis_sarcoma'),
+  ('tb', 'tb suspected', 'tb_suspected'),
+  ('tb', 'tb not suspected', 'tb_not_suspected'),
+  ('tb', 'confirmed tb on treatment', 'tb_confirmed_on_treatment'),
+  ('tb', 'confirmed tb not on treatment', 'tb_confirmed_not_on_treatment');
+
+-- The concepts ids.clinical finds by name, per site.
+CREATE OR REPLACE FUNCTION ids.clinical_concepts(site integer)
+RETURNS TABLE (yes integer[], pregnant integer[], breastfeeding integer[], criteria integer[],
+               weight integer[], specimens integer[], reason integer[], routine integer[])
+LANGUAGE sql STABLE AS $$
+  SELECT ids.concepts_named(site, '{Yes}'), ids.concepts_named(site, '{Is patient pregnant?}'),
+         ids.concepts_named(site, '{Breast feeding?}'),
+         ids.concepts_named(site, '{Who stages criteria present}'),
+         ids.concepts_named(site, '{Weight (kg)}'),
+         ids.concepts_named(site, '{Blood,DBS (Free drop to DBS card),DBS (Using capillary tube),Plasma}'),
+         ids.concepts_named(site, '{Reason for test}'), ids.concepts_named(site, '{Routine}')
+$$;
+
 -- The named concepts the stored definitions depend on, as one text: when a batch changes it
 -- (a concept_name row), every patient of the site is recomputed.
 CREATE OR REPLACE FUNCTION ids.definition_concepts(site integer) RETURNS text
 LANGUAGE sql STABLE AS $$
   SELECT concat_ws('|', ids.concepts_named(site, '{Drug refill,External consultation}')::text,
                    ids.concepts_named(site, '{New patient}')::text,
-                   ids.concepts_named(site, '{Transfer in}')::text)
+                   ids.concepts_named(site, '{Transfer in}')::text,
+                   (SELECT row(c.*)::text FROM ids.clinical_concepts(site) c),
+                   (SELECT array_agg(a.grp || ':' || a.concept_id || ':' || a.field
+                                     ORDER BY a.grp, a.concept_id, a.field)::text
+                    FROM (SELECT DISTINCT m.grp, cn.concept_id, m.field FROM ids.cohort_answers m
+                          JOIN cdr.concept_name cn ON cn.site_id = site AND lower(cn.name) = m.name
+                                                  AND coalesce(cn.voided, 0) = 0) a))
 $$;
 
 -- A number written as text (obs.value_text of a pill count), else NULL.
@@ -318,22 +405,14 @@ LANGUAGE sql STABLE AS $$
   GROUP BY 2, 3
 $$;
 
--- The expiry of a patient's dispensation day `day` (art-rules.md section 2): the earliest
--- over its ARV drugs whose quantity that day is under 6000; when every one of them is 6000 or
--- more, the engine's legacy function decides: the earliest over all of them, minus 2 days
--- (legacy: the patient defaults past 60 days, ids.threshold). Also the drug set that names
--- the regimen (the drugs under 6000).
-CREATE OR REPLACE FUNCTION ids.expiry_on(site integer, patient integer, day date)
-RETURNS TABLE (expiry_date date, legacy boolean, drugs integer[]) LANGUAGE sql STABLE PARALLEL SAFE AS $$
-  SELECT coalesce(min(a.expiry_date) FILTER (WHERE a.quantity < 6000), min(a.expiry_date) - 2),
-         bool_and(a.quantity >= 6000),
-         array_agg(a.drug_id ORDER BY a.drug_id) FILTER (WHERE a.quantity < 6000)
-  FROM ids.arv_dispensations a
-  WHERE a.site_id = site AND a.patient_id = patient AND a.dispensation_date = day
-$$;
+-- Functions of earlier releases that read a patient's history by index probes (the
+-- timelines of ids.art_status replace them).
+DROP FUNCTION IF EXISTS ids.outcome_at(integer, integer, date, integer);
+DROP FUNCTION IF EXISTS ids.history(integer, integer, date);
+DROP FUNCTION IF EXISTS ids.expiry_on(integer, integer, date);
 
--- Reads the patients' rows of ids.arv_dispensations and ids.program_states, so the recompute
--- writes those first.
+-- Reads the patients' rows of ids.arv_dispensations, program_states, appointments and
+-- patient_visits, so the recompute writes those first.
 CREATE OR REPLACE FUNCTION ids.def_art_status(site integer, patients integer[])
 RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                date_enrolled date, earliest_start_date date, transfer_in boolean,
@@ -341,7 +420,10 @@ RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                latest_state_date date, died_on date, events_through date,
                on_art_state boolean, reason_on date, refill_on date, new_patient_on date,
                registered_at timestamp, enrolled_after_new date, art_start_obs date,
-               legacy_expiry boolean, regimen_drugs integer[])
+               legacy_expiry boolean, regimen_drugs integer[], disp_days date[],
+               disp_expiry date[], disp_legacy boolean[], disp_drugs text[],
+               state_days date[], state_codes integer[], visit_days date[],
+               appt_dates date[], appt_set date[])
 LANGUAGE sql STABLE AS $$
   -- Every fact is a per-patient lookup (LATERAL, index probes): the cost follows the
   -- patients, whatever the planner estimates.
@@ -352,25 +434,39 @@ LANGUAGE sql STABLE AS $$
            ids.concepts_named(site, '{Transfer in}') AS transfer_in)
   SELECT site, p.patient_id,
          CASE upper(left(pe.gender, 1)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'U' END,
-         pe.birthdate, x.date_enrolled, coalesce(s.started_on, x.date_enrolled),
-         t.transfer_in, x.last_day, e.expiry_date, l.state, l.start_date,
-         sd.died_on, greatest(x.last_day, sd.last_state_date),
+         pe.birthdate, x.days[1], coalesce(s.started_on, x.days[1]),
+         t.transfer_in, x.days[x.n], x.expiry[x.n], sd.codes[sd.n], sd.days[sd.n],
+         sd.died_on, greatest(x.days[x.n], sd.last_state_date),
          sd.on_art_state, g.reason_on, g.refill_on, g.new_patient_on, g.registered_at,
-         (SELECT min(a.dispensation_date) FROM ids.arv_dispensations a
-           WHERE a.site_id = site AND a.patient_id = p.patient_id
-             AND a.dispensation_date >= g.new_patient_on),
-         s.started_on, coalesce(e.legacy, false), e.drugs
+         -- the first dispensation day on or after the 'New patient' obs
+         x.days[width_bucket(g.new_patient_on - 1, x.days) + 1],
+         s.started_on, coalesce(x.legacy[x.n], false), x.drugs[x.n]::integer[],
+         x.days, x.expiry, x.legacy, x.drugs, sd.days, sd.codes, v.days, ap.dates, ap.set_on
   FROM d
   CROSS JOIN named
   CROSS JOIN LATERAL (SELECT p.* FROM cdr.patient p
                       WHERE p.site_id = site AND p.patient_id = d.patient_id OFFSET 0) p
   CROSS JOIN LATERAL (SELECT pe.* FROM cdr.person pe
                       WHERE pe.site_id = site AND pe.person_id = p.patient_id OFFSET 0) pe
+  -- the dispensation days, each with its expiry (art-rules.md section 2): the earliest over
+  -- its ARV drugs whose quantity that day is under 6000; when every one of them is 6000 or
+  -- more, the engine's legacy function decides: the earliest over all of them, minus 2 days
+  -- (legacy: the patient defaults past 60 days, ids.threshold). The drug set that names the
+  -- regimen is the drugs under 6000.
   CROSS JOIN LATERAL (
-    SELECT min(a.dispensation_date) AS date_enrolled, max(a.dispensation_date) AS last_day
-    FROM ids.arv_dispensations a WHERE a.site_id = site AND a.patient_id = p.patient_id
+    SELECT coalesce(array_agg(t.day ORDER BY t.day), '{}') AS days,
+           coalesce(array_agg(t.expiry ORDER BY t.day), '{}') AS expiry,
+           coalesce(array_agg(t.legacy ORDER BY t.day), '{}') AS legacy,
+           coalesce(array_agg(t.drugs::text ORDER BY t.day), '{}') AS drugs,
+           count(*)::integer AS n
+    FROM (SELECT a.dispensation_date AS day,
+                 coalesce(min(a.expiry_date) FILTER (WHERE a.quantity < 6000),
+                          min(a.expiry_date) - 2) AS expiry,
+                 bool_and(a.quantity >= 6000) AS legacy,
+                 array_agg(a.drug_id ORDER BY a.drug_id) FILTER (WHERE a.quantity < 6000) AS drugs
+          FROM ids.arv_dispensations a WHERE a.site_id = site AND a.patient_id = p.patient_id
+          GROUP BY a.dispensation_date) t
   ) x
-  CROSS JOIN LATERAL ids.expiry_on(site, p.patient_id, x.last_day) e
   CROSS JOIN LATERAL (
     SELECT min(o.value_datetime::date) AS started_on
     FROM cdr.obs o
@@ -398,17 +494,168 @@ LANGUAGE sql STABLE AS $$
              WHERE en.site_id = site AND en.patient_id = p.patient_id AND en.encounter_type = 9
                AND en.voided = 0) AS registered_at
   ) g
-  LEFT JOIN LATERAL (
-    SELECT s.state, s.start_date FROM ids.program_states s
-    WHERE s.site_id = (SELECT site) AND s.patient_id = p.patient_id AND s.program_id = 1
-    ORDER BY s.start_date DESC, s.date_created DESC, s.patient_state_id DESC LIMIT 1
-  ) l ON true
+  -- the states: the first death (any program), and the HIV program's in the order that makes
+  -- the last one on or before a date the current one (the latest start, then the latest
+  -- created, then the highest id; a state without date_created counts as the latest created,
+  -- as ORDER BY ... DESC puts NULLs first)
   CROSS JOIN LATERAL (
     SELECT min(s.start_date) FILTER (WHERE s.state IN (3, 127)) AS died_on,
            max(s.start_date) AS last_state_date,
-           coalesce(bool_or(s.program_id = 1 AND s.state = 7), false) AS on_art_state
+           coalesce(bool_or(s.program_id = 1 AND s.state = 7), false) AS on_art_state,
+           coalesce(array_agg(s.start_date ORDER BY s.start_date, s.date_created, s.patient_state_id)
+                      FILTER (WHERE s.program_id = 1), '{}') AS days,
+           coalesce(array_agg(s.state ORDER BY s.start_date, s.date_created, s.patient_state_id)
+                      FILTER (WHERE s.program_id = 1), '{}') AS codes,
+           (count(*) FILTER (WHERE s.program_id = 1))::integer AS n
     FROM ids.program_states s WHERE s.site_id = (SELECT site) AND s.patient_id = p.patient_id
   ) sd
+  CROSS JOIN LATERAL (
+    SELECT ARRAY(SELECT v.visit_date FROM ids.patient_visits v
+                 WHERE v.site_id = (SELECT site) AND v.patient_id = p.patient_id
+                 ORDER BY v.visit_date) AS days
+  ) v
+  -- appointments by date, then when set: the last one on or before a date is the latest
+  -- appointment date by then (ties: the latest set)
+  CROSS JOIN LATERAL (
+    SELECT coalesce(array_agg(a.appointment_date
+                              ORDER BY a.appointment_date, a.recorded_at, a.obs_id), '{}') AS dates,
+           coalesce(array_agg(a.recorded_at::date
+                              ORDER BY a.appointment_date, a.recorded_at, a.obs_id), '{}') AS set_on
+    FROM ids.appointments a WHERE a.site_id = (SELECT site) AND a.patient_id = p.patient_id
+  ) ap
+  WHERE p.voided = 0 AND pe.voided = 0
+$$;
+
+-- Reads cdr only. Every read is a probe by patient (LATERAL ... OFFSET 0): one for the
+-- patient's obs of the watched concepts, one for their VL orders (then two per order) and one
+-- per adherence obs for its order.
+CREATE OR REPLACE FUNCTION ids.def_clinical(site integer, patients integer[])
+RETURNS TABLE (site_id integer, patient_id integer, reinit_asked boolean, reason_field text,
+               crit_days date[], crit_fields text[], preg_days date[], preg_yes boolean[],
+               bf_days date[], bf_yes boolean[], tb_days date[], tb_fields text[],
+               adh_days date[], adh_class text[], vl_days date[], vl_kind text[],
+               vl_result text[], weight_days date[], weight_values double precision[])
+LANGUAGE sql STABLE AS $$
+  WITH d AS (SELECT DISTINCT unnest(patients) AS patient_id),
+  n AS MATERIALIZED (
+    SELECT c.*, ids.arv_drugs(site) AS arv,
+           ARRAY[7563, 7459, 7937] || c.criteria || c.pregnant || c.breastfeeding
+             || c.weight AS watched
+    FROM ids.clinical_concepts(site) c),
+  answer AS MATERIALIZED (
+    SELECT DISTINCT ON (m.grp, cn.concept_id) m.grp, cn.concept_id, m.field
+    FROM ids.cohort_answers m
+    JOIN cdr.concept_name cn ON cn.site_id = site AND lower(cn.name) = m.name
+                            AND coalesce(cn.voided, 0) = 0
+    WHERE cn.concept_id IS NOT NULL
+    ORDER BY m.grp, cn.concept_id, m.field)
+  SELECT site, p.patient_id, ri.asked, ob.reason_field, ob.crit_days, ob.crit_fields,
+         ob.preg_days, ob.preg_yes, ob.bf_days, ob.bf_yes, ob.tb_days, ob.tb_fields,
+         ad.days, ad.class, vl.days, vl.kind, vl.result, ob.weight_days, ob.weight_values
+  FROM d
+  CROSS JOIN n
+  CROSS JOIN LATERAL (SELECT p.* FROM cdr.patient p
+                      WHERE p.site_id = site AND p.patient_id = d.patient_id OFFSET 0) p
+  CROSS JOIN LATERAL (SELECT pe.* FROM cdr.person pe
+                      WHERE pe.site_id = site AND pe.person_id = p.patient_id OFFSET 0) pe
+  CROSS JOIN LATERAL (
+    SELECT (array_agg(o.field ORDER BY o.obs_datetime, o.obs_id)
+              FILTER (WHERE o.concept_id = 7563))[1] AS reason_field,
+           coalesce(array_agg(o.obs_datetime::date ORDER BY o.obs_datetime, o.obs_id)
+                      FILTER (WHERE o.grp = 'criteria' AND o.field IS NOT NULL), '{}') AS crit_days,
+           coalesce(array_agg(o.field ORDER BY o.obs_datetime, o.obs_id)
+                      FILTER (WHERE o.grp = 'criteria' AND o.field IS NOT NULL), '{}') AS crit_fields,
+           coalesce(array_agg(o.obs_datetime::date ORDER BY o.obs_datetime, o.obs_id)
+                      FILTER (WHERE o.concept_id = ANY (n.pregnant)), '{}') AS preg_days,
+           coalesce(array_agg(o.yes ORDER BY o.obs_datetime, o.obs_id)
+                      FILTER (WHERE o.concept_id = ANY (n.pregnant)), '{}') AS preg_yes,
+           coalesce(array_agg(o.obs_datetime::date ORDER BY o.obs_datetime, o.obs_id)
+                      FILTER (WHERE o.concept_id = ANY (n.breastfeeding)), '{}') AS bf_days,
+           coalesce(array_agg(o.yes ORDER BY o.obs_datetime, o.obs_id)
+                      FILTER (WHERE o.concept_id = ANY (n.breastfeeding)), '{}') AS bf_yes,
+           coalesce(array_agg(o.obs_datetime::date ORDER BY o.obs_datetime, o.obs_id)
+                      FILTER (WHERE o.concept_id = 7459), '{}') AS tb_days,
+           coalesce(array_agg(o.field ORDER BY o.obs_datetime, o.obs_id)
+                      FILTER (WHERE o.concept_id = 7459), '{}') AS tb_fields,
+           coalesce(array_agg(o.obs_datetime::date ORDER BY o.obs_datetime, o.obs_id)
+                      FILTER (WHERE o.concept_id = ANY (n.weight)
+                                AND o.value_numeric IS NOT NULL), '{}') AS weight_days,
+           coalesce(array_agg(o.value_numeric ORDER BY o.obs_datetime, o.obs_id)
+                      FILTER (WHERE o.concept_id = ANY (n.weight)
+                                AND o.value_numeric IS NOT NULL), '{}') AS weight_values
+    FROM (SELECT o.concept_id, o.obs_datetime, o.obs_id, o.value_numeric,
+                 coalesce(o.value_coded = ANY (n.yes), false) AS yes, g.grp,
+                 (SELECT a.field FROM answer a
+                   WHERE a.grp = g.grp AND a.concept_id = o.value_coded) AS field
+          FROM cdr.obs o
+          CROSS JOIN LATERAL (
+            SELECT CASE WHEN o.concept_id = 7563 THEN 'reason' WHEN o.concept_id = 7459 THEN 'tb'
+                        WHEN o.concept_id = ANY (n.criteria) THEN 'criteria' END AS grp) g
+          WHERE o.site_id = site AND o.person_id = p.patient_id
+            AND o.concept_id = ANY (n.watched) AND o.voided = 0
+            AND o.obs_datetime IS NOT NULL
+          OFFSET 0) o
+  ) ob
+  CROSS JOIN LATERAL (
+    SELECT EXISTS (
+      SELECT 1 FROM (
+        SELECT o.encounter_id, o.obs_datetime FROM cdr.obs o
+        WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 7937
+          AND o.voided = 0 AND o.value_coded = ANY (n.yes)
+        ORDER BY o.obs_datetime, o.obs_id LIMIT 1) e
+      WHERE (SELECT en.encounter_type = 9 AND en.voided = 0 FROM cdr.encounter en
+             WHERE en.site_id = site AND en.encounter_id = e.encounter_id)
+        AND EXISTS (SELECT 1 FROM cdr.obs l
+                    WHERE l.site_id = site AND l.encounter_id = e.encounter_id
+                      AND l.concept_id = 7751 AND l.voided = 0
+                      AND l.value_datetime < e.obs_datetime - interval '14 days')) AS asked
+  ) ri
+  CROSS JOIN LATERAL (
+    SELECT coalesce(array_agg(a.day ORDER BY a.day), '{}') AS days,
+           coalesce(array_agg(a.class ORDER BY a.day), '{}') AS class
+    FROM (SELECT o.obs_datetime::date AS day,
+                 CASE WHEN count(o.value_numeric) = 0 THEN 'unknown_adherence'
+                      WHEN bool_and(o.value_numeric BETWEEN 95 AND 105) THEN 'adherent_95_105'
+                      ELSE 'not_adherent' END AS class
+          FROM (SELECT o.obs_datetime, o.value_numeric, o.order_id FROM cdr.obs o
+                WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 6987
+                  AND o.voided = 0 AND o.obs_datetime IS NOT NULL OFFSET 0) o
+          WHERE (SELECT od.voided = 0 AND od.order_type_id = 1 FROM cdr.orders od
+                 WHERE od.site_id = site AND od.order_id = o.order_id)
+            AND (SELECT x.drug_inventory_id FROM cdr.drug_order x
+                 WHERE x.site_id = site AND x.order_id = o.order_id) = ANY (n.arv)
+          GROUP BY 1) a
+  ) ad
+  CROSS JOIN LATERAL (
+    SELECT coalesce(array_agg(v.start_date::date ORDER BY v.start_date, v.order_id), '{}') AS days,
+           coalesce(array_agg(v.kind ORDER BY v.start_date, v.order_id), '{}') AS kind,
+           coalesce(array_agg(v.result ORDER BY v.start_date, v.order_id), '{}') AS result
+    FROM (
+      SELECT o.order_id, o.start_date,
+             -- routine when the order's latest 'Reason for test' is missing or 'Routine'
+             CASE WHEN coalesce((SELECT r.value_coded = ANY (n.routine) FROM cdr.obs r
+                                  WHERE r.site_id = site AND r.order_id = o.order_id
+                                    AND r.concept_id = ANY (n.reason) AND r.voided = 0
+                                  ORDER BY r.obs_datetime DESC, r.obs_id DESC LIMIT 1), true)
+                  THEN 'routine' ELSE 'targeted' END AS kind,
+             -- its latest 'HIV viral load' (856): 'LDL' is low, a number under 1000 is low,
+             -- else high; with the modifier '<' it is below the number, so low when that is
+             -- 1000 or less (the engine counts '<1000' high, a bug: art-rules.md section 6)
+             (SELECT CASE
+                       WHEN upper(btrim(r.value_text)) = 'LDL' THEN 'low'
+                       WHEN r.value_numeric IS NULL THEN NULL
+                       WHEN r.value_modifier = '<' THEN
+                         CASE WHEN r.value_numeric <= 1000 THEN 'low' ELSE 'high' END
+                       WHEN r.value_numeric < 1000 THEN 'low' ELSE 'high' END
+                FROM cdr.obs r
+               WHERE r.site_id = site AND r.order_id = o.order_id AND r.concept_id = 856
+                 AND r.voided = 0
+               ORDER BY r.obs_datetime DESC, r.obs_id DESC LIMIT 1) AS result
+      FROM (SELECT o.order_id, o.start_date FROM cdr.orders o
+            WHERE o.site_id = site AND o.patient_id = p.patient_id AND o.order_type_id = 4
+              AND o.voided = 0 AND o.concept_id = ANY (n.specimens)
+              AND o.start_date IS NOT NULL OFFSET 0) o) v
+  ) vl
   WHERE p.voided = 0 AND pe.voided = 0
 $$;
 
@@ -567,9 +814,48 @@ BEGIN
       enrolled_after_new = EXCLUDED.enrolled_after_new,
       art_start_obs = EXCLUDED.art_start_obs,
       legacy_expiry = EXCLUDED.legacy_expiry,
-      regimen_drugs = EXCLUDED.regimen_drugs
-      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.last_dispensation_date, t.expiry_date, t.latest_state, t.latest_state_date, t.died_on, t.events_through, t.on_art_state, t.reason_on, t.refill_on, t.new_patient_on, t.registered_at, t.enrolled_after_new, t.art_start_obs, t.legacy_expiry, t.regimen_drugs)
-        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.last_dispensation_date, EXCLUDED.expiry_date, EXCLUDED.latest_state, EXCLUDED.latest_state_date, EXCLUDED.died_on, EXCLUDED.events_through, EXCLUDED.on_art_state, EXCLUDED.reason_on, EXCLUDED.refill_on, EXCLUDED.new_patient_on, EXCLUDED.registered_at, EXCLUDED.enrolled_after_new, EXCLUDED.art_start_obs, EXCLUDED.legacy_expiry, EXCLUDED.regimen_drugs);
+      regimen_drugs = EXCLUDED.regimen_drugs,
+      disp_days = EXCLUDED.disp_days,
+      disp_expiry = EXCLUDED.disp_expiry,
+      disp_legacy = EXCLUDED.disp_legacy,
+      disp_drugs = EXCLUDED.disp_drugs,
+      state_days = EXCLUDED.state_days,
+      state_codes = EXCLUDED.state_codes,
+      visit_days = EXCLUDED.visit_days,
+      appt_dates = EXCLUDED.appt_dates,
+      appt_set = EXCLUDED.appt_set
+      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.last_dispensation_date, t.expiry_date, t.latest_state, t.latest_state_date, t.died_on, t.events_through, t.on_art_state, t.reason_on, t.refill_on, t.new_patient_on, t.registered_at, t.enrolled_after_new, t.art_start_obs, t.legacy_expiry, t.regimen_drugs, t.disp_days, t.disp_expiry, t.disp_legacy, t.disp_drugs, t.state_days, t.state_codes, t.visit_days, t.appt_dates, t.appt_set)
+        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.last_dispensation_date, EXCLUDED.expiry_date, EXCLUDED.latest_state, EXCLUDED.latest_state_date, EXCLUDED.died_on, EXCLUDED.events_through, EXCLUDED.on_art_state, EXCLUDED.reason_on, EXCLUDED.refill_on, EXCLUDED.new_patient_on, EXCLUDED.registered_at, EXCLUDED.enrolled_after_new, EXCLUDED.art_start_obs, EXCLUDED.legacy_expiry, EXCLUDED.regimen_drugs, EXCLUDED.disp_days, EXCLUDED.disp_expiry, EXCLUDED.disp_legacy, EXCLUDED.disp_drugs, EXCLUDED.state_days, EXCLUDED.state_codes, EXCLUDED.visit_days, EXCLUDED.appt_dates, EXCLUDED.appt_set);
+
+  WITH n AS MATERIALIZED (SELECT * FROM ids.def_clinical(site, dirty)),
+  gone AS (
+    DELETE FROM ids.clinical t WHERE t.site_id = site AND t.ctid = ANY (ARRAY(
+      SELECT o.ctid FROM unnest(dirty) d(patient_id)
+      CROSS JOIN LATERAL (SELECT o.ctid, o.* FROM ids.clinical o
+                          WHERE o.site_id = site AND o.patient_id = d.patient_id OFFSET 0) o
+      WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = o.patient_id)))
+  )
+  INSERT INTO ids.clinical AS t SELECT * FROM n
+    ON CONFLICT (site_id, patient_id) DO UPDATE SET
+      reinit_asked = EXCLUDED.reinit_asked,
+      reason_field = EXCLUDED.reason_field,
+      crit_days = EXCLUDED.crit_days,
+      crit_fields = EXCLUDED.crit_fields,
+      preg_days = EXCLUDED.preg_days,
+      preg_yes = EXCLUDED.preg_yes,
+      bf_days = EXCLUDED.bf_days,
+      bf_yes = EXCLUDED.bf_yes,
+      tb_days = EXCLUDED.tb_days,
+      tb_fields = EXCLUDED.tb_fields,
+      adh_days = EXCLUDED.adh_days,
+      adh_class = EXCLUDED.adh_class,
+      vl_days = EXCLUDED.vl_days,
+      vl_kind = EXCLUDED.vl_kind,
+      vl_result = EXCLUDED.vl_result,
+      weight_days = EXCLUDED.weight_days,
+      weight_values = EXCLUDED.weight_values
+      WHERE (t.reinit_asked, t.reason_field, t.crit_days, t.crit_fields, t.preg_days, t.preg_yes, t.bf_days, t.bf_yes, t.tb_days, t.tb_fields, t.adh_days, t.adh_class, t.vl_days, t.vl_kind, t.vl_result, t.weight_days, t.weight_values)
+        IS DISTINCT FROM (EXCLUDED.reinit_asked, EXCLUDED.reason_field, EXCLUDED.crit_days, EXCLUDED.crit_fields, EXCLUDED.preg_days, EXCLUDED.preg_yes, EXCLUDED.bf_days, EXCLUDED.bf_yes, EXCLUDED.tb_days, EXCLUDED.tb_fields, EXCLUDED.adh_days, EXCLUDED.adh_class, EXCLUDED.vl_days, EXCLUDED.vl_kind, EXCLUDED.vl_result, EXCLUDED.weight_days, EXCLUDED.weight_values);
 
   WITH after AS (SELECT * FROM ids.visit_counts(site, patients, days)), delta AS (
     SELECT coalesce(a.visit_date, b.key::date) AS visit_date,
@@ -645,6 +931,7 @@ LANGUAGE sql STABLE AS $$
     UNION SELECT t.patient_id FROM ids.program_states t WHERE t.site_id = site
     UNION SELECT t.patient_id FROM ids.appointments t WHERE t.site_id = site
     UNION SELECT t.patient_id FROM ids.patient_visits t WHERE t.site_id = site
+    UNION SELECT t.patient_id FROM ids.clinical t WHERE t.site_id = site
   ) x
 $$;
 
@@ -822,7 +1109,8 @@ BEGIN
       ('program_states', 'patient_state_id'),
       ('appointments', 'obs_id'),
       ('patient_visits', 'patient_id, visit_date'),
-      ('art_status', 'patient_id')) v(t, k) LOOP
+      ('art_status', 'patient_id'),
+      ('clinical', 'patient_id')) v(t, k) LOOP
     RETURN QUERY EXECUTE format(
       'WITH def AS (SELECT * FROM ids.%1$I($1, $2)),
             tbl AS (SELECT * FROM ids.%2$I t WHERE t.site_id = $1 AND t.patient_id <> ALL ($3))
@@ -928,27 +1216,6 @@ RETURNS date LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   END
 $$;
 
--- A patient's facts as of on_date, from their dispensations and states up to it (the exact
--- path, for dates before events_through): the last dispensation, its expiry and drug set,
--- the first death state, the current HIV-program state.
-CREATE OR REPLACE FUNCTION ids.history(site integer, patient integer, on_date date)
-RETURNS TABLE (last_day date, expiry date, legacy boolean, regimen_drugs integer[],
-               died_on date, state integer, state_date date)
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-  SELECT l.day, e.expiry_date, coalesce(e.legacy, false), e.drugs, dd.died_on, cs.state, cs.start_date
-  FROM (SELECT max(a.dispensation_date) AS day FROM ids.arv_dispensations a
-        WHERE a.site_id = site AND a.patient_id = patient AND a.dispensation_date <= on_date) l
-  CROSS JOIN LATERAL ids.expiry_on(site, patient, l.day) e
-  CROSS JOIN (SELECT min(s.start_date) AS died_on FROM ids.program_states s
-              WHERE s.site_id = site AND s.patient_id = patient AND s.state IN (3, 127)
-                AND s.start_date <= on_date) dd
-  LEFT JOIN LATERAL (
-    SELECT s.state, s.start_date FROM ids.program_states s
-    WHERE s.site_id = site AND s.patient_id = patient AND s.program_id = 1
-      AND s.start_date <= on_date
-    ORDER BY s.start_date DESC, s.date_created DESC, s.patient_state_id DESC LIMIT 1) cs ON true
-$$;
-
 -- The cohort gates of art-rules.md section 1 on end_date, as the enrolment date they give
 -- (NULL: not in any cohort report): a state 7 of the HIV program; a reason for starting ART
 -- (obs 7563) by then; an ARV dispensation by then; and a drug-refill or external-consultation
@@ -983,43 +1250,45 @@ $$;
 
 -- The cohort on end_date (art-rules.md section 1) with every patient's outcome on that day
 -- (section 3) under a default_days threshold: the patients of `site`, or of every site when
--- it is NULL. A patient whose every dated fact is on or before end_date (events_through) is
--- answered from its art_status row alone: "as of today", the common case, reads one row per
--- patient. Others (end dates in the past) take the exact path (ids.history), gated per row so
--- that the status rows are read once (one scan, which PostgreSQL may split over parallel
--- workers: every function a report calls is PARALLEL SAFE).
+-- it is NULL. Every fact on end_date comes from the patient's art_status row (its timelines:
+-- the last dispensation by then and its expiry and drug set, the current state, the first
+-- death by then), so a report is one scan of the status rows whatever its end date, which
+-- PostgreSQL may split over parallel workers (every function a report calls is PARALLEL SAFE).
+-- (Its columns grew: an older one is dropped first, CREATE OR REPLACE cannot change them.)
+DO $$
+BEGIN
+  IF EXISTS (SELECT 1 FROM pg_proc WHERE oid = 'ids.cohort(date, integer, integer)'::regprocedure
+               AND NOT 'registered_at' = ANY (proargnames)) THEN
+    DROP FUNCTION ids.cohort(date, integer, integer);
+  END IF;
+EXCEPTION WHEN undefined_function THEN NULL;
+END $$;
 CREATE OR REPLACE FUNCTION ids.cohort(end_date date, default_days integer, site integer)
 RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                age_group text, date_enrolled date, earliest_start_date date,
                transfer_in boolean, outcome text, outcome_date date,
                last_dispensation_date date, expiry_date date, defaulted_on date,
-               regimen_drugs integer[])
+               regimen_drugs integer[], registered_at timestamp)
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT p.site_id, p.patient_id, p.gender, p.birthdate,
          ids.age_group(p.birthdate, cohort.end_date),
          p.enrolled, coalesce(p.art_start_obs, p.enrolled), p.transfer_in,
          o.outcome, ids.outcome_date(o.outcome, f.died_on, f.state_date, f.last_day, f.expiry,
                                      o.threshold),
-         f.last_day, f.expiry, f.expiry + o.threshold, f.regimen_drugs
+         f.last_day, f.expiry, f.expiry + o.threshold, f.regimen_drugs, p.registered_at
   FROM (SELECT p.*, ids.cohort_enrolment(p.on_art_state, p.reason_on, p.refill_on,
                       p.new_patient_on, p.registered_at, p.date_enrolled, p.enrolled_after_new,
                       cohort.end_date) AS enrolled,
-               coalesce(p.events_through > cohort.end_date, false) AS past
+               width_bucket(cohort.end_date, p.disp_days) AS di,
+               width_bucket(cohort.end_date, p.state_days) AS si
         FROM ids.art_status p
         WHERE cohort.site IS NULL OR p.site_id = cohort.site) p
-  -- OFFSET 0 keeps the subquery whole, so that `p.past` gates it (a one-time filter per row)
-  -- instead of filtering its rows after every patient's history was read
-  LEFT JOIN LATERAL (
-    SELECT h.* FROM ids.history(p.site_id, p.patient_id, cohort.end_date) h WHERE p.past
-    OFFSET 0) h ON true
   CROSS JOIN LATERAL (
-    SELECT CASE WHEN p.past THEN h.last_day ELSE p.last_dispensation_date END AS last_day,
-           CASE WHEN p.past THEN h.expiry ELSE p.expiry_date END AS expiry,
-           CASE WHEN p.past THEN h.legacy ELSE p.legacy_expiry END AS legacy,
-           CASE WHEN p.past THEN h.regimen_drugs ELSE p.regimen_drugs END AS regimen_drugs,
-           CASE WHEN p.past THEN h.died_on ELSE p.died_on END AS died_on,
-           CASE WHEN p.past THEN h.state ELSE p.latest_state END AS state,
-           CASE WHEN p.past THEN h.state_date ELSE p.latest_state_date END AS state_date) f
+    SELECT p.disp_days[p.di] AS last_day, p.disp_expiry[p.di] AS expiry,
+           coalesce(p.disp_legacy[p.di], false) AS legacy,
+           p.disp_drugs[p.di]::integer[] AS regimen_drugs,
+           CASE WHEN p.died_on <= cohort.end_date THEN p.died_on END AS died_on,
+           p.state_codes[p.si] AS state, p.state_days[p.si] AS state_date) f
   CROSS JOIN LATERAL (
     SELECT ids.outcome(f.died_on IS NOT NULL, f.state, f.last_day, f.expiry, cohort.end_date,
                        t.threshold) AS outcome, t.threshold
@@ -1027,13 +1296,19 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
   WHERE p.enrolled IS NOT NULL
 $$;
 
--- A patient's outcome on their own date (missed appointments take it at appointment + 14).
-CREATE OR REPLACE FUNCTION ids.outcome_at(site integer, patient integer, on_date date,
+-- A patient's outcome on their own date (missed appointments take it at appointment + 14),
+-- from the timelines of their art_status row (the same rules as ids.cohort).
+CREATE OR REPLACE FUNCTION ids.outcome_on(died_on date, disp_days date[], disp_expiry date[],
+                                          disp_legacy boolean[], state_days date[],
+                                          state_codes integer[], on_date date,
                                           default_days integer) RETURNS text
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-  SELECT ids.outcome(h.died_on IS NOT NULL, h.state, h.last_day, h.expiry, on_date,
-                     ids.threshold(h.legacy, default_days))
-  FROM ids.history(site, patient, on_date) h
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT ids.outcome(coalesce(died_on <= on_date, false),
+                     state_codes[width_bucket(on_date, state_days)],
+                     disp_days[width_bucket(on_date, disp_days)],
+                     disp_expiry[width_bucket(on_date, disp_days)], on_date,
+                     ids.threshold(coalesce(disp_legacy[width_bucket(on_date, disp_days)], false),
+                                   default_days))
 $$;
 
 -- The MOH regimens (moh-reports.md "Regimen distribution"): each combination's exact drug

@@ -147,37 +147,6 @@ pub(super) const FIELDS: &[&str] = &[
 ///     day of the last dispensation is Yes, else `total_breastfeeding_women` when the latest
 ///     'Breast feeding?' answer of that day is.
 pub(super) const COHORT: &str = "
-    WITH answer AS MATERIALIZED (
-      SELECT DISTINCT ON (cn.site_id, m.grp, cn.concept_id) cn.site_id, m.grp, cn.concept_id,
-             m.field
-      -- the answers told apart, by group, lower-case name and the field they count in (a
-      -- name absent from a site's metadata counts nothing; any other reason for starting,
-      -- or free text, is unknown_other_reason_outside_guidelines)
-      FROM (VALUES
-      ('reason', 'presumed severe hiv', 'presumed_severe_hiv_disease_in_infants'),
-      ('reason', 'hiv pcr', 'confirmed_hiv_infection_in_infants_pcr'),
-      ('reason', 'asymptomatic', 'asymptomatic'),
-      ('reason', 'cd4 count less than or equal to 250', 'asymptomatic'),
-      ('reason', 'cd4 count less than or equal to 350', 'asymptomatic'),
-      ('reason', 'cd4 count less than or equal to 500', 'asymptomatic'),
-      ('reason', 'cd4 count less than or equal to 750', 'asymptomatic'),
-      ('reason', 'who stage iii adult', 'who_stage_three'),
-      ('reason', 'who stage iii peds', 'who_stage_three'),
-      ('reason', 'who stage iv adult', 'who_stage_four'),
-      ('reason', 'who stage iv peds', 'who_stage_four'),
-      ('reason', 'patient pregnant', 'pregnant_women'),
-      ('reason', 'breastfeeding', 'breastfeeding_mothers'),
-      ('criteria', 'pulmonary tuberculosis (current)', 'current_episode_of_tb'),
-      ('criteria', 'extrapulmonary tuberculosis (eptb)', 'current_episode_of_tb'),
-      ('criteria', 'pulmonary tuberculosis within the last 2 years', 'tb_within_the_last_two_years'),
-      ('criteria', 'kaposis sarcoma', 'kaposis_sarcoma'),
-      ('tb', 'tb suspected', 'tb_suspected'),
-      ('tb', 'tb not suspected', 'tb_not_suspected'),
-      ('tb', 'confirmed tb on treatment', 'tb_confirmed_on_treatment'),
-      ('tb', 'confirmed tb not on treatment', 'tb_confirmed_not_on_treatment')) m(grp, name, field)
-      JOIN cdr.concept_name cn ON lower(cn.name) = m.name AND coalesce(cn.voided, 0) = 0
-      WHERE ($1::int IS NULL OR cn.site_id = $1) AND cn.concept_id IS NOT NULL
-      ORDER BY cn.site_id, m.grp, cn.concept_id, m.field)
     SELECT c.site_id, c.patient_id, c.gender, c.age_group, 'all' AS cohort,
            ARRAY(SELECT f FROM unnest(x.registration) f WHERE x.in_quarter
                  UNION ALL SELECT 'cum_' || f FROM unnest(x.registration) f
@@ -186,49 +155,19 @@ pub(super) const COHORT: &str = "
            c.earliest_start_date::text AS earliest_start_date, c.outcome,
            c.outcome_date::text AS outcome_date, coalesce(r.name, 'unknown') AS regimen
     FROM ids.cohort($3, $4, $1) c
-    JOIN ids.art_status p ON p.site_id = c.site_id AND p.patient_id = c.patient_id
-    JOIN (SELECT s.site_id, ids.concepts_named(s.site_id, '{Yes}') AS yes,
-                 ids.concepts_named(s.site_id, '{Is patient pregnant?}') AS pregnant,
-                 ids.concepts_named(s.site_id, '{Breast feeding?}') AS breastfeeding,
-                 ids.concepts_named(s.site_id, '{Who stages criteria present}') AS criteria,
-                 ids.arv_drugs(s.site_id) AS arv
-          FROM ids.site_state s WHERE $1::int IS NULL OR s.site_id = $1
-          -- (OFFSET 0: each site's concepts looked up once, not again for every obs row)
-          OFFSET 0) n ON n.site_id = c.site_id
+    -- (a patient whose clinical row waits in the queue counts with no clinical fact)
+    LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
     LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
     CROSS JOIN LATERAL (
-      SELECT EXISTS (
-        SELECT 1 FROM (
-          SELECT o.encounter_id, o.obs_datetime FROM cdr.obs o
-          WHERE o.site_id = c.site_id AND o.person_id = c.patient_id AND o.concept_id = 7937
-            AND o.voided = 0 AND o.value_coded = ANY (n.yes)
-          ORDER BY o.obs_datetime, o.obs_id LIMIT 1) e
-        JOIN cdr.encounter en ON en.site_id = c.site_id AND en.encounter_id = e.encounter_id
-                             AND en.encounter_type = 9 AND en.voided = 0
-        JOIN cdr.obs l ON l.site_id = c.site_id AND l.encounter_id = e.encounter_id
-                      AND l.concept_id = 7751 AND l.voided = 0
-                      AND l.value_datetime < e.obs_datetime - interval '14 days') AS asked,
-        (SELECT coalesce(max(ra.field), 'unknown_other_reason_outside_guidelines')
-         FROM (SELECT o.value_coded FROM cdr.obs o
-               WHERE o.site_id = c.site_id AND o.person_id = c.patient_id AND o.concept_id = 7563
-                 AND o.voided = 0 AND o.obs_datetime < $3 + 1
-               ORDER BY o.obs_datetime, o.obs_id LIMIT 1) o
-         LEFT JOIN answer ra ON ra.site_id = c.site_id AND ra.grp = 'reason'
-                            AND ra.concept_id = o.value_coded) AS reason,
-        ARRAY(SELECT ca.field FROM cdr.obs o
-              JOIN answer ca ON ca.site_id = c.site_id AND ca.grp = 'criteria'
-                            AND ca.concept_id = o.value_coded
-              WHERE o.site_id = c.site_id AND o.person_id = c.patient_id
-                AND o.concept_id = ANY (n.criteria) AND o.voided = 0
-                AND o.obs_datetime < c.date_enrolled + 1) AS criteria,
-        c.gender = 'F' AND EXISTS (
-          SELECT 1 FROM cdr.obs o
-          WHERE o.site_id = c.site_id AND o.person_id = c.patient_id
-            AND o.concept_id = ANY (n.pregnant) AND o.voided = 0 AND o.value_coded = ANY (n.yes)
-            AND o.obs_datetime >= c.date_enrolled
-            AND o.obs_datetime < least(c.date_enrolled + 31, $3 + 1)) AS pregnant_asked
-      -- (OFFSET 0: computed once per patient, not again at each use below)
-      OFFSET 0) ri
+      SELECT coalesce(k.reinit_asked, false) AS asked,
+             coalesce(k.reason_field, 'unknown_other_reason_outside_guidelines') AS reason,
+             k.crit_fields[1:width_bucket(c.date_enrolled, k.crit_days)] AS criteria,
+             c.gender = 'F' AND coalesce(true = ANY (
+               k.preg_yes[width_bucket(c.date_enrolled - 1, k.preg_days) + 1
+                          :width_bucket(least(c.date_enrolled + 30, $3), k.preg_days)]), false)
+               AS pregnant_asked,
+             width_bucket(c.last_dispensation_date, k.preg_days) AS preg_last,
+             width_bucket(c.last_dispensation_date, k.bf_days) AS bf_last) ri
     CROSS JOIN LATERAL (
       SELECT c.date_enrolled <> c.earliest_start_date AND ri.asked AS reinitiated,
              ids.months_between(c.birthdate, c.earliest_start_date) AS months_old) a
@@ -240,7 +179,7 @@ pub(super) const COHORT: &str = "
                     THEN 'initiated_on_art_first_time' END,
                CASE WHEN a.reinitiated THEN 're_initiated_on_art' END,
                CASE WHEN c.date_enrolled <> c.earliest_start_date AND NOT a.reinitiated
-                         AND p.registered_at < $3 + 1 THEN 'transfer_in' END,
+                         AND c.registered_at < $3 + 1 THEN 'transfer_in' END,
                CASE WHEN c.gender = 'M' THEN 'all_males'
                     WHEN c.gender = 'F' AND (ri.pregnant_asked OR ri.reason = 'pregnant_women')
                     THEN 'pregnant_females_all_ages'
@@ -260,42 +199,13 @@ pub(super) const COHORT: &str = "
              array_remove(CASE c.outcome
                WHEN 'On antiretrovirals' THEN ARRAY[
                  'total_alive_and_on_art', coalesce(r.name, 'unknown_regimen'),
-                 (SELECT coalesce(max(ta.field), 'unknown_tb_status')
-                  FROM (SELECT o.value_coded FROM cdr.obs o
-                        WHERE o.site_id = c.site_id AND o.person_id = c.patient_id
-                          AND o.concept_id = 7459 AND o.voided = 0 AND o.obs_datetime < $3 + 1
-                        ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1) o
-                  LEFT JOIN answer ta ON ta.site_id = c.site_id AND ta.grp = 'tb'
-                                     AND ta.concept_id = o.value_coded),
-                 (SELECT CASE WHEN count(v.value) = 0 THEN 'unknown_adherence'
-                              WHEN bool_and(v.value BETWEEN 95 AND 105) THEN 'adherent_95_105'
-                              ELSE 'not_adherent' END
-                  FROM (SELECT o.value_numeric AS value,
-                               dense_rank() OVER (ORDER BY o.obs_datetime::date DESC) AS k
-                        FROM cdr.obs o
-                        JOIN cdr.orders od ON od.site_id = o.site_id AND od.order_id = o.order_id
-                                          AND od.voided = 0 AND od.order_type_id = 1
-                        JOIN cdr.drug_order d ON d.site_id = o.site_id AND d.order_id = o.order_id
-                                             AND d.drug_inventory_id = ANY (n.arv)
-                        WHERE o.site_id = c.site_id AND o.person_id = c.patient_id
-                          AND o.concept_id = 6987 AND o.voided = 0
-                          AND o.obs_datetime < $3 + 1) v
-                  WHERE v.k = 1),
-                 CASE WHEN c.gender = 'F' THEN (
-                   SELECT CASE
-                     WHEN (array_agg(o.value_coded = ANY (n.yes)
-                                     ORDER BY o.obs_datetime DESC, o.obs_id DESC)
-                           FILTER (WHERE o.concept_id = ANY (n.pregnant)))[1]
-                     THEN 'total_pregnant_women'
-                     WHEN (array_agg(o.value_coded = ANY (n.yes)
-                                     ORDER BY o.obs_datetime DESC, o.obs_id DESC)
-                           FILTER (WHERE o.concept_id = ANY (n.breastfeeding)))[1]
-                     THEN 'total_breastfeeding_women' END
-                   FROM cdr.obs o
-                   WHERE o.site_id = c.site_id AND o.person_id = c.patient_id
-                     AND o.concept_id = ANY (n.pregnant || n.breastfeeding) AND o.voided = 0
-                     AND o.obs_datetime >= c.last_dispensation_date
-                     AND o.obs_datetime < c.last_dispensation_date + 1) END]
+                 coalesce(k.tb_fields[width_bucket($3, k.tb_days)], 'unknown_tb_status'),
+                 coalesce(k.adh_class[width_bucket($3, k.adh_days)], 'unknown_adherence'),
+                 CASE WHEN c.gender <> 'F' THEN NULL
+                      WHEN k.preg_days[ri.preg_last] = c.last_dispensation_date
+                           AND k.preg_yes[ri.preg_last] THEN 'total_pregnant_women'
+                      WHEN k.bf_days[ri.bf_last] = c.last_dispensation_date
+                           AND k.bf_yes[ri.bf_last] THEN 'total_breastfeeding_women' END]
                WHEN 'Patient died' THEN
                  ARRAY['died_total', CASE
                    WHEN c.outcome_date - c.earliest_start_date <= 30 THEN 'died_within_month_1'

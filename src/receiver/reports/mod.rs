@@ -91,9 +91,14 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
     // filtering (TX_CURR today at 100k, all sites: 250-400 ms, fenced 25-35 ms).
     // Women counted again by maternal status, in rows (FP|FBf|FNP, All): the report's rows
     // are read once (MATERIALIZED, which fences them as OFFSET 0 does) and grouped twice.
+    let count = if query.weighted {
+        "sum(q.n)::bigint"
+    } else {
+        "count(*)"
+    };
     let per_field = |keys: &str| {
         format!(
-            "SELECT {keys}, f, count(*) FROM q
+            "SELECT {keys}, f, {count} FROM q
              CROSS JOIN LATERAL unnest(q.fields || ARRAY['']) f"
         )
     };

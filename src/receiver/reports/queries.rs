@@ -47,6 +47,8 @@ pub(super) struct Query {
     /// Women are also counted by maternal status (the `maternal` column: FP, FBf, FNP), in
     /// rows of their own (gender FP, FBf or FNP, age group All).
     pub(super) maternal: bool,
+    /// Each row counts `n` times (column `n`: a patient's visit days in the period), not once.
+    pub(super) weighted: bool,
 }
 
 /// The columns (fields) of a report's answer.
@@ -64,6 +66,7 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
         detail_columns,
         days: None,
         maternal: false,
+        weighted: false,
     };
     match name {
         ReportName::TxCurr => simple(
@@ -105,13 +108,17 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
                  WHERE ($1::int IS NULL OR site_id = $1)
                    AND visit_date BETWEEN $2 AND $3",
             ),
+            // a counted patient's visit days in [start, end], from their timeline: one scan
+            // of the status rows (the days between two binary searches)
+            weighted: true,
             ..simple(
                 "SELECT p.gender, ids.age_group(p.birthdate, $3) AS age_group,
-                        ARRAY['count'] AS fields
-                 FROM ids.patient_visits v
-                 JOIN ids.art_status p ON p.site_id = v.site_id AND p.patient_id = v.patient_id
-                 WHERE ($1::int IS NULL OR v.site_id = $1)
-                   AND v.visit_date BETWEEN $2 AND $3",
+                        ARRAY['count'] AS fields, p.n
+                 FROM (SELECT p.gender, p.birthdate,
+                              width_bucket($3, p.visit_days) - width_bucket($2 - 1, p.visit_days)
+                                AS n
+                       FROM ids.art_status p WHERE $1::int IS NULL OR p.site_id = $1) p
+                 WHERE p.n > 0",
                 &["site_id", "visit_date", "visits"],
             )
         },
@@ -255,11 +262,11 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
                         coalesce(r.name, 'unknown') AS regimen, ARRAY['count'] AS fields,
                         w.value AS weight
                  FROM ids.cohort($3, $4, $1) c
-                 JOIN (SELECT s.site_id, ids.concepts_named(s.site_id, '{Weight (kg)}') AS weight
-                       FROM ids.site_state s OFFSET 0) n ON n.site_id = c.site_id
+                 LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
                  LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
-                 LEFT JOIN LATERAL ids.latest_numeric(c.site_id, c.patient_id, n.weight,
-                                                      $3) w ON true
+                 -- the latest weight by the end date
+                 CROSS JOIN LATERAL (
+                   SELECT k.weight_values[width_bucket($3, k.weight_days)] AS value) w
                  WHERE c.outcome = 'On antiretrovirals'",
                 &[
                     "site_id",
@@ -320,26 +327,22 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
 /// with an ARV order; the dispensations are those orders (ids.arv_dispensations does not keep
 /// the encounter type).
 const MISSED: &str = "
-    WITH appt AS (
-      SELECT DISTINCT ON (a.site_id, a.patient_id) a.site_id, a.patient_id, a.recorded_at,
-             a.appointment_date
-      FROM ids.appointments a
-      WHERE ($1::int IS NULL OR a.site_id = $1)
-        AND a.appointment_date BETWEEN $2 AND $3
-      ORDER BY a.site_id, a.patient_id, a.appointment_date DESC, a.recorded_at DESC
-    )
     SELECT p.site_id, p.patient_id, p.gender, ids.age_group(p.birthdate, $3) AS age_group,
-           ARRAY['count'] AS fields, m.appointment_date::text AS appointment_date,
-           m.recorded_at::date::text AS set_on
-    FROM appt m
-    JOIN ids.art_status p ON p.site_id = m.site_id AND p.patient_id = m.patient_id
-    WHERE NOT coalesce(ids.unregistered_refill(p.refill_on, p.new_patient_on, p.registered_at,
+           ARRAY['count'] AS fields, p.appointment_date::text AS appointment_date,
+           p.set_on::text AS set_on
+    FROM (SELECT p.*, p.appt_dates[p.ai] AS appointment_date, p.appt_set[p.ai] AS set_on
+          FROM (SELECT p.*, width_bucket($3, p.appt_dates) AS ai FROM ids.art_status p
+                WHERE $1::int IS NULL OR p.site_id = $1) p
+          -- (OFFSET 0: the latest appointment looked up once per patient)
+          OFFSET 0) p
+    WHERE p.appointment_date >= $2
+      AND NOT coalesce(ids.unregistered_refill(p.refill_on, p.new_patient_on, p.registered_at,
                                                $3), false)
-      AND NOT EXISTS (
-        SELECT 1 FROM ids.arv_dispensations d
-        WHERE d.site_id = m.site_id AND d.patient_id = m.patient_id
-          AND d.dispensation_date BETWEEN m.recorded_at::date + 1 AND m.appointment_date + 14)
-      AND coalesce(ids.outcome_at(m.site_id, m.patient_id, m.appointment_date + 14, $4), '')
+      -- no dispensation day after the day it was set up to the appointment + 14: as many
+      -- days on or before the one as on or before the other
+      AND width_bucket(p.appointment_date + 14, p.disp_days) <= width_bucket(p.set_on, p.disp_days)
+      AND ids.outcome_on(p.died_on, p.disp_days, p.disp_expiry, p.disp_legacy, p.state_days,
+                         p.state_codes, p.appointment_date + 14, $4)
           NOT IN ('Patient died', 'Patient transferred out', 'Treatment stopped')";
 
 /// TX_ML (moh-reports.md): on ART at the start (outcome as of start - 1 day, ART started

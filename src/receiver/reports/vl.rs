@@ -29,67 +29,33 @@ pub(super) const TX_PVLS: &str = "
              CASE WHEN d.due AND v.drawn THEN 'drawn_' || v.kind END,
              CASE WHEN d.due AND v.drawn AND v.result IS NOT NULL
                   THEN v.result || '_vl_' || v.kind END], NULL) AS fields,
-           m.maternal, c.outcome, c.outcome_date::text AS outcome_date,
+           v.maternal, c.outcome, c.outcome_date::text AS outcome_date,
            c.earliest_start_date::text AS earliest_start_date,
            v.ordered_on::text AS vl_ordered_on, v.kind AS vl_reason, v.result AS vl_result
     FROM ids.cohort($3, $4, $1) c
-    JOIN (SELECT s.site_id,
-                 ids.concepts_named(s.site_id, '{Blood,DBS (Free drop to DBS card),DBS (Using capillary tube),Plasma}') AS specimens,
-                 ids.concepts_named(s.site_id, '{Reason for test}') AS reason,
-                 ids.concepts_named(s.site_id, '{Routine}') AS routine,
-                 ids.concepts_named(s.site_id, '{Is patient pregnant?}') AS pregnant,
-                 ids.concepts_named(s.site_id, '{Breast feeding?}') AS breastfeeding,
-                 ids.concepts_named(s.site_id, '{Yes}') AS yes
-          FROM ids.site_state s WHERE $1::int IS NULL OR s.site_id = $1
-          -- (OFFSET 0 here and below: each site's concepts looked up once, each patient's
-          -- lookups made once, not again at every use or for every obs row)
-          OFFSET 0) n ON n.site_id = c.site_id
-    CROSS JOIN LATERAL (
-      SELECT CASE
-        WHEN c.gender <> 'F' THEN NULL
-        WHEN (SELECT o.value_coded = ANY (n.yes) FROM cdr.obs o
-               WHERE o.site_id = c.site_id AND o.person_id = c.patient_id
-                 AND o.concept_id = ANY (n.pregnant) AND o.voided = 0
-                 AND o.obs_datetime >= $2 AND o.obs_datetime < $3 + 1
-               ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1) THEN 'FP'
-        WHEN (SELECT o.value_coded = ANY (n.yes) FROM cdr.obs o
-               WHERE o.site_id = c.site_id AND o.person_id = c.patient_id
-                 AND o.concept_id = ANY (n.breastfeeding) AND o.voided = 0
-                 AND o.obs_datetime >= $2 AND o.obs_datetime < $3 + 1
-               ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1) THEN 'FBf'
-        ELSE 'FNP' END AS maternal OFFSET 0) m
+    -- (a patient whose clinical row waits in the queue counts with no clinical fact)
+    LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
     LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
-    LEFT JOIN LATERAL (
-      SELECT o.order_id, o.start_date::date AS ordered_on FROM cdr.orders o
-      WHERE o.site_id = c.site_id AND o.patient_id = c.patient_id AND o.start_date < $3 + 1
-        AND o.order_type_id = 4 AND o.voided = 0 AND o.concept_id = ANY (n.specimens)
-      ORDER BY o.start_date DESC, o.order_id DESC LIMIT 1) lv ON true
+    -- the latest pregnancy and breastfeeding answers and VL order by the end date (the last
+    -- entries of their timelines on or before it)
     CROSS JOIN LATERAL (
-      SELECT lv.order_id IS NOT NULL
-               AND lv.ordered_on >= ($2 - interval '12 months')::date AS drawn,
-             lv.ordered_on,
-             CASE WHEN coalesce((SELECT o.value_coded = ANY (n.routine) FROM cdr.obs o
-                                  WHERE o.site_id = c.site_id AND o.order_id = lv.order_id
-                                    AND o.concept_id = ANY (n.reason) AND o.voided = 0
-                                  ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1), true)
-                  THEN 'routine' ELSE 'targeted' END AS kind,
-             (SELECT CASE
-                       WHEN upper(btrim(o.value_text)) = 'LDL' THEN 'low'
-                       WHEN o.value_numeric IS NULL THEN NULL
-                       WHEN o.value_modifier = '<' THEN
-                         CASE WHEN o.value_numeric <= 1000 THEN 'low' ELSE 'high' END
-                       WHEN o.value_numeric < 1000 THEN 'low' ELSE 'high' END
-                FROM cdr.obs o
-               WHERE o.site_id = c.site_id AND o.order_id = lv.order_id AND o.concept_id = 856
-                 AND o.voided = 0
-               ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1) AS result OFFSET 0) v
+      SELECT width_bucket($3, k.preg_days) AS pi, width_bucket($3, k.bf_days) AS bi,
+             width_bucket($3, k.vl_days) AS vi) i
+    CROSS JOIN LATERAL (
+      SELECT CASE WHEN c.gender <> 'F' THEN NULL
+                  WHEN k.preg_days[i.pi] >= $2 AND k.preg_yes[i.pi] THEN 'FP'
+                  WHEN k.bf_days[i.bi] >= $2 AND k.bf_yes[i.bi] THEN 'FBf'
+                  ELSE 'FNP' END AS maternal,
+             k.vl_days[i.vi] AS ordered_on,
+             coalesce(k.vl_days[i.vi] >= ($2 - interval '12 months')::date, false) AS drawn,
+             k.vl_kind[i.vi] AS kind, k.vl_result[i.vi] AS result) v
     CROSS JOIN LATERAL (
       SELECT c.earliest_start_date <= ($3 - interval '6 months')::date
              AND NOT (c.outcome = 'Defaulted'
                       AND c.defaulted_on < ($3 - interval '12 months')::date)
              AND (c.outcome = 'On antiretrovirals'
-                  OR (coalesce(lv.ordered_on, c.earliest_start_date)
-                      + CASE WHEN m.maternal IN ('FP', 'FBf') OR r.name LIKE '%P'
+                  OR (coalesce(v.ordered_on, c.earliest_start_date)
+                      + CASE WHEN v.maternal IN ('FP', 'FBf') OR r.name LIKE '%P'
                              THEN interval '6 months' ELSE interval '12 months' END)::date
                      < c.outcome_date) AS due) d
     WHERE c.outcome = 'On antiretrovirals'
