@@ -1,7 +1,8 @@
 //! The synthetic national CDR, generated inside PostgreSQL: `{P}` patients, `{V}` visits each
-//! (4 encounters, 1–2 ARV orders, pills brought back and an appointment per visit, 10% with an
-//! outcome, 15% transfer-ins, 3% drug-refill clients, 95% with a reason for starting ART, a
-//! weight). Site 1 holds `{BIG}` patients (the big site a rebuild is timed
+//! (4 encounters, 1–2 ARV orders, pills brought back, an appointment, a TB status and an
+//! adherence per visit, 10% with an outcome, 15% transfer-ins, 3% drug-refill clients, 95% with
+//! a reason for starting ART, a weight, a pregnancy answer for women, a VL order with a
+//! result). Site 1 holds `{BIG}` patients (the big site a rebuild is timed
 //! on); the others are spread over sites 2 .. `{S}` (about 1,250 patients each, as the
 //! national network has).
 
@@ -17,7 +18,9 @@ INSERT INTO cdr.concept_set (site_id, lsn, concept_set_id, concept_id, concept_s
 INSERT INTO cdr.concept_name (site_id, lsn, concept_name_id, concept_id, name, voided)
   SELECT s, 1, c.id, c.concept, c.name, 0 FROM generate_series(1, {S}) s,
   (VALUES (1, 7571, 'New patient'), (2, 7572, 'Transfer in'), (3, 9685, 'Drug refill'),
-          (4, 5497, 'CD4 count'), (5, 5089, 'Weight (kg)')) c(id, concept, name);
+          (4, 5497, 'CD4 count'), (5, 5089, 'Weight (kg)'), (6, 1065, 'Yes'),
+          (7, 6131, 'Is patient pregnant?'), (8, 7456, 'TB NOT suspected'), (9, 1002, 'Blood'),
+          (10, 2001, 'Routine'), (11, 9688, 'Reason for test')) c(id, concept, name);
 INSERT INTO cdr.person (site_id, lsn, person_id, gender, birthdate, voided)
   SELECT pg_temp.site_of(p), 1, p, CASE WHEN p % 5 < 3 THEN 'F' ELSE 'M' END,
          date '1950-01-01' + (p * 37) % 25000, (p % 500 = 0)::int
@@ -67,6 +70,35 @@ INSERT INTO cdr.obs (site_id, lsn, obs_id, person_id, concept_id, encounter_id, 
          NULL, CASE c.concept WHEN 5089 THEN 3 + p % 70 END, NULL, NULL, 0
   FROM generate_series(1, {P}) p, (VALUES (1, 7563), (2, 5089)) c(n, concept)
   WHERE c.concept <> 7563 OR p % 20 <> 0;
+-- the clinical facts: a TB status and an adherence (tied to the visit's ARV order) at every
+-- visit, a pregnancy answer for women at the first, a routine VL order with a result at the
+-- seventh visit
+INSERT INTO cdr.orders (site_id, lsn, order_id, order_type_id, concept_id, patient_id, encounter_id, start_date, voided)
+  SELECT pg_temp.site_of(p), 1, 3 * {P} * {V} + p, 4, 1002, p, ((p - 1) * {V} + k) * 4 + 2,
+         timestamp '2023-01-01 08:25' + ((p % 90) + k * 30) * interval '1 day', 0
+  FROM generate_series(1, {P}) p, (SELECT least(6, {V} - 1) AS k) k;
+INSERT INTO cdr.obs (site_id, lsn, obs_id, person_id, concept_id, encounter_id, order_id, obs_datetime,
+                     value_numeric, value_coded, voided)
+  SELECT pg_temp.site_of(p), 1, 4 * {P} * {V} + (p - 1) * {V} + k + 1, p, 7459,
+         ((p - 1) * {V} + k) * 4 + 1, NULL,
+         timestamp '2023-01-01 08:12' + ((p % 90) + k * 30) * interval '1 day', NULL, 7456, 0
+  FROM generate_series(1, {P}) p, generate_series(0, {V} - 1) k
+  UNION ALL
+  SELECT pg_temp.site_of(p), 1, 5 * {P} * {V} + (p - 1) * {V} + k + 1, p, 6987,
+         ((p - 1) * {V} + k) * 4 + 2, ((p - 1) * {V} + k) * 2,
+         timestamp '2023-01-01 08:22' + ((p % 90) + k * 30) * interval '1 day',
+         CASE WHEN p % 10 = 3 THEN 90 ELSE 100 END, NULL, 0
+  FROM generate_series(1, {P}) p, generate_series(0, {V} - 1) k
+  UNION ALL
+  SELECT pg_temp.site_of(p), 1, 6 * {P} * {V} + p, p, 856, ((p - 1) * {V} + k) * 4 + 2,
+         3 * {P} * {V} + p, timestamp '2023-01-01 08:26' + ((p % 90) + k * 30) * interval '1 day',
+         (p % 7) * 400, NULL, 0
+  FROM generate_series(1, {P}) p, (SELECT least(6, {V} - 1) AS k) k
+  UNION ALL
+  SELECT pg_temp.site_of(p), 1, 6 * {P} * {V} + {P} + p, p, 6131, (p - 1) * {V} * 4 + 1, NULL,
+         timestamp '2023-01-01 08:06' + (p % 90) * interval '1 day', NULL,
+         CASE WHEN p % 7 = 0 THEN 1065 ELSE 1066 END, 0
+  FROM generate_series(1, {P}) p WHERE p % 5 < 3;
 INSERT INTO ids.site_state (site_id) SELECT generate_series(1, {S});
 ";
 
