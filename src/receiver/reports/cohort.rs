@@ -146,77 +146,129 @@ pub(super) const FIELDS: &[&str] = &[
 ///   - women: `total_pregnant_women` when the latest 'Is patient pregnant?' answer on the
 ///     day of the last dispensation is Yes, else `total_breastfeeding_women` when the latest
 ///     'Breast feeding?' answer of that day is.
-pub(super) const COHORT: &str = "
-    SELECT c.site_id, c.patient_id, c.gender, c.age_group, 'all' AS cohort,
-           ARRAY(SELECT f FROM unnest(x.registration) f WHERE x.in_quarter
-                 UNION ALL SELECT 'cum_' || f FROM unnest(x.registration) f
-                 UNION ALL SELECT f FROM unnest(x.outcome) f) AS fields,
-           c.date_enrolled::text AS date_enrolled,
-           c.earliest_start_date::text AS earliest_start_date, c.outcome,
-           c.outcome_date::text AS outcome_date, coalesce(r.name, 'unknown') AS regimen
-    FROM ids.cohort($3, $4, $1) c
-    -- (a patient whose clinical row waits in the queue counts with no clinical fact)
-    LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
-    LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
-    CROSS JOIN LATERAL (
-      SELECT coalesce(k.reinit_asked, false) AS asked,
-             coalesce(k.reason_field, 'unknown_other_reason_outside_guidelines') AS reason,
-             k.crit_fields[1:width_bucket(c.date_enrolled, k.crit_days)] AS criteria,
-             c.gender = 'F' AND coalesce(true = ANY (
-               k.preg_yes[width_bucket(c.date_enrolled - 1, k.preg_days) + 1
-                          :width_bucket(least(c.date_enrolled + 30, $3), k.preg_days)]), false)
-               AS pregnant_asked,
-             width_bucket(c.last_dispensation_date, k.preg_days) AS preg_last,
-             width_bucket(c.last_dispensation_date, k.bf_days) AS bf_last) ri
-    CROSS JOIN LATERAL (
-      SELECT c.date_enrolled <> c.earliest_start_date AND ri.asked AS reinitiated,
-             ids.months_between(c.birthdate, c.earliest_start_date) AS months_old) a
-    CROSS JOIN LATERAL (
-      SELECT c.date_enrolled BETWEEN $2 AND $3 AS in_quarter,
-             array_remove(ARRAY[
-               'total_registered',
-               CASE WHEN c.date_enrolled = c.earliest_start_date
-                    THEN 'initiated_on_art_first_time' END,
-               CASE WHEN a.reinitiated THEN 're_initiated_on_art' END,
-               CASE WHEN c.date_enrolled <> c.earliest_start_date AND NOT a.reinitiated
-                         AND c.registered_at < $3 + 1 THEN 'transfer_in' END,
-               CASE WHEN c.gender = 'M' THEN 'all_males'
-                    WHEN c.gender = 'F' AND (ri.pregnant_asked OR ri.reason = 'pregnant_women')
-                    THEN 'pregnant_females_all_ages'
-                    WHEN c.gender = 'F' THEN 'non_pregnant_females'
-                    ELSE 'unknown_gender' END,
-               CASE WHEN a.months_old IS NULL THEN 'unknown_age'
-                    WHEN a.months_old < 24 THEN 'children_below_24_months'
-                    WHEN a.months_old / 12 <= 14 THEN 'children_24_months_14_years'
-                    ELSE 'adults' END,
-               ri.reason,
-               CASE WHEN 'current_episode_of_tb' = ANY (ri.criteria) THEN 'current_episode_of_tb'
-                    WHEN 'tb_within_the_last_two_years' = ANY (ri.criteria)
-                    THEN 'tb_within_the_last_two_years'
-                    ELSE 'no_tb' END,
-               CASE WHEN 'kaposis_sarcoma' = ANY (ri.criteria) THEN 'kaposis_sarcoma' END],
-               NULL) AS registration,
-             array_remove(CASE c.outcome
-               WHEN 'On antiretrovirals' THEN ARRAY[
-                 'total_alive_and_on_art', coalesce(r.name, 'unknown_regimen'),
-                 coalesce(k.tb_fields[width_bucket($3, k.tb_days)], 'unknown_tb_status'),
-                 coalesce(k.adh_class[width_bucket($3, k.adh_days)], 'unknown_adherence'),
-                 CASE WHEN c.gender <> 'F' THEN NULL
-                      WHEN k.preg_days[ri.preg_last] = c.last_dispensation_date
-                           AND k.preg_yes[ri.preg_last] THEN 'total_pregnant_women'
-                      WHEN k.bf_days[ri.bf_last] = c.last_dispensation_date
-                           AND k.bf_yes[ri.bf_last] THEN 'total_breastfeeding_women' END]
-               WHEN 'Patient died' THEN
-                 ARRAY['died_total', CASE
-                   WHEN c.outcome_date - c.earliest_start_date <= 30 THEN 'died_within_month_1'
-                   WHEN c.outcome_date - c.earliest_start_date <= 60 THEN 'died_within_month_2'
-                   WHEN c.outcome_date - c.earliest_start_date <= 91 THEN 'died_within_month_3'
-                   ELSE 'died_after_month_3' END]
-               WHEN 'Defaulted' THEN ARRAY['defaulted']
-               WHEN 'Treatment stopped' THEN ARRAY['stopped_art']
-               WHEN 'Patient transferred out' THEN ARRAY['transferred_out']
-               ELSE ARRAY['unknown_outcome'] END, NULL) AS outcome
-      OFFSET 0) x";
+/// Each enrolled patient's facts, one scalar column per group of fields (NULL: none of them):
+/// what [`FIELDS_OF`] turns into the fields. Counting groups the patients by these columns
+/// first (a national cohort's million patients fall into a few hundred groups), so that the
+/// fields are built once per group, not once per patient.
+macro_rules! facts {
+    () => {
+        "SELECT c.site_id, c.patient_id, c.gender, c.age_group, c.date_enrolled,
+                c.earliest_start_date, c.outcome, c.outcome_date,
+                coalesce(r.name, 'unknown') AS regimen,
+                c.date_enrolled BETWEEN $2 AND $3 AS in_quarter,
+                CASE WHEN c.date_enrolled = c.earliest_start_date
+                     THEN 'initiated_on_art_first_time' END AS initiated,
+                CASE WHEN a.reinitiated THEN 're_initiated_on_art' END AS reinitiated,
+                CASE WHEN c.date_enrolled <> c.earliest_start_date AND NOT a.reinitiated
+                          AND c.registered_at < $3 + 1 THEN 'transfer_in' END AS transfer_in,
+                CASE WHEN c.gender = 'M' THEN 'all_males'
+                     WHEN c.gender = 'F' AND (ri.pregnant_asked OR ri.reason = 'pregnant_women')
+                     THEN 'pregnant_females_all_ages'
+                     WHEN c.gender = 'F' THEN 'non_pregnant_females'
+                     ELSE 'unknown_gender' END AS sex,
+                CASE WHEN a.months_old IS NULL THEN 'unknown_age'
+                     WHEN a.months_old < 24 THEN 'children_below_24_months'
+                     WHEN a.months_old / 12 <= 14 THEN 'children_24_months_14_years'
+                     ELSE 'adults' END AS age,
+                ri.reason,
+                CASE WHEN 'current_episode_of_tb' = ANY (ri.criteria) THEN 'current_episode_of_tb'
+                     WHEN 'tb_within_the_last_two_years' = ANY (ri.criteria)
+                     THEN 'tb_within_the_last_two_years'
+                     ELSE 'no_tb' END AS tb_at_start,
+                CASE WHEN 'kaposis_sarcoma' = ANY (ri.criteria) THEN 'kaposis_sarcoma' END AS ks,
+                CASE c.outcome
+                  WHEN 'On antiretrovirals' THEN 'total_alive_and_on_art'
+                  WHEN 'Patient died' THEN 'died_total'
+                  WHEN 'Defaulted' THEN 'defaulted'
+                  WHEN 'Treatment stopped' THEN 'stopped_art'
+                  WHEN 'Patient transferred out' THEN 'transferred_out'
+                  ELSE 'unknown_outcome' END AS outcome_field,
+                CASE WHEN c.outcome <> 'Patient died' THEN NULL
+                     WHEN c.outcome_date - c.earliest_start_date <= 30 THEN 'died_within_month_1'
+                     WHEN c.outcome_date - c.earliest_start_date <= 60 THEN 'died_within_month_2'
+                     WHEN c.outcome_date - c.earliest_start_date <= 91 THEN 'died_within_month_3'
+                     ELSE 'died_after_month_3' END AS died_when,
+                CASE WHEN c.outcome = 'On antiretrovirals'
+                     THEN coalesce(r.name, 'unknown_regimen') END AS on_regimen,
+                CASE WHEN c.outcome = 'On antiretrovirals'
+                     THEN coalesce(k.tb_fields[width_bucket($3, k.tb_days)], 'unknown_tb_status')
+                     END AS tb_status,
+                CASE WHEN c.outcome = 'On antiretrovirals'
+                     THEN coalesce(k.adh_class[width_bucket($3, k.adh_days)], 'unknown_adherence')
+                     END AS adherence,
+                CASE WHEN c.outcome <> 'On antiretrovirals' OR c.gender <> 'F' THEN NULL
+                     WHEN k.preg_days[ri.preg_last] = c.last_dispensation_date
+                          AND k.preg_yes[ri.preg_last] THEN 'total_pregnant_women'
+                     WHEN k.bf_days[ri.bf_last] = c.last_dispensation_date
+                          AND k.bf_yes[ri.bf_last] THEN 'total_breastfeeding_women' END AS women
+         FROM ids.cohort($3, $4, $1) c
+         -- (a patient whose clinical row waits in the queue counts with no clinical fact)
+         LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
+         LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
+         CROSS JOIN LATERAL (
+           SELECT coalesce(k.reason_field, 'unknown_other_reason_outside_guidelines') AS reason,
+                  k.crit_fields[1:width_bucket(c.date_enrolled, k.crit_days)] AS criteria,
+                  c.gender = 'F' AND coalesce(true = ANY (
+                    k.preg_yes[width_bucket(c.date_enrolled - 1, k.preg_days) + 1
+                               :width_bucket(least(c.date_enrolled + 30, $3), k.preg_days)]),
+                    false) AS pregnant_asked,
+                  width_bucket(c.last_dispensation_date, k.preg_days) AS preg_last,
+                  width_bucket(c.last_dispensation_date, k.bf_days) AS bf_last) ri
+         CROSS JOIN LATERAL (
+           SELECT c.date_enrolled <> c.earliest_start_date AND coalesce(k.reinit_asked, false)
+                    AS reinitiated,
+                  ids.months_between(c.birthdate, c.earliest_start_date) AS months_old) a"
+    };
+}
+
+/// The fact columns, as [`facts`] names them.
+macro_rules! fact_columns {
+    () => {
+        "in_quarter, initiated, reinitiated, transfer_in, sex, age, reason, tb_at_start, ks,
+         outcome_field, died_when, on_regimen, tb_status, adherence, women"
+    };
+}
+
+/// The fields of a row of facts `f`: registration in the quarter (when enrolled in it) and
+/// cumulatively (`cum_`), then the outcomes.
+macro_rules! fields_of {
+    () => {
+        "array_remove(
+           CASE WHEN f.in_quarter THEN ARRAY['total_registered', f.initiated, f.reinitiated,
+                  f.transfer_in, f.sex, f.age, f.reason, f.tb_at_start, f.ks]
+                ELSE '{}'::text[] END
+           || ARRAY['cum_total_registered', 'cum_' || f.initiated, 'cum_' || f.reinitiated,
+                    'cum_' || f.transfer_in, 'cum_' || f.sex, 'cum_' || f.age, 'cum_' || f.reason,
+                    'cum_' || f.tb_at_start, 'cum_' || f.ks]
+           || ARRAY[f.outcome_field, f.died_when, f.on_regimen, f.tb_status, f.adherence,
+                    f.women], NULL)"
+    };
+}
+
+/// The cohort, one row per enrolled patient with its fields (the detail list).
+pub(super) const COHORT: &str = concat!(
+    "SELECT f.site_id, f.patient_id, f.gender, f.age_group, 'all' AS cohort, ",
+    fields_of!(),
+    " AS fields, f.date_enrolled::text AS date_enrolled,
+      f.earliest_start_date::text AS earliest_start_date, f.outcome,
+      f.outcome_date::text AS outcome_date, f.regimen FROM (",
+    facts!(),
+    ") f"
+);
+
+/// The cohort counted: one row per group of patients with the same facts, its fields and how
+/// many patients (`n`).
+pub(super) const COHORT_COUNTED: &str = concat!(
+    "SELECT 'all' AS cohort, ",
+    fields_of!(),
+    " AS fields, f.n FROM (SELECT ",
+    fact_columns!(),
+    ", count(*) AS n FROM (",
+    facts!(),
+    ") f GROUP BY ",
+    fact_columns!(),
+    ") f"
+);
 
 #[cfg(test)]
 mod tests {

@@ -93,10 +93,9 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
     // filtering (TX_CURR today at 100k, all sites: 250-400 ms, fenced 25-35 ms).
     // Women counted again by maternal status, in rows (FP|FBf|FNP, All): the report's rows
     // are read once (MATERIALIZED, which fences them as OFFSET 0 does) and grouped twice.
-    let count = if query.weighted {
-        "sum(q.n)"
-    } else {
-        "count(*)"
+    let (sql, count) = match query.counted {
+        Some(counted) => (counted, "sum(q.n)"),
+        None => (query.sql, "count(*)"),
     };
     let per_field = |keys: &[&str], filter: &str| {
         let named: Vec<String> = keys
@@ -122,7 +121,6 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
              {by_dims}
              UNION ALL
              {by_maternal}",
-            sql = query.sql,
             by_dims = per_field(&dim_keys, ""),
             by_maternal = per_field(
                 &["q.maternal", &maternal_age],
@@ -132,7 +130,6 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
     } else {
         format!(
             "WITH q AS (SELECT * FROM ({sql}) s OFFSET 0) {by_dims}",
-            sql = query.sql,
             by_dims = per_field(&dim_keys, ""),
         )
     };

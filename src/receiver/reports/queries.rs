@@ -7,7 +7,7 @@
 //! columns. Parameters: $1 site (NULL: all), $2 start, $3 end (dates), $4 days past the
 //! expiry of the definition (60 MOH, 30 PEPFAR).
 
-use super::cohort::{COHORT, FIELDS as COHORT_FIELDS};
+use super::cohort::{COHORT, COHORT_COUNTED, FIELDS as COHORT_FIELDS};
 use super::vl::TX_PVLS;
 use super::{By, ReportName};
 
@@ -47,8 +47,10 @@ pub(super) struct Query {
     /// Women are also counted by maternal status (the `maternal` column: FP, FBf, FNP), in
     /// rows of their own (gender FP, FBf or FNP, age group All).
     pub(super) maternal: bool,
-    /// Each row counts `n` times (column `n`: a patient's visit days in the period), not once.
-    pub(super) weighted: bool,
+    /// The answer counted by SQL of its own, whose rows (dimensions, `fields`, `n`) count `n`
+    /// times each: patients grouped before their fields are built (the cohort), or a
+    /// patient's visit days (visits). Without it, each row of `sql` counts once.
+    pub(super) counted: Option<&'static str>,
 }
 
 /// The columns (fields) of a report's answer.
@@ -66,7 +68,7 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
         detail_columns,
         days: None,
         maternal: false,
-        weighted: false,
+        counted: None,
     };
     match name {
         ReportName::TxCurr => simple(
@@ -110,8 +112,7 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
             ),
             // a counted patient's visit days in [start, end], from their timeline: one scan
             // of the status rows (the days between two binary searches)
-            weighted: true,
-            ..simple(
+            counted: Some(
                 "SELECT p.gender, ids.age_group(p.birthdate, $3) AS age_group,
                         ARRAY['count'] AS fields, p.n
                  FROM (SELECT p.gender, p.birthdate,
@@ -119,8 +120,9 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
                                 AS n
                        FROM ids.art_status p WHERE $1::int IS NULL OR p.site_id = $1) p
                  WHERE p.n > 0",
-                &["site_id", "visit_date", "visits"],
-            )
+            ),
+            // (the detail list is `days`)
+            ..simple("", &["site_id", "visit_date", "visits"])
         },
         ReportName::MissedAppointments => simple(
             MISSED,
@@ -215,6 +217,7 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
         ReportName::Cohort => Query {
             rows: Rows::Total,
             fields: COHORT_FIELDS,
+            counted: Some(COHORT_COUNTED),
             ..simple(
                 COHORT,
                 &[
