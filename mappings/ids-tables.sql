@@ -1253,37 +1253,77 @@ RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
          AND NOT coalesce(registered_at < end_date, false)
 $$;
 
+-- A patient's outcome on a date of its own (missed appointments take it at appointment + 14;
+-- TX_ML and TX_RTT the day before their period), from the timelines of their art_status row
+-- (the rules of ids.cohort), and the date of that outcome.
+CREATE OR REPLACE FUNCTION ids.outcome_on(died_on date, disp_days date[], disp_expiry date[],
+                                          disp_legacy boolean[], state_days date[],
+                                          state_codes integer[], on_date date,
+                                          default_days integer) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT ids.outcome(coalesce(died_on <= on_date, false),
+                     state_codes[width_bucket(on_date, state_days)],
+                     disp_days[width_bucket(on_date, disp_days)],
+                     disp_expiry[width_bucket(on_date, disp_days)], on_date,
+                     ids.threshold(coalesce(disp_legacy[width_bucket(on_date, disp_days)], false),
+                                   default_days))
+$$;
+
+CREATE OR REPLACE FUNCTION ids.outcome_date_on(died_on date, disp_days date[],
+                                               disp_expiry date[], disp_legacy boolean[],
+                                               state_days date[], state_codes integer[],
+                                               on_date date, default_days integer) RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT ids.outcome_date(
+           ids.outcome_on(died_on, disp_days, disp_expiry, disp_legacy, state_days, state_codes,
+                          on_date, default_days),
+           CASE WHEN died_on <= on_date THEN died_on END,
+           state_days[width_bucket(on_date, state_days)],
+           disp_days[width_bucket(on_date, disp_days)],
+           disp_expiry[width_bucket(on_date, disp_days)],
+           ids.threshold(coalesce(disp_legacy[width_bucket(on_date, disp_days)], false),
+                         default_days))
+$$;
+
 -- The cohort on end_date (art-rules.md section 1) with every patient's outcome on that day
 -- (section 3) under a default_days threshold: the patients of `site`, or of every site when
 -- it is NULL. Every fact on end_date comes from the patient's art_status row (its timelines:
 -- the last dispensation by then and its expiry and drug set, the current state, the first
 -- death by then), so a report is one scan of the status rows whatever its end date, which
 -- PostgreSQL may split over parallel workers (every function a report calls is PARALLEL SAFE).
--- (Its columns grew: an older one is dropped first, CREATE OR REPLACE cannot change them.)
-DO $$
-BEGIN
-  IF EXISTS (SELECT 1 FROM pg_proc WHERE oid = 'ids.cohort(date, integer, integer)'::regprocedure
-               AND NOT 'registered_at' = ANY (proargnames)) THEN
-    DROP FUNCTION ids.cohort(date, integer, integer);
-  END IF;
-EXCEPTION WHEN undefined_function THEN NULL;
-END $$;
-CREATE OR REPLACE FUNCTION ids.cohort(end_date date, default_days integer, site integer)
+--
+-- With `before`, also each patient's outcome on that other date and its date (NULL when not in
+-- the cohort then): TX_ML and TX_RTT compare the day before their period with its end in the
+-- same scan.
+DROP FUNCTION IF EXISTS ids.cohort(date, integer, integer);
+CREATE OR REPLACE FUNCTION ids.cohort(end_date date, default_days integer, site integer,
+                                      before date DEFAULT NULL)
 RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                age_group text, date_enrolled date, earliest_start_date date,
                transfer_in boolean, outcome text, outcome_date date,
                last_dispensation_date date, expiry_date date, defaulted_on date,
-               regimen_drugs integer[], registered_at timestamp)
+               regimen_drugs integer[], registered_at timestamp, outcome_before text,
+               outcome_date_before date)
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT p.site_id, p.patient_id, p.gender, p.birthdate,
          ids.age_group(p.birthdate, cohort.end_date),
          p.enrolled, coalesce(p.art_start_obs, p.enrolled), p.transfer_in,
          o.outcome, ids.outcome_date(o.outcome, f.died_on, f.state_date, f.last_day, f.expiry,
                                      o.threshold),
-         f.last_day, f.expiry, f.expiry + o.threshold, f.regimen_drugs, p.registered_at
+         f.last_day, f.expiry, f.expiry + o.threshold, f.regimen_drugs, p.registered_at,
+         CASE WHEN p.enrolled_before IS NOT NULL THEN
+           ids.outcome_on(p.died_on, p.disp_days, p.disp_expiry, p.disp_legacy, p.state_days,
+                          p.state_codes, cohort.before, cohort.default_days) END,
+         CASE WHEN p.enrolled_before IS NOT NULL THEN
+           ids.outcome_date_on(p.died_on, p.disp_days, p.disp_expiry, p.disp_legacy,
+                               p.state_days, p.state_codes, cohort.before,
+                               cohort.default_days) END
   FROM (SELECT p.*, ids.cohort_enrolment(p.on_art_state, p.reason_on, p.refill_on,
                       p.new_patient_on, p.registered_at, p.date_enrolled, p.enrolled_after_new,
                       cohort.end_date) AS enrolled,
+               ids.cohort_enrolment(p.on_art_state, p.reason_on, p.refill_on,
+                      p.new_patient_on, p.registered_at, p.date_enrolled, p.enrolled_after_new,
+                      cohort.before) AS enrolled_before,
                width_bucket(cohort.end_date, p.disp_days) AS di,
                width_bucket(cohort.end_date, p.state_days) AS si
         FROM ids.art_status p
@@ -1299,21 +1339,6 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
                        t.threshold) AS outcome, t.threshold
     FROM (SELECT ids.threshold(f.legacy, cohort.default_days) AS threshold) t) o
   WHERE p.enrolled IS NOT NULL
-$$;
-
--- A patient's outcome on their own date (missed appointments take it at appointment + 14),
--- from the timelines of their art_status row (the same rules as ids.cohort).
-CREATE OR REPLACE FUNCTION ids.outcome_on(died_on date, disp_days date[], disp_expiry date[],
-                                          disp_legacy boolean[], state_days date[],
-                                          state_codes integer[], on_date date,
-                                          default_days integer) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT ids.outcome(coalesce(died_on <= on_date, false),
-                     state_codes[width_bucket(on_date, state_days)],
-                     disp_days[width_bucket(on_date, disp_days)],
-                     disp_expiry[width_bucket(on_date, disp_days)], on_date,
-                     ids.threshold(coalesce(disp_legacy[width_bucket(on_date, disp_days)], false),
-                                   default_days))
 $$;
 
 -- The MOH regimens (moh-reports.md "Regimen distribution"): each combination's exact drug

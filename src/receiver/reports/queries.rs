@@ -363,13 +363,11 @@ const TX_ML: &str = "
                        ELSE 'iit_6_plus_months' END END] AS fields,
            e.outcome, e.outcome_date::text AS outcome_date,
            e.earliest_start_date::text AS earliest_start_date
-    FROM ids.cohort($3, $4, $1) e
-    LEFT JOIN ids.cohort($2 - 1, $4, $1) s
-      ON s.site_id = e.site_id AND s.patient_id = e.patient_id
+    FROM ids.cohort($3, $4, $1, $2 - 1) e
     CROSS JOIN LATERAL (
       SELECT ids.months_between(e.earliest_start_date, e.defaulted_on) AS months) x
     WHERE e.outcome IN ('Defaulted', 'Patient died', 'Treatment stopped', 'Patient transferred out')
-      AND ((s.outcome = 'On antiretrovirals' AND e.earliest_start_date < $2)
+      AND ((e.outcome_before = 'On antiretrovirals' AND e.earliest_start_date < $2)
            OR e.earliest_start_date BETWEEN $2 AND $3)";
 
 /// TX_RTT (moh-reports.md): defaulted or stopped at the start, On ART at the end, with an
@@ -387,21 +385,20 @@ const TX_RTT: &str = "
                              ELSE 'cd4_unknown' END
                       WHEN c.value < 200 OR (c.value = 200 AND c.modifier = '<') THEN 'cd4_lt_200'
                       ELSE 'cd4_gte_200' END] AS fields,
-           s.outcome AS outcome_at_start, s.outcome_date::text AS outcome_date_at_start,
+           e.outcome_before AS outcome_at_start,
+           e.outcome_date_before::text AS outcome_date_at_start,
            r.day::text AS returned_on, x.months, c.value AS cd4
-    FROM ids.cohort($2 - 1, $4, $1) s
-    JOIN ids.cohort($3, $4, $1) e
-      ON e.site_id = s.site_id AND e.patient_id = s.patient_id
+    FROM ids.cohort($3, $4, $1, $2 - 1) e
     CROSS JOIN LATERAL (
       SELECT min(d.dispensation_date) AS day FROM ids.arv_dispensations d
       WHERE d.site_id = e.site_id AND d.patient_id = e.patient_id
         AND d.dispensation_date BETWEEN $2 AND $3) r
-    CROSS JOIN LATERAL (SELECT ids.months_between(s.outcome_date, r.day) AS months) x
+    CROSS JOIN LATERAL (SELECT ids.months_between(e.outcome_date_before, r.day) AS months) x
     LEFT JOIN LATERAL ids.latest_numeric(e.site_id, e.patient_id,
                                          ids.concepts_named(e.site_id, '{CD4 count}'),
                                          $3) c ON true
-    WHERE s.outcome IN ('Defaulted', 'Treatment stopped') AND e.outcome = 'On antiretrovirals'
-      AND r.day IS NOT NULL";
+    WHERE e.outcome_before IN ('Defaulted', 'Treatment stopped')
+      AND e.outcome = 'On antiretrovirals' AND r.day IS NOT NULL";
 
 /// The defaulter list (moh-reports.md): Defaulted at the end date under the definition, the
 /// defaulter date in [start, end], with an appointment; ARV number (identifier type 4), name,
