@@ -115,41 +115,10 @@ pub(super) const FIELDS: &[&str] = &[
     "total_breastfeeding_women",
 ];
 
-/// The cohort on the end date ($3, MOH: $4 is always 60), one row per enrolled patient with
-/// the fields it counts in:
-/// - registration (quarter: enrolled in [$2, $3]; `cum_`: every one, enrolled by $3):
-///   - `initiated_on_art_first_time` when enrolled on the earliest start;
-///     `re_initiated_on_art` when not, and the earliest obs 7937 'Ever registered at an ART
-///     clinic' answered Yes (by name) sits in an HIV CLINIC REGISTRATION encounter holding
-///     an obs 7751 'Date ART last taken' more than 14 days before it; `transfer_in` when not
-///     enrolled on the earliest start, registered (a type-9 encounter by the end date) and
-///     not re-initiated;
-///   - gender, women split by pregnancy at registration: `pregnant_females_all_ages` when the
-///     reason for starting is 'Patient pregnant' or 'Is patient pregnant?' is answered Yes
-///     from the enrolment day to 30 days after it (and by the end date);
-///   - age at initiation (at the earliest start: under 24 months, to 14 years, over 14,
-///     unknown without a birthdate);
-///   - the reason for starting: the answer of the patient's earliest obs 7563 by the end date;
-///   - TB at initiation from the 'Who stages criteria present' obs dated by the enrolment day:
-///     a current episode (pulmonary or extrapulmonary) over one within two years over none;
-///     `kaposis_sarcoma` beside it;
-/// - outcomes on the end date: alive and on ART, died (and by days from the earliest start
-///   to the death: 30, 60, 91, more; no date counts as after month 3), defaulted, stopped,
-///   transferred out, unknown (no dispensation by then, or Pre-ART);
-/// - among the alive and on ART:
-///   - the regimen (`unknown_regimen` when the last day's drugs name none);
-///   - TB status: the answer of the latest obs 7459 by the end date (none, or another answer:
-///     `unknown_tb_status`);
-///   - adherence on the last day with an obs 6987 'Drug order adherence' tied to an ARV order
-///     (by the end date): `adherent_95_105` when every number of that day is from 95 to 105,
-///     `not_adherent` when one is not, `unknown_adherence` without a number;
-///   - women: `total_pregnant_women` when the latest 'Is patient pregnant?' answer on the
-///     day of the last dispensation is Yes, else `total_breastfeeding_women` when the latest
-///     'Breast feeding?' answer of that day is.
-/// Each enrolled patient's facts, one scalar column per group of fields (NULL: none of them):
-/// what [`FIELDS_OF`] turns into the fields. Counting groups the patients by these columns
-/// first (a national cohort's million patients fall into a few hundred groups), so that the
-/// fields are built once per group, not once per patient.
+// Each enrolled patient's facts, one scalar column per group of fields (NULL: none of them):
+// what `fields_of!` turns into the fields. Counting groups the patients by these columns
+// first (a national cohort's million patients fall into a few hundred groups), so that the
+// fields are built once per group, not once per patient.
 macro_rules! facts {
     () => {
         "SELECT c.site_id, c.patient_id, c.gender, c.age_group, c.date_enrolled,
@@ -221,7 +190,7 @@ macro_rules! facts {
     };
 }
 
-/// The fact columns, as [`facts`] names them.
+// The fact columns, as `facts!` names them.
 macro_rules! fact_columns {
     () => {
         "in_quarter, initiated, reinitiated, transfer_in, sex, age, reason, tb_at_start, ks,
@@ -229,8 +198,8 @@ macro_rules! fact_columns {
     };
 }
 
-/// The fields of a row of facts `f`: registration in the quarter (when enrolled in it) and
-/// cumulatively (`cum_`), then the outcomes.
+// The fields of a row of facts `f`: registration in the quarter (when enrolled in it) and
+// cumulatively (`cum_`), then the outcomes.
 macro_rules! fields_of {
     () => {
         "array_remove(
@@ -245,7 +214,39 @@ macro_rules! fields_of {
     };
 }
 
-/// The cohort, one row per enrolled patient with its fields (the detail list).
+/// The cohort on the end date ($3, MOH: $4 is always 60), one row per enrolled patient with
+/// the fields it counts in:
+/// - registration (quarter: enrolled in [$2, $3]; `cum_`: every one, enrolled by $3):
+///   - `initiated_on_art_first_time` when enrolled on the earliest start;
+///     `re_initiated_on_art` when not, and the earliest obs 7937 'Ever registered at an ART
+///     clinic' answered Yes (by name) sits in an HIV CLINIC REGISTRATION encounter holding
+///     an obs 7751 'Date ART last taken' more than 14 days before it; `transfer_in` when not
+///     enrolled on the earliest start, registered (a type-9 encounter by the end date) and
+///     not re-initiated;
+///   - gender, women split by pregnancy at registration: `pregnant_females_all_ages` when the
+///     reason for starting is 'Patient pregnant' or 'Is patient pregnant?' is answered Yes
+///     from the enrolment day to 30 days after it (and by the end date);
+///   - age at initiation (at the earliest start: under 24 months, to 14 years, over 14,
+///     unknown without a birthdate);
+///   - the reason for starting: the answer of the patient's earliest obs 7563 by the end date;
+///   - TB at initiation from the 'Who stages criteria present' obs dated by the enrolment day:
+///     a current episode (pulmonary or extrapulmonary) over one within two years over none;
+///     `kaposis_sarcoma` beside it;
+/// - outcomes on the end date: alive and on ART, died (and by days from the earliest start
+///   to the death: 30, 60, 91, more; no date counts as after month 3), defaulted, stopped,
+///   transferred out, unknown (no dispensation by then, or Pre-ART);
+/// - among the alive and on ART:
+///   - the regimen (`unknown_regimen` when the last day's drugs name none);
+///   - TB status: the answer of the latest obs 7459 by the end date (none, or another answer:
+///     `unknown_tb_status`);
+///   - adherence on the last day with an obs 6987 'Drug order adherence' tied to an ARV order
+///     (by the end date): `adherent_95_105` when every number of that day is from 95 to 105,
+///     `not_adherent` when one is not, `unknown_adherence` without a number;
+///   - women: `total_pregnant_women` when the latest 'Is patient pregnant?' answer on the
+///     day of the last dispensation is Yes, else `total_breastfeeding_women` when the latest
+///     'Breast feeding?' answer of that day is.
+///
+/// One row per enrolled patient with its fields (the detail list).
 pub(super) const COHORT: &str = concat!(
     "SELECT f.site_id, f.patient_id, f.gender, f.age_group, 'all' AS cohort, ",
     fields_of!(),
