@@ -269,8 +269,10 @@ LANGUAGE sql STABLE AS $$
                    (SELECT array_agg(a.grp || ':' || a.concept_id || ':' || a.field
                                      ORDER BY a.grp, a.concept_id, a.field)::text
                     FROM (SELECT DISTINCT m.grp, cn.concept_id, m.field FROM ids.cohort_answers m
-                          JOIN cdr.concept_name cn ON cn.site_id = site AND lower(cn.name) = m.name
-                                                  AND coalesce(cn.voided, 0) = 0) a))
+                          CROSS JOIN LATERAL (
+                            SELECT cn.concept_id FROM cdr.concept_name cn
+                            WHERE cn.site_id = site AND lower(cn.name) = m.name
+                              AND coalesce(cn.voided, 0) = 0 OFFSET 0) cn) a))
 $$;
 
 -- A number written as text (obs.value_text of a pill count), else NULL.
@@ -542,12 +544,14 @@ LANGUAGE sql STABLE AS $$
            ARRAY[7563, 7459, 7937] || c.criteria || c.pregnant || c.breastfeeding
              || c.weight AS watched
     FROM ids.clinical_concepts(site) c),
+  -- (a probe of the site's names per answer: never a scan of the nation's concept names)
   answer AS MATERIALIZED (
     SELECT DISTINCT ON (m.grp, cn.concept_id) m.grp, cn.concept_id, m.field
     FROM ids.cohort_answers m
-    JOIN cdr.concept_name cn ON cn.site_id = site AND lower(cn.name) = m.name
-                            AND coalesce(cn.voided, 0) = 0
-    WHERE cn.concept_id IS NOT NULL
+    CROSS JOIN LATERAL (
+      SELECT cn.concept_id FROM cdr.concept_name cn
+      WHERE cn.site_id = site AND lower(cn.name) = m.name AND coalesce(cn.voided, 0) = 0
+        AND cn.concept_id IS NOT NULL OFFSET 0) cn
     ORDER BY m.grp, cn.concept_id, m.field)
   SELECT site, p.patient_id, ri.asked, ob.reason_field, ob.crit_days, ob.crit_fields,
          ob.preg_days, ob.preg_yes, ob.bf_days, ob.bf_yes, ob.tb_days, ob.tb_fields,
