@@ -82,13 +82,11 @@ CREATE INDEX IF NOT EXISTS patient_visits_day ON ids.patient_visits (site_id, vi
 -- One row per non-voided patient whose person is not voided (the only patients any report
 -- counts): demographics, enrolment (first ARV dispensation), earliest start (the earliest
 -- "date antiretrovirals started" obs 2516 of a HIV CLINIC REGISTRATION encounter, else the
--- enrolment), transfer-in (a non-voided obs 3289 answered 'Transfer in'), and everything the
--- outcome "as of today" needs from the whole history: the last dispensation, its expiry (the
--- legacy rule when every ARV of that day sums to 6000 or more) and its drug set, the latest
--- HIV-program state, the first death state (died_on), and events_through, the latest date of
--- any of those facts. The timelines that give the facts on ANY date, sorted so that
--- width_bucket(date, days) (a binary search) is the index of the last entry on or before it:
--- per dispensation day its expiry, legacy rule and drug set (disp_*; the drug set as text,
+-- enrolment), transfer-in (a non-voided obs 3289 answered 'Transfer in'), the first death
+-- state (died_on), and the timelines that give the other facts of the outcome on ANY date,
+-- sorted so that width_bucket(date, days) (a binary search) is the index of the last entry on
+-- or before it: per dispensation day its expiry (the legacy rule when every ARV of that day
+-- sums to 6000 or more), legacy rule and drug set (disp_*; the drug set as text,
 -- '{22,969}', an array of arrays being rectangular in PostgreSQL); the HIV-program states by
 -- start date, date created and id (state_days, state_codes: the last one on or before a date
 -- is the current state then); the visit days; the appointment dates by date and when set
@@ -102,15 +100,11 @@ CREATE INDEX IF NOT EXISTS patient_visits_day ON ids.patient_visits (site_id, vi
 -- after that 'New patient' obs (what counts for enrolment of a refill client who registered).
 CREATE TABLE IF NOT EXISTS ids.art_status (
   site_id integer NOT NULL, patient_id integer NOT NULL, gender text NOT NULL, birthdate date,
-  date_enrolled date, earliest_start_date date, transfer_in boolean NOT NULL,
-  last_dispensation_date date, expiry_date date, latest_state integer, latest_state_date date,
-  died_on date, events_through date,
+  date_enrolled date, earliest_start_date date, transfer_in boolean NOT NULL, died_on date,
   on_art_state boolean NOT NULL DEFAULT false, reason_on date, refill_on date, new_patient_on date,
-  registered_at timestamp, enrolled_after_new date, art_start_obs date,
-  legacy_expiry boolean NOT NULL DEFAULT false, regimen_drugs integer[],
-  disp_days date[], disp_expiry date[], disp_legacy boolean[], disp_drugs text[],
-  state_days date[], state_codes integer[], visit_days date[], appt_dates date[],
-  appt_set date[],
+  registered_at timestamp, enrolled_after_new date, art_start_obs date, disp_days date[],
+  disp_expiry date[], disp_legacy boolean[], disp_drugs text[], state_days date[],
+  state_codes integer[], visit_days date[], appt_dates date[], appt_set date[],
   PRIMARY KEY (site_id, patient_id));
 -- Columns added after the first release (CREATE TABLE IF NOT EXISTS leaves an older table as
 -- it was): in the same order as above, which is the order ids.def_art_status returns them in.
@@ -118,13 +112,17 @@ ALTER TABLE ids.art_status ADD COLUMN IF NOT EXISTS on_art_state boolean NOT NUL
   ADD COLUMN IF NOT EXISTS reason_on date, ADD COLUMN IF NOT EXISTS refill_on date,
   ADD COLUMN IF NOT EXISTS new_patient_on date, ADD COLUMN IF NOT EXISTS registered_at timestamp,
   ADD COLUMN IF NOT EXISTS enrolled_after_new date, ADD COLUMN IF NOT EXISTS art_start_obs date,
-  ADD COLUMN IF NOT EXISTS legacy_expiry boolean NOT NULL DEFAULT false,
-  ADD COLUMN IF NOT EXISTS regimen_drugs integer[],
   ADD COLUMN IF NOT EXISTS disp_days date[], ADD COLUMN IF NOT EXISTS disp_expiry date[],
   ADD COLUMN IF NOT EXISTS disp_legacy boolean[], ADD COLUMN IF NOT EXISTS disp_drugs text[],
   ADD COLUMN IF NOT EXISTS state_days date[], ADD COLUMN IF NOT EXISTS state_codes integer[],
   ADD COLUMN IF NOT EXISTS visit_days date[], ADD COLUMN IF NOT EXISTS appt_dates date[],
   ADD COLUMN IF NOT EXISTS appt_set date[];
+-- Columns of earlier releases that the timelines replace (the last dispensation, its expiry,
+-- legacy rule and drug set, the latest state and when it started, the latest of those dates).
+ALTER TABLE ids.art_status DROP COLUMN IF EXISTS last_dispensation_date,
+  DROP COLUMN IF EXISTS expiry_date, DROP COLUMN IF EXISTS latest_state,
+  DROP COLUMN IF EXISTS latest_state_date, DROP COLUMN IF EXISTS events_through,
+  DROP COLUMN IF EXISTS legacy_expiry, DROP COLUMN IF EXISTS regimen_drugs;
 CREATE INDEX IF NOT EXISTS art_status_enrolled ON ids.art_status (site_id, date_enrolled);
 
 -- The clinical facts the MOH cohort, TX_PVLS and the regimens by weight read, one row per
@@ -418,11 +416,9 @@ DROP FUNCTION IF EXISTS ids.expiry_on(integer, integer, date);
 CREATE OR REPLACE FUNCTION ids.def_art_status(site integer, patients integer[])
 RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                date_enrolled date, earliest_start_date date, transfer_in boolean,
-               last_dispensation_date date, expiry_date date, latest_state integer,
-               latest_state_date date, died_on date, events_through date,
-               on_art_state boolean, reason_on date, refill_on date, new_patient_on date,
-               registered_at timestamp, enrolled_after_new date, art_start_obs date,
-               legacy_expiry boolean, regimen_drugs integer[], disp_days date[],
+               died_on date, on_art_state boolean, reason_on date, refill_on date,
+               new_patient_on date, registered_at timestamp, enrolled_after_new date,
+               art_start_obs date, disp_days date[],
                disp_expiry date[], disp_legacy boolean[], disp_drugs text[],
                state_days date[], state_codes integer[], visit_days date[],
                appt_dates date[], appt_set date[])
@@ -437,13 +433,10 @@ LANGUAGE sql STABLE AS $$
   SELECT site, p.patient_id,
          CASE upper(left(pe.gender, 1)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'U' END,
          pe.birthdate, x.days[1], coalesce(s.started_on, x.days[1]),
-         t.transfer_in, x.days[x.n], x.expiry[x.n], sd.codes[sd.n], sd.days[sd.n],
-         sd.died_on, greatest(x.days[x.n], sd.last_state_date),
-         sd.on_art_state, g.reason_on, g.refill_on, g.new_patient_on, g.registered_at,
+         t.transfer_in, sd.died_on, sd.on_art_state, g.reason_on, g.refill_on, g.new_patient_on, g.registered_at,
          -- the first dispensation day on or after the 'New patient' obs
          x.days[width_bucket(g.new_patient_on - 1, x.days) + 1],
-         s.started_on, coalesce(x.legacy[x.n], false), x.drugs[x.n]::integer[],
-         x.days, x.expiry, x.legacy, x.drugs, sd.days, sd.codes, v.days, ap.dates, ap.set_on
+         s.started_on, x.days, x.expiry, x.legacy, x.drugs, sd.days, sd.codes, v.days, ap.dates, ap.set_on
   FROM d
   CROSS JOIN named
   CROSS JOIN LATERAL (SELECT p.* FROM cdr.patient p
@@ -459,8 +452,7 @@ LANGUAGE sql STABLE AS $$
     SELECT coalesce(array_agg(t.day ORDER BY t.day), '{}') AS days,
            coalesce(array_agg(t.expiry ORDER BY t.day), '{}') AS expiry,
            coalesce(array_agg(t.legacy ORDER BY t.day), '{}') AS legacy,
-           coalesce(array_agg(t.drugs::text ORDER BY t.day), '{}') AS drugs,
-           count(*)::integer AS n
+           coalesce(array_agg(t.drugs::text ORDER BY t.day), '{}') AS drugs
     FROM (SELECT a.dispensation_date AS day,
                  coalesce(min(a.expiry_date) FILTER (WHERE a.quantity < 6000),
                           min(a.expiry_date) - 2) AS expiry,
@@ -502,13 +494,11 @@ LANGUAGE sql STABLE AS $$
   -- as ORDER BY ... DESC puts NULLs first)
   CROSS JOIN LATERAL (
     SELECT min(s.start_date) FILTER (WHERE s.state IN (3, 127)) AS died_on,
-           max(s.start_date) AS last_state_date,
            coalesce(bool_or(s.program_id = 1 AND s.state = 7), false) AS on_art_state,
            coalesce(array_agg(s.start_date ORDER BY s.start_date, s.date_created, s.patient_state_id)
                       FILTER (WHERE s.program_id = 1), '{}') AS days,
            coalesce(array_agg(s.state ORDER BY s.start_date, s.date_created, s.patient_state_id)
-                      FILTER (WHERE s.program_id = 1), '{}') AS codes,
-           (count(*) FILTER (WHERE s.program_id = 1))::integer AS n
+                      FILTER (WHERE s.program_id = 1), '{}') AS codes
     FROM ids.program_states s WHERE s.site_id = (SELECT site) AND s.patient_id = p.patient_id
   ) sd
   CROSS JOIN LATERAL (
@@ -804,12 +794,7 @@ BEGIN
       date_enrolled = EXCLUDED.date_enrolled,
       earliest_start_date = EXCLUDED.earliest_start_date,
       transfer_in = EXCLUDED.transfer_in,
-      last_dispensation_date = EXCLUDED.last_dispensation_date,
-      expiry_date = EXCLUDED.expiry_date,
-      latest_state = EXCLUDED.latest_state,
-      latest_state_date = EXCLUDED.latest_state_date,
       died_on = EXCLUDED.died_on,
-      events_through = EXCLUDED.events_through,
       on_art_state = EXCLUDED.on_art_state,
       reason_on = EXCLUDED.reason_on,
       refill_on = EXCLUDED.refill_on,
@@ -817,8 +802,6 @@ BEGIN
       registered_at = EXCLUDED.registered_at,
       enrolled_after_new = EXCLUDED.enrolled_after_new,
       art_start_obs = EXCLUDED.art_start_obs,
-      legacy_expiry = EXCLUDED.legacy_expiry,
-      regimen_drugs = EXCLUDED.regimen_drugs,
       disp_days = EXCLUDED.disp_days,
       disp_expiry = EXCLUDED.disp_expiry,
       disp_legacy = EXCLUDED.disp_legacy,
@@ -828,8 +811,8 @@ BEGIN
       visit_days = EXCLUDED.visit_days,
       appt_dates = EXCLUDED.appt_dates,
       appt_set = EXCLUDED.appt_set
-      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.last_dispensation_date, t.expiry_date, t.latest_state, t.latest_state_date, t.died_on, t.events_through, t.on_art_state, t.reason_on, t.refill_on, t.new_patient_on, t.registered_at, t.enrolled_after_new, t.art_start_obs, t.legacy_expiry, t.regimen_drugs, t.disp_days, t.disp_expiry, t.disp_legacy, t.disp_drugs, t.state_days, t.state_codes, t.visit_days, t.appt_dates, t.appt_set)
-        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.last_dispensation_date, EXCLUDED.expiry_date, EXCLUDED.latest_state, EXCLUDED.latest_state_date, EXCLUDED.died_on, EXCLUDED.events_through, EXCLUDED.on_art_state, EXCLUDED.reason_on, EXCLUDED.refill_on, EXCLUDED.new_patient_on, EXCLUDED.registered_at, EXCLUDED.enrolled_after_new, EXCLUDED.art_start_obs, EXCLUDED.legacy_expiry, EXCLUDED.regimen_drugs, EXCLUDED.disp_days, EXCLUDED.disp_expiry, EXCLUDED.disp_legacy, EXCLUDED.disp_drugs, EXCLUDED.state_days, EXCLUDED.state_codes, EXCLUDED.visit_days, EXCLUDED.appt_dates, EXCLUDED.appt_set);
+      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.died_on, t.on_art_state, t.reason_on, t.refill_on, t.new_patient_on, t.registered_at, t.enrolled_after_new, t.art_start_obs, t.disp_days, t.disp_expiry, t.disp_legacy, t.disp_drugs, t.state_days, t.state_codes, t.visit_days, t.appt_dates, t.appt_set)
+        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.died_on, EXCLUDED.on_art_state, EXCLUDED.reason_on, EXCLUDED.refill_on, EXCLUDED.new_patient_on, EXCLUDED.registered_at, EXCLUDED.enrolled_after_new, EXCLUDED.art_start_obs, EXCLUDED.disp_days, EXCLUDED.disp_expiry, EXCLUDED.disp_legacy, EXCLUDED.disp_drugs, EXCLUDED.state_days, EXCLUDED.state_codes, EXCLUDED.visit_days, EXCLUDED.appt_dates, EXCLUDED.appt_set);
 
   WITH n AS MATERIALIZED (SELECT * FROM ids.def_clinical(site, dirty)),
   gone AS (
