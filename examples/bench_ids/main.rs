@@ -13,7 +13,6 @@
 mod batches;
 mod fill;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use emr_stream::mapping::Mapping;
@@ -43,7 +42,17 @@ async fn main() {
     );
     let patients: u64 = args[2].parse().expect("PATIENTS");
     let visits: u64 = args[3].parse().expect("VISITS_PER_PATIENT");
-    let mapping = Mapping::load(Path::new("mappings/openmrs.toml")).unwrap();
+    // A copy of the mapping taken now: the stores read its SQL files again at every connect,
+    // and an edit of ids-tables.sql during an hour-long run would re-queue every site.
+    let snapshot = std::env::temp_dir().join(format!("bench-ids-mappings-{}", std::process::id()));
+    std::fs::create_dir_all(&snapshot).unwrap();
+    for entry in std::fs::read_dir("mappings").unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            std::fs::copy(entry.path(), snapshot.join(entry.file_name())).unwrap();
+        }
+    }
+    let mapping = Mapping::load(&snapshot.join("openmrs.toml")).unwrap();
     let pool = pg::pool(&args[1], 8).unwrap();
     let connect = || PgStore::connect(pool.clone(), &mapping, PgOptions::default());
     connect().await.unwrap();
@@ -51,6 +60,7 @@ async fn main() {
     if std::env::var("REPORTS_ONLY").as_deref() == Ok("1") {
         // a database kept by an earlier run (KEEP=1): only the reports, timed again
         time_reports(&pool).await;
+        std::fs::remove_dir_all(&snapshot).ok();
         return;
     }
 
@@ -146,6 +156,7 @@ async fn main() {
         secs(started.elapsed())
     );
     time_reports(&pool).await;
+    std::fs::remove_dir_all(&snapshot).ok();
 }
 
 /// Every report for all sites and for one, median of 5.
