@@ -105,6 +105,8 @@ CREATE TABLE IF NOT EXISTS ids.art_status (
   registered_at timestamp, enrolled_after_new date, art_start_obs date, disp_days date[],
   disp_expiry date[], disp_legacy boolean[], disp_drugs text[], state_days date[],
   state_codes integer[], visit_days date[], appt_dates date[], appt_set date[],
+  outcome_days date[], moh_outcomes smallint[], moh_outcome_dates date[],
+  pepfar_outcomes smallint[], pepfar_outcome_dates date[], disp_regimens text[],
   PRIMARY KEY (site_id, patient_id));
 -- Columns added after the first release (CREATE TABLE IF NOT EXISTS leaves an older table as
 -- it was): in the same order as above, which is the order ids.def_art_status returns them in.
@@ -116,7 +118,12 @@ ALTER TABLE ids.art_status ADD COLUMN IF NOT EXISTS on_art_state boolean NOT NUL
   ADD COLUMN IF NOT EXISTS disp_legacy boolean[], ADD COLUMN IF NOT EXISTS disp_drugs text[],
   ADD COLUMN IF NOT EXISTS state_days date[], ADD COLUMN IF NOT EXISTS state_codes integer[],
   ADD COLUMN IF NOT EXISTS visit_days date[], ADD COLUMN IF NOT EXISTS appt_dates date[],
-  ADD COLUMN IF NOT EXISTS appt_set date[];
+  ADD COLUMN IF NOT EXISTS appt_set date[], ADD COLUMN IF NOT EXISTS outcome_days date[],
+  ADD COLUMN IF NOT EXISTS moh_outcomes smallint[],
+  ADD COLUMN IF NOT EXISTS moh_outcome_dates date[],
+  ADD COLUMN IF NOT EXISTS pepfar_outcomes smallint[],
+  ADD COLUMN IF NOT EXISTS pepfar_outcome_dates date[],
+  ADD COLUMN IF NOT EXISTS disp_regimens text[];
 -- Columns of earlier releases that the timelines replace (the last dispensation, its expiry,
 -- legacy rule and drug set, the latest state and when it started, the latest of those dates).
 ALTER TABLE ids.art_status DROP COLUMN IF EXISTS last_dispensation_date,
@@ -411,6 +418,113 @@ DROP FUNCTION IF EXISTS ids.outcome_at(integer, integer, date, integer);
 DROP FUNCTION IF EXISTS ids.history(integer, integer, date);
 DROP FUNCTION IF EXISTS ids.expiry_on(integer, integer, date);
 
+-- Days past the expiry after which a patient has defaulted: the definition's (60 MOH, 30
+-- PEPFAR), or past 60 (61) when the legacy rule gave the expiry (art-rules.md section 6).
+CREATE OR REPLACE FUNCTION ids.threshold(legacy boolean, default_days integer) RETURNS integer
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN legacy THEN 61 ELSE default_days END
+$$;
+
+-- The outcome precedence of the rules on a date: died (a state 3 or 127 started by then),
+-- else the latest HIV-program state by then when it is transferred out (2) or treatment
+-- stopped (6), else Pre-ART (latest state 1) or Unknown without an ARV dispensation by then,
+-- else Defaulted when the date is `threshold` or more days past the expiry, else On ART.
+CREATE OR REPLACE FUNCTION ids.outcome(died boolean, state integer, last_day date, expiry date,
+                                       on_date date, threshold integer) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN died THEN 'Patient died'
+    WHEN state = 2 THEN 'Patient transferred out'
+    WHEN state = 6 THEN 'Treatment stopped'
+    WHEN last_day IS NULL THEN CASE WHEN state = 1 THEN 'Pre-ART (continue)' ELSE 'Unknown' END
+    WHEN on_date - expiry >= threshold THEN 'Defaulted'
+    ELSE 'On antiretrovirals'
+  END
+$$;
+
+-- The date of an outcome (art-rules.md section 3): the death state's start, the transfer-out
+-- or stop state's start, the defaulter date, for On ART the current state's start else the
+-- last dispensation; none for Unknown and Pre-ART.
+CREATE OR REPLACE FUNCTION ids.outcome_date(outcome text, died_on date, state_date date,
+                                            last_day date, expiry date, threshold integer)
+RETURNS date LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE outcome
+    WHEN 'Patient died' THEN died_on
+    WHEN 'Patient transferred out' THEN state_date
+    WHEN 'Treatment stopped' THEN state_date
+    WHEN 'Defaulted' THEN expiry + threshold
+    WHEN 'On antiretrovirals' THEN coalesce(state_date, last_day)
+  END
+$$;
+
+-- A patient's outcome on a date, from their dispensation and state timelines (as art_status
+-- keeps them), and the date of that outcome: what def_art_status evaluates on each day of the
+-- outcome timeline.
+CREATE OR REPLACE FUNCTION ids.outcome_on(died_on date, disp_days date[], disp_expiry date[],
+                                          disp_legacy boolean[], state_days date[],
+                                          state_codes integer[], on_date date,
+                                          default_days integer) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT ids.outcome(coalesce(died_on <= on_date, false),
+                     state_codes[width_bucket(on_date, state_days)],
+                     disp_days[width_bucket(on_date, disp_days)],
+                     disp_expiry[width_bucket(on_date, disp_days)], on_date,
+                     ids.threshold(coalesce(disp_legacy[width_bucket(on_date, disp_days)], false),
+                                   default_days))
+$$;
+
+CREATE OR REPLACE FUNCTION ids.outcome_date_on(died_on date, disp_days date[],
+                                               disp_expiry date[], disp_legacy boolean[],
+                                               state_days date[], state_codes integer[],
+                                               on_date date, default_days integer) RETURNS date
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT ids.outcome_date(
+           ids.outcome_on(died_on, disp_days, disp_expiry, disp_legacy, state_days, state_codes,
+                          on_date, default_days),
+           CASE WHEN died_on <= on_date THEN died_on END,
+           state_days[width_bucket(on_date, state_days)],
+           disp_days[width_bucket(on_date, disp_days)],
+           disp_expiry[width_bucket(on_date, disp_days)],
+           ids.threshold(coalesce(disp_legacy[width_bucket(on_date, disp_days)], false),
+                         default_days))
+$$;
+
+-- The MOH regimens (moh-reports.md "Regimen distribution"): each combination's exact drug
+-- set, sorted. def_art_status names each dispensation day's drug set by it (no match: NULL,
+-- which reports count as 'unknown').
+CREATE OR REPLACE VIEW ids.regimens (name, drugs) AS VALUES
+    ('0A', '{22,969}'::int[]), ('0P', '{733,968}'), ('0P', '{22,733}'), ('0P', '{968,969}'),
+    ('0P', '{968,1044}'), ('0P', '{22,1044}'), ('2A', '{731}'), ('2A', '{39,731}'),
+    ('2P', '{732}'), ('2P', '{732,736}'), ('2P', '{39,732}'), ('2P', '{731,736}'),
+    ('4A', '{11,39}'), ('4A', '{39,1213}'), ('4PA', '{30,39}'), ('4PP', '{30,736}'),
+    ('5A', '{735}'), ('5A', '{1217}'), ('6A', '{22,734}'), ('7A', '{734,932}'),
+    ('8A', '{39,932}'), ('9A', '{73,969}'), ('9PA', '{74,969}'), ('9PP', '{74,1044}'),
+    ('10A', '{73,734}'), ('11A', '{39,73}'), ('11PA', '{39,74}'), ('11PP', '{74,736}'),
+    ('12A', '{976,977,982}'), ('12A', '{976,977,983}'), ('12A', '{976,977,982,984}'),
+    ('12A', '{734,976,977,982}'), ('12PA', '{982,1214,1215}'), ('12PP', '{980,1214,1215}'),
+    ('12PP', '{736,980,1214,1215}'), ('13A', '{983}'), ('13A', '{734,982}'), ('13A', '{982,983}'),
+    ('14A', '{39,982}'), ('14A', '{982,984}'), ('14PA', '{736,982}'), ('14PP', '{736,980}'),
+    ('15A', '{969,982}'), ('15PA', '{982,1044}'), ('15PP', '{980,1044}'), ('16A', '{954,969}'),
+    ('16P', '{1043,1044}'), ('16P', '{954,1044}'), ('16P', '{733,954}'), ('17A', '{11,969}'),
+    ('17A', '{969,1213}'), ('17PA', '{30,969}'), ('17PP', '{30,1044}');
+
+-- Outcomes as the outcome timelines keep them (a smallint each), and back.
+CREATE OR REPLACE FUNCTION ids.outcome_code(outcome text) RETURNS smallint
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE outcome
+    WHEN 'Unknown' THEN 0 WHEN 'On antiretrovirals' THEN 1 WHEN 'Defaulted' THEN 2
+    WHEN 'Patient died' THEN 3 WHEN 'Patient transferred out' THEN 4
+    WHEN 'Treatment stopped' THEN 5 WHEN 'Pre-ART (continue)' THEN 6 END::smallint
+$$;
+
+CREATE OR REPLACE FUNCTION ids.outcome_name(code smallint) RETURNS text
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE code
+    WHEN 1 THEN 'On antiretrovirals' WHEN 2 THEN 'Defaulted' WHEN 3 THEN 'Patient died'
+    WHEN 4 THEN 'Patient transferred out' WHEN 5 THEN 'Treatment stopped'
+    WHEN 6 THEN 'Pre-ART (continue)' ELSE 'Unknown' END
+$$;
+
 -- Reads the patients' rows of ids.arv_dispensations, program_states, appointments and
 -- patient_visits, so the recompute writes those first.
 CREATE OR REPLACE FUNCTION ids.def_art_status(site integer, patients integer[])
@@ -421,7 +535,10 @@ RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                art_start_obs date, disp_days date[],
                disp_expiry date[], disp_legacy boolean[], disp_drugs text[],
                state_days date[], state_codes integer[], visit_days date[],
-               appt_dates date[], appt_set date[])
+               appt_dates date[], appt_set date[], outcome_days date[],
+               moh_outcomes smallint[], moh_outcome_dates date[],
+               pepfar_outcomes smallint[], pepfar_outcome_dates date[],
+               disp_regimens text[])
 LANGUAGE sql STABLE AS $$
   -- Every fact is a per-patient lookup (LATERAL, index probes): the cost follows the
   -- patients, whatever the planner estimates.
@@ -436,7 +553,8 @@ LANGUAGE sql STABLE AS $$
          t.transfer_in, sd.died_on, sd.on_art_state, g.reason_on, g.refill_on, g.new_patient_on, g.registered_at,
          -- the first dispensation day on or after the 'New patient' obs
          x.days[width_bucket(g.new_patient_on - 1, x.days) + 1],
-         s.started_on, x.days, x.expiry, x.legacy, x.drugs, sd.days, sd.codes, v.days, ap.dates, ap.set_on
+         s.started_on, x.days, x.expiry, x.legacy, x.drugs, sd.days, sd.codes, v.days, ap.dates, ap.set_on,
+         oc.days, oc.moh, oc.moh_on, oc.pepfar, oc.pepfar_on, x.regimens
   FROM d
   CROSS JOIN named
   CROSS JOIN LATERAL (SELECT p.* FROM cdr.patient p
@@ -452,7 +570,9 @@ LANGUAGE sql STABLE AS $$
     SELECT coalesce(array_agg(t.day ORDER BY t.day), '{}') AS days,
            coalesce(array_agg(t.expiry ORDER BY t.day), '{}') AS expiry,
            coalesce(array_agg(t.legacy ORDER BY t.day), '{}') AS legacy,
-           coalesce(array_agg(t.drugs::text ORDER BY t.day), '{}') AS drugs
+           coalesce(array_agg(t.drugs::text ORDER BY t.day), '{}') AS drugs,
+           coalesce(array_agg((SELECT r.name FROM ids.regimens r WHERE r.drugs = t.drugs)
+                              ORDER BY t.day), '{}') AS regimens
     FROM (SELECT a.dispensation_date AS day,
                  coalesce(min(a.expiry_date) FILTER (WHERE a.quantity < 6000),
                           min(a.expiry_date) - 2) AS expiry,
@@ -515,6 +635,38 @@ LANGUAGE sql STABLE AS $$
                               ORDER BY a.appointment_date, a.recorded_at, a.obs_id), '{}') AS set_on
     FROM ids.appointments a WHERE a.site_id = (SELECT site) AND a.patient_id = p.patient_id
   ) ap
+  -- The outcome timelines (art-rules.md section 3), MOH (60 days) and PEPFAR (30): the days
+  -- on which an outcome or its date can change (a death, a state, a dispensation, the day
+  -- a dispensation's pills have been out for a threshold), each with what ids.outcome_on and
+  -- ids.outcome_date_on give on it under both definitions, a day kept only when one of them
+  -- differs from the day before. Nothing the rules read changes between two such days, so
+  -- the last entry on or before any date is the answer on that date (none: Unknown, no
+  -- date). A report reads one entry instead of evaluating the rules per patient.
+  CROSS JOIN LATERAL (
+    SELECT coalesce(array_agg(o.day ORDER BY o.day), '{}') AS days,
+           coalesce(array_agg(o.moh ORDER BY o.day), '{}') AS moh,
+           coalesce(array_agg(o.moh_on ORDER BY o.day), '{}') AS moh_on,
+           coalesce(array_agg(o.pepfar ORDER BY o.day), '{}') AS pepfar,
+           coalesce(array_agg(o.pepfar_on ORDER BY o.day), '{}') AS pepfar_on
+    FROM (SELECT o.*, lag(ROW(o.moh, o.moh_on, o.pepfar, o.pepfar_on)) OVER (ORDER BY o.day)
+                        AS before
+          FROM (SELECT c.day,
+                       ids.outcome_code(ids.outcome_on(sd.died_on, x.days, x.expiry, x.legacy,
+                                                       sd.days, sd.codes, c.day, 60)) AS moh,
+                       ids.outcome_date_on(sd.died_on, x.days, x.expiry, x.legacy, sd.days,
+                                           sd.codes, c.day, 60) AS moh_on,
+                       ids.outcome_code(ids.outcome_on(sd.died_on, x.days, x.expiry, x.legacy,
+                                                       sd.days, sd.codes, c.day, 30)) AS pepfar,
+                       ids.outcome_date_on(sd.died_on, x.days, x.expiry, x.legacy, sd.days,
+                                           sd.codes, c.day, 30) AS pepfar_on
+                FROM (SELECT DISTINCT c.day
+                      FROM unnest(ARRAY[sd.died_on] || x.days || sd.days
+                                  || ARRAY(SELECT e + ids.threshold(l, t)
+                                           FROM unnest(x.expiry, x.legacy) u(e, l),
+                                                (VALUES (30), (60)) d(t))) c(day)
+                      WHERE c.day IS NOT NULL) c) o) o
+    WHERE o.before IS DISTINCT FROM ROW(o.moh, o.moh_on, o.pepfar, o.pepfar_on)
+  ) oc
   WHERE p.voided = 0 AND pe.voided = 0
 $$;
 
@@ -810,9 +962,15 @@ BEGIN
       state_codes = EXCLUDED.state_codes,
       visit_days = EXCLUDED.visit_days,
       appt_dates = EXCLUDED.appt_dates,
-      appt_set = EXCLUDED.appt_set
-      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.died_on, t.on_art_state, t.reason_on, t.refill_on, t.new_patient_on, t.registered_at, t.enrolled_after_new, t.art_start_obs, t.disp_days, t.disp_expiry, t.disp_legacy, t.disp_drugs, t.state_days, t.state_codes, t.visit_days, t.appt_dates, t.appt_set)
-        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.died_on, EXCLUDED.on_art_state, EXCLUDED.reason_on, EXCLUDED.refill_on, EXCLUDED.new_patient_on, EXCLUDED.registered_at, EXCLUDED.enrolled_after_new, EXCLUDED.art_start_obs, EXCLUDED.disp_days, EXCLUDED.disp_expiry, EXCLUDED.disp_legacy, EXCLUDED.disp_drugs, EXCLUDED.state_days, EXCLUDED.state_codes, EXCLUDED.visit_days, EXCLUDED.appt_dates, EXCLUDED.appt_set);
+      appt_set = EXCLUDED.appt_set,
+      outcome_days = EXCLUDED.outcome_days,
+      moh_outcomes = EXCLUDED.moh_outcomes,
+      moh_outcome_dates = EXCLUDED.moh_outcome_dates,
+      pepfar_outcomes = EXCLUDED.pepfar_outcomes,
+      pepfar_outcome_dates = EXCLUDED.pepfar_outcome_dates,
+      disp_regimens = EXCLUDED.disp_regimens
+      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.died_on, t.on_art_state, t.reason_on, t.refill_on, t.new_patient_on, t.registered_at, t.enrolled_after_new, t.art_start_obs, t.disp_days, t.disp_expiry, t.disp_legacy, t.disp_drugs, t.state_days, t.state_codes, t.visit_days, t.appt_dates, t.appt_set, t.outcome_days, t.moh_outcomes, t.moh_outcome_dates, t.pepfar_outcomes, t.pepfar_outcome_dates, t.disp_regimens)
+        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.died_on, EXCLUDED.on_art_state, EXCLUDED.reason_on, EXCLUDED.refill_on, EXCLUDED.new_patient_on, EXCLUDED.registered_at, EXCLUDED.enrolled_after_new, EXCLUDED.art_start_obs, EXCLUDED.disp_days, EXCLUDED.disp_expiry, EXCLUDED.disp_legacy, EXCLUDED.disp_drugs, EXCLUDED.state_days, EXCLUDED.state_codes, EXCLUDED.visit_days, EXCLUDED.appt_dates, EXCLUDED.appt_set, EXCLUDED.outcome_days, EXCLUDED.moh_outcomes, EXCLUDED.moh_outcome_dates, EXCLUDED.pepfar_outcomes, EXCLUDED.pepfar_outcome_dates, EXCLUDED.disp_regimens);
 
   WITH n AS MATERIALIZED (SELECT * FROM ids.def_clinical(site, dirty)),
   gone AS (
@@ -1169,45 +1327,6 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
            '90+'])[ids.age_group_index(ids.years_between(birthdate, on_date))] END
 $$;
 
--- Days past the expiry after which a patient has defaulted: the definition's (60 MOH, 30
--- PEPFAR), or past 60 (61) when the legacy rule gave the expiry (art-rules.md section 6).
-CREATE OR REPLACE FUNCTION ids.threshold(legacy boolean, default_days integer) RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN legacy THEN 61 ELSE default_days END
-$$;
-
--- The outcome precedence of the rules on a date: died (a state 3 or 127 started by then),
--- else the latest HIV-program state by then when it is transferred out (2) or treatment
--- stopped (6), else Pre-ART (latest state 1) or Unknown without an ARV dispensation by then,
--- else Defaulted when the date is `threshold` or more days past the expiry, else On ART.
-CREATE OR REPLACE FUNCTION ids.outcome(died boolean, state integer, last_day date, expiry date,
-                                       on_date date, threshold integer) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE
-    WHEN died THEN 'Patient died'
-    WHEN state = 2 THEN 'Patient transferred out'
-    WHEN state = 6 THEN 'Treatment stopped'
-    WHEN last_day IS NULL THEN CASE WHEN state = 1 THEN 'Pre-ART (continue)' ELSE 'Unknown' END
-    WHEN on_date - expiry >= threshold THEN 'Defaulted'
-    ELSE 'On antiretrovirals'
-  END
-$$;
-
--- The date of an outcome (art-rules.md section 3): the death state's start, the transfer-out
--- or stop state's start, the defaulter date, for On ART the current state's start else the
--- last dispensation; none for Unknown and Pre-ART.
-CREATE OR REPLACE FUNCTION ids.outcome_date(outcome text, died_on date, state_date date,
-                                            last_day date, expiry date, threshold integer)
-RETURNS date LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE outcome
-    WHEN 'Patient died' THEN died_on
-    WHEN 'Patient transferred out' THEN state_date
-    WHEN 'Treatment stopped' THEN state_date
-    WHEN 'Defaulted' THEN expiry + threshold
-    WHEN 'On antiretrovirals' THEN coalesce(state_date, last_day)
-  END
-$$;
-
 -- The cohort gates of art-rules.md section 1 on end_date, as the enrolment date they give
 -- (NULL: not in any cohort report): a state 7 of the HIV program; a reason for starting ART
 -- (obs 7563) by then; an ARV dispensation by then; and a drug-refill or external-consultation
@@ -1240,44 +1359,29 @@ RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
          AND NOT coalesce(registered_at < end_date, false)
 $$;
 
--- A patient's outcome on a date of its own (missed appointments take it at appointment + 14;
--- TX_ML and TX_RTT the day before their period), from the timelines of their art_status row
--- (the rules of ids.cohort), and the date of that outcome.
-CREATE OR REPLACE FUNCTION ids.outcome_on(died_on date, disp_days date[], disp_expiry date[],
-                                          disp_legacy boolean[], state_days date[],
-                                          state_codes integer[], on_date date,
-                                          default_days integer) RETURNS text
+-- A patient's outcome on a date and its date, from their outcome timelines (art_status's
+-- outcome_days with moh_* for the MOH's 60 days, pepfar_* for PEPFAR's 30; another
+-- default_days has no timeline: NULL): one binary search (width_bucket) and a subscript.
+CREATE OR REPLACE FUNCTION ids.outcome_from(days date[], moh smallint[], pepfar smallint[],
+                                            on_date date, default_days integer) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT ids.outcome(coalesce(died_on <= on_date, false),
-                     state_codes[width_bucket(on_date, state_days)],
-                     disp_days[width_bucket(on_date, disp_days)],
-                     disp_expiry[width_bucket(on_date, disp_days)], on_date,
-                     ids.threshold(coalesce(disp_legacy[width_bucket(on_date, disp_days)], false),
-                                   default_days))
+  SELECT CASE WHEN default_days IN (30, 60) THEN ids.outcome_name(
+    (CASE default_days WHEN 60 THEN moh ELSE pepfar END)[width_bucket(on_date, days)]) END
 $$;
 
-CREATE OR REPLACE FUNCTION ids.outcome_date_on(died_on date, disp_days date[],
-                                               disp_expiry date[], disp_legacy boolean[],
-                                               state_days date[], state_codes integer[],
-                                               on_date date, default_days integer) RETURNS date
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT ids.outcome_date(
-           ids.outcome_on(died_on, disp_days, disp_expiry, disp_legacy, state_days, state_codes,
-                          on_date, default_days),
-           CASE WHEN died_on <= on_date THEN died_on END,
-           state_days[width_bucket(on_date, state_days)],
-           disp_days[width_bucket(on_date, disp_days)],
-           disp_expiry[width_bucket(on_date, disp_days)],
-           ids.threshold(coalesce(disp_legacy[width_bucket(on_date, disp_days)], false),
-                         default_days))
+CREATE OR REPLACE FUNCTION ids.outcome_date_from(days date[], moh date[], pepfar date[],
+                                                 on_date date, default_days integer)
+RETURNS date LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT (CASE default_days WHEN 60 THEN moh WHEN 30 THEN pepfar END)[width_bucket(on_date, days)]
 $$;
 
 -- The cohort on end_date (art-rules.md section 1) with every patient's outcome on that day
--- (section 3) under a default_days threshold: the patients of `site`, or of every site when
--- it is NULL. Every fact on end_date comes from the patient's art_status row (its timelines:
--- the last dispensation by then and its expiry and drug set, the current state, the first
--- death by then), so a report is one scan of the status rows whatever its end date, which
--- PostgreSQL may split over parallel workers (every function a report calls is PARALLEL SAFE).
+-- (section 3) under a default_days threshold (60: MOH, 30: PEPFAR, the two the outcome
+-- timelines keep): the patients of `site`, or of every site when it is NULL. Every fact on
+-- end_date comes from the patient's art_status row (its timelines: the outcome and its date,
+-- the last dispensation by then, its expiry, drug set and regimen), so a report is one scan of the
+-- status rows whatever its end date, which PostgreSQL may split over parallel workers (every
+-- function a report calls is PARALLEL SAFE).
 --
 -- With `before`, also each patient's outcome on that other date and its date (NULL when not in
 -- the cohort then): TX_ML and TX_RTT compare the day before their period with its end in the
@@ -1290,62 +1394,37 @@ RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                transfer_in boolean, outcome text, outcome_date date,
                last_dispensation_date date, expiry_date date, defaulted_on date,
                regimen_drugs integer[], registered_at timestamp, outcome_before text,
-               outcome_date_before date)
+               outcome_date_before date, regimen text)
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT p.site_id, p.patient_id, p.gender, p.birthdate,
          ids.age_group(p.birthdate, cohort.end_date),
          p.enrolled, coalesce(p.art_start_obs, p.enrolled), p.transfer_in,
-         o.outcome, ids.outcome_date(o.outcome, f.died_on, f.state_date, f.last_day, f.expiry,
-                                     o.threshold),
-         f.last_day, f.expiry, f.expiry + o.threshold, f.regimen_drugs, p.registered_at,
+         ids.outcome_from(p.outcome_days, p.moh_outcomes, p.pepfar_outcomes, cohort.end_date,
+                          cohort.default_days),
+         ids.outcome_date_from(p.outcome_days, p.moh_outcome_dates, p.pepfar_outcome_dates,
+                               cohort.end_date, cohort.default_days),
+         p.disp_days[p.di], p.disp_expiry[p.di],
+         p.disp_expiry[p.di] + ids.threshold(coalesce(p.disp_legacy[p.di], false),
+                                             cohort.default_days),
+         p.disp_drugs[p.di]::integer[], p.registered_at,
          CASE WHEN p.enrolled_before IS NOT NULL THEN
-           ids.outcome_on(p.died_on, p.disp_days, p.disp_expiry, p.disp_legacy, p.state_days,
-                          p.state_codes, cohort.before, cohort.default_days) END,
+           ids.outcome_from(p.outcome_days, p.moh_outcomes, p.pepfar_outcomes, cohort.before,
+                            cohort.default_days) END,
          CASE WHEN p.enrolled_before IS NOT NULL THEN
-           ids.outcome_date_on(p.died_on, p.disp_days, p.disp_expiry, p.disp_legacy,
-                               p.state_days, p.state_codes, cohort.before,
-                               cohort.default_days) END
+           ids.outcome_date_from(p.outcome_days, p.moh_outcome_dates, p.pepfar_outcome_dates,
+                                 cohort.before, cohort.default_days) END,
+         p.disp_regimens[p.di]
   FROM (SELECT p.*, ids.cohort_enrolment(p.on_art_state, p.reason_on, p.refill_on,
                       p.new_patient_on, p.registered_at, p.date_enrolled, p.enrolled_after_new,
                       cohort.end_date) AS enrolled,
                ids.cohort_enrolment(p.on_art_state, p.reason_on, p.refill_on,
                       p.new_patient_on, p.registered_at, p.date_enrolled, p.enrolled_after_new,
                       cohort.before) AS enrolled_before,
-               width_bucket(cohort.end_date, p.disp_days) AS di,
-               width_bucket(cohort.end_date, p.state_days) AS si
+               width_bucket(cohort.end_date, p.disp_days) AS di
         FROM ids.art_status p
         WHERE cohort.site IS NULL OR p.site_id = cohort.site) p
-  CROSS JOIN LATERAL (
-    SELECT p.disp_days[p.di] AS last_day, p.disp_expiry[p.di] AS expiry,
-           coalesce(p.disp_legacy[p.di], false) AS legacy,
-           p.disp_drugs[p.di]::integer[] AS regimen_drugs,
-           CASE WHEN p.died_on <= cohort.end_date THEN p.died_on END AS died_on,
-           p.state_codes[p.si] AS state, p.state_days[p.si] AS state_date) f
-  CROSS JOIN LATERAL (
-    SELECT ids.outcome(f.died_on IS NOT NULL, f.state, f.last_day, f.expiry, cohort.end_date,
-                       t.threshold) AS outcome, t.threshold
-    FROM (SELECT ids.threshold(f.legacy, cohort.default_days) AS threshold) t) o
   WHERE p.enrolled IS NOT NULL
 $$;
-
--- The MOH regimens (moh-reports.md "Regimen distribution"): each combination's exact drug
--- set, sorted. Reports join a patient's last-day drug set to it (a hash join); no match is
--- 'unknown'.
-CREATE OR REPLACE VIEW ids.regimens (name, drugs) AS VALUES
-    ('0A', '{22,969}'::int[]), ('0P', '{733,968}'), ('0P', '{22,733}'), ('0P', '{968,969}'),
-    ('0P', '{968,1044}'), ('0P', '{22,1044}'), ('2A', '{731}'), ('2A', '{39,731}'),
-    ('2P', '{732}'), ('2P', '{732,736}'), ('2P', '{39,732}'), ('2P', '{731,736}'),
-    ('4A', '{11,39}'), ('4A', '{39,1213}'), ('4PA', '{30,39}'), ('4PP', '{30,736}'),
-    ('5A', '{735}'), ('5A', '{1217}'), ('6A', '{22,734}'), ('7A', '{734,932}'),
-    ('8A', '{39,932}'), ('9A', '{73,969}'), ('9PA', '{74,969}'), ('9PP', '{74,1044}'),
-    ('10A', '{73,734}'), ('11A', '{39,73}'), ('11PA', '{39,74}'), ('11PP', '{74,736}'),
-    ('12A', '{976,977,982}'), ('12A', '{976,977,983}'), ('12A', '{976,977,982,984}'),
-    ('12A', '{734,976,977,982}'), ('12PA', '{982,1214,1215}'), ('12PP', '{980,1214,1215}'),
-    ('12PP', '{736,980,1214,1215}'), ('13A', '{983}'), ('13A', '{734,982}'), ('13A', '{982,983}'),
-    ('14A', '{39,982}'), ('14A', '{982,984}'), ('14PA', '{736,982}'), ('14PP', '{736,980}'),
-    ('15A', '{969,982}'), ('15PA', '{982,1044}'), ('15PP', '{980,1044}'), ('16A', '{954,969}'),
-    ('16P', '{1043,1044}'), ('16P', '{954,1044}'), ('16P', '{733,954}'), ('17A', '{11,969}'),
-    ('17A', '{969,1213}'), ('17PA', '{30,969}'), ('17PP', '{30,1044}');
 
 -- Weight band of the regimen distribution by weight (moh-reports.md): the engine's bands, and
 -- 5-5.9 kg, which its bands skip (those patients would vanish), in a band of its own.

@@ -123,7 +123,7 @@ macro_rules! facts {
     () => {
         "SELECT c.site_id, c.patient_id, c.gender, c.age_group, c.date_enrolled,
                 c.earliest_start_date, c.outcome, c.outcome_date,
-                coalesce(r.name, 'unknown') AS regimen,
+                coalesce(c.regimen, 'unknown') AS regimen,
                 c.date_enrolled BETWEEN $2 AND $3 AS in_quarter,
                 CASE WHEN c.date_enrolled = c.earliest_start_date
                      THEN 'initiated_on_art_first_time' END AS initiated,
@@ -158,7 +158,7 @@ macro_rules! facts {
                      WHEN c.outcome_date - c.earliest_start_date <= 91 THEN 'died_within_month_3'
                      ELSE 'died_after_month_3' END AS died_when,
                 CASE WHEN c.outcome = 'On antiretrovirals'
-                     THEN coalesce(r.name, 'unknown_regimen') END AS on_regimen,
+                     THEN coalesce(c.regimen, 'unknown_regimen') END AS on_regimen,
                 CASE WHEN c.outcome = 'On antiretrovirals'
                      THEN coalesce(k.tb_fields[width_bucket($3, k.tb_days)], 'unknown_tb_status')
                      END AS tb_status,
@@ -173,7 +173,6 @@ macro_rules! facts {
          FROM ids.cohort($3, $4, $1) c
          -- (a patient whose clinical row waits in the queue counts with no clinical fact)
          LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
-         LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
          CROSS JOIN LATERAL (
            SELECT coalesce(k.reason_field, 'unknown_other_reason_outside_guidelines') AS reason,
                   k.crit_fields[1:width_bucket(c.date_enrolled, k.crit_days)] AS criteria,

@@ -262,11 +262,10 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
             ..simple(
                 "SELECT c.site_id, c.patient_id, c.gender, c.age_group,
                         ids.weight_band(w.value) AS weight_band,
-                        coalesce(r.name, 'unknown') AS regimen, ARRAY['count'] AS fields,
+                        coalesce(c.regimen, 'unknown') AS regimen, ARRAY['count'] AS fields,
                         w.value AS weight
                  FROM ids.cohort($3, $4, $1) c
                  LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
-                 LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
                  -- the latest weight by the end date
                  CROSS JOIN LATERAL (
                    SELECT k.weight_values[width_bucket($3, k.weight_days)] AS value) w
@@ -285,10 +284,9 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
             rows: Rows::AgeRegimen,
             ..simple(
                 "SELECT c.site_id, c.patient_id, c.gender, c.age_group,
-                        coalesce(r.name, 'unknown') AS regimen, ARRAY['count'] AS fields,
+                        coalesce(c.regimen, 'unknown') AS regimen, ARRAY['count'] AS fields,
                         c.regimen_drugs::text AS drugs
                  FROM ids.cohort($3, $4, $1) c
-                 LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
                  WHERE c.outcome = 'On antiretrovirals'",
                 &[
                     "site_id",
@@ -344,8 +342,8 @@ const MISSED: &str = "
       -- no dispensation day after the day it was set up to the appointment + 14: as many
       -- days on or before the one as on or before the other
       AND width_bucket(p.appointment_date + 14, p.disp_days) <= width_bucket(p.set_on, p.disp_days)
-      AND ids.outcome_on(p.died_on, p.disp_days, p.disp_expiry, p.disp_legacy, p.state_days,
-                         p.state_codes, p.appointment_date + 14, $4)
+      AND ids.outcome_from(p.outcome_days, p.moh_outcomes, p.pepfar_outcomes,
+                           p.appointment_date + 14, $4)
           NOT IN ('Patient died', 'Patient transferred out', 'Treatment stopped')";
 
 /// TX_ML (moh-reports.md): on ART at the start (outcome as of start - 1 day, ART started

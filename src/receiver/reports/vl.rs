@@ -35,7 +35,6 @@ pub(super) const TX_PVLS: &str = "
     FROM ids.cohort($3, $4, $1) c
     -- (a patient whose clinical row waits in the queue counts with no clinical fact)
     LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
-    LEFT JOIN ids.regimens r ON r.drugs = c.regimen_drugs
     -- the latest pregnancy and breastfeeding answers and VL order by the end date (the last
     -- entries of their timelines on or before it)
     CROSS JOIN LATERAL (
@@ -55,7 +54,7 @@ pub(super) const TX_PVLS: &str = "
                       AND c.defaulted_on < ($3 - interval '12 months')::date)
              AND (c.outcome = 'On antiretrovirals'
                   OR (coalesce(v.ordered_on, c.earliest_start_date)
-                      + CASE WHEN v.maternal IN ('FP', 'FBf') OR r.name LIKE '%P'
+                      + CASE WHEN v.maternal IN ('FP', 'FBf') OR c.regimen LIKE '%P'
                              THEN interval '6 months' ELSE interval '12 months' END)::date
                      < c.outcome_date) AS due) d
     WHERE c.outcome = 'On antiretrovirals'
