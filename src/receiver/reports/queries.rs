@@ -8,7 +8,7 @@
 //! expiry of the definition (60 MOH, 30 PEPFAR).
 
 use super::cohort::{COHORT, COHORT_COUNTED, FIELDS as COHORT_FIELDS};
-use super::vl::TX_PVLS;
+use super::vl::{TX_PVLS, TX_PVLS_COUNTED};
 use super::{By, ReportName};
 
 /// How the rows of an answer are keyed.
@@ -196,6 +196,7 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
                 "low_vl_targeted",
             ],
             maternal: true,
+            counted: Some(TX_PVLS_COUNTED),
             ..simple(
                 TX_PVLS,
                 &[

@@ -1,5 +1,55 @@
 //! The viral load report's SQL (TX_PVLS), beside the other reports' (`queries`).
 
+// Each candidate's facts, scalar columns: what `pvls_fields!` turns into the fields. The
+// count groups the candidates by these first (a nation's in a few hundred groups), so the
+// fields are built once per group, and each fact is computed once per patient.
+macro_rules! pvls_facts {
+    () => {
+        "SELECT c.site_id, c.patient_id, c.gender, c.age_group, v.maternal,
+                c.outcome = 'On antiretrovirals' AS tx_curr, d.due, v.drawn, v.kind, v.result,
+                c.outcome, c.outcome_date, c.earliest_start_date, v.ordered_on
+         FROM ids.cohort($3, $4, $1) c
+         -- (a patient whose clinical row waits in the queue counts with no clinical fact)
+         LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
+         -- the latest pregnancy and breastfeeding answers and VL order by the end date (the
+         -- last entries of their timelines on or before it)
+         CROSS JOIN LATERAL (
+           SELECT width_bucket($3, k.preg_days) AS pi, width_bucket($3, k.bf_days) AS bi,
+                  width_bucket($3, k.vl_days) AS vi) i
+         CROSS JOIN LATERAL (
+           SELECT CASE WHEN c.gender <> 'F' THEN NULL
+                       WHEN k.preg_days[i.pi] >= $2 AND k.preg_yes[i.pi] THEN 'FP'
+                       WHEN k.bf_days[i.bi] >= $2 AND k.bf_yes[i.bi] THEN 'FBf'
+                       ELSE 'FNP' END AS maternal,
+                  k.vl_days[i.vi] AS ordered_on,
+                  coalesce(k.vl_days[i.vi] >= ($2 - interval '12 months')::date, false) AS drawn,
+                  k.vl_kind[i.vi] AS kind, k.vl_result[i.vi] AS result) v
+         CROSS JOIN LATERAL (
+           SELECT c.earliest_start_date <= ($3 - interval '6 months')::date
+                  AND NOT (c.outcome = 'Defaulted'
+                           AND c.defaulted_on < ($3 - interval '12 months')::date)
+                  AND (c.outcome = 'On antiretrovirals'
+                       OR (coalesce(v.ordered_on, c.earliest_start_date)
+                           + CASE WHEN v.maternal IN ('FP', 'FBf') OR c.regimen LIKE '%P'
+                                  THEN interval '6 months' ELSE interval '12 months' END)::date
+                          < c.outcome_date) AS due) d
+         WHERE c.outcome = 'On antiretrovirals'
+            OR (c.outcome_date > ($3 - interval '12 months')::date AND c.outcome_date <= $3)"
+    };
+}
+
+// The fields of a row of facts `f`.
+macro_rules! pvls_fields {
+    () => {
+        "array_remove(ARRAY[
+           CASE WHEN f.tx_curr THEN 'tx_curr' END,
+           CASE WHEN f.due THEN 'due_for_vl' END,
+           CASE WHEN f.due AND f.drawn THEN 'drawn_' || f.kind END,
+           CASE WHEN f.due AND f.drawn AND f.result IS NOT NULL
+                THEN f.result || '_vl_' || f.kind END], NULL)"
+    };
+}
+
 /// TX_PVLS, viral load coverage (moh-reports.md), on PEPFAR outcomes ($4 is always 30).
 /// - Candidates: in the cohort on the end date, On ART, or with another outcome dated within
 ///   the 12 months before it (after end - 12 months, on or before end).
@@ -21,41 +71,27 @@
 ///   counted in drawn only.
 /// - Maternal status of women: FP when the latest 'Is patient pregnant?' obs of the period is
 ///   'Yes', else FBf when the latest 'Breast feeding?' obs of the period is, else FNP.
-pub(super) const TX_PVLS: &str = "
-    SELECT c.site_id, c.patient_id, c.gender, c.age_group,
-           array_remove(ARRAY[
-             CASE WHEN c.outcome = 'On antiretrovirals' THEN 'tx_curr' END,
-             CASE WHEN d.due THEN 'due_for_vl' END,
-             CASE WHEN d.due AND v.drawn THEN 'drawn_' || v.kind END,
-             CASE WHEN d.due AND v.drawn AND v.result IS NOT NULL
-                  THEN v.result || '_vl_' || v.kind END], NULL) AS fields,
-           v.maternal, c.outcome, c.outcome_date::text AS outcome_date,
-           c.earliest_start_date::text AS earliest_start_date,
-           v.ordered_on::text AS vl_ordered_on, v.kind AS vl_reason, v.result AS vl_result
-    FROM ids.cohort($3, $4, $1) c
-    -- (a patient whose clinical row waits in the queue counts with no clinical fact)
-    LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
-    -- the latest pregnancy and breastfeeding answers and VL order by the end date (the last
-    -- entries of their timelines on or before it)
-    CROSS JOIN LATERAL (
-      SELECT width_bucket($3, k.preg_days) AS pi, width_bucket($3, k.bf_days) AS bi,
-             width_bucket($3, k.vl_days) AS vi) i
-    CROSS JOIN LATERAL (
-      SELECT CASE WHEN c.gender <> 'F' THEN NULL
-                  WHEN k.preg_days[i.pi] >= $2 AND k.preg_yes[i.pi] THEN 'FP'
-                  WHEN k.bf_days[i.bi] >= $2 AND k.bf_yes[i.bi] THEN 'FBf'
-                  ELSE 'FNP' END AS maternal,
-             k.vl_days[i.vi] AS ordered_on,
-             coalesce(k.vl_days[i.vi] >= ($2 - interval '12 months')::date, false) AS drawn,
-             k.vl_kind[i.vi] AS kind, k.vl_result[i.vi] AS result) v
-    CROSS JOIN LATERAL (
-      SELECT c.earliest_start_date <= ($3 - interval '6 months')::date
-             AND NOT (c.outcome = 'Defaulted'
-                      AND c.defaulted_on < ($3 - interval '12 months')::date)
-             AND (c.outcome = 'On antiretrovirals'
-                  OR (coalesce(v.ordered_on, c.earliest_start_date)
-                      + CASE WHEN v.maternal IN ('FP', 'FBf') OR c.regimen LIKE '%P'
-                             THEN interval '6 months' ELSE interval '12 months' END)::date
-                     < c.outcome_date) AS due) d
-    WHERE c.outcome = 'On antiretrovirals'
-       OR (c.outcome_date > ($3 - interval '12 months')::date AND c.outcome_date <= $3)";
+///
+/// One row per candidate with its fields (the detail list).
+pub(super) const TX_PVLS: &str = concat!(
+    "SELECT f.site_id, f.patient_id, f.gender, f.age_group, ",
+    pvls_fields!(),
+    " AS fields, f.maternal, f.outcome, f.outcome_date::text AS outcome_date,
+      f.earliest_start_date::text AS earliest_start_date,
+      f.ordered_on::text AS vl_ordered_on, f.kind AS vl_reason, f.result AS vl_result
+    FROM (",
+    pvls_facts!(),
+    ") f"
+);
+
+/// TX_PVLS counted: one row per group of candidates with the same facts, its dimensions
+/// (gender, age group, maternal status), fields and how many candidates (`n`).
+pub(super) const TX_PVLS_COUNTED: &str = concat!(
+    "SELECT f.gender, f.age_group, f.maternal, ",
+    pvls_fields!(),
+    " AS fields, f.n FROM (
+      SELECT gender, age_group, maternal, tx_curr, due, drawn, kind, result, count(*) AS n
+      FROM (",
+    pvls_facts!(),
+    ") f GROUP BY gender, age_group, maternal, tx_curr, due, drawn, kind, result) f"
+);
