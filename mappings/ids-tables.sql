@@ -1,7 +1,7 @@
 -- IDS analytics over schema cdr: plain tables maintained per patient (design/incremental-ids.md).
 --
--- Every row of ids.arv_dispensations, program_states, appointments, patient_visits, art_status
--- and clinical is a function of one (site, patient), the site's ARV drug set and the concepts
+-- Every row of ids.arv_dispensations, program_states, appointments, patient_visits and
+-- art_status is a function of one (site, patient), the site's ARV drug set and the concepts
 -- found by name (ids.definition_concepts); every row of visits_daily of
 -- one (site, day). Nothing stored reads the clock: end dates are applied when a report reads.
 -- Each table has ONE definition, ids.def_<table>(site, patients), used both by the incremental
@@ -86,8 +86,10 @@ CREATE INDEX IF NOT EXISTS patient_visits_day ON ids.patient_visits (site_id, vi
 -- state (died_on), and the timelines that give the other facts of the outcome on ANY date,
 -- sorted so that width_bucket(date, days) (a binary search) is the index of the last entry on
 -- or before it: per dispensation day its expiry (the legacy rule when every ARV of that day
--- sums to 6000 or more), legacy rule and drug set (disp_*; the drug set as text,
--- '{22,969}', an array of arrays being rectangular in PostgreSQL); the HIV-program states by
+-- sums to 6000 or more), legacy rule, drug set and MOH regimen (disp_*; the drug set as
+-- text, '{22,969}', an array of arrays being rectangular in PostgreSQL; no regimen: NULL);
+-- the outcome and its date under both definitions from each day they change (outcome_days
+-- with moh_outcomes, moh_outcome_dates, pepfar_*: see def_art_status); the HIV-program states by
 -- start date, date created and id (state_days, state_codes: the last one on or before a date
 -- is the current state then); the visit days; the appointment dates by date and when set
 -- (appt_dates, appt_set: the day each was recorded). Reports read a patient's history from
@@ -98,6 +100,24 @@ CREATE INDEX IF NOT EXISTS patient_visits_day ON ids.patient_visits (site_id, vi
 -- answered 'Drug refill' or 'External consultation' (refill_on), the first answered 'New
 -- patient', the first HIV CLINIC REGISTRATION encounter, and the first dispensation on or
 -- after that 'New patient' obs (what counts for enrolment of a refill client who registered).
+-- The clinical facts the MOH cohort, TX_PVLS and the regimens by weight read, as timelines
+-- (sorted like the others: width_bucket(date, days) is the index of the last entry on or
+-- before a date) and date-free facts:
+-- - reinit_asked: the earliest obs 7937 'Ever registered at an ART clinic' answered Yes sits
+--   in an HIV CLINIC REGISTRATION encounter holding an obs 7751 'Date ART last taken' more
+--   than 14 days before it; reason_field: the field of the answer of the earliest obs 7563
+--   (the reason for starting; NULL: another answer or free text);
+-- - crit_*: 'Who stages criteria present' answers that count (their cohort field), by date;
+-- - preg_* and bf_*: every 'Is patient pregnant?' and 'Breast feeding?' answer, Yes or not;
+-- - tb_*: obs 7459 (TB status), their field (NULL: an answer no field names), each that
+--   differs from the one before it;
+-- - adh_*: per day with an obs 6987 'Drug order adherence' tied to a non-voided ARV order,
+--   the day's class (every number 95-105: adherent, one outside: not, none: unknown), each
+--   day whose class differs from the day before;
+-- - vl_*: VL orders (lab orders of a named specimen) by start, routine or targeted, and the
+--   latest result's class (low, high, NULL: none);
+-- - weight_*: numeric 'Weight (kg)' obs, each that differs from the one before it.
+-- Answers are found by name (ids.cohort_answers), as the engine finds them.
 CREATE TABLE IF NOT EXISTS ids.art_status (
   site_id integer NOT NULL, patient_id integer NOT NULL, gender text NOT NULL, birthdate date,
   date_enrolled date, earliest_start_date date, transfer_in boolean NOT NULL, died_on date,
@@ -107,6 +127,10 @@ CREATE TABLE IF NOT EXISTS ids.art_status (
   state_codes integer[], visit_days date[], appt_dates date[], appt_set date[],
   outcome_days date[], moh_outcomes smallint[], moh_outcome_dates date[],
   pepfar_outcomes smallint[], pepfar_outcome_dates date[], disp_regimens text[],
+  reinit_asked boolean, reason_field text, crit_days date[], crit_fields text[],
+  preg_days date[], preg_yes boolean[], bf_days date[], bf_yes boolean[], tb_days date[],
+  tb_fields text[], adh_days date[], adh_class text[], vl_days date[], vl_kind text[],
+  vl_result text[], weight_days date[], weight_values double precision[],
   PRIMARY KEY (site_id, patient_id));
 -- Columns added after the first release (CREATE TABLE IF NOT EXISTS leaves an older table as
 -- it was): in the same order as above, which is the order ids.def_art_status returns them in.
@@ -123,7 +147,24 @@ ALTER TABLE ids.art_status ADD COLUMN IF NOT EXISTS on_art_state boolean NOT NUL
   ADD COLUMN IF NOT EXISTS moh_outcome_dates date[],
   ADD COLUMN IF NOT EXISTS pepfar_outcomes smallint[],
   ADD COLUMN IF NOT EXISTS pepfar_outcome_dates date[],
-  ADD COLUMN IF NOT EXISTS disp_regimens text[];
+  ADD COLUMN IF NOT EXISTS disp_regimens text[],
+  ADD COLUMN IF NOT EXISTS reinit_asked boolean,
+  ADD COLUMN IF NOT EXISTS reason_field text,
+  ADD COLUMN IF NOT EXISTS crit_days date[],
+  ADD COLUMN IF NOT EXISTS crit_fields text[],
+  ADD COLUMN IF NOT EXISTS preg_days date[],
+  ADD COLUMN IF NOT EXISTS preg_yes boolean[],
+  ADD COLUMN IF NOT EXISTS bf_days date[],
+  ADD COLUMN IF NOT EXISTS bf_yes boolean[],
+  ADD COLUMN IF NOT EXISTS tb_days date[],
+  ADD COLUMN IF NOT EXISTS tb_fields text[],
+  ADD COLUMN IF NOT EXISTS adh_days date[],
+  ADD COLUMN IF NOT EXISTS adh_class text[],
+  ADD COLUMN IF NOT EXISTS vl_days date[],
+  ADD COLUMN IF NOT EXISTS vl_kind text[],
+  ADD COLUMN IF NOT EXISTS vl_result text[],
+  ADD COLUMN IF NOT EXISTS weight_days date[],
+  ADD COLUMN IF NOT EXISTS weight_values double precision[];
 -- Columns of earlier releases that the timelines replace (the last dispensation, its expiry,
 -- legacy rule and drug set, the latest state and when it started, the latest of those dates).
 ALTER TABLE ids.art_status DROP COLUMN IF EXISTS last_dispensation_date,
@@ -132,31 +173,9 @@ ALTER TABLE ids.art_status DROP COLUMN IF EXISTS last_dispensation_date,
   DROP COLUMN IF EXISTS legacy_expiry, DROP COLUMN IF EXISTS regimen_drugs;
 CREATE INDEX IF NOT EXISTS art_status_enrolled ON ids.art_status (site_id, date_enrolled);
 
--- The clinical facts the MOH cohort, TX_PVLS and the regimens by weight read, one row per
--- counted patient, as timelines (sorted like art_status's: width_bucket(date, days) is the
--- index of the last entry on or before a date) and date-free facts:
--- - reinit_asked: the earliest obs 7937 'Ever registered at an ART clinic' answered Yes sits
---   in an HIV CLINIC REGISTRATION encounter holding an obs 7751 'Date ART last taken' more
---   than 14 days before it; reason_field: the field of the answer of the earliest obs 7563
---   (the reason for starting; NULL: another answer or free text);
--- - crit_*: 'Who stages criteria present' answers that count (their cohort field), by date;
--- - preg_* and bf_*: every 'Is patient pregnant?' and 'Breast feeding?' answer, Yes or not;
--- - tb_*: obs 7459 (TB status), their field (NULL: an answer no field names);
--- - adh_*: per day with an obs 6987 'Drug order adherence' tied to a non-voided ARV order,
---   the day's class (every number 95-105: adherent, one outside: not, none: unknown);
--- - vl_*: VL orders (lab orders of a named specimen) by start, routine or targeted, and the
---   latest result's class (low, high, NULL: none);
--- - weight_*: numeric 'Weight (kg)' obs.
--- Answers are found by name (ids.cohort_answers), as the engine finds them.
-CREATE TABLE IF NOT EXISTS ids.clinical (
-  site_id integer NOT NULL, patient_id integer NOT NULL, reinit_asked boolean NOT NULL,
-  reason_field text, crit_days date[] NOT NULL, crit_fields text[] NOT NULL,
-  preg_days date[] NOT NULL, preg_yes boolean[] NOT NULL, bf_days date[] NOT NULL,
-  bf_yes boolean[] NOT NULL, tb_days date[] NOT NULL, tb_fields text[] NOT NULL,
-  adh_days date[] NOT NULL, adh_class text[] NOT NULL, vl_days date[] NOT NULL,
-  vl_kind text[] NOT NULL, vl_result text[] NOT NULL, weight_days date[] NOT NULL,
-  weight_values double precision[] NOT NULL,
-  PRIMARY KEY (site_id, patient_id));
+-- ids.clinical of earlier releases: its columns are art_status's now (a report reads one row
+-- per patient, no join).
+DROP TABLE IF EXISTS ids.clinical;
 
 -- Visits per day per site: distinct patient-days of counted patients.
 CREATE TABLE IF NOT EXISTS ids.visits_daily (
@@ -193,7 +212,7 @@ CREATE TABLE IF NOT EXISTS ids.definitions (
 -- patient_visits: each of their rows depends on one patient's rows of one day), a patient
 -- with NULL needs all of them (ids.scope keeps one entry per patient and day, NULL winning).
 -- days NULL as a whole: every patient whole (rebuilds, verification). program_states,
--- art_status and clinical are always recomputed whole for every patient of the set.
+-- art_status are always recomputed whole for every patient of the set.
 
 -- The site's ARV drugs: drug_id whose concept is in concept set 1085.
 CREATE OR REPLACE FUNCTION ids.arv_drugs(site integer) RETURNS integer[]
@@ -250,7 +269,7 @@ CREATE OR REPLACE VIEW ids.cohort_answers (grp, name, field) AS VALUES
   ('tb', 'confirmed tb on treatment', 'tb_confirmed_on_treatment'),
   ('tb', 'confirmed tb not on treatment', 'tb_confirmed_not_on_treatment');
 
--- The concepts ids.clinical finds by name, per site.
+-- The concepts the clinical facts of ids.art_status are found by, per site.
 CREATE OR REPLACE FUNCTION ids.clinical_concepts(site integer)
 RETURNS TABLE (yes integer[], pregnant integer[], breastfeeding integer[], criteria integer[],
                weight integer[], specimens integer[], reason integer[], routine integer[])
@@ -457,38 +476,6 @@ RETURNS date LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
   END
 $$;
 
--- A patient's outcome on a date, from their dispensation and state timelines (as art_status
--- keeps them), and the date of that outcome: what def_art_status evaluates on each day of the
--- outcome timeline.
-CREATE OR REPLACE FUNCTION ids.outcome_on(died_on date, disp_days date[], disp_expiry date[],
-                                          disp_legacy boolean[], state_days date[],
-                                          state_codes integer[], on_date date,
-                                          default_days integer) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT ids.outcome(coalesce(died_on <= on_date, false),
-                     state_codes[width_bucket(on_date, state_days)],
-                     disp_days[width_bucket(on_date, disp_days)],
-                     disp_expiry[width_bucket(on_date, disp_days)], on_date,
-                     ids.threshold(coalesce(disp_legacy[width_bucket(on_date, disp_days)], false),
-                                   default_days))
-$$;
-
-CREATE OR REPLACE FUNCTION ids.outcome_date_on(died_on date, disp_days date[],
-                                               disp_expiry date[], disp_legacy boolean[],
-                                               state_days date[], state_codes integer[],
-                                               on_date date, default_days integer) RETURNS date
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT ids.outcome_date(
-           ids.outcome_on(died_on, disp_days, disp_expiry, disp_legacy, state_days, state_codes,
-                          on_date, default_days),
-           CASE WHEN died_on <= on_date THEN died_on END,
-           state_days[width_bucket(on_date, state_days)],
-           disp_days[width_bucket(on_date, disp_days)],
-           disp_expiry[width_bucket(on_date, disp_days)],
-           ids.threshold(coalesce(disp_legacy[width_bucket(on_date, disp_days)], false),
-                         default_days))
-$$;
-
 -- The MOH regimens (moh-reports.md "Regimen distribution"): each combination's exact drug
 -- set, sorted. def_art_status names each dispensation day's drug set by it (no match: NULL,
 -- which reports count as 'unknown').
@@ -538,7 +525,11 @@ RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                appt_dates date[], appt_set date[], outcome_days date[],
                moh_outcomes smallint[], moh_outcome_dates date[],
                pepfar_outcomes smallint[], pepfar_outcome_dates date[],
-               disp_regimens text[])
+               disp_regimens text[], reinit_asked boolean, reason_field text,
+               crit_days date[], crit_fields text[], preg_days date[], preg_yes boolean[],
+               bf_days date[], bf_yes boolean[], tb_days date[], tb_fields text[],
+               adh_days date[], adh_class text[], vl_days date[], vl_kind text[],
+               vl_result text[], weight_days date[], weight_values double precision[])
 LANGUAGE sql STABLE AS $$
   -- Every fact is a per-patient lookup (LATERAL, index probes): the cost follows the
   -- patients, whatever the planner estimates.
@@ -546,7 +537,21 @@ LANGUAGE sql STABLE AS $$
   named AS MATERIALIZED (
     SELECT ids.concepts_named(site, '{Drug refill,External consultation}') AS refill,
            ids.concepts_named(site, '{New patient}') AS new_patient,
-           ids.concepts_named(site, '{Transfer in}') AS transfer_in)
+           ids.concepts_named(site, '{Transfer in}') AS transfer_in),
+  n AS MATERIALIZED (
+    SELECT c.*, ids.arv_drugs(site) AS arv,
+           ARRAY[7563, 7459, 7937] || c.criteria || c.pregnant || c.breastfeeding
+             || c.weight AS watched
+    FROM ids.clinical_concepts(site) c),
+  -- (a probe of the site's names per answer: never a scan of the nation's concept names)
+  answer AS MATERIALIZED (
+    SELECT DISTINCT ON (m.grp, cn.concept_id) m.grp, cn.concept_id, m.field
+    FROM ids.cohort_answers m
+    CROSS JOIN LATERAL (
+      SELECT cn.concept_id FROM cdr.concept_name cn
+      WHERE cn.site_id = site AND lower(cn.name) = m.name AND coalesce(cn.voided, 0) = 0
+        AND cn.concept_id IS NOT NULL OFFSET 0) cn
+    ORDER BY m.grp, cn.concept_id, m.field)
   SELECT site, p.patient_id,
          CASE upper(left(pe.gender, 1)) WHEN 'M' THEN 'M' WHEN 'F' THEN 'F' ELSE 'U' END,
          pe.birthdate, x.days[1], coalesce(s.started_on, x.days[1]),
@@ -554,9 +559,13 @@ LANGUAGE sql STABLE AS $$
          -- the first dispensation day on or after the 'New patient' obs
          x.days[width_bucket(g.new_patient_on - 1, x.days) + 1],
          s.started_on, x.days, x.expiry, x.legacy, x.drugs, sd.days, sd.codes, v.days, ap.dates, ap.set_on,
-         oc.days, oc.moh, oc.moh_on, oc.pepfar, oc.pepfar_on, x.regimens
+         oc.days, oc.moh, oc.moh_on, oc.pepfar, oc.pepfar_on, x.regimens,
+         ri.asked, ob.reason_field, ob.crit_days, ob.crit_fields, ob.preg_days, ob.preg_yes,
+         ob.bf_days, ob.bf_yes, ob.tb_days, ob.tb_fields, ad.days, ad.class, vl.days, vl.kind,
+         vl.result, ob.weight_days, ob.weight_values
   FROM d
   CROSS JOIN named
+  CROSS JOIN n
   CROSS JOIN LATERAL (SELECT p.* FROM cdr.patient p
                       WHERE p.site_id = site AND p.patient_id = d.patient_id OFFSET 0) p
   CROSS JOIN LATERAL (SELECT pe.* FROM cdr.person pe
@@ -637,11 +646,13 @@ LANGUAGE sql STABLE AS $$
   ) ap
   -- The outcome timelines (art-rules.md section 3), MOH (60 days) and PEPFAR (30): the days
   -- on which an outcome or its date can change (a death, a state, a dispensation, the day
-  -- a dispensation's pills have been out for a threshold), each with what ids.outcome_on and
-  -- ids.outcome_date_on give on it under both definitions, a day kept only when one of them
-  -- differs from the day before. Nothing the rules read changes between two such days, so
-  -- the last entry on or before any date is the answer on that date (none: Unknown, no
-  -- date). A report reads one entry instead of evaluating the rules per patient.
+  -- a dispensation's pills have been out for a threshold), each with the outcome and date
+  -- the rules give on it (ids.outcome, ids.outcome_date) under both definitions, a day kept
+  -- only when one of them differs from the day before. Nothing the rules read changes
+  -- between two such days, so the last entry on or before any date is the answer on that
+  -- date (none: Unknown, no date). A report reads one entry instead of evaluating the rules
+  -- per patient. (OFFSET 0: each level's values are computed once per day, not once per
+  -- reference.)
   CROSS JOIN LATERAL (
     SELECT coalesce(array_agg(o.day ORDER BY o.day), '{}') AS days,
            coalesce(array_agg(o.moh ORDER BY o.day), '{}') AS moh,
@@ -650,60 +661,38 @@ LANGUAGE sql STABLE AS $$
            coalesce(array_agg(o.pepfar_on ORDER BY o.day), '{}') AS pepfar_on
     FROM (SELECT o.*, lag(ROW(o.moh, o.moh_on, o.pepfar, o.pepfar_on)) OVER (ORDER BY o.day)
                         AS before
-          FROM (SELECT c.day,
-                       ids.outcome_code(ids.outcome_on(sd.died_on, x.days, x.expiry, x.legacy,
-                                                       sd.days, sd.codes, c.day, 60)) AS moh,
-                       ids.outcome_date_on(sd.died_on, x.days, x.expiry, x.legacy, sd.days,
-                                           sd.codes, c.day, 60) AS moh_on,
-                       ids.outcome_code(ids.outcome_on(sd.died_on, x.days, x.expiry, x.legacy,
-                                                       sd.days, sd.codes, c.day, 30)) AS pepfar,
-                       ids.outcome_date_on(sd.died_on, x.days, x.expiry, x.legacy, sd.days,
-                                           sd.codes, c.day, 30) AS pepfar_on
-                FROM (SELECT DISTINCT c.day
-                      FROM unnest(ARRAY[sd.died_on] || x.days || sd.days
-                                  || ARRAY(SELECT e + ids.threshold(l, t)
-                                           FROM unnest(x.expiry, x.legacy) u(e, l),
-                                                (VALUES (30), (60)) d(t))) c(day)
-                      WHERE c.day IS NOT NULL) c) o) o
+          FROM (SELECT f.day, ids.outcome_code(f.moh) AS moh,
+                       ids.outcome_date(f.moh, f.died_on, f.state_date, f.last_day, f.expiry,
+                                        f.t60) AS moh_on,
+                       ids.outcome_code(f.pepfar) AS pepfar,
+                       ids.outcome_date(f.pepfar, f.died_on, f.state_date, f.last_day, f.expiry,
+                                        f.t30) AS pepfar_on
+                FROM (SELECT f.*,
+                             ids.outcome(f.died_on IS NOT NULL, f.state, f.last_day, f.expiry,
+                                         f.day, f.t60) AS moh,
+                             ids.outcome(f.died_on IS NOT NULL, f.state, f.last_day, f.expiry,
+                                         f.day, f.t30) AS pepfar
+                      FROM (SELECT c.day, x.days[c.di] AS last_day, x.expiry[c.di] AS expiry,
+                                   ids.threshold(coalesce(x.legacy[c.di], false), 60) AS t60,
+                                   ids.threshold(coalesce(x.legacy[c.di], false), 30) AS t30,
+                                   sd.codes[c.si] AS state, sd.days[c.si] AS state_date,
+                                   CASE WHEN sd.died_on <= c.day THEN sd.died_on END AS died_on
+                            FROM (SELECT c.day, width_bucket(c.day, x.days) AS di,
+                                         width_bucket(c.day, sd.days) AS si
+                                  FROM (SELECT DISTINCT c.day
+                                        FROM unnest(ARRAY[sd.died_on] || x.days || sd.days
+                                                    || ARRAY(SELECT e + ids.threshold(l, t)
+                                                             FROM unnest(x.expiry, x.legacy) u(e, l),
+                                                                  (VALUES (30), (60)) d(t))) c(day)
+                                        WHERE c.day IS NOT NULL) c
+                                  OFFSET 0) c
+                            OFFSET 0) f
+                      OFFSET 0) f) o) o
     WHERE o.before IS DISTINCT FROM ROW(o.moh, o.moh_on, o.pepfar, o.pepfar_on)
   ) oc
-  WHERE p.voided = 0 AND pe.voided = 0
-$$;
-
--- Reads cdr only. Every read is a probe by patient (LATERAL ... OFFSET 0): one for the
--- patient's obs of the watched concepts, one for their VL orders (then two per order) and one
--- per adherence obs for its order.
-CREATE OR REPLACE FUNCTION ids.def_clinical(site integer, patients integer[])
-RETURNS TABLE (site_id integer, patient_id integer, reinit_asked boolean, reason_field text,
-               crit_days date[], crit_fields text[], preg_days date[], preg_yes boolean[],
-               bf_days date[], bf_yes boolean[], tb_days date[], tb_fields text[],
-               adh_days date[], adh_class text[], vl_days date[], vl_kind text[],
-               vl_result text[], weight_days date[], weight_values double precision[])
-LANGUAGE sql STABLE AS $$
-  WITH d AS (SELECT DISTINCT unnest(patients) AS patient_id),
-  n AS MATERIALIZED (
-    SELECT c.*, ids.arv_drugs(site) AS arv,
-           ARRAY[7563, 7459, 7937] || c.criteria || c.pregnant || c.breastfeeding
-             || c.weight AS watched
-    FROM ids.clinical_concepts(site) c),
-  -- (a probe of the site's names per answer: never a scan of the nation's concept names)
-  answer AS MATERIALIZED (
-    SELECT DISTINCT ON (m.grp, cn.concept_id) m.grp, cn.concept_id, m.field
-    FROM ids.cohort_answers m
-    CROSS JOIN LATERAL (
-      SELECT cn.concept_id FROM cdr.concept_name cn
-      WHERE cn.site_id = site AND lower(cn.name) = m.name AND coalesce(cn.voided, 0) = 0
-        AND cn.concept_id IS NOT NULL OFFSET 0) cn
-    ORDER BY m.grp, cn.concept_id, m.field)
-  SELECT site, p.patient_id, ri.asked, ob.reason_field, ob.crit_days, ob.crit_fields,
-         ob.preg_days, ob.preg_yes, ob.bf_days, ob.bf_yes, ob.tb_days, ob.tb_fields,
-         ad.days, ad.class, vl.days, vl.kind, vl.result, ob.weight_days, ob.weight_values
-  FROM d
-  CROSS JOIN n
-  CROSS JOIN LATERAL (SELECT p.* FROM cdr.patient p
-                      WHERE p.site_id = site AND p.patient_id = d.patient_id OFFSET 0) p
-  CROSS JOIN LATERAL (SELECT pe.* FROM cdr.person pe
-                      WHERE pe.site_id = site AND pe.person_id = p.patient_id OFFSET 0) pe
+  -- The clinical facts. Every read is a probe by patient (LATERAL ... OFFSET 0): one for the
+  -- patient's obs of the watched concepts, one for their VL orders (then two per order) and
+  -- one per adherence obs for its order.
   CROSS JOIN LATERAL (
     SELECT (array_agg(o.field ORDER BY o.obs_datetime, o.obs_id)
               FILTER (WHERE o.concept_id = 7563))[1] AS reason_field,
@@ -720,16 +709,23 @@ LANGUAGE sql STABLE AS $$
            coalesce(array_agg(o.yes ORDER BY o.obs_datetime, o.obs_id)
                       FILTER (WHERE o.concept_id = ANY (n.breastfeeding)), '{}') AS bf_yes,
            coalesce(array_agg(o.obs_datetime::date ORDER BY o.obs_datetime, o.obs_id)
-                      FILTER (WHERE o.concept_id = 7459), '{}') AS tb_days,
+                      FILTER (WHERE o.concept_id = 7459 AND NOT o.repeated), '{}') AS tb_days,
            coalesce(array_agg(o.field ORDER BY o.obs_datetime, o.obs_id)
-                      FILTER (WHERE o.concept_id = 7459), '{}') AS tb_fields,
+                      FILTER (WHERE o.concept_id = 7459 AND NOT o.repeated), '{}') AS tb_fields,
            coalesce(array_agg(o.obs_datetime::date ORDER BY o.obs_datetime, o.obs_id)
-                      FILTER (WHERE o.concept_id = ANY (n.weight)
+                      FILTER (WHERE o.concept_id = ANY (n.weight) AND NOT o.repeated
                                 AND o.value_numeric IS NOT NULL), '{}') AS weight_days,
            coalesce(array_agg(o.value_numeric ORDER BY o.obs_datetime, o.obs_id)
-                      FILTER (WHERE o.concept_id = ANY (n.weight)
+                      FILTER (WHERE o.concept_id = ANY (n.weight) AND NOT o.repeated
                                 AND o.value_numeric IS NOT NULL), '{}') AS weight_values
-    FROM (SELECT o.concept_id, o.obs_datetime, o.obs_id, o.value_numeric,
+    -- (TB statuses and weights are read as the last one on or before a date: one equal to
+    -- the one before it changes no answer and is left out, `repeated`)
+    FROM (SELECT o.*,
+                 coalesce(o.field IS NOT DISTINCT FROM lag(o.field) OVER w
+                          AND o.value_numeric IS NOT DISTINCT FROM lag(o.value_numeric) OVER w
+                          AND row_number() OVER w > 1, false) AS repeated
+          FROM (
+    SELECT o.concept_id, o.obs_datetime, o.obs_id, o.value_numeric,
                  coalesce(o.value_coded = ANY (n.yes), false) AS yes, g.grp,
                  (SELECT a.field FROM answer a
                    WHERE a.grp = g.grp AND a.concept_id = o.value_coded) AS field
@@ -741,6 +737,9 @@ LANGUAGE sql STABLE AS $$
             AND o.concept_id = ANY (n.watched) AND o.voided = 0
             AND o.obs_datetime IS NOT NULL
           OFFSET 0) o
+          WINDOW w AS (PARTITION BY o.concept_id = 7459, o.concept_id = ANY (n.weight)
+                                    AND o.value_numeric IS NOT NULL
+                       ORDER BY o.obs_datetime, o.obs_id)) o
   ) ob
   CROSS JOIN LATERAL (
     SELECT EXISTS (
@@ -757,9 +756,14 @@ LANGUAGE sql STABLE AS $$
                       AND l.value_datetime < e.obs_datetime - interval '14 days')) AS asked
   ) ri
   CROSS JOIN LATERAL (
-    SELECT coalesce(array_agg(a.day ORDER BY a.day), '{}') AS days,
-           coalesce(array_agg(a.class ORDER BY a.day), '{}') AS class
-    FROM (SELECT o.obs_datetime::date AS day,
+    -- (read as the last day on or before a date: a day of the same class as the day before
+    -- it changes no answer and is left out)
+    SELECT coalesce(array_agg(a.day ORDER BY a.day) FILTER (WHERE NOT a.repeated), '{}') AS days,
+           coalesce(array_agg(a.class ORDER BY a.day) FILTER (WHERE NOT a.repeated), '{}')
+             AS class
+    FROM (SELECT a.*, coalesce(a.class = lag(a.class) OVER (ORDER BY a.day), false) AS repeated
+          FROM (
+    SELECT o.obs_datetime::date AS day,
                  CASE WHEN count(o.value_numeric) = 0 THEN 'unknown_adherence'
                       WHEN bool_and(o.value_numeric BETWEEN 95 AND 105) THEN 'adherent_95_105'
                       ELSE 'not_adherent' END AS class
@@ -770,7 +774,7 @@ LANGUAGE sql STABLE AS $$
                  WHERE od.site_id = site AND od.order_id = o.order_id)
             AND (SELECT x.drug_inventory_id FROM cdr.drug_order x
                  WHERE x.site_id = site AND x.order_id = o.order_id) = ANY (n.arv)
-          GROUP BY 1) a
+          GROUP BY 1) a) a
   ) ad
   CROSS JOIN LATERAL (
     SELECT coalesce(array_agg(v.start_date::date ORDER BY v.start_date, v.order_id), '{}') AS days,
@@ -968,20 +972,7 @@ BEGIN
       moh_outcome_dates = EXCLUDED.moh_outcome_dates,
       pepfar_outcomes = EXCLUDED.pepfar_outcomes,
       pepfar_outcome_dates = EXCLUDED.pepfar_outcome_dates,
-      disp_regimens = EXCLUDED.disp_regimens
-      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.died_on, t.on_art_state, t.reason_on, t.refill_on, t.new_patient_on, t.registered_at, t.enrolled_after_new, t.art_start_obs, t.disp_days, t.disp_expiry, t.disp_legacy, t.disp_drugs, t.state_days, t.state_codes, t.visit_days, t.appt_dates, t.appt_set, t.outcome_days, t.moh_outcomes, t.moh_outcome_dates, t.pepfar_outcomes, t.pepfar_outcome_dates, t.disp_regimens)
-        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.died_on, EXCLUDED.on_art_state, EXCLUDED.reason_on, EXCLUDED.refill_on, EXCLUDED.new_patient_on, EXCLUDED.registered_at, EXCLUDED.enrolled_after_new, EXCLUDED.art_start_obs, EXCLUDED.disp_days, EXCLUDED.disp_expiry, EXCLUDED.disp_legacy, EXCLUDED.disp_drugs, EXCLUDED.state_days, EXCLUDED.state_codes, EXCLUDED.visit_days, EXCLUDED.appt_dates, EXCLUDED.appt_set, EXCLUDED.outcome_days, EXCLUDED.moh_outcomes, EXCLUDED.moh_outcome_dates, EXCLUDED.pepfar_outcomes, EXCLUDED.pepfar_outcome_dates, EXCLUDED.disp_regimens);
-
-  WITH n AS MATERIALIZED (SELECT * FROM ids.def_clinical(site, dirty)),
-  gone AS (
-    DELETE FROM ids.clinical t WHERE t.site_id = site AND t.ctid = ANY (ARRAY(
-      SELECT o.ctid FROM unnest(dirty) d(patient_id)
-      CROSS JOIN LATERAL (SELECT o.ctid, o.* FROM ids.clinical o
-                          WHERE o.site_id = site AND o.patient_id = d.patient_id OFFSET 0) o
-      WHERE NOT EXISTS (SELECT 1 FROM n WHERE n.patient_id = o.patient_id)))
-  )
-  INSERT INTO ids.clinical AS t SELECT * FROM n
-    ON CONFLICT (site_id, patient_id) DO UPDATE SET
+      disp_regimens = EXCLUDED.disp_regimens,
       reinit_asked = EXCLUDED.reinit_asked,
       reason_field = EXCLUDED.reason_field,
       crit_days = EXCLUDED.crit_days,
@@ -999,8 +990,8 @@ BEGIN
       vl_result = EXCLUDED.vl_result,
       weight_days = EXCLUDED.weight_days,
       weight_values = EXCLUDED.weight_values
-      WHERE (t.reinit_asked, t.reason_field, t.crit_days, t.crit_fields, t.preg_days, t.preg_yes, t.bf_days, t.bf_yes, t.tb_days, t.tb_fields, t.adh_days, t.adh_class, t.vl_days, t.vl_kind, t.vl_result, t.weight_days, t.weight_values)
-        IS DISTINCT FROM (EXCLUDED.reinit_asked, EXCLUDED.reason_field, EXCLUDED.crit_days, EXCLUDED.crit_fields, EXCLUDED.preg_days, EXCLUDED.preg_yes, EXCLUDED.bf_days, EXCLUDED.bf_yes, EXCLUDED.tb_days, EXCLUDED.tb_fields, EXCLUDED.adh_days, EXCLUDED.adh_class, EXCLUDED.vl_days, EXCLUDED.vl_kind, EXCLUDED.vl_result, EXCLUDED.weight_days, EXCLUDED.weight_values);
+      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.died_on, t.on_art_state, t.reason_on, t.refill_on, t.new_patient_on, t.registered_at, t.enrolled_after_new, t.art_start_obs, t.disp_days, t.disp_expiry, t.disp_legacy, t.disp_drugs, t.state_days, t.state_codes, t.visit_days, t.appt_dates, t.appt_set, t.outcome_days, t.moh_outcomes, t.moh_outcome_dates, t.pepfar_outcomes, t.pepfar_outcome_dates, t.disp_regimens, t.reinit_asked, t.reason_field, t.crit_days, t.crit_fields, t.preg_days, t.preg_yes, t.bf_days, t.bf_yes, t.tb_days, t.tb_fields, t.adh_days, t.adh_class, t.vl_days, t.vl_kind, t.vl_result, t.weight_days, t.weight_values)
+        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.died_on, EXCLUDED.on_art_state, EXCLUDED.reason_on, EXCLUDED.refill_on, EXCLUDED.new_patient_on, EXCLUDED.registered_at, EXCLUDED.enrolled_after_new, EXCLUDED.art_start_obs, EXCLUDED.disp_days, EXCLUDED.disp_expiry, EXCLUDED.disp_legacy, EXCLUDED.disp_drugs, EXCLUDED.state_days, EXCLUDED.state_codes, EXCLUDED.visit_days, EXCLUDED.appt_dates, EXCLUDED.appt_set, EXCLUDED.outcome_days, EXCLUDED.moh_outcomes, EXCLUDED.moh_outcome_dates, EXCLUDED.pepfar_outcomes, EXCLUDED.pepfar_outcome_dates, EXCLUDED.disp_regimens, EXCLUDED.reinit_asked, EXCLUDED.reason_field, EXCLUDED.crit_days, EXCLUDED.crit_fields, EXCLUDED.preg_days, EXCLUDED.preg_yes, EXCLUDED.bf_days, EXCLUDED.bf_yes, EXCLUDED.tb_days, EXCLUDED.tb_fields, EXCLUDED.adh_days, EXCLUDED.adh_class, EXCLUDED.vl_days, EXCLUDED.vl_kind, EXCLUDED.vl_result, EXCLUDED.weight_days, EXCLUDED.weight_values);
 
   WITH after AS (SELECT * FROM ids.visit_counts(site, patients, days)), delta AS (
     SELECT coalesce(a.visit_date, b.key::date) AS visit_date,
@@ -1076,7 +1067,6 @@ LANGUAGE sql STABLE AS $$
     UNION SELECT t.patient_id FROM ids.program_states t WHERE t.site_id = site
     UNION SELECT t.patient_id FROM ids.appointments t WHERE t.site_id = site
     UNION SELECT t.patient_id FROM ids.patient_visits t WHERE t.site_id = site
-    UNION SELECT t.patient_id FROM ids.clinical t WHERE t.site_id = site
   ) x
 $$;
 
@@ -1254,8 +1244,7 @@ BEGIN
       ('program_states', 'patient_state_id'),
       ('appointments', 'obs_id'),
       ('patient_visits', 'patient_id, visit_date'),
-      ('art_status', 'patient_id'),
-      ('clinical', 'patient_id')) v(t, k) LOOP
+      ('art_status', 'patient_id')) v(t, k) LOOP
     RETURN QUERY EXECUTE format(
       'WITH def AS (SELECT * FROM ids.%1$I($1, $2)),
             tbl AS (SELECT * FROM ids.%2$I t WHERE t.site_id = $1 AND t.patient_id <> ALL ($3))
@@ -1379,7 +1368,8 @@ $$;
 -- (section 3) under a default_days threshold (60: MOH, 30: PEPFAR, the two the outcome
 -- timelines keep): the patients of `site`, or of every site when it is NULL. Every fact on
 -- end_date comes from the patient's art_status row (its timelines: the outcome and its date,
--- the last dispensation by then, its expiry, drug set and regimen), so a report is one scan of the
+-- the last dispensation by then, its expiry, drug set and regimen; the clinical timelines are
+-- returned whole for the reports that read them), so a report is one scan of the
 -- status rows whatever its end date, which PostgreSQL may split over parallel workers (every
 -- function a report calls is PARALLEL SAFE).
 --
@@ -1394,7 +1384,12 @@ RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                transfer_in boolean, outcome text, outcome_date date,
                last_dispensation_date date, expiry_date date, defaulted_on date,
                regimen_drugs integer[], registered_at timestamp, outcome_before text,
-               outcome_date_before date, regimen text)
+               outcome_date_before date, regimen text, reinit_asked boolean,
+               reason_field text, crit_days date[], crit_fields text[], preg_days date[],
+               preg_yes boolean[], bf_days date[], bf_yes boolean[], tb_days date[],
+               tb_fields text[], adh_days date[], adh_class text[], vl_days date[],
+               vl_kind text[], vl_result text[], weight_days date[],
+               weight_values double precision[])
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT p.site_id, p.patient_id, p.gender, p.birthdate,
          ids.age_group(p.birthdate, cohort.end_date),
@@ -1413,7 +1408,9 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
          CASE WHEN p.enrolled_before IS NOT NULL THEN
            ids.outcome_date_from(p.outcome_days, p.moh_outcome_dates, p.pepfar_outcome_dates,
                                  cohort.before, cohort.default_days) END,
-         p.disp_regimens[p.di]
+         p.disp_regimens[p.di], p.reinit_asked, p.reason_field, p.crit_days, p.crit_fields,
+         p.preg_days, p.preg_yes, p.bf_days, p.bf_yes, p.tb_days, p.tb_fields, p.adh_days,
+         p.adh_class, p.vl_days, p.vl_kind, p.vl_result, p.weight_days, p.weight_values
   FROM (SELECT p.*, ids.cohort_enrolment(p.on_art_state, p.reason_on, p.refill_on,
                       p.new_patient_on, p.registered_at, p.date_enrolled, p.enrolled_after_new,
                       cohort.end_date) AS enrolled,

@@ -28,13 +28,12 @@ pub const SITE_LOCK: i32 = 0x656d;
 /// Advisory lock namespace of a site's verification (one verifier per site at a time).
 pub const VERIFY_LOCK: i32 = 0x656e;
 /// The derived tables, in the order a recompute writes them.
-pub const TABLES: [&str; 7] = [
+pub const TABLES: [&str; 6] = [
     "arv_dispensations",
     "program_states",
     "appointments",
     "patient_visits",
     "art_status",
-    "clinical",
     "visits_daily",
 ];
 /// Patients a queue worker recomputes per transaction (a site's applies wait at most that

@@ -160,30 +160,28 @@ macro_rules! facts {
                 CASE WHEN c.outcome = 'On antiretrovirals'
                      THEN coalesce(c.regimen, 'unknown_regimen') END AS on_regimen,
                 CASE WHEN c.outcome = 'On antiretrovirals'
-                     THEN coalesce(k.tb_fields[width_bucket($3, k.tb_days)], 'unknown_tb_status')
+                     THEN coalesce(c.tb_fields[width_bucket($3, c.tb_days)], 'unknown_tb_status')
                      END AS tb_status,
                 CASE WHEN c.outcome = 'On antiretrovirals'
-                     THEN coalesce(k.adh_class[width_bucket($3, k.adh_days)], 'unknown_adherence')
+                     THEN coalesce(c.adh_class[width_bucket($3, c.adh_days)], 'unknown_adherence')
                      END AS adherence,
                 CASE WHEN c.outcome <> 'On antiretrovirals' OR c.gender <> 'F' THEN NULL
-                     WHEN k.preg_days[ri.preg_last] = c.last_dispensation_date
-                          AND k.preg_yes[ri.preg_last] THEN 'total_pregnant_women'
-                     WHEN k.bf_days[ri.bf_last] = c.last_dispensation_date
-                          AND k.bf_yes[ri.bf_last] THEN 'total_breastfeeding_women' END AS women
+                     WHEN c.preg_days[ri.preg_last] = c.last_dispensation_date
+                          AND c.preg_yes[ri.preg_last] THEN 'total_pregnant_women'
+                     WHEN c.bf_days[ri.bf_last] = c.last_dispensation_date
+                          AND c.bf_yes[ri.bf_last] THEN 'total_breastfeeding_women' END AS women
          FROM ids.cohort($3, $4, $1) c
-         -- (a patient whose clinical row waits in the queue counts with no clinical fact)
-         LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
          CROSS JOIN LATERAL (
-           SELECT coalesce(k.reason_field, 'unknown_other_reason_outside_guidelines') AS reason,
-                  k.crit_fields[1:width_bucket(c.date_enrolled, k.crit_days)] AS criteria,
+           SELECT coalesce(c.reason_field, 'unknown_other_reason_outside_guidelines') AS reason,
+                  c.crit_fields[1:width_bucket(c.date_enrolled, c.crit_days)] AS criteria,
                   c.gender = 'F' AND coalesce(true = ANY (
-                    k.preg_yes[width_bucket(c.date_enrolled - 1, k.preg_days) + 1
-                               :width_bucket(least(c.date_enrolled + 30, $3), k.preg_days)]),
+                    c.preg_yes[width_bucket(c.date_enrolled - 1, c.preg_days) + 1
+                               :width_bucket(least(c.date_enrolled + 30, $3), c.preg_days)]),
                     false) AS pregnant_asked,
-                  width_bucket(c.last_dispensation_date, k.preg_days) AS preg_last,
-                  width_bucket(c.last_dispensation_date, k.bf_days) AS bf_last) ri
+                  width_bucket(c.last_dispensation_date, c.preg_days) AS preg_last,
+                  width_bucket(c.last_dispensation_date, c.bf_days) AS bf_last) ri
          CROSS JOIN LATERAL (
-           SELECT c.date_enrolled <> c.earliest_start_date AND coalesce(k.reinit_asked, false)
+           SELECT c.date_enrolled <> c.earliest_start_date AND coalesce(c.reinit_asked, false)
                     AS reinitiated,
                   ids.months_between(c.birthdate, c.earliest_start_date) AS months_old) a"
     };

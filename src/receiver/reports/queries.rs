@@ -266,10 +266,9 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
                         coalesce(c.regimen, 'unknown') AS regimen, ARRAY['count'] AS fields,
                         w.value AS weight
                  FROM ids.cohort($3, $4, $1) c
-                 LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
                  -- the latest weight by the end date
                  CROSS JOIN LATERAL (
-                   SELECT k.weight_values[width_bucket($3, k.weight_days)] AS value) w
+                   SELECT c.weight_values[width_bucket($3, c.weight_days)] AS value) w
                  WHERE c.outcome = 'On antiretrovirals'",
                 &[
                     "site_id",

@@ -9,21 +9,19 @@ macro_rules! pvls_facts {
                 c.outcome = 'On antiretrovirals' AS tx_curr, d.due, v.drawn, v.kind, v.result,
                 c.outcome, c.outcome_date, c.earliest_start_date, v.ordered_on
          FROM ids.cohort($3, $4, $1) c
-         -- (a patient whose clinical row waits in the queue counts with no clinical fact)
-         LEFT JOIN ids.clinical k ON k.site_id = c.site_id AND k.patient_id = c.patient_id
          -- the latest pregnancy and breastfeeding answers and VL order by the end date (the
          -- last entries of their timelines on or before it)
          CROSS JOIN LATERAL (
-           SELECT width_bucket($3, k.preg_days) AS pi, width_bucket($3, k.bf_days) AS bi,
-                  width_bucket($3, k.vl_days) AS vi) i
+           SELECT width_bucket($3, c.preg_days) AS pi, width_bucket($3, c.bf_days) AS bi,
+                  width_bucket($3, c.vl_days) AS vi) i
          CROSS JOIN LATERAL (
            SELECT CASE WHEN c.gender <> 'F' THEN NULL
-                       WHEN k.preg_days[i.pi] >= $2 AND k.preg_yes[i.pi] THEN 'FP'
-                       WHEN k.bf_days[i.bi] >= $2 AND k.bf_yes[i.bi] THEN 'FBf'
+                       WHEN c.preg_days[i.pi] >= $2 AND c.preg_yes[i.pi] THEN 'FP'
+                       WHEN c.bf_days[i.bi] >= $2 AND c.bf_yes[i.bi] THEN 'FBf'
                        ELSE 'FNP' END AS maternal,
-                  k.vl_days[i.vi] AS ordered_on,
-                  coalesce(k.vl_days[i.vi] >= ($2 - interval '12 months')::date, false) AS drawn,
-                  k.vl_kind[i.vi] AS kind, k.vl_result[i.vi] AS result) v
+                  c.vl_days[i.vi] AS ordered_on,
+                  coalesce(c.vl_days[i.vi] >= ($2 - interval '12 months')::date, false) AS drawn,
+                  c.vl_kind[i.vi] AS kind, c.vl_result[i.vi] AS result) v
          CROSS JOIN LATERAL (
            SELECT c.earliest_start_date <= ($3 - interval '6 months')::date
                   AND NOT (c.outcome = 'Defaulted'
