@@ -71,8 +71,8 @@ INSERT INTO cdr.obs (site_id, lsn, obs_id, person_id, concept_id, encounter_id, 
   FROM generate_series(1, {P}) p, (VALUES (1, 7563), (2, 5089)) c(n, concept)
   WHERE c.concept <> 7563 OR p % 20 <> 0;
 -- the clinical facts: a TB status and an adherence (tied to the visit's ARV order) at every
--- visit, a pregnancy answer for women at the first, a routine VL order with a result at the
--- seventh visit
+-- visit (one visit in 8 not adherent), a pregnancy answer for women at the first, a routine
+-- VL order with a result at the seventh visit
 INSERT INTO cdr.orders (site_id, lsn, order_id, order_type_id, concept_id, patient_id, encounter_id, start_date, voided)
   SELECT pg_temp.site_of(p), 1, 3 * {P} * {V} + p, 4, 1002, p, ((p - 1) * {V} + k) * 4 + 2,
          timestamp '2023-01-01 08:25' + ((p % 90) + k * 30) * interval '1 day', 0
@@ -87,7 +87,7 @@ INSERT INTO cdr.obs (site_id, lsn, obs_id, person_id, concept_id, encounter_id, 
   SELECT pg_temp.site_of(p), 1, 5 * {P} * {V} + (p - 1) * {V} + k + 1, p, 6987,
          ((p - 1) * {V} + k) * 4 + 2, ((p - 1) * {V} + k) * 2,
          timestamp '2023-01-01 08:22' + ((p % 90) + k * 30) * interval '1 day',
-         CASE WHEN p % 10 = 3 THEN 90 ELSE 100 END, NULL, 0
+         CASE WHEN (p * 7 + k) % 8 = 0 THEN 90 ELSE 100 END, NULL, 0
   FROM generate_series(1, {P}) p, generate_series(0, {V} - 1) k
   UNION ALL
   SELECT pg_temp.site_of(p), 1, 6 * {P} * {V} + p, p, 856, ((p - 1) * {V} + k) * 4 + 2,

@@ -138,7 +138,7 @@ async fn main() {
         queued as f64 / took.as_secs_f64()
     );
     client
-        .batch_execute("ANALYZE ids.arv_dispensations, ids.program_states, ids.appointments, ids.patient_visits, ids.art_status, ids.clinical, ids.visits_daily")
+        .batch_execute("ANALYZE ids.arv_dispensations, ids.program_states, ids.appointments, ids.patient_visits, ids.art_status, ids.visits_daily")
         .await
         .unwrap();
 
