@@ -170,7 +170,17 @@ macro_rules! facts {
                           AND c.preg_yes[ri.preg_last] THEN 'total_pregnant_women'
                      WHEN c.bf_days[ri.bf_last] = c.last_dispensation_date
                           AND c.bf_yes[ri.bf_last] THEN 'total_breastfeeding_women' END AS women
-         FROM ids.cohort($3, $4, $1) c
+         -- (the set-returning generate_series keeps this level apart: each patient's outcome
+         -- and the other columns the facts refer to several times are computed once, not once
+         -- per reference; at 100k patients 510 ms -> 320 ms. The other reports filter on the
+         -- outcome and read fewer columns: there the fence costs more than it saves.)
+         FROM (SELECT c.site_id, c.patient_id, c.gender, c.age_group, c.birthdate,
+                      c.date_enrolled, c.earliest_start_date, c.outcome, c.outcome_date,
+                      c.regimen, c.registered_at, c.last_dispensation_date, c.reinit_asked,
+                      c.reason_field, c.crit_days, c.crit_fields, c.preg_days, c.preg_yes,
+                      c.bf_days, c.bf_yes, c.tb_days, c.tb_fields, c.adh_days, c.adh_class,
+                      generate_series(1, 1) AS once
+               FROM ids.cohort($3, $4, $1) c) c
          CROSS JOIN LATERAL (
            SELECT coalesce(c.reason_field, 'unknown_other_reason_outside_guidelines') AS reason,
                   c.crit_fields[1:width_bucket(c.date_enrolled, c.crit_days)] AS criteria,
