@@ -814,15 +814,23 @@ async fn get(url: &str) -> reqwest::Response {
     common::reader_client().get(url).send().await.unwrap()
 }
 
-/// The receiver's report with `detail=patients`.
+/// The receiver's report with `detail=patients`. Its rows are counted from the list; the
+/// same report without the list counts them in SQL: both must agree.
 async fn report(receiver: &Proc, name: &str, query: &str) -> Value {
-    let url = format!(
-        "{}/api/v1/reports/{name}?site_id={SITE}&detail=patients&{query}",
-        receiver.url("")
+    let fetch = |url: String| async move {
+        let response = get(&url).await;
+        assert_eq!(response.status(), 200, "{url}");
+        serde_json::from_slice::<Value>(&response.bytes().await.unwrap()).unwrap()
+    };
+    let base = format!("{}/api/v1/reports/{name}?site_id={SITE}", receiver.url(""));
+    let listed = fetch(format!("{base}&detail=patients&{query}")).await;
+    let counted = fetch(format!("{base}&{query}")).await;
+    assert_eq!(
+        listed["rows"], counted["rows"],
+        "{name}?{query}: rows with and without the list"
     );
-    let response = get(&url).await;
-    assert_eq!(response.status(), 200, "{url}");
-    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+    assert_eq!(listed["total"], counted["total"], "{name}?{query}: totals");
+    listed
 }
 
 /// (patient, gender, age group, field) quadruples.

@@ -150,17 +150,50 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
             by_dims = per_field(&dim_keys, ""),
         )
     };
-    let counted = params.query(&client, &count_sql).await?;
     let mut counts: BTreeMap<Vec<String>, BTreeMap<String, i64>> = BTreeMap::new();
-    for r in &counted {
-        let key: Vec<String> = (0..dims.len())
-            .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
-            .collect();
-        let field: String = r.get(dims.len());
-        counts
-            .entry(key)
-            .or_default()
-            .insert(field, r.get(dims.len() + 1));
+    // A list of every counted patient (no field picked, no second count of women, not a
+    // list of days: the defaulter list, or any report asked with its detail) is counted from
+    // the list itself: one national scan instead of two.
+    let mut listed = None;
+    if request.detail && request.field.is_none() && !query.maternal && query.days.is_none() {
+        let columns = query.detail_columns;
+        let list = params
+            .query(
+                &client,
+                &format!(
+                    "SELECT {}, q.fields, {} FROM ({}) q ORDER BY 1, 2",
+                    columns.join(", "),
+                    dim_keys.join(", "),
+                    query.sql
+                ),
+            )
+            .await?;
+        for r in &list {
+            let key: Vec<String> = (0..dims.len())
+                .map(|i| {
+                    r.get::<_, Option<String>>(columns.len() + 1 + i)
+                        .unwrap_or_default()
+                })
+                .collect();
+            let fields: Option<Vec<Option<String>>> = r.get(columns.len());
+            let row = counts.entry(key).or_default();
+            let fields = fields.into_iter().flatten().flatten();
+            for field in fields.chain([String::new()]) {
+                *row.entry(field).or_insert(0) += 1;
+            }
+        }
+        listed = Some(list);
+    } else {
+        for r in &params.query(&client, &count_sql).await? {
+            let key: Vec<String> = (0..dims.len())
+                .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
+                .collect();
+            let field: String = r.get(dims.len());
+            counts
+                .entry(key)
+                .or_default()
+                .insert(field, r.get(dims.len() + 1));
+        }
     }
     // (the maternal rows count women a second time)
     let total = counts
@@ -202,15 +235,20 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
         } else {
             "WHERE $5::text IS NULL OR $5::text = ANY (q.fields)"
         };
-        let list = params
-            .query(
-                &client,
-                &format!(
-                    "SELECT {} FROM ({sql}) q {filter} ORDER BY 1, 2",
-                    columns.join(", ")
-                ),
-            )
-            .await?;
+        let list = match listed {
+            Some(list) => list,
+            None => {
+                params
+                    .query(
+                        &client,
+                        &format!(
+                            "SELECT {} FROM ({sql}) q {filter} ORDER BY 1, 2",
+                            columns.join(", ")
+                        ),
+                    )
+                    .await?
+            }
+        };
         let list: Vec<Value> = list
             .iter()
             .map(|r| {
