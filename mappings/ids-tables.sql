@@ -211,7 +211,7 @@ CREATE TABLE IF NOT EXISTS ids.definitions (
 -- needs only the rows of that day of the day-keyed tables (arv_dispensations, appointments,
 -- patient_visits: each of their rows depends on one patient's rows of one day), a patient
 -- with NULL needs all of them (ids.scope keeps one entry per patient and day, NULL winning).
--- days NULL as a whole: every patient whole (rebuilds, verification). program_states,
+-- days NULL as a whole: every patient whole (rebuilds, verification). program_states and
 -- art_status are always recomputed whole for every patient of the set.
 
 -- The site's ARV drugs: drug_id whose concept is in concept set 1085.
