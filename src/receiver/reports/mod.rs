@@ -102,54 +102,8 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
     let query = query_for(request.name, request.by);
     let params = Params::of(request);
     let dims = query.rows.dims();
-    // one pass: each patient counts once per field it is in, and once in '' (the row total).
-    // Patients are grouped by their dimensions and fields first (a national cohort's million
-    // rows fall into a few hundred groups), and only the groups' fields are unnested.
-    // OFFSET 0 keeps the report's own filter below the grouping: without it the planner
-    // sorted every status row by gender and age group (computing the age group of each) before
-    // filtering (TX_CURR today at 100k, all sites: 250-400 ms, fenced 25-35 ms).
-    // Women counted again by maternal status, in rows (FP|FBf|FNP, All): the report's rows
-    // are read once (MATERIALIZED, which fences them as OFFSET 0 does) and grouped twice.
-    let (sql, count) = match query.counted {
-        Some(counted) => (counted, "sum(q.n)"),
-        None => (query.sql, "count(*)"),
-    };
-    let per_field = |keys: &[&str], filter: &str| {
-        let named: Vec<String> = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("{k} AS k{i}"))
-            .collect();
-        let ks: Vec<String> = (0..keys.len()).map(|i| format!("k{i}")).collect();
-        format!(
-            "SELECT {ks}, f, sum(g.n)::bigint FROM (
-               SELECT {named}, q.fields, {count} AS n FROM q {filter} GROUP BY {ks}, q.fields) g
-             CROSS JOIN LATERAL unnest(g.fields || ARRAY['']) f GROUP BY {ks}, f",
-            ks = ks.join(", "),
-            named = named.join(", "),
-        )
-    };
     let dim_keys: Vec<String> = dims.iter().map(|d| format!("q.{d}")).collect();
     let dim_keys: Vec<&str> = dim_keys.iter().map(String::as_str).collect();
-    let count_sql = if query.maternal {
-        let maternal_age = format!("'{MATERNAL_AGE}'");
-        format!(
-            "WITH q AS MATERIALIZED (SELECT * FROM ({sql}) s)
-             {by_dims}
-             UNION ALL
-             {by_maternal}",
-            by_dims = per_field(&dim_keys, ""),
-            by_maternal = per_field(
-                &["q.maternal", &maternal_age],
-                "WHERE q.maternal IS NOT NULL"
-            ),
-        )
-    } else {
-        format!(
-            "WITH q AS (SELECT * FROM ({sql}) s OFFSET 0) {by_dims}",
-            by_dims = per_field(&dim_keys, ""),
-        )
-    };
     let mut counts: BTreeMap<Vec<String>, BTreeMap<String, i64>> = BTreeMap::new();
     // A list of every counted patient (no field picked, no second count of women, not a
     // list of days: the defaulter list, or any report asked with its detail) is counted from
@@ -184,7 +138,7 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
         }
         listed = Some(list);
     } else {
-        for r in &params.query(&client, &count_sql).await? {
+        for r in &params.query(&client, &count_sql(&query, &dim_keys)).await? {
             let key: Vec<String> = (0..dims.len())
                 .map(|i| r.get::<_, Option<String>>(i).unwrap_or_default())
                 .collect();
@@ -268,6 +222,57 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
     }
     client.commit().await.map_err(|e| e.to_string())?;
     Ok(report)
+}
+
+/// The SQL that counts an answer in the database, one row per dimensions and field with its
+/// number of patients (`dim_keys`: the dimensions as columns of `q`, the report's rows).
+fn count_sql(query: &queries::Query, dim_keys: &[&str]) -> String {
+    // One pass: each patient counts once per field it is in, and once in '' (the row total).
+    // Patients are grouped by their dimensions and fields first (a national cohort's million
+    // rows fall into a few hundred groups), and only the groups' fields are unnested.
+    // OFFSET 0 keeps the report's own filter below the grouping: without it the planner
+    // sorted every status row by gender and age group (computing the age group of each) before
+    // filtering (TX_CURR today at 100k, all sites: 250-400 ms, fenced 25-35 ms).
+    // Women counted again by maternal status, in rows (FP|FBf|FNP, All): the report's rows
+    // are read once (MATERIALIZED, which fences them as OFFSET 0 does) and grouped twice.
+    let (sql, count) = match query.counted {
+        Some(counted) => (counted, "sum(q.n)"),
+        None => (query.sql, "count(*)"),
+    };
+    let per_field = |keys: &[&str], filter: &str| {
+        let named: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{k} AS k{i}"))
+            .collect();
+        let ks: Vec<String> = (0..keys.len()).map(|i| format!("k{i}")).collect();
+        format!(
+            "SELECT {ks}, f, sum(g.n)::bigint FROM (
+               SELECT {named}, q.fields, {count} AS n FROM q {filter} GROUP BY {ks}, q.fields) g
+             CROSS JOIN LATERAL unnest(g.fields || ARRAY['']) f GROUP BY {ks}, f",
+            ks = ks.join(", "),
+            named = named.join(", "),
+        )
+    };
+    if query.maternal {
+        let maternal_age = format!("'{MATERNAL_AGE}'");
+        format!(
+            "WITH q AS MATERIALIZED (SELECT * FROM ({sql}) s)
+             {by_dims}
+             UNION ALL
+             {by_maternal}",
+            by_dims = per_field(dim_keys, ""),
+            by_maternal = per_field(
+                &["q.maternal", &maternal_age],
+                "WHERE q.maternal IS NOT NULL"
+            ),
+        )
+    } else {
+        format!(
+            "WITH q AS (SELECT * FROM ({sql}) s OFFSET 0) {by_dims}",
+            by_dims = per_field(dim_keys, ""),
+        )
+    }
 }
 
 /// The age group of the rows that count women by maternal status.
