@@ -12,7 +12,8 @@
 --
 -- The receiver applies this file at start (idempotent: CREATE ... IF NOT EXISTS, CREATE OR
 -- REPLACE); when its text changes, every site's patients are queued for recomputation, and the
--- tables keep their previous rows until each patient is recomputed. The rules are
+-- tables keep their previous rows until each patient is recomputed. How reports read these
+-- tables on an end date is ids-reports.sql: a change there queues nothing. The rules are
 -- ../shared/reference/art-rules.md; where they leave a choice open, the choice is written next
 -- to the code that makes it.
 CREATE SCHEMA IF NOT EXISTS ids;
@@ -100,9 +101,11 @@ CREATE INDEX IF NOT EXISTS patient_visits_day ON ids.patient_visits (site_id, vi
 -- answered 'Drug refill' or 'External consultation' (refill_on), the first answered 'New
 -- patient', the first HIV CLINIC REGISTRATION encounter, and the first dispensation on or
 -- after that 'New patient' obs (what counts for enrolment of a refill client who registered).
--- months_at_start: whole months from birth to the earliest ART start when enrolled on the
--- first dispensation (the usual path; the cohort's age at initiation, computed once here
--- rather than per patient of every national cohort: about a fifth of its time).
+-- months_at_start, start_tb and start_ks: the MOH cohort's age at initiation (whole months from
+-- birth to the earliest ART start), TB and Kaposi's sarcoma at initiation
+-- (ids.tb_at_start, ids.ks_at_start) when enrolled on the first dispensation: the usual path,
+-- computed once here rather than per patient of every national cohort (at 100k patients the
+-- three were about 30% of its time); the cohort computes them for another enrolment.
 -- The clinical facts the MOH cohort, TX_PVLS and the regimens by weight read, as timelines
 -- (sorted like the others: width_bucket(date, days) is the index of the last entry on or
 -- before a date) and date-free facts:
@@ -134,7 +137,7 @@ CREATE TABLE IF NOT EXISTS ids.art_status (
   preg_days date[], preg_yes boolean[], bf_days date[], bf_yes boolean[], tb_days date[],
   tb_fields text[], adh_days date[], adh_class text[], vl_days date[], vl_kind text[],
   vl_result text[], weight_days date[], weight_values double precision[],
-  months_at_start integer,
+  months_at_start integer, start_tb text, start_ks text,
   PRIMARY KEY (site_id, patient_id));
 -- Columns added after the first release (CREATE TABLE IF NOT EXISTS leaves an older table as
 -- it was): in the same order as above, which is the order ids.def_art_status returns them in.
@@ -169,7 +172,9 @@ ALTER TABLE ids.art_status ADD COLUMN IF NOT EXISTS on_art_state boolean NOT NUL
   ADD COLUMN IF NOT EXISTS vl_result text[],
   ADD COLUMN IF NOT EXISTS weight_days date[],
   ADD COLUMN IF NOT EXISTS weight_values double precision[],
-  ADD COLUMN IF NOT EXISTS months_at_start integer;
+  ADD COLUMN IF NOT EXISTS months_at_start integer,
+  ADD COLUMN IF NOT EXISTS start_tb text,
+  ADD COLUMN IF NOT EXISTS start_ks text;
 -- Columns of earlier releases that the timelines replace (the last dispensation, its expiry,
 -- legacy rule and drug set, the latest state and when it started, the latest of those dates).
 ALTER TABLE ids.art_status DROP COLUMN IF EXISTS last_dispensation_date,
@@ -206,7 +211,8 @@ CREATE TABLE IF NOT EXISTS ids.verify_log (
   took_ms bigint NOT NULL,
   PRIMARY KEY (site_id));
 
--- The text of this file that the tables were last computed with (its SHA-256).
+-- The text of this file that the tables were last computed with (its SHA-256), and of
+-- ids-reports.sql that the report functions were made from.
 CREATE TABLE IF NOT EXISTS ids.definitions (
   name text PRIMARY KEY, sha256 text NOT NULL, applied_at timestamptz NOT NULL);
 
@@ -511,6 +517,28 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
            + date_part('month', age(a::timestamp, b::timestamp)))::int END
 $$;
 
+-- TB at ART initiation as the MOH cohort counts it, from the 'Who stages criteria present'
+-- answers that count (crit_days, crit_fields of art_status) dated by the enrolment day: a
+-- current episode (pulmonary or extrapulmonary) over one within the last two years over none;
+-- and Kaposi's sarcoma among them (NULL: not). (array_position finds a field without copying
+-- a slice: the criteria dated by the enrolment day are the first width_bucket(enrolled,
+-- days) entries.)
+CREATE OR REPLACE FUNCTION ids.tb_at_start(days date[], fields text[], enrolled date)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN array_position(fields, 'current_episode_of_tb') <= width_bucket(enrolled, days)
+    THEN 'current_episode_of_tb'
+    WHEN array_position(fields, 'tb_within_the_last_two_years') <= width_bucket(enrolled, days)
+    THEN 'tb_within_the_last_two_years'
+    ELSE 'no_tb' END
+$$;
+
+CREATE OR REPLACE FUNCTION ids.ks_at_start(days date[], fields text[], enrolled date)
+RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN array_position(fields, 'kaposis_sarcoma') <= width_bucket(enrolled, days)
+              THEN 'kaposis_sarcoma' END
+$$;
+
 -- Outcomes as the outcome timelines keep them (a smallint each), and back.
 CREATE OR REPLACE FUNCTION ids.outcome_code(outcome text) RETURNS smallint
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
@@ -546,7 +574,7 @@ RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
                bf_days date[], bf_yes boolean[], tb_days date[], tb_fields text[],
                adh_days date[], adh_class text[], vl_days date[], vl_kind text[],
                vl_result text[], weight_days date[], weight_values double precision[],
-               months_at_start integer)
+               months_at_start integer, start_tb text, start_ks text)
 LANGUAGE sql STABLE AS $$
   -- Every fact is a per-patient lookup (LATERAL, index probes): the cost follows the
   -- patients, whatever the planner estimates.
@@ -580,7 +608,11 @@ LANGUAGE sql STABLE AS $$
          ri.asked, ob.reason_field, ob.crit_days, ob.crit_fields, ob.preg_days, ob.preg_yes,
          ob.bf_days, ob.bf_yes, ob.tb_days, ob.tb_fields, ad.days, ad.class, vl.days, vl.kind,
          vl.result, ob.weight_days, ob.weight_values,
-         ids.months_between(pe.birthdate, coalesce(s.started_on, x.days[1]))
+         ids.months_between(pe.birthdate, coalesce(s.started_on, x.days[1])),
+         CASE WHEN x.days[1] IS NOT NULL
+              THEN ids.tb_at_start(ob.crit_days, ob.crit_fields, x.days[1]) END,
+         CASE WHEN x.days[1] IS NOT NULL
+              THEN ids.ks_at_start(ob.crit_days, ob.crit_fields, x.days[1]) END
   FROM d
   CROSS JOIN named
   CROSS JOIN n
@@ -1008,9 +1040,11 @@ BEGIN
       vl_result = EXCLUDED.vl_result,
       weight_days = EXCLUDED.weight_days,
       weight_values = EXCLUDED.weight_values,
-      months_at_start = EXCLUDED.months_at_start
-      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.died_on, t.on_art_state, t.reason_on, t.refill_on, t.new_patient_on, t.registered_at, t.enrolled_after_new, t.art_start_obs, t.disp_days, t.disp_expiry, t.disp_legacy, t.disp_drugs, t.state_days, t.state_codes, t.visit_days, t.appt_dates, t.appt_set, t.outcome_days, t.moh_outcomes, t.moh_outcome_dates, t.pepfar_outcomes, t.pepfar_outcome_dates, t.disp_regimens, t.reinit_asked, t.reason_field, t.crit_days, t.crit_fields, t.preg_days, t.preg_yes, t.bf_days, t.bf_yes, t.tb_days, t.tb_fields, t.adh_days, t.adh_class, t.vl_days, t.vl_kind, t.vl_result, t.weight_days, t.weight_values, t.months_at_start)
-        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.died_on, EXCLUDED.on_art_state, EXCLUDED.reason_on, EXCLUDED.refill_on, EXCLUDED.new_patient_on, EXCLUDED.registered_at, EXCLUDED.enrolled_after_new, EXCLUDED.art_start_obs, EXCLUDED.disp_days, EXCLUDED.disp_expiry, EXCLUDED.disp_legacy, EXCLUDED.disp_drugs, EXCLUDED.state_days, EXCLUDED.state_codes, EXCLUDED.visit_days, EXCLUDED.appt_dates, EXCLUDED.appt_set, EXCLUDED.outcome_days, EXCLUDED.moh_outcomes, EXCLUDED.moh_outcome_dates, EXCLUDED.pepfar_outcomes, EXCLUDED.pepfar_outcome_dates, EXCLUDED.disp_regimens, EXCLUDED.reinit_asked, EXCLUDED.reason_field, EXCLUDED.crit_days, EXCLUDED.crit_fields, EXCLUDED.preg_days, EXCLUDED.preg_yes, EXCLUDED.bf_days, EXCLUDED.bf_yes, EXCLUDED.tb_days, EXCLUDED.tb_fields, EXCLUDED.adh_days, EXCLUDED.adh_class, EXCLUDED.vl_days, EXCLUDED.vl_kind, EXCLUDED.vl_result, EXCLUDED.weight_days, EXCLUDED.weight_values, EXCLUDED.months_at_start);
+      months_at_start = EXCLUDED.months_at_start,
+      start_tb = EXCLUDED.start_tb,
+      start_ks = EXCLUDED.start_ks
+      WHERE (t.gender, t.birthdate, t.date_enrolled, t.earliest_start_date, t.transfer_in, t.died_on, t.on_art_state, t.reason_on, t.refill_on, t.new_patient_on, t.registered_at, t.enrolled_after_new, t.art_start_obs, t.disp_days, t.disp_expiry, t.disp_legacy, t.disp_drugs, t.state_days, t.state_codes, t.visit_days, t.appt_dates, t.appt_set, t.outcome_days, t.moh_outcomes, t.moh_outcome_dates, t.pepfar_outcomes, t.pepfar_outcome_dates, t.disp_regimens, t.reinit_asked, t.reason_field, t.crit_days, t.crit_fields, t.preg_days, t.preg_yes, t.bf_days, t.bf_yes, t.tb_days, t.tb_fields, t.adh_days, t.adh_class, t.vl_days, t.vl_kind, t.vl_result, t.weight_days, t.weight_values, t.months_at_start, t.start_tb, t.start_ks)
+        IS DISTINCT FROM (EXCLUDED.gender, EXCLUDED.birthdate, EXCLUDED.date_enrolled, EXCLUDED.earliest_start_date, EXCLUDED.transfer_in, EXCLUDED.died_on, EXCLUDED.on_art_state, EXCLUDED.reason_on, EXCLUDED.refill_on, EXCLUDED.new_patient_on, EXCLUDED.registered_at, EXCLUDED.enrolled_after_new, EXCLUDED.art_start_obs, EXCLUDED.disp_days, EXCLUDED.disp_expiry, EXCLUDED.disp_legacy, EXCLUDED.disp_drugs, EXCLUDED.state_days, EXCLUDED.state_codes, EXCLUDED.visit_days, EXCLUDED.appt_dates, EXCLUDED.appt_set, EXCLUDED.outcome_days, EXCLUDED.moh_outcomes, EXCLUDED.moh_outcome_dates, EXCLUDED.pepfar_outcomes, EXCLUDED.pepfar_outcome_dates, EXCLUDED.disp_regimens, EXCLUDED.reinit_asked, EXCLUDED.reason_field, EXCLUDED.crit_days, EXCLUDED.crit_fields, EXCLUDED.preg_days, EXCLUDED.preg_yes, EXCLUDED.bf_days, EXCLUDED.bf_yes, EXCLUDED.tb_days, EXCLUDED.tb_fields, EXCLUDED.adh_days, EXCLUDED.adh_class, EXCLUDED.vl_days, EXCLUDED.vl_kind, EXCLUDED.vl_result, EXCLUDED.weight_days, EXCLUDED.weight_values, EXCLUDED.months_at_start, EXCLUDED.start_tb, EXCLUDED.start_ks);
 
   WITH after AS (SELECT * FROM ids.visit_counts(site, patients, days)), delta AS (
     SELECT coalesce(a.visit_date, b.key::date) AS visit_date,
@@ -1294,168 +1328,3 @@ BEGIN
       FROM (SELECT * FROM tbl EXCEPT ALL SELECT * FROM def) e;
 END $$;
 
--- ------------------------------------------------------------------------------ reading
-
--- Whole years from `a` to `b` as MySQL's TIMESTAMPDIFF(YEAR, a, b) counts them. (The casts
--- to timestamp matter: on dates, age() would take timestamptz, which is only STABLE, and
--- PostgreSQL does not inline an IMMUTABLE function that calls one: a call per row of a
--- national report cost 1.8 s per million rows, inlined 0.07 s.)
-CREATE OR REPLACE FUNCTION ids.years_between(a date, b date) RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT date_part('year', age(b::timestamp, a::timestamp))::int
-$$;
-
--- The index of an age in whole years among the PEPFAR groups (1 for <1, 2 for 1-4, then one
--- per five years, 20 for 90+).
-CREATE OR REPLACE FUNCTION ids.age_group_index(years integer) RETURNS integer
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN years < 1 THEN 1 WHEN years >= 90 THEN 20 ELSE years / 5 + 2 END
-$$;
-
--- PEPFAR age group at a date (art-rules.md section 4): whole years (TIMESTAMPDIFF(YEAR, ...)),
--- <1, 1-4, five-year groups to 85-89, 90+; 'Unknown' without birthdate. One expression
--- without FROM, so that PostgreSQL inlines it into a report's scan (a call per patient of a
--- national answer cost more than the rest of the row).
-CREATE OR REPLACE FUNCTION ids.age_group(birthdate date, on_date date) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN birthdate IS NULL THEN 'Unknown' ELSE
-    (ARRAY['<1', '1-4', '5-9', '10-14', '15-19', '20-24', '25-29', '30-34', '35-39', '40-44',
-           '45-49', '50-54', '55-59', '60-64', '65-69', '70-74', '75-79', '80-84', '85-89',
-           '90+'])[ids.age_group_index(ids.years_between(birthdate, on_date))] END
-$$;
-
--- The cohort gates of art-rules.md section 1 on end_date, as the enrolment date they give
--- (NULL: not in any cohort report): a state 7 of the HIV program; a reason for starting ART
--- (obs 7563) by then; an ARV dispensation by then; and a drug-refill or external-consultation
--- client (an obs 3289 so answered by then) only when registered: a 'New patient' obs 3289 by
--- then (then only dispensations on or after it count for enrolment) or an HIV CLINIC
--- REGISTRATION encounter before end_date (the rules' "before end_date": strictly earlier than
--- its first moment; with a registration but no 'New patient' obs every dispensation counts).
--- The 'New patient' obs is bounded by end_date + 1 day like the refill obs it answers (our
--- reading where the rules leave it open).
-CREATE OR REPLACE FUNCTION ids.cohort_enrolment(on_art_state boolean, reason_on date,
-    refill_on date, new_patient_on date, registered_at timestamp, date_enrolled date,
-    enrolled_after_new date, end_date date) RETURNS date
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE
-    WHEN NOT on_art_state OR reason_on IS NULL OR reason_on > end_date THEN NULL
-    WHEN refill_on IS NULL OR refill_on > end_date THEN
-      CASE WHEN date_enrolled <= end_date THEN date_enrolled END
-    WHEN new_patient_on <= end_date THEN
-      CASE WHEN enrolled_after_new <= end_date THEN enrolled_after_new END
-    WHEN registered_at < end_date THEN CASE WHEN date_enrolled <= end_date THEN date_enrolled END
-  END
-$$;
-
--- Drug-refill and external-consultation clients who have not registered by end_date (the
--- fourth gate alone: missed appointments leave them out).
-CREATE OR REPLACE FUNCTION ids.unregistered_refill(refill_on date, new_patient_on date,
-                                                   registered_at timestamp, end_date date)
-RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT refill_on <= end_date AND NOT coalesce(new_patient_on <= end_date, false)
-         AND NOT coalesce(registered_at < end_date, false)
-$$;
-
--- A patient's outcome on a date and its date, from their outcome timelines (art_status's
--- outcome_days with moh_* for the MOH's 60 days, pepfar_* for PEPFAR's 30; another
--- default_days has no timeline: NULL): one binary search (width_bucket) and a subscript.
-CREATE OR REPLACE FUNCTION ids.outcome_from(days date[], moh smallint[], pepfar smallint[],
-                                            on_date date, default_days integer) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN default_days IN (30, 60) THEN ids.outcome_name(
-    (CASE default_days WHEN 60 THEN moh ELSE pepfar END)[width_bucket(on_date, days)]) END
-$$;
-
-CREATE OR REPLACE FUNCTION ids.outcome_date_from(days date[], moh date[], pepfar date[],
-                                                 on_date date, default_days integer)
-RETURNS date LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT (CASE default_days WHEN 60 THEN moh WHEN 30 THEN pepfar END)[width_bucket(on_date, days)]
-$$;
-
--- The cohort on end_date (art-rules.md section 1) with every patient's outcome on that day
--- (section 3) under a default_days threshold (60: MOH, 30: PEPFAR, the two the outcome
--- timelines keep): the patients of `site`, or of every site when it is NULL. Every fact on
--- end_date comes from the patient's art_status row (its timelines: the outcome and its date,
--- the last dispensation by then, its expiry, drug set and regimen; the clinical timelines are
--- returned whole for the reports that read them), so a report is one scan of the
--- status rows whatever its end date, which PostgreSQL may split over parallel workers (every
--- function a report calls is PARALLEL SAFE).
---
--- With `before`, also each patient's outcome on that other date and its date (NULL when not in
--- the cohort then): TX_ML and TX_RTT compare the day before their period with its end in the
--- same scan.
-DROP FUNCTION IF EXISTS ids.cohort(date, integer, integer);
-CREATE OR REPLACE FUNCTION ids.cohort(end_date date, default_days integer, site integer,
-                                      before date DEFAULT NULL)
-RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,
-               age_group text, date_enrolled date, earliest_start_date date,
-               transfer_in boolean, outcome text, outcome_date date,
-               last_dispensation_date date, expiry_date date, defaulted_on date,
-               regimen_drugs integer[], registered_at timestamp, outcome_before text,
-               outcome_date_before date, regimen text, reinit_asked boolean,
-               reason_field text, crit_days date[], crit_fields text[], preg_days date[],
-               preg_yes boolean[], bf_days date[], bf_yes boolean[], tb_days date[],
-               tb_fields text[], adh_days date[], adh_class text[], vl_days date[],
-               vl_kind text[], vl_result text[], weight_days date[],
-               weight_values double precision[], months_old integer)
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-  SELECT p.site_id, p.patient_id, p.gender, p.birthdate,
-         ids.age_group(p.birthdate, cohort.end_date),
-         p.enrolled, coalesce(p.art_start_obs, p.enrolled), p.transfer_in,
-         ids.outcome_from(p.outcome_days, p.moh_outcomes, p.pepfar_outcomes, cohort.end_date,
-                          cohort.default_days),
-         ids.outcome_date_from(p.outcome_days, p.moh_outcome_dates, p.pepfar_outcome_dates,
-                               cohort.end_date, cohort.default_days),
-         p.disp_days[p.di], p.disp_expiry[p.di],
-         p.disp_expiry[p.di] + ids.threshold(coalesce(p.disp_legacy[p.di], false),
-                                             cohort.default_days),
-         p.disp_drugs[p.di]::integer[], p.registered_at,
-         CASE WHEN p.enrolled_before IS NOT NULL THEN
-           ids.outcome_from(p.outcome_days, p.moh_outcomes, p.pepfar_outcomes, cohort.before,
-                            cohort.default_days) END,
-         CASE WHEN p.enrolled_before IS NOT NULL THEN
-           ids.outcome_date_from(p.outcome_days, p.moh_outcome_dates, p.pepfar_outcome_dates,
-                                 cohort.before, cohort.default_days) END,
-         p.disp_regimens[p.di], p.reinit_asked, p.reason_field, p.crit_days, p.crit_fields,
-         p.preg_days, p.preg_yes, p.bf_days, p.bf_yes, p.tb_days, p.tb_fields, p.adh_days,
-         p.adh_class, p.vl_days, p.vl_kind, p.vl_result, p.weight_days, p.weight_values,
-         CASE WHEN p.enrolled = p.date_enrolled AND p.months_at_start IS NOT NULL
-              THEN p.months_at_start
-              ELSE ids.months_between(p.birthdate, coalesce(p.art_start_obs, p.enrolled)) END
-  FROM (SELECT p.*, ids.cohort_enrolment(p.on_art_state, p.reason_on, p.refill_on,
-                      p.new_patient_on, p.registered_at, p.date_enrolled, p.enrolled_after_new,
-                      cohort.end_date) AS enrolled,
-               ids.cohort_enrolment(p.on_art_state, p.reason_on, p.refill_on,
-                      p.new_patient_on, p.registered_at, p.date_enrolled, p.enrolled_after_new,
-                      cohort.before) AS enrolled_before,
-               width_bucket(cohort.end_date, p.disp_days) AS di
-        FROM ids.art_status p
-        WHERE cohort.site IS NULL OR p.site_id = cohort.site) p
-  WHERE p.enrolled IS NOT NULL
-$$;
-
--- Weight band of the regimen distribution by weight (moh-reports.md): the engine's bands, and
--- 5-5.9 kg, which its bands skip (those patients would vanish), in a band of its own.
-CREATE OR REPLACE FUNCTION ids.weight_band(kg double precision) RETURNS text
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE
-    WHEN kg IS NULL OR kg < 3 THEN 'Unknown'
-    WHEN kg < 4 THEN '3-3.9' WHEN kg < 5 THEN '4-4.9' WHEN kg < 6 THEN '5-5.9'
-    WHEN kg < 10 THEN '6-9.9' WHEN kg < 14 THEN '10-13.9' WHEN kg < 20 THEN '14-19.9'
-    WHEN kg < 25 THEN '20-24.9' WHEN kg < 30 THEN '25-29.9' WHEN kg < 35 THEN '30-34.9'
-    WHEN kg < 40 THEN '35-39.9' WHEN kg < 50 THEN '40-49.9' ELSE '50+' END
-$$;
-
--- The latest non-voided numeric obs of one of `concepts` for a patient on or before on_date
--- (the latest weight, the latest CD4 count): value and modifier.
-CREATE OR REPLACE FUNCTION ids.latest_numeric(site integer, patient integer, concepts integer[],
-                                              on_date date)
-RETURNS TABLE (value double precision, modifier text) LANGUAGE sql STABLE PARALLEL SAFE AS $$
-  SELECT o.value_numeric, o.value_modifier FROM unnest(concepts) c(concept_id)
-  CROSS JOIN LATERAL (
-    SELECT o.value_numeric, o.value_modifier, o.obs_datetime, o.obs_id FROM cdr.obs o
-    WHERE o.site_id = site AND o.person_id = patient AND o.concept_id = c.concept_id
-      AND o.obs_datetime < on_date + 1 AND o.voided = 0 AND o.value_numeric IS NOT NULL
-    ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1) o
-  ORDER BY o.obs_datetime DESC, o.obs_id DESC LIMIT 1
-$$;

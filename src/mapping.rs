@@ -128,11 +128,19 @@ pub struct Mapping {
     pub cdr_schema: PathBuf,
     /// PostgreSQL IDS tables and their definitions, relative to the mapping file.
     pub ids_tables: PathBuf,
+    /// PostgreSQL IDS report functions, relative to the mapping file (`ids-reports.sql` when
+    /// the mapping names none).
+    #[serde(default = "default_ids_reports")]
+    pub ids_reports: PathBuf,
     /// The tables, by name.
     pub tables: BTreeMap<String, TableMapping>,
     /// Directory of the mapping file (set by `load`).
     #[serde(skip)]
     pub dir: PathBuf,
+}
+
+fn default_ids_reports() -> PathBuf {
+    PathBuf::from("ids-reports.sql")
 }
 
 impl Mapping {

@@ -290,6 +290,105 @@ async fn one_writer_tables_equal_their_definitions_after_every_batch() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     checker.stop();
+    checker.stop();
+    check_migrations(&rig, &pool).await;
+}
+
+/// A receiver started on a copy of the mapping whose IDS file `edited` has a line more, with
+/// the config of `receiver.toml`; returns its log.
+fn restart_with_edited(rig: &Rig, name: &str, edited: &str) -> String {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
+    let dir = rig.dir.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(&src).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let file = dir.join(edited);
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, format!("{text}\n-- edited by {name}\n")).unwrap();
+    let config = std::fs::read_to_string(rig.dir.join("receiver.toml"))
+        .unwrap()
+        .replace(
+            &common::mapping_path(),
+            dir.join("openmrs.toml").to_str().unwrap(),
+        );
+    let path = rig.dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).unwrap();
+    let log = rig.dir.join(format!("{name}.log"));
+    let mut r = Proc::start(
+        &["receiver", "--config", path.to_str().unwrap()],
+        &log,
+        "receiver listening",
+    );
+    r.stop();
+    std::fs::read_to_string(&log).unwrap()
+}
+
+/// A changed ids-reports.sql makes the report functions again (dropping those the definitions
+/// do not make) and queues nothing; a changed ids-tables.sql queues every patient.
+async fn check_migrations(rig: &Rig, pool: &Pool) {
+    let pg = pool.get().await.unwrap();
+    let queued_log = "every patient queued for recomputation";
+    // GIVEN a report function an earlier release made, which this one no longer does
+    pg.batch_execute("CREATE FUNCTION ids.retired_report() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+        .await
+        .unwrap();
+    // WHEN a receiver starts with an edited ids-reports.sql
+    let log = restart_with_edited(rig, "reports-edited", "ids-reports.sql");
+    // THEN it makes the report functions again and queues nobody
+    assert!(
+        log.contains("IDS report functions are new or changed"),
+        "{log}"
+    );
+    assert!(!log.contains(queued_log), "{log}");
+    let retired: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM pg_proc WHERE proname = 'retired_report'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(retired, 0, "the retired report function stays");
+    // (and every function the file makes is there: none was dropped after being made)
+    let reports = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/ids-reports.sql"),
+    )
+    .unwrap();
+    let made: Vec<String> = reports
+        .lines()
+        .filter_map(|l| l.strip_prefix("CREATE OR REPLACE FUNCTION ids."))
+        .map(|rest| rest.split('(').next().unwrap().to_owned())
+        .collect();
+    assert!(
+        made.len() >= 10 && made.contains(&"cohort".to_owned()),
+        "{made:?}"
+    );
+    let present: i64 = pg
+        .query_one(
+            "SELECT count(DISTINCT proname) FROM pg_proc p JOIN pg_namespace n
+               ON n.oid = p.pronamespace WHERE n.nspname = 'ids' AND proname = ANY($1)",
+            &[&made],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        present as usize,
+        made.len(),
+        "report functions missing: {made:?}"
+    );
+    // WHEN one starts with an edited ids-tables.sql
+    let log = restart_with_edited(rig, "tables-edited", "ids-tables.sql");
+    // THEN every patient is queued, and the tables equal their definitions once drained
+    assert!(log.contains(queued_log), "{log}");
+    let mut r = receiver(rig, "drainer", "verify = false\nqueue_poll_ms = 50");
+    wait_queue_empty(pool).await;
+    for site in SITES {
+        assert_site_equal(pool, site, "after the migration").await;
+    }
+    r.stop();
 }
 
 /// Sends every site's history through three receivers in a random interleaving (six

@@ -480,7 +480,12 @@ impl Rig {
         let narrow = self.dir.join("mappings");
         std::fs::create_dir_all(&narrow).unwrap();
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings");
-        for f in ["mirror-mysql.sql", "cdr-postgres.sql", "ids-tables.sql"] {
+        for f in [
+            "mirror-mysql.sql",
+            "cdr-postgres.sql",
+            "ids-tables.sql",
+            "ids-reports.sql",
+        ] {
             std::fs::copy(src.join(f), narrow.join(f)).unwrap();
         }
         let full = std::fs::read_to_string(src.join("openmrs.toml")).unwrap();

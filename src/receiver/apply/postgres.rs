@@ -107,8 +107,11 @@ impl PgStore {
         let cdr = mapping
             .read_beside(&mapping.cdr_schema)
             .map_err(|e| setup(e.to_string()))?;
-        let ids_sql = mapping
+        let ids_tables = mapping
             .read_beside(&mapping.ids_tables)
+            .map_err(|e| setup(e.to_string()))?;
+        let ids_reports = mapping
+            .read_beside(&mapping.ids_reports)
             .map_err(|e| setup(e.to_string()))?;
         client
             .execute("SELECT pg_advisory_lock($1)", &[&migrate::LOCK])
@@ -116,8 +119,11 @@ impl PgStore {
             .map_err(pg_err("-"))?;
         let migrated = migrate::run(
             &mut client,
-            &[migrate::BOOKKEEPING_DDL, &cdr, &ids_sql],
-            &ids_sql,
+            &[migrate::BOOKKEEPING_DDL, &cdr],
+            migrate::IdsFiles {
+                tables: &ids_tables,
+                reports: &ids_reports,
+            },
             options,
         )
         .await;

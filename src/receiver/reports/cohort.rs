@@ -140,14 +140,7 @@ macro_rules! facts {
                      WHEN c.months_old / 12 <= 14 THEN 'children_24_months_14_years'
                      ELSE 'adults' END AS age,
                 ri.reason,
-                CASE WHEN array_position(c.crit_fields, 'current_episode_of_tb') <= ri.criteria
-                     THEN 'current_episode_of_tb'
-                     WHEN array_position(c.crit_fields, 'tb_within_the_last_two_years')
-                          <= ri.criteria
-                     THEN 'tb_within_the_last_two_years'
-                     ELSE 'no_tb' END AS tb_at_start,
-                CASE WHEN array_position(c.crit_fields, 'kaposis_sarcoma') <= ri.criteria
-                     THEN 'kaposis_sarcoma' END AS ks,
+                c.tb_at_start, c.ks,
                 CASE c.outcome
                   WHEN 'On antiretrovirals' THEN 'total_alive_and_on_art'
                   WHEN 'Patient died' THEN 'died_total'
@@ -180,18 +173,16 @@ macro_rules! facts {
          FROM (SELECT c.site_id, c.patient_id, c.gender, c.age_group,
                       c.date_enrolled, c.earliest_start_date, c.outcome, c.outcome_date,
                       c.regimen, c.registered_at, c.last_dispensation_date, c.reinit_asked,
-                      c.reason_field, c.crit_days, c.crit_fields, c.preg_days, c.preg_yes,
+                      c.reason_field, c.tb_at_start, c.ks, c.preg_days, c.preg_yes,
                       c.bf_days, c.bf_yes, c.tb_days, c.tb_fields, c.adh_days, c.adh_class,
                       c.months_old, generate_series(1, 1) AS once
                FROM ids.cohort($3, $4, $1) c) c
          CROSS JOIN LATERAL (
            SELECT coalesce(c.reason_field, 'unknown_other_reason_outside_guidelines') AS reason,
-                  -- (the criteria dated by the enrolment day are the first
-                  -- width_bucket(enrolment, crit_days) entries; a pregnancy answered Yes from
-                  -- the day of enrolment: a Yes from index width_bucket(enrolment - 1) + 1 up to
-                  -- width_bucket(the window's end); array_position finds a value's first
-                  -- index from a start without copying a slice)
-                  width_bucket(c.date_enrolled, c.crit_days) AS criteria,
+                  -- (a pregnancy answered Yes from the day of enrolment: a Yes from index
+                  -- width_bucket(enrolment - 1) + 1 up to width_bucket(the window's end);
+                  -- array_position finds a value's first index from a start without copying a
+                  -- slice)
                   c.gender = 'F' AND coalesce(
                     array_position(c.preg_yes, true,
                                    width_bucket(c.date_enrolled - 1, c.preg_days) + 1)

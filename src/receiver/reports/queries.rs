@@ -1,4 +1,4 @@
-//! The SQL of each report over the IDS tables (`ids-tables.sql`: `ids.cohort` applies the
+//! The SQL of each report over the IDS tables (`ids-reports.sql`: `ids.cohort` applies the
 //! cohort gates and outcome rules of art-rules.md on an end date).
 //!
 //! Every report's SQL yields one row per counted patient (or patient-day, for visits) with
