@@ -98,8 +98,14 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
         )
         .await
         .map_err(|e| e.to_string())?;
-    let (as_of, queued_patients) = freshness(&client, request.site_id).await?;
     let query = query_for(request.name, request.by);
+    if !query.planner.is_empty() {
+        client
+            .batch_execute(query.planner)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    let (as_of, queued_patients) = freshness(&client, request.site_id).await?;
     let params = Params::of(request);
     let dims = query.rows.dims();
     let dim_keys: Vec<String> = dims.iter().map(|d| format!("q.{d}")).collect();
