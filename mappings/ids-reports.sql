@@ -1,8 +1,8 @@
 -- IDS report functions: how a report reads the tables of ids-tables.sql on its end date
 -- (art-rules.md, moh-reports.md). Nothing stored depends on them, so the receiver makes them
--- again at start when this file changes (every function it names dropped first, so that a
--- signature may change) without queueing any patient for recomputation; a change of
--- ids-tables.sql makes them again too.
+-- again at start when this file changes (every ids function ids-tables.sql does not make is
+-- dropped first, so that a signature may change and a retired function goes) without
+-- queueing any patient for recomputation; a change of ids-tables.sql makes them again too.
 
 -- Whole years from `a` to `b` as MySQL's TIMESTAMPDIFF(YEAR, a, b) counts them. (The casts
 -- to timestamp matter: on dates, age() would take timestamptz, which is only STABLE, and
@@ -93,7 +93,6 @@ $$;
 -- With `before`, also each patient's outcome on that other date and its date (NULL when not in
 -- the cohort then): TX_ML and TX_RTT compare the day before their period with its end in the
 -- same scan.
-DROP FUNCTION IF EXISTS ids.cohort(date, integer, integer);
 CREATE OR REPLACE FUNCTION ids.cohort(end_date date, default_days integer, site integer,
                                       before date DEFAULT NULL)
 RETURNS TABLE (site_id integer, patient_id integer, gender text, birthdate date,

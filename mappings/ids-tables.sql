@@ -96,10 +96,10 @@ CREATE INDEX IF NOT EXISTS patient_visits_day ON ids.patient_visits (site_id, vi
 -- (appt_dates, appt_set: the day each was recorded). Reports read a patient's history from
 -- this row alone, whatever their end date: one scan, no probe per patient.
 -- The cohort gates of art-rules.md section 1 are kept as the dates they open on, so that a
--- report applies them for its own end date (ids.cohort_enrolment): a state 7 of the HIV
--- program (on_art_state), the first reason for starting ART (obs 7563), the first obs 3289
--- answered 'Drug refill' or 'External consultation' (refill_on), the first answered 'New
--- patient', the first HIV CLINIC REGISTRATION encounter, and the first dispensation on or
+-- report applies them for its own end date (ids.cohort_enrolment, ids-reports.sql): a state 7
+-- of the HIV program (on_art_state), the first reason for starting ART (obs 7563), the first
+-- obs 3289 answered 'Drug refill' or 'External consultation' (refill_on), the first answered
+-- 'New patient', the first HIV CLINIC REGISTRATION encounter, and the first dispensation on or
 -- after that 'New patient' obs (what counts for enrolment of a refill client who registered).
 -- months_at_start, start_tb and start_ks: the MOH cohort's age at initiation (whole months from
 -- birth to the earliest ART start), TB and Kaposi's sarcoma at initiation

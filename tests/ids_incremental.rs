@@ -290,7 +290,6 @@ async fn one_writer_tables_equal_their_definitions_after_every_batch() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     checker.stop();
-    checker.stop();
     check_migrations(&rig, &pool).await;
 }
 
@@ -356,11 +355,14 @@ async fn check_migrations(rig: &Rig, pool: &Pool) {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/ids-reports.sql"),
     )
     .unwrap();
-    let made: Vec<String> = reports
+    let mut made: Vec<String> = reports
         .lines()
         .filter_map(|l| l.strip_prefix("CREATE OR REPLACE FUNCTION ids."))
         .map(|rest| rest.split('(').next().unwrap().to_owned())
         .collect();
+    // (an overloaded name is made twice and counted once below)
+    made.sort();
+    made.dedup();
     assert!(
         made.len() >= 10 && made.contains(&"cohort".to_owned()),
         "{made:?}"

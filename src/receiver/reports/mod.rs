@@ -1,7 +1,7 @@
 //! Reports read from the IDS tables, on the national engine's rules
 //! (`../shared/reference/art-rules.md` and `moh-reports.md`, implemented in `ids-tables.sql`,
-//! `ids-reports.sql` and `queries.rs`): TX_CURR, TX_NEW, visits, missed appointments, TX_ML, TX_RTT, TX_CURR
-//! MMD, regimen distribution and the defaulter list.
+//! `ids-reports.sql` and `queries.rs`): TX_CURR, TX_NEW, visits, missed appointments, TX_ML,
+//! TX_RTT, TX_CURR MMD, regimen distribution and the defaulter list.
 //!
 //! Every answer carries a total, its columns (`fields`), the rows by age group × gender (all
 //! PEPFAR M/F groups, zeros included; `U` and `Unknown` only when present; regimen and weight
