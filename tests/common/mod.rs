@@ -110,13 +110,14 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-/// A replica server id unique among concurrently running tests.
+/// A replica server id unique among concurrently running tests: the process id and a counter
+/// of this process (a time-based id let two tests of one binary collide now and then, and the
+/// second tailer was then refused as "another replica is connected").
 pub fn server_id() -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    100_000 + (std::process::id() % 1000) * 1000 + nanos % 1000
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000;
+    // Linux pids are below 2^22, so the id stays below 2^32; it is never the source's 1.
+    1000 + (std::process::id() % 4_000_000) * 1000 + n
 }
 
 /// A loopback address with a port that was free a moment ago.
