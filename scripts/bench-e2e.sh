@@ -6,6 +6,11 @@
 # binlog range (examples/bench_decode.rs), to which capture is compared.
 #
 #   scripts/bench-e2e.sh [PATIENTS] [DAYS]      (default 2000 patients over 10 days)
+#
+# AGAIN=1 reads the backlog the previous run wrote once more (bench_src and its binlog range are
+# kept; the simulate step takes longer than the rest), with a fresh tailer state and fresh
+# central stores. TAILER_WRAP runs the tailer under a profiler, e.g.
+# TAILER_WRAP="heaptrack -o /tmp/tailer" (the RSS and CPU figures are then the wrapper's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 patients=${1:-2000}
@@ -19,18 +24,31 @@ eval "$(scripts/services.sh env)"
 cargo build --release --quiet
 cargo build --release --quiet --example bench_decode
 pids=()
-trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
+trap 'for p in "${pids[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 
 my() { mariadb --protocol=socket -S "$sock" -uroot -N -e "$1"; }
-my "DROP DATABASE IF EXISTS bench_src; DROP DATABASE IF EXISTS bench_mirror"
+saved=state/bench-e2e.source
+if [ "${AGAIN:-}" = 1 ]; then
+  [ -f "$saved" ] || { echo "AGAIN=1: no backlog of an earlier run ($saved is missing)" >&2; exit 1; }
+  read -r start end target < "$saved"
+  echo "reading the backlog of the previous run again ($start, $(my "SELECT COUNT(*) FROM bench_src.obs") obs)"
+  my "DROP DATABASE IF EXISTS bench_mirror"
+else
+  rm -f "$saved"
+  my "DROP DATABASE IF EXISTS bench_src; DROP DATABASE IF EXISTS bench_mirror"
+fi
 runpg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/psql | head -1)")
 runpg "$pgbin/psql" -q -h 127.0.0.1 -p "${EMR_PG_PORT:-25432}" -U postgres -c "DROP DATABASE IF EXISTS emr_bench" -c "CREATE DATABASE emr_bench OWNER emr" 2>/dev/null
-start=$(my "SHOW MASTER STATUS" | awk '{print $1":"$2}')
-"$bin" simulate --mysql "$EMR_MYSQL_URL" --database bench_src --init-schema --patients 0 --days 1 >/dev/null
-echo "writing the backlog: $patients patients over $days days (tailer stopped)"
-/usr/bin/time -f "simulate: %e s" "$bin" simulate --mysql "$EMR_MYSQL_URL" --database bench_src --patients "$patients" --days "$days"
-target=$(my "SHOW MASTER STATUS" | awk '{split($1, f, "."); printf "%.0f\n", f[2] * 4294967296 + $2}')
+if [ "${AGAIN:-}" != 1 ]; then
+  start=$(my "SHOW MASTER STATUS" | awk '{print $1":"$2}')
+  "$bin" simulate --mysql "$EMR_MYSQL_URL" --database bench_src --init-schema --patients 0 --days 1 >/dev/null
+  echo "writing the backlog: $patients patients over $days days (tailer stopped)"
+  /usr/bin/time -f "simulate: %e s" "$bin" simulate --mysql "$EMR_MYSQL_URL" --database bench_src --patients "$patients" --days "$days"
+  end=$(my "SHOW MASTER STATUS" | awk '{print $1":"$2}')
+  target=$(awk -F: '{split($1, f, "."); printf "%.0f\n", f[2] * 4294967296 + $2}' <<<"$end")
+  mkdir -p state && echo "$start $end $target" > "$saved"
+fi
 
 rm -rf "$work" && mkdir -p "$work"
 sed -e 's#^database = "openmrs"#database = "bench_src"#' -e "s#^start = \"current\"#start = \"$start\"#" \
@@ -43,7 +61,7 @@ RUST_LOG=warn "$bin" receiver --config "$work/receiver.toml" 2>"$work/receiver.l
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8081/healthz >/dev/null && break; sleep 0.2; done
 
 t0=$(date +%s.%N)
-RUST_LOG=warn "$bin" tailer --config "$work/tailer.toml" 2>"$work/tailer.log" & tailer=$!; pids+=($tailer)
+RUST_LOG=warn ${TAILER_WRAP:-} "$bin" tailer --config "$work/tailer.toml" 2>"$work/tailer.log" & tailer=$!; pids+=($tailer)
 captured=""
 while :; do
   status=$(curl -sf http://127.0.0.1:9188/status || true)
@@ -71,8 +89,9 @@ ship=$(curl -sf http://127.0.0.1:9188/metrics | awk '
 apply=$(curl -sf http://127.0.0.1:8081/metrics | awk '
   /^emr_receiver_apply_duration_seconds_sum\{store="mysql"/ {m = $2}
   /^emr_receiver_apply_duration_seconds_sum\{store="postgres"/ {p = $2}
-  END {printf "MySQL %.2f s, PostgreSQL %.2f s (side by side)", m, p}')
-end=$(my "SHOW MASTER STATUS" | awk '{print $1":"$2}')
+  /^emr_ids_maintain_duration_seconds_sum\{path="worker"/ {w = $2; next}
+  /^emr_ids_maintain_duration_seconds_sum/ {i += $2}
+  END {printf "MySQL %.2f s, PostgreSQL %.2f s (side by side; of PostgreSQL'"'"'s, IDS maintenance in the batches'"'"' transactions %.2f s; the queue worker %.2f s more)", m, p, i, w}')
 plain=$(target/release/examples/bench_decode "$EMR_MYSQL_URL" bench_src "$start" "$end" | awk '/^plain mysql_async/ {print $(NF-1)}')
 awk -v t0="$t0" -v c="$captured" -v d="$done_at" -v rows="$rows" -v rss="$rss" -v raw="$raw" -v gz="$gz" -v visits="$visits" \
     -v ticks="$ticks" -v hz="$hz" -v plain="$plain" 'BEGIN {
