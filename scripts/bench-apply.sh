@@ -16,4 +16,4 @@ mariadb --protocol=socket -S .services/mariadb/mysqld.sock -uroot -e "DROP DATAB
 runpg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/psql | head -1)")
 runpg "$pgbin/psql" -q -h 127.0.0.1 -p "${EMR_PG_PORT:-25432}" -U postgres -c "DROP DATABASE IF EXISTS emr_bench_apply" -c "CREATE DATABASE emr_bench_apply OWNER emr" 2>/dev/null
-target/release/examples/bench_apply "$EMR_MYSQL_URL" "${EMR_PG_URL%/*}/emr_bench_apply" "$rows" "$per"
+${BENCH_WRAP:-} target/release/examples/bench_apply "$EMR_MYSQL_URL" "${EMR_PG_URL%/*}/emr_bench_apply" "$rows" "$per"

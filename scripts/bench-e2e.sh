@@ -10,7 +10,8 @@
 # AGAIN=1 reads the backlog the previous run wrote once more (bench_src and its binlog range are
 # kept; the simulate step takes longer than the rest), with a fresh tailer state and fresh
 # central stores. TAILER_WRAP runs the tailer under a profiler, e.g.
-# TAILER_WRAP="heaptrack -o /tmp/tailer" (the RSS and CPU figures are then the wrapper's).
+# CARGO_FEATURES=system-alloc TAILER_WRAP="heaptrack -o /tmp/tailer" (heaptrack hooks malloc,
+# which mimalloc bypasses; the RSS and CPU figures are then the wrapper's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 patients=${1:-2000}
@@ -21,7 +22,7 @@ sock=.services/mariadb/mysqld.sock
 
 scripts/services.sh start
 eval "$(scripts/services.sh env)"
-cargo build --release --quiet
+cargo build --release --quiet ${CARGO_FEATURES:+--features "$CARGO_FEATURES"}
 cargo build --release --quiet --example bench_decode
 pids=()
 trap 'for p in "${pids[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
@@ -31,6 +32,11 @@ saved=state/bench-e2e.source
 if [ "${AGAIN:-}" = 1 ]; then
   [ -f "$saved" ] || { echo "AGAIN=1: no backlog of an earlier run ($saved is missing)" >&2; exit 1; }
   read -r start end target < "$saved"
+  # (the test suite purges binary logs: a backlog whose first file is gone must be written again)
+  if ! my "SHOW BINARY LOGS" | awk '{print $1}' | grep -qx "${start%%:*}"; then
+    echo "AGAIN=1: the backlog's binlog ${start%%:*} was purged since; run without AGAIN to write it again" >&2
+    exit 1
+  fi
   echo "reading the backlog of the previous run again ($start, $(my "SELECT COUNT(*) FROM bench_src.obs") obs)"
   my "DROP DATABASE IF EXISTS bench_mirror"
 else
@@ -70,6 +76,11 @@ while :; do
   now=$(date +%s.%N)
   if [ -z "$captured" ] && [ -n "$pos" ] && [ "$pos" -ge "$target" ]; then captured=$now; fi
   if [ -n "$captured" ] && grep -q '"open_visits":0' <<<"$status" && grep -q '"outbox_visits":0' <<<"$status"; then break; fi
+  if ! kill -0 "$tailer" 2>/dev/null; then
+    echo "the tailer exited before delivering the backlog; its log ($work/tailer.log) ends:" >&2
+    tail -5 "$work/tailer.log" >&2
+    exit 1
+  fi
   sleep 0.1
 done
 done_at=$(date +%s.%N)

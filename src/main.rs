@@ -10,6 +10,9 @@ use clap::Parser;
 /// malloc spent a third of the capture loop's time on them (perf, scripts/bench-e2e.sh).
 /// Built with `no_thp`: with transparent huge pages its arenas grew RSS in 2 MiB steps (idle
 /// tailer 60 MiB, 20 MiB without; tests/delivery.rs's outage test: 166 MiB, 105 MiB without).
+/// The `system-alloc` feature leaves the system's malloc in place, for heap profilers that hook
+/// it (heaptrack: `CARGO_FEATURES=system-alloc TAILER_WRAP="heaptrack -o F" scripts/bench-e2e.sh`).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use emr_stream::cli::{CheckpointAction, Cli, Command, DeadAction, IdsAction};
