@@ -28,10 +28,12 @@ pids=()
 trap 'for p in "${pids[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 
 my() { mariadb --protocol=socket -S "$sock" -uroot -N -e "$1"; }
+# A binlog position "binlog.000012:3456" as one comparable number: file sequence * 2^32 + offset.
+position_number() { sed -n 's/^[^:]*\.\([0-9]*\):\([0-9]*\)$/\1 \2/p' | awk '{printf "%.0f\n", $1 * 4294967296 + $2}'; }
 saved=state/bench-e2e.source
 if [ "${AGAIN:-}" = 1 ]; then
   [ -f "$saved" ] || { echo "AGAIN=1: no backlog of an earlier run ($saved is missing)" >&2; exit 1; }
-  read -r start end target < "$saved"
+  read -r start end < "$saved"
   # (the test suite purges binary logs: a backlog whose first file is gone must be written again)
   if ! my "SHOW BINARY LOGS" | awk '{print $1}' | grep -qx "${start%%:*}"; then
     echo "AGAIN=1: the backlog's binlog ${start%%:*} was purged since; run without AGAIN to write it again" >&2
@@ -52,9 +54,9 @@ if [ "${AGAIN:-}" != 1 ]; then
   echo "writing the backlog: $patients patients over $days days (tailer stopped)"
   /usr/bin/time -f "simulate: %e s" "$bin" simulate --mysql "$EMR_MYSQL_URL" --database bench_src --patients "$patients" --days "$days"
   end=$(my "SHOW MASTER STATUS" | awk '{print $1":"$2}')
-  target=$(awk -F: '{split($1, f, "."); printf "%.0f\n", f[2] * 4294967296 + $2}' <<<"$end")
-  mkdir -p state && echo "$start $end $target" > "$saved"
+  mkdir -p state && echo "$start $end" > "$saved"
 fi
+target=$(position_number <<<"$end")
 
 rm -rf "$work" && mkdir -p "$work"
 sed -e 's#^database = "openmrs"#database = "bench_src"#' -e "s#^start = \"current\"#start = \"$start\"#" \
@@ -71,8 +73,7 @@ RUST_LOG=warn ${TAILER_WRAP:-} "$bin" tailer --config "$work/tailer.toml" 2>"$wo
 captured=""
 while :; do
   status=$(curl -sf http://127.0.0.1:9188/status || true)
-  # checkpoint "binlog.000012:3456" as one comparable number: file sequence * 2^32 + offset
-  pos=$(sed -n 's/.*"checkpoint":"[^"]*\.\([0-9]*\):\([0-9]*\)".*/\1 \2/p' <<<"$status" | awk '{printf "%.0f\n", $1 * 4294967296 + $2}')
+  pos=$(sed -n 's/.*"checkpoint":"\([^"]*\)".*/\1/p' <<<"$status" | position_number)
   now=$(date +%s.%N)
   if [ -z "$captured" ] && [ -n "$pos" ] && [ "$pos" -ge "$target" ]; then captured=$now; fi
   if [ -n "$captured" ] && grep -q '"open_visits":0' <<<"$status" && grep -q '"outbox_visits":0' <<<"$status"; then break; fi

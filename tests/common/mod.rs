@@ -116,7 +116,7 @@ pub fn unique(prefix: &str) -> String {
 pub fn server_id() -> u32 {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 1000;
-    // Linux pids are below 2^22, so the id stays below 2^32; it is never the source's 1.
+    // (pid % 4,000,000) * 1000 + 1999 stays below 2^32; the id is never the source's 1.
     1000 + (std::process::id() % 4_000_000) * 1000 + n
 }
 
