@@ -11,7 +11,9 @@
 # kept; the simulate step takes longer than the rest), with a fresh tailer state and fresh
 # central stores. TAILER_WRAP runs the tailer under a profiler, e.g.
 # CARGO_FEATURES=system-alloc TAILER_WRAP="heaptrack -o /tmp/tailer" (heaptrack hooks malloc,
-# which mimalloc bypasses; the RSS and CPU figures are then the wrapper's).
+# which mimalloc bypasses; the RSS and CPU figures are then the wrapper's). TAILER_BIN runs
+# another build's tailer against this build's receiver, for a baseline side by side, e.g.
+# TAILER_BIN=/tmp/emr-stream-base AGAIN=1 TAILER_WRAP="perf stat -e instructions:u -o F".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 patients=${1:-2000}
@@ -69,7 +71,7 @@ RUST_LOG=warn "$bin" receiver --config "$work/receiver.toml" 2>"$work/receiver.l
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8081/healthz >/dev/null && break; sleep 0.2; done
 
 t0=$(date +%s.%N)
-RUST_LOG=warn ${TAILER_WRAP:-} "$bin" tailer --config "$work/tailer.toml" 2>"$work/tailer.log" & tailer=$!; pids+=($tailer)
+RUST_LOG=warn ${TAILER_WRAP:-} "${TAILER_BIN:-$bin}" tailer --config "$work/tailer.toml" 2>"$work/tailer.log" & tailer=$!; pids+=($tailer)
 captured=""
 while :; do
   status=$(curl -sf http://127.0.0.1:9188/status || true)
