@@ -1559,6 +1559,7 @@ async fn a_rebuild_never_blocks_readers_nor_empties_the_site() {
         "{expected}"
     );
     assert_eq!(expected["queued_patients"], 0, "{expected}");
+    assert_eq!(expected["rebuilding_sites"], 0, "{expected}");
     // (and the endpoint's edges: CSV by Accept, a clear 400 per bad parameter, 404 for a name)
     let client = common::reader_client();
     let csv = client
@@ -1598,6 +1599,49 @@ async fn a_rebuild_never_blocks_readers_nor_empties_the_site() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
+
+    // AND while the site's rebuild is unfinished (held so: its lock taken, as a rebuild's
+    // chunk takes it, so that no worker ends it), the answer says its figures are provisional
+    let (pg, connection) = tokio_postgres::connect(&rig.pg_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let (holder, connection) = tokio_postgres::connect(&rig.pg_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}, {SITE})",
+            emr_stream::receiver::ids::SITE_LOCK
+        ))
+        .await
+        .unwrap();
+    pg.execute(
+        "UPDATE ids.site_state SET rebuild_started = now() WHERE site_id = $1",
+        &[&(SITE as i32)],
+    )
+    .await
+    .unwrap();
+    let during: Value = serde_json::from_slice(&get(&url).await.bytes().await.unwrap()).unwrap();
+    assert_eq!(during["rebuilding_sites"], 1, "{during}");
+    let csv = client
+        .get(&url)
+        .header("Accept", "text/csv")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(csv.contains(" rebuilding_sites=1 "), "{csv}");
+    pg.execute(
+        "UPDATE ids.site_state SET rebuild_started = NULL WHERE site_id = $1",
+        &[&(SITE as i32)],
+    )
+    .await
+    .unwrap();
+    holder.batch_execute("ROLLBACK").await.unwrap();
 
     // WHEN readers read continuously while the site is rebuilt three times over (the command
     // and the receiver's queue worker draining together), then verified

@@ -5,17 +5,21 @@ use serde_json::Value;
 use super::Report;
 
 impl Report {
-    /// CSV: a comment line with the report, period and the time its data was applied, a
-    /// header, then the detail list when asked for, else the rows (dimensions, then fields).
+    /// CSV: a comment line with the report, period, the time its data was applied and how
+    /// current its IDS rows are (queued patients, sites being rebuilt), a header, then the
+    /// detail list when asked for, else the rows (dimensions, then fields).
     pub fn to_csv(&self) -> String {
         let mut out = format!(
-            "# report={} definition={} site_id={} start_date={} end_date={} as_of={} total={}\n",
+            "# report={} definition={} site_id={} start_date={} end_date={} as_of={} \
+             queued_patients={} rebuilding_sites={} total={}\n",
             self.report,
             self.definition,
             self.site_id.map_or("all".into(), |s| s.to_string()),
             self.start_date,
             self.end_date,
             self.as_of.as_deref().unwrap_or(""),
+            self.queued_patients,
+            self.rebuilding_sites,
             self.total
         );
         match self.patients.as_ref().or(self.days.as_ref()) {

@@ -54,6 +54,11 @@ pub struct Report {
     /// Patients whose IDS rows still wait in the queue (a resync, a rebuild): until they are
     /// recomputed the answer may not reflect their latest data.
     pub queued_patients: i64,
+    /// Sites whose IDS rebuild has not finished (after new IDS definitions, whose rollout
+    /// queues every site, or `emr-stream ids rebuild`): until it has, some of their patients'
+    /// rows are still the old definitions' (an outcome may read Unknown), so the figures are
+    /// provisional. Normally 0.
+    pub rebuilding_sites: i64,
     /// Patients counted (patient-days for visits).
     pub total: i64,
     /// The count columns of each row.
@@ -105,7 +110,11 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
             .await
             .map_err(|e| e.to_string())?;
     }
-    let (as_of, queued_patients) = freshness(&client, request.site_id).await?;
+    let Freshness {
+        as_of,
+        queued_patients,
+        rebuilding_sites,
+    } = freshness(&client, request.site_id).await?;
     let params = Params::of(request);
     let dims = query.rows.dims();
     let dim_keys: Vec<String> = dims.iter().map(|d| format!("q.{d}")).collect();
@@ -170,6 +179,7 @@ pub async fn read(pool: &Pool, request: &Request) -> Result<Report, String> {
         end_date: request.end.to_string(),
         as_of,
         queued_patients,
+        rebuilding_sites,
         total,
         fields: query.fields,
         rows,
@@ -353,22 +363,37 @@ fn cell(row: &tokio_postgres::Row, i: usize) -> Value {
     }
 }
 
-/// When `site`'s data (every site's, when `None`) was last applied, and how many of its
-/// patients wait in the IDS queue.
+/// How current a report's answer is (of `site`, or of every site when `None`).
+pub struct Freshness {
+    /// When the data was last applied (for every site, the earliest of their last applies).
+    pub as_of: Option<String>,
+    /// Patients waiting in the IDS queue.
+    pub queued_patients: i64,
+    /// Sites whose IDS rebuild has not finished.
+    pub rebuilding_sites: i64,
+}
+
+/// When `site`'s data (every site's, when `None`) was last applied, how many of its patients
+/// wait in the IDS queue, and how many of the sites are being rebuilt.
 pub async fn freshness(
     client: &impl deadpool_postgres::GenericClient,
     site: Option<i32>,
-) -> Result<(Option<String>, i64), String> {
+) -> Result<Freshness, String> {
     let row = client
         .query_one(
             "SELECT to_char(min(applied_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),
-                    (SELECT count(*) FROM ids.dirty_patient q WHERE $1::int IS NULL OR q.site_id = $1)
+                    (SELECT count(*) FROM ids.dirty_patient q WHERE $1::int IS NULL OR q.site_id = $1),
+                    count(*) FILTER (WHERE rebuild_started IS NOT NULL)
              FROM ids.site_state WHERE $1::int IS NULL OR site_id = $1",
             &[&site],
         )
         .await
         .map_err(|e| e.to_string())?;
-    Ok((row.get(0), row.get(1)))
+    Ok(Freshness {
+        as_of: row.get(0),
+        queued_patients: row.get(1),
+        rebuilding_sites: row.get(2),
+    })
 }
 
 /// The bound parameters every query takes: $1 site, $2 start, $3 end, $4 default days, $5
