@@ -231,7 +231,7 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT coalesce(array_agg(DISTINCT d.drug_id ORDER BY d.drug_id), '{}')
   FROM cdr.drug d
   JOIN cdr.concept_set s ON s.site_id = d.site_id AND s.concept_id = d.concept_id
-  WHERE d.site_id = site AND s.concept_set = 1085
+  WHERE d.site_id = (SELECT site) AND s.concept_set = 1085
 $$;
 
 -- The (patient, day) pairs of a dirty set: distinct, and a patient needed whole (NULL day)
@@ -250,7 +250,7 @@ CREATE OR REPLACE FUNCTION ids.concepts_named(site integer, names text[]) RETURN
 LANGUAGE sql STABLE PARALLEL SAFE AS $$
   SELECT coalesce(array_agg(DISTINCT c.concept_id ORDER BY c.concept_id), '{}')
   FROM cdr.concept_name c
-  WHERE c.site_id = site AND lower(c.name) = ANY (ARRAY(SELECT lower(n) FROM unnest(names) n))
+  WHERE c.site_id = (SELECT site) AND lower(c.name) = ANY (ARRAY(SELECT lower(n) FROM unnest(names) n))
     AND coalesce(c.voided, 0) = 0 AND c.concept_id IS NOT NULL
 $$;
 
@@ -306,7 +306,7 @@ LANGUAGE sql STABLE AS $$
                     FROM (SELECT DISTINCT m.grp, cn.concept_id, m.field FROM ids.cohort_answers m
                           CROSS JOIN LATERAL (
                             SELECT cn.concept_id FROM cdr.concept_name cn
-                            WHERE cn.site_id = site AND lower(cn.name) = m.name
+                            WHERE cn.site_id = (SELECT site) AND lower(cn.name) = m.name
                               AND coalesce(cn.voided, 0) = 0 OFFSET 0) cn) a))
 $$;
 
@@ -337,7 +337,7 @@ LANGUAGE sql STABLE AS $$
   -- the site's ARV drugs with their concepts (the second pill source), read once
   arv AS MATERIALIZED (
     SELECT a.drug_id, (SELECT dr.concept_id FROM cdr.drug dr
-                       WHERE dr.site_id = site AND dr.drug_id = a.drug_id) AS concept_id
+                       WHERE dr.site_id = (SELECT site) AND dr.drug_id = a.drug_id) AS concept_id
     FROM unnest(ids.arv_drugs(site)) a(drug_id)),
   dispensed AS (
     SELECT o.patient_id, o.start_date::date AS day, x.drug_inventory_id AS drug_id,
@@ -347,13 +347,13 @@ LANGUAGE sql STABLE AS $$
     FROM d
     CROSS JOIN LATERAL (
       SELECT o.patient_id, o.start_date, o.order_id FROM cdr.orders o
-      WHERE o.site_id = site AND o.patient_id = d.patient_id
+      WHERE o.site_id = (SELECT site) AND o.patient_id = d.patient_id
         AND o.start_date >= coalesce(d.day, '-infinity') AND o.start_date < coalesce(d.day + 1, 'infinity')
         AND o.voided = 0 AND o.order_type_id = 1
       OFFSET 0) o
     CROSS JOIN LATERAL (
       SELECT x.drug_inventory_id, x.quantity, x.equivalent_daily_dose FROM cdr.drug_order x
-      WHERE x.site_id = site AND x.order_id = o.order_id AND x.quantity > 0
+      WHERE x.site_id = (SELECT site) AND x.order_id = o.order_id AND x.quantity > 0
       OFFSET 0) x
     JOIN arv a ON a.drug_id = x.drug_inventory_id
     GROUP BY 1, 2, 3
@@ -371,17 +371,17 @@ LANGUAGE sql STABLE AS $$
                                 + coalesce(ids.text_number(o.value_text), 0))
                               FILTER (WHERE o.order_id IS NOT NULL
                                         AND (SELECT x.drug_inventory_id FROM cdr.drug_order x
-                                             WHERE x.site_id = site AND x.order_id = o.order_id)
+                                             WHERE x.site_id = (SELECT site) AND x.order_id = o.order_id)
                                             = p.drug_id), 0)
                  + coalesce(sum(coalesce(o.value_numeric, 0))
                               FILTER (WHERE o.value_drug = p.drug_id), 0)
             FROM cdr.obs o
-            WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 2540
+            WHERE o.site_id = (SELECT site) AND o.person_id = p.patient_id AND o.concept_id = 2540
               AND o.obs_datetime >= p.day AND o.obs_datetime < p.day + 1
               AND o.voided = 0 AND o.value_numeric IS DISTINCT FROM 'NaN')
          + (SELECT coalesce(sum(coalesce(o.value_numeric, 0)), 0)
             FROM cdr.obs o
-            WHERE o.site_id = site AND o.person_id = p.patient_id
+            WHERE o.site_id = (SELECT site) AND o.person_id = p.patient_id
               AND o.concept_id = p.concept_id
               AND o.obs_datetime >= p.day AND o.obs_datetime < p.day + 1
               AND o.voided = 0 AND o.value_numeric IS DISTINCT FROM 'NaN')
@@ -399,10 +399,10 @@ LANGUAGE sql STABLE AS $$
   FROM d
   CROSS JOIN LATERAL (
     SELECT p.patient_id, p.program_id, p.patient_program_id FROM cdr.patient_program p
-    WHERE p.site_id = site AND p.patient_id = d.patient_id AND p.voided = 0 OFFSET 0) p
+    WHERE p.site_id = (SELECT site) AND p.patient_id = d.patient_id AND p.voided = 0 OFFSET 0) p
   CROSS JOIN LATERAL (
     SELECT s.* FROM cdr.patient_state s
-    WHERE s.site_id = site AND s.patient_program_id = p.patient_program_id
+    WHERE s.site_id = (SELECT site) AND s.patient_program_id = p.patient_program_id
       AND s.voided = 0 AND s.start_date IS NOT NULL OFFSET 0) s
 $$;
 
@@ -416,12 +416,12 @@ LANGUAGE sql STABLE AS $$
   FROM d
   CROSS JOIN LATERAL (
     SELECT o.* FROM cdr.obs o
-    WHERE o.site_id = site AND o.person_id = d.patient_id AND o.concept_id = 5096
+    WHERE o.site_id = (SELECT site) AND o.person_id = d.patient_id AND o.concept_id = 5096
       AND o.obs_datetime >= coalesce(d.day, '-infinity') AND o.obs_datetime < coalesce(d.day + 1, 'infinity')
       AND o.voided = 0 AND o.value_datetime IS NOT NULL
       -- in an APPOINTMENT encounter (type 7) of the HIV program, as the engine reads them
       AND (SELECT en.encounter_type = 7 AND en.program_id = 1 FROM cdr.encounter en
-           WHERE en.site_id = site AND en.encounter_id = o.encounter_id)
+           WHERE en.site_id = (SELECT site) AND en.encounter_id = o.encounter_id)
     OFFSET 0) o
 $$;
 
@@ -434,7 +434,7 @@ LANGUAGE sql STABLE AS $$
   FROM d
   CROSS JOIN LATERAL (
     SELECT e.patient_id, e.encounter_datetime FROM cdr.encounter e
-    WHERE e.site_id = site AND e.patient_id = d.patient_id
+    WHERE e.site_id = (SELECT site) AND e.patient_id = d.patient_id
       AND e.encounter_datetime >= coalesce(d.day, '-infinity')
       AND e.encounter_datetime < coalesce(d.day + 1, 'infinity')
       AND e.voided = 0
@@ -594,7 +594,7 @@ LANGUAGE sql STABLE AS $$
     FROM ids.cohort_answers m
     CROSS JOIN LATERAL (
       SELECT cn.concept_id FROM cdr.concept_name cn
-      WHERE cn.site_id = site AND lower(cn.name) = m.name AND coalesce(cn.voided, 0) = 0
+      WHERE cn.site_id = (SELECT site) AND lower(cn.name) = m.name AND coalesce(cn.voided, 0) = 0
         AND cn.concept_id IS NOT NULL OFFSET 0) cn
     ORDER BY m.grp, cn.concept_id, m.field)
   SELECT site, p.patient_id,
@@ -617,9 +617,9 @@ LANGUAGE sql STABLE AS $$
   CROSS JOIN named
   CROSS JOIN n
   CROSS JOIN LATERAL (SELECT p.* FROM cdr.patient p
-                      WHERE p.site_id = site AND p.patient_id = d.patient_id OFFSET 0) p
+                      WHERE p.site_id = (SELECT site) AND p.patient_id = d.patient_id OFFSET 0) p
   CROSS JOIN LATERAL (SELECT pe.* FROM cdr.person pe
-                      WHERE pe.site_id = site AND pe.person_id = p.patient_id OFFSET 0) pe
+                      WHERE pe.site_id = (SELECT site) AND pe.person_id = p.patient_id OFFSET 0) pe
   -- the dispensation days, each with its expiry (art-rules.md section 2): the earliest over
   -- its ARV drugs whose quantity that day is under 6000; when every one of them is 6000 or
   -- more, the engine's legacy function decides: the earliest over all of them, minus 2 days
@@ -643,28 +643,28 @@ LANGUAGE sql STABLE AS $$
   CROSS JOIN LATERAL (
     SELECT min(o.value_datetime::date) AS started_on
     FROM cdr.obs o
-    WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 2516
+    WHERE o.site_id = (SELECT site) AND o.person_id = p.patient_id AND o.concept_id = 2516
       AND o.voided = 0 AND o.value_datetime IS NOT NULL
       AND (SELECT en.voided = 0 AND en.encounter_type = 9 FROM cdr.encounter en
-           WHERE en.site_id = site AND en.encounter_id = o.encounter_id)
+           WHERE en.site_id = (SELECT site) AND en.encounter_id = o.encounter_id)
   ) s
   CROSS JOIN LATERAL (
-    SELECT EXISTS (SELECT 1 FROM cdr.obs o WHERE o.site_id = site AND o.person_id = p.patient_id
+    SELECT EXISTS (SELECT 1 FROM cdr.obs o WHERE o.site_id = (SELECT site) AND o.person_id = p.patient_id
                      AND o.concept_id = 3289 AND o.value_coded = ANY (named.transfer_in)
                      AND o.voided = 0) AS transfer_in
   ) t
   CROSS JOIN LATERAL (
     SELECT (SELECT min(o.obs_datetime)::date FROM cdr.obs o
-             WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 7563
+             WHERE o.site_id = (SELECT site) AND o.person_id = p.patient_id AND o.concept_id = 7563
                AND o.voided = 0) AS reason_on,
            (SELECT min(o.obs_datetime)::date FROM cdr.obs o
-             WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 3289
+             WHERE o.site_id = (SELECT site) AND o.person_id = p.patient_id AND o.concept_id = 3289
                AND o.value_coded = ANY (named.refill) AND o.voided = 0) AS refill_on,
            (SELECT min(o.obs_datetime)::date FROM cdr.obs o
-             WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 3289
+             WHERE o.site_id = (SELECT site) AND o.person_id = p.patient_id AND o.concept_id = 3289
                AND o.value_coded = ANY (named.new_patient) AND o.voided = 0) AS new_patient_on,
            (SELECT min(en.encounter_datetime) FROM cdr.encounter en
-             WHERE en.site_id = site AND en.patient_id = p.patient_id AND en.encounter_type = 9
+             WHERE en.site_id = (SELECT site) AND en.patient_id = p.patient_id AND en.encounter_type = 9
                AND en.voided = 0) AS registered_at
   ) g
   -- the states: the first death (any program), and the HIV program's in the order that makes
@@ -783,7 +783,7 @@ LANGUAGE sql STABLE AS $$
           CROSS JOIN LATERAL (
             SELECT CASE WHEN o.concept_id = 7563 THEN 'reason' WHEN o.concept_id = 7459 THEN 'tb'
                         WHEN o.concept_id = ANY (n.criteria) THEN 'criteria' END AS grp) g
-          WHERE o.site_id = site AND o.person_id = p.patient_id
+          WHERE o.site_id = (SELECT site) AND o.person_id = p.patient_id
             AND o.concept_id = ANY (n.watched) AND o.voided = 0
             AND o.obs_datetime IS NOT NULL
           OFFSET 0) o
@@ -795,13 +795,13 @@ LANGUAGE sql STABLE AS $$
     SELECT EXISTS (
       SELECT 1 FROM (
         SELECT o.encounter_id, o.obs_datetime FROM cdr.obs o
-        WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 7937
+        WHERE o.site_id = (SELECT site) AND o.person_id = p.patient_id AND o.concept_id = 7937
           AND o.voided = 0 AND o.value_coded = ANY (n.yes)
         ORDER BY o.obs_datetime, o.obs_id LIMIT 1) e
       WHERE (SELECT en.encounter_type = 9 AND en.voided = 0 FROM cdr.encounter en
-             WHERE en.site_id = site AND en.encounter_id = e.encounter_id)
+             WHERE en.site_id = (SELECT site) AND en.encounter_id = e.encounter_id)
         AND EXISTS (SELECT 1 FROM cdr.obs l
-                    WHERE l.site_id = site AND l.encounter_id = e.encounter_id
+                    WHERE l.site_id = (SELECT site) AND l.encounter_id = e.encounter_id
                       AND l.concept_id = 7751 AND l.voided = 0
                       AND l.value_datetime < e.obs_datetime - interval '14 days')) AS asked
   ) ri
@@ -818,12 +818,12 @@ LANGUAGE sql STABLE AS $$
                       WHEN bool_and(o.value_numeric BETWEEN 95 AND 105) THEN 'adherent_95_105'
                       ELSE 'not_adherent' END AS class
           FROM (SELECT o.obs_datetime, o.value_numeric, o.order_id FROM cdr.obs o
-                WHERE o.site_id = site AND o.person_id = p.patient_id AND o.concept_id = 6987
+                WHERE o.site_id = (SELECT site) AND o.person_id = p.patient_id AND o.concept_id = 6987
                   AND o.voided = 0 AND o.obs_datetime IS NOT NULL OFFSET 0) o
           WHERE (SELECT od.voided = 0 AND od.order_type_id = 1 FROM cdr.orders od
-                 WHERE od.site_id = site AND od.order_id = o.order_id)
+                 WHERE od.site_id = (SELECT site) AND od.order_id = o.order_id)
             AND (SELECT x.drug_inventory_id FROM cdr.drug_order x
-                 WHERE x.site_id = site AND x.order_id = o.order_id) = ANY (n.arv)
+                 WHERE x.site_id = (SELECT site) AND x.order_id = o.order_id) = ANY (n.arv)
           GROUP BY 1) a) a
   ) ad
   CROSS JOIN LATERAL (
@@ -834,7 +834,7 @@ LANGUAGE sql STABLE AS $$
       SELECT o.order_id, o.start_date,
              -- routine when the order's latest 'Reason for test' is missing or 'Routine'
              CASE WHEN coalesce((SELECT r.value_coded = ANY (n.routine) FROM cdr.obs r
-                                  WHERE r.site_id = site AND r.order_id = o.order_id
+                                  WHERE r.site_id = (SELECT site) AND r.order_id = o.order_id
                                     AND r.concept_id = ANY (n.reason) AND r.voided = 0
                                   ORDER BY r.obs_datetime DESC, r.obs_id DESC LIMIT 1), true)
                   THEN 'routine' ELSE 'targeted' END AS kind,
@@ -848,11 +848,11 @@ LANGUAGE sql STABLE AS $$
                          CASE WHEN r.value_numeric <= 1000 THEN 'low' ELSE 'high' END
                        WHEN r.value_numeric < 1000 THEN 'low' ELSE 'high' END
                 FROM cdr.obs r
-               WHERE r.site_id = site AND r.order_id = o.order_id AND r.concept_id = 856
+               WHERE r.site_id = (SELECT site) AND r.order_id = o.order_id AND r.concept_id = 856
                  AND r.voided = 0
                ORDER BY r.obs_datetime DESC, r.obs_id DESC LIMIT 1) AS result
       FROM (SELECT o.order_id, o.start_date FROM cdr.orders o
-            WHERE o.site_id = site AND o.patient_id = p.patient_id AND o.order_type_id = 4
+            WHERE o.site_id = (SELECT site) AND o.patient_id = p.patient_id AND o.order_type_id = 4
               AND o.voided = 0 AND o.concept_id = ANY (n.specimens)
               AND o.start_date IS NOT NULL OFFSET 0) o) v
   ) vl
@@ -897,10 +897,13 @@ $$;
 -- ids.drain). The caller holds the site's lock (ids::SITE_LOCK) and commits this with the
 -- data it derives from. Its work is by patient and day, through indexes: custom plans for each
 -- dirty set, and no sequential scan even while the statistics of freshly filled tables say
--- they are empty (a recompute must never become a national scan). Probes by patient of the ids
--- tables that have a second index starting with site_id give the site as `(SELECT site)`:
--- the planner then takes 1/n_distinct of the rows for it, not the near-zero its statistics
--- give a site they have not seen, which made the other index look as good (ids.stale_tables).
+-- they are empty (a recompute must never become a national scan). Every probe by key or by
+-- patient of a table with more than one index starting with site_id (every cdr table: its
+-- primary key and ours; the ids tables) gives the site as `(SELECT site)`: the planner then
+-- takes 1/n_distinct of the rows for it, not the near-zero its statistics give a site they
+-- have not seen yet, which made an index holding only the site look as good as the probe's
+-- (a new site's first applies read all its obs once per patient: 18 s per batch, until the
+-- receiver's keeper analysed the tables; ids.stale_tables).
 CREATE OR REPLACE FUNCTION ids.recompute(site integer, patients integer[], days date[])
 RETURNS void LANGUAGE plpgsql
 SET random_page_cost = 1.1 SET plan_cache_mode = force_custom_plan SET enable_seqscan = off AS $$
@@ -1076,22 +1079,22 @@ RETURNS TABLE (patient_id integer, day text) LANGUAGE sql STABLE
 SET enable_seqscan = off SET enable_bitmapscan = off AS $$
   SELECT DISTINCT t.patient_id, t.day::text FROM (
     SELECT e.patient_id, coalesce(e.encounter_datetime::date, 'infinity') AS day
-      FROM cdr.encounter e WHERE e.site_id = site AND e.encounter_id = ANY (encounter_ids)
+      FROM cdr.encounter e WHERE e.site_id = (SELECT site) AND e.encounter_id = ANY (encounter_ids)
     UNION ALL SELECT b.person_id, coalesce(b.obs_datetime::date, 'infinity')
-      FROM cdr.obs b WHERE b.site_id = site AND b.encounter_id = ANY (encounter_ids)
+      FROM cdr.obs b WHERE b.site_id = (SELECT site) AND b.encounter_id = ANY (encounter_ids)
     UNION ALL SELECT b.person_id, coalesce(b.obs_datetime::date, 'infinity')
-      FROM cdr.obs b WHERE b.site_id = site AND b.obs_id = ANY (obs_ids)
+      FROM cdr.obs b WHERE b.site_id = (SELECT site) AND b.obs_id = ANY (obs_ids)
     UNION ALL SELECT r.patient_id, coalesce(r.start_date::date, 'infinity')
-      FROM cdr.orders r WHERE r.site_id = site AND r.order_id = ANY (order_ids)
+      FROM cdr.orders r WHERE r.site_id = (SELECT site) AND r.order_id = ANY (order_ids)
     UNION ALL SELECT b.person_id, coalesce(b.obs_datetime::date, 'infinity')
-      FROM cdr.obs b WHERE b.site_id = site AND b.order_id = ANY (order_ids)
+      FROM cdr.obs b WHERE b.site_id = (SELECT site) AND b.order_id = ANY (order_ids)
     UNION ALL SELECT p.patient_id, NULL
-      FROM cdr.patient_program p WHERE p.site_id = site AND p.patient_program_id = ANY (patient_program_ids)
+      FROM cdr.patient_program p WHERE p.site_id = (SELECT site) AND p.patient_program_id = ANY (patient_program_ids)
     UNION ALL SELECT p.patient_id, NULL
       FROM cdr.patient_state s
       CROSS JOIN LATERAL (SELECT p.patient_id FROM cdr.patient_program p
-        WHERE p.site_id = site AND p.patient_program_id = s.patient_program_id OFFSET 0) p
-      WHERE s.site_id = site AND s.patient_state_id = ANY (patient_state_ids)
+        WHERE p.site_id = (SELECT site) AND p.patient_program_id = s.patient_program_id OFFSET 0) p
+      WHERE s.site_id = (SELECT site) AND s.patient_state_id = ANY (patient_state_ids)
     UNION ALL SELECT unnest(person_ids), NULL
   ) t WHERE t.patient_id IS NOT NULL
 $$;
@@ -1102,7 +1105,7 @@ RETURNS integer[] LANGUAGE sql STABLE AS $$
   SELECT coalesce(array_agg(DISTINCT o.patient_id), '{}')
   FROM cdr.drug_order x
   JOIN cdr.orders o ON o.site_id = x.site_id AND o.order_id = x.order_id
-  WHERE x.site_id = site AND x.drug_inventory_id = ANY (drugs) AND o.patient_id IS NOT NULL
+  WHERE x.site_id = (SELECT site) AND x.drug_inventory_id = ANY (drugs) AND o.patient_id IS NOT NULL
 $$;
 
 -- Every patient of a site any derived row can belong to: the patients of the base tables the
