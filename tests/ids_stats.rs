@@ -11,35 +11,47 @@ use emr_stream::mapping::Mapping;
 use emr_stream::receiver::apply::{PgOptions, PgStore};
 use emr_stream::receiver::{ids, pg};
 
-/// The planner's estimate of `table`'s rows of `site`.
-async fn estimate(client: &deadpool_postgres::Client, table: &str, site: i32) -> f64 {
-    let rows = client
-        .simple_query(&format!(
-            "EXPLAIN (FORMAT JSON) SELECT 1 FROM {table} WHERE site_id = {site}"
-        ))
-        .await
-        .unwrap();
-    let plan = rows
-        .iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .unwrap();
-    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
-    plan[0]["Plan"]["Plan Rows"].as_f64().unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn statistics_that_miss_a_written_site_are_taken_again() {
+/// A fresh database with the receiver's schema, and a client of it.
+async fn store(prefix: &str) -> (deadpool_postgres::Pool, deadpool_postgres::Client) {
     let services = common::Services::get().await;
-    let url = services.pg_database(&common::unique("ids_stats")).await;
+    let url = services.pg_database(&common::unique(prefix)).await;
     let pool = pg::pool(&url, 2).unwrap();
     let mapping = Mapping::load(Path::new(&common::mapping_path())).unwrap();
     PgStore::connect(pool.clone(), &mapping, PgOptions::default())
         .await
         .unwrap();
     let client = pool.get().await.unwrap();
+    (pool, client)
+}
+
+/// The JSON plan of `query`.
+async fn plan(client: &deadpool_postgres::Client, query: &str) -> String {
+    let rows = client
+        .simple_query(&format!("EXPLAIN (FORMAT JSON) {query}"))
+        .await
+        .unwrap();
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// The planner's estimate of `table`'s rows of `site`.
+async fn estimate(client: &deadpool_postgres::Client, table: &str, site: i32) -> f64 {
+    let plan = plan(
+        client,
+        &format!("SELECT 1 FROM {table} WHERE site_id = {site}"),
+    )
+    .await;
+    let plan: serde_json::Value = serde_json::from_str(&plan).unwrap();
+    plan[0]["Plan"]["Plan Rows"].as_f64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statistics_that_miss_a_written_site_are_taken_again() {
+    let (pool, client) = store("ids_stats").await;
     // site 5 is there when the statistics are taken; site 7 comes after (an initial load)
     let insert = |site: i32, from: i32, n: i32| {
         format!(
@@ -102,14 +114,7 @@ async fn statistics_that_miss_a_written_site_are_taken_again() {
 async fn a_site_the_statistics_miss_is_still_probed_by_patient() {
     // GIVEN statistics taken before a new site's rows came (its first batches, before the
     // receiver's keeper has analysed it)
-    let services = common::Services::get().await;
-    let url = services.pg_database(&common::unique("ids_probe")).await;
-    let pool = pg::pool(&url, 2).unwrap();
-    let mapping = Mapping::load(Path::new(&common::mapping_path())).unwrap();
-    PgStore::connect(pool.clone(), &mapping, PgOptions::default())
-        .await
-        .unwrap();
-    let client = pool.get().await.unwrap();
+    let (_pool, client) = store("ids_probe").await;
     let insert = |site: i32, from: i32, n: i32| {
         format!(
             "INSERT INTO cdr.obs (site_id, lsn, obs_id, person_id, encounter_id, concept_id,
@@ -143,18 +148,7 @@ async fn a_site_the_statistics_miss_is_still_probed_by_patient() {
         "ids.def_patient_visits(7, ARRAY[10001, 10002])",
         "ids.def_art_status(7, ARRAY[10001, 10002])",
     ] {
-        let rows = client
-            .simple_query(&format!("EXPLAIN (FORMAT JSON) SELECT * FROM {call}"))
-            .await
-            .unwrap();
-        let plan = rows
-            .iter()
-            .find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            })
-            .unwrap();
-        plans.push((call, plan));
+        plans.push((call, plan(&client, &format!("SELECT * FROM {call}")).await));
     }
 
     // THEN every probe goes through an index by its key or patient, none through one that
