@@ -5,21 +5,11 @@
 
 mod common;
 
-use std::path::Path;
-
-use emr_stream::mapping::Mapping;
-use emr_stream::receiver::apply::{PgOptions, PgStore};
-use emr_stream::receiver::{ids, pg};
+use emr_stream::receiver::ids;
 
 /// A fresh database with the receiver's schema, and a client of it.
 async fn store(prefix: &str) -> (deadpool_postgres::Pool, deadpool_postgres::Client) {
-    let services = common::Services::get().await;
-    let url = services.pg_database(&common::unique(prefix)).await;
-    let pool = pg::pool(&url, 2).unwrap();
-    let mapping = Mapping::load(Path::new(&common::mapping_path())).unwrap();
-    PgStore::connect(pool.clone(), &mapping, PgOptions::default())
-        .await
-        .unwrap();
+    let pool = common::pg_store(prefix, 2).await;
     let client = pool.get().await.unwrap();
     (pool, client)
 }

@@ -6,12 +6,8 @@
 
 mod common;
 
-use std::path::Path;
-
 use chrono::NaiveDate;
-use emr_stream::mapping::Mapping;
-use emr_stream::receiver::apply::{PgOptions, PgStore};
-use emr_stream::receiver::{pg, reports};
+use emr_stream::receiver::reports;
 use serde_json::Value;
 
 const SITE: i32 = 1;
@@ -24,13 +20,7 @@ struct Clinic {
 
 impl Clinic {
     async fn new(name: &str) -> Self {
-        let services = common::Services::get().await;
-        let url = services.pg_database(&common::unique(name)).await;
-        let pool = pg::pool(&url, 4).unwrap();
-        let mapping = Mapping::load(Path::new(&common::mapping_path())).unwrap();
-        PgStore::connect(pool.clone(), &mapping, PgOptions::default())
-            .await
-            .unwrap();
+        let pool = common::pg_store(name, 4).await;
         let clinic = Self { pool, next: 1000 };
         clinic
             .sql(

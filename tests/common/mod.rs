@@ -679,6 +679,23 @@ pub fn mapping_path() -> String {
         .to_string()
 }
 
+/// A fresh PostgreSQL database named after `prefix` with the receiver's schema (cdr and IDS),
+/// and a pool of `size` connections to it.
+pub async fn pg_store(prefix: &str, size: usize) -> deadpool_postgres::Pool {
+    let services = Services::get().await;
+    let url = services.pg_database(&unique(prefix)).await;
+    let pool = emr_stream::receiver::pg::pool(&url, size).unwrap();
+    let mapping = emr_stream::mapping::Mapping::load(Path::new(&mapping_path())).unwrap();
+    emr_stream::receiver::apply::PgStore::connect(
+        pool.clone(),
+        &mapping,
+        emr_stream::receiver::apply::PgOptions::default(),
+    )
+    .await
+    .unwrap();
+    pool
+}
+
 /// The mapped tables and their primary keys.
 pub fn mapped_tables() -> BTreeMap<String, Vec<String>> {
     let mapping = emr_stream::mapping::Mapping::load(Path::new(&mapping_path())).unwrap();
