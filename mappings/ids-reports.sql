@@ -154,6 +154,13 @@ LANGUAGE sql STABLE PARALLEL SAFE AS $$
   WHERE p.enrolled IS NOT NULL
 $$;
 
+-- A fence for a report's subquery: PostgreSQL does not merge a subquery whose select list
+-- calls a volatile function into the query around it, so each of its columns is computed once
+-- per row however often the query reads it. Planned apart, the call is then inlined as the
+-- constant 1 (no call per row), and being PARALLEL SAFE it keeps the scan on parallel workers.
+CREATE OR REPLACE FUNCTION ids.apart() RETURNS integer
+LANGUAGE sql VOLATILE PARALLEL SAFE AS $$ SELECT 1 $$;
+
 -- Weight band of the regimen distribution by weight (moh-reports.md): the engine's bands, and
 -- 5-5.9 kg, which its bands skip (those patients would vanish), in a band of its own.
 CREATE OR REPLACE FUNCTION ids.weight_band(kg double precision) RETURNS text
