@@ -7,7 +7,11 @@ macro_rules! pvls_facts {
     () => {
         "SELECT c.site_id, c.patient_id, c.gender, c.age_group, v.maternal,
                 c.outcome = 'On antiretrovirals' AS tx_curr, d.due, v.drawn, v.kind, v.result,
-                c.outcome, c.outcome_date, c.earliest_start_date, v.ordered_on
+                c.outcome, c.outcome_date, c.earliest_start_date, v.ordered_on,
+                -- a candidate: On ART, or another outcome within the 12 months to the end
+                c.outcome = 'On antiretrovirals'
+                  OR (c.outcome_date > ($3 - interval '12 months')::date
+                      AND c.outcome_date <= $3) AS candidate
          FROM ids.cohort($3, $4, $1) c
          -- the latest pregnancy and breastfeeding answers and VL order by the end date (the
          -- last entries of their timelines on or before it)
@@ -30,9 +34,7 @@ macro_rules! pvls_facts {
                        OR (coalesce(v.ordered_on, c.earliest_start_date)
                            + CASE WHEN v.maternal IN ('FP', 'FBf') OR c.regimen LIKE '%P'
                                   THEN interval '6 months' ELSE interval '12 months' END)::date
-                          < c.outcome_date) AS due) d
-         WHERE c.outcome = 'On antiretrovirals'
-            OR (c.outcome_date > ($3 - interval '12 months')::date AND c.outcome_date <= $3)"
+                          < c.outcome_date) AS due) d"
     };
 }
 
@@ -79,17 +81,23 @@ pub(super) const TX_PVLS: &str = concat!(
       f.ordered_on::text AS vl_ordered_on, f.kind AS vl_reason, f.result AS vl_result
     FROM (",
     pvls_facts!(),
-    ") f"
+    ") f WHERE f.candidate"
 );
 
 /// TX_PVLS counted: one row per group of candidates with the same facts, its dimensions
-/// (gender, age group, maternal status), fields and how many candidates (`n`).
+/// (gender, age group, maternal status), fields and how many candidates (`n`). Every cohort
+/// row is grouped and the candidates counted in each group: filtered first, the planner took
+/// the computed filter to keep a few thousand rows (a nation's answer has about a million) and
+/// grouped them in the leader alone, without its parallel workers (1M patients, all sites:
+/// 1.46-2.08 s, counted this way 1.38-1.90 s, six alternating pairs in psql, each won).
 pub(super) const TX_PVLS_COUNTED: &str = concat!(
     "SELECT f.gender, f.age_group, f.maternal, ",
     pvls_fields!(),
     " AS fields, f.n FROM (
-      SELECT gender, age_group, maternal, tx_curr, due, drawn, kind, result, count(*) AS n
+      SELECT gender, age_group, maternal, tx_curr, due, drawn, kind, result,
+             count(*) FILTER (WHERE candidate) AS n
       FROM (",
     pvls_facts!(),
-    ") f GROUP BY gender, age_group, maternal, tx_curr, due, drawn, kind, result) f"
+    ") f GROUP BY gender, age_group, maternal, tx_curr, due, drawn, kind, result
+      HAVING count(*) FILTER (WHERE candidate) > 0) f"
 );
