@@ -98,6 +98,6 @@ pub(super) const TX_PVLS_COUNTED: &str = concat!(
              count(*) FILTER (WHERE candidate) AS n
       FROM (",
     pvls_facts!(),
-    ") f GROUP BY gender, age_group, maternal, tx_curr, due, drawn, kind, result
-      HAVING count(*) FILTER (WHERE candidate) > 0) f"
+    ") f GROUP BY gender, age_group, maternal, tx_curr, due, drawn, kind, result) f
+    WHERE f.n > 0"
 );
