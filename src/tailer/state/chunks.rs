@@ -9,13 +9,29 @@
 //! as last queued upserted) is one value per visit: `(row id, 8-byte digest)` entries.
 //!
 //! One write per visit per group commit, and one ledger write per visit version, instead of
-//! one per row: sled's cost is per operation, and a visit has tens of rows.
+//! one per row: sled's cost is per operation, and a visit has tens of rows. A chunk is stored
+//! deflated (`pack_chunk`, see `packed`); a chunk of an earlier version, plain, is read too.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use sled::IVec;
+use super::{packed, StateError};
 
-use super::StateError;
+/// Starts a deflated chunk: the length of a row id no plain chunk can have.
+const DEFLATED_CHUNK: [u8; 4] = [0xFF; 4];
+
+/// A chunk's entries as stored.
+pub fn pack_chunk(entries: &[u8]) -> Vec<u8> {
+    packed::deflate_into(DEFLATED_CHUNK.to_vec(), entries)
+}
+
+/// A stored chunk's entries (see `entries`).
+pub fn unpack_chunk(stored: &[u8]) -> Result<Cow<'_, [u8]>, StateError> {
+    match stored.strip_prefix(&DEFLATED_CHUNK[..]) {
+        Some(deflated) => Ok(Cow::Owned(packed::inflate(deflated, "visit buffer chunk")?)),
+        None => Ok(Cow::Borrowed(stored)),
+    }
+}
 
 /// One entry: (row id, value).
 pub type Entry<'a> = (&'a [u8], &'a [u8]);
@@ -59,10 +75,10 @@ pub fn chunk_key(stream_key: &str, seq: u64) -> Vec<u8> {
     k
 }
 
-/// The latest entry per row id over `chunks` (oldest first), in row id order.
-pub fn merge(chunks: &[(IVec, IVec)]) -> Result<BTreeMap<&[u8], &[u8]>, StateError> {
+/// The latest entry per row id over `chunks` (their entries, oldest first), in row id order.
+pub fn merge<'a>(chunks: &'a [Cow<'a, [u8]>]) -> Result<BTreeMap<&'a [u8], &'a [u8]>, StateError> {
     let mut latest = BTreeMap::new();
-    for (_, chunk) in chunks {
+    for chunk in chunks {
         latest.extend(entries(chunk)?);
     }
     Ok(latest)
@@ -120,7 +136,10 @@ pub fn migrate_per_row_layout(
                 merged.extend(ledger(Some(&value))?);
                 ledger_tree.insert(stream_key.as_bytes(), ledger_value(&merged))?;
             } else {
-                chunks.insert(chunk_key(&stream_key, db.generate_id()?), value)?;
+                chunks.insert(
+                    chunk_key(&stream_key, db.generate_id()?),
+                    pack_chunk(&value),
+                )?;
             }
         }
         db.flush()?;
@@ -161,12 +180,16 @@ mod tests {
             for (id, v) in pairs {
                 push_entry(&mut c, id.as_bytes(), v.as_bytes());
             }
-            (IVec::from(&b"k"[..]), IVec::from(c))
+            c
         };
-        let chunks = vec![
+        // the first stored as an earlier version did (plain), the second deflated
+        let stored = [
             chunk(&[("obs\x002", "old"), ("encounter\x001", "e")]),
-            chunk(&[("obs\x002", "new"), ("obs\x001", "o1")]),
+            pack_chunk(&chunk(&[("obs\x002", "new"), ("obs\x001", "o1")])),
         ];
+        let chunks: Vec<Cow<[u8]>> = stored.iter().map(|c| unpack_chunk(c).unwrap()).collect();
+        assert!(matches!(chunks[0], Cow::Borrowed(_)));
+        assert!(matches!(chunks[1], Cow::Owned(_)));
         let merged = merge(&chunks).unwrap();
         let got: Vec<(&str, &str)> = merged
             .iter()

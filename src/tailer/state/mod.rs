@@ -13,6 +13,7 @@
 mod chunks;
 mod keys;
 mod outbox;
+mod packed;
 mod visits;
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,10 +1,16 @@
 //! The outbox (visit versions waiting to ship), the ledger of shipped versions and the dead
 //! letters. The outbox's (count, bytes) counter is kept in the same transactions that change
 //! the outbox, so metrics never walk it.
+//!
+//! An outbox value is `enqueue time (u64 BE) | 0 | the envelope deflated (see `packed`)`. A
+//! value of an earlier version holds the envelope as it is after the time (its first byte
+//! `{`); both are read.
+
+use std::borrow::Cow;
 
 use sled::transaction::{ConflictableTransactionResult, Transactional, TransactionalTree};
 
-use super::{decode, encode, DeadLetter, OutboxEntry, State, StateError, OUTBOX_SIZE};
+use super::{decode, encode, packed, DeadLetter, OutboxEntry, State, StateError, OUTBOX_SIZE};
 
 /// Adds to the outbox's (count, bytes) counter inside a transaction.
 fn bump_outbox(
@@ -22,6 +28,41 @@ fn bump_outbox(
     Ok(())
 }
 
+/// Marks a deflated outbox value (an envelope of an earlier version starts with `{`).
+const DEFLATED: u8 = 0;
+
+/// The outbox value of `envelope` enqueued at `now`.
+fn pack(now: u64, envelope: &[u8]) -> Vec<u8> {
+    let mut head = Vec::with_capacity(13 + envelope.len() / 6);
+    head.extend(now.to_be_bytes());
+    head.push(DEFLATED);
+    packed::deflate_into(head, envelope)
+}
+
+/// The envelope's length in an outbox value (what it ships and what the counter counts).
+fn envelope_len(value: &[u8]) -> usize {
+    match value.get(8) {
+        Some(&DEFLATED) => packed::inflated_len(&value[9..]).unwrap_or(0),
+        _ => value.len().saturating_sub(8),
+    }
+}
+
+/// (enqueue time, envelope) of an outbox value.
+fn unpack(value: &[u8]) -> Result<(u64, Cow<'_, [u8]>), StateError> {
+    let now = value
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .ok_or(StateError::Malformed("outbox entry"))?;
+    if value.get(8) != Some(&DEFLATED) {
+        return Ok((now, Cow::Borrowed(&value[8..])));
+    }
+    Ok((
+        now,
+        Cow::Owned(packed::inflate(&value[9..], "outbox entry")?),
+    ))
+}
+
 /// Inside a transaction: gives `stream_key` its next version, appends the envelope built for
 /// it to the outbox under `id` and counts it. Returns the version.
 pub(super) fn append_version(
@@ -36,10 +77,9 @@ pub(super) fn append_version(
         .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
         .unwrap_or(0)
         + 1;
-    let mut value = now.to_be_bytes().to_vec();
-    value.extend(envelope(version));
-    bump_outbox(meta, 1, value.len() as i64 - 8)?;
-    outbox.insert(&id.to_be_bytes(), value)?;
+    let envelope = envelope(version);
+    bump_outbox(meta, 1, envelope.len() as i64)?;
+    outbox.insert(&id.to_be_bytes(), pack(now, &envelope))?;
     versions.insert(stream_key.as_bytes(), &version.to_be_bytes())?;
     Ok(version)
 }
@@ -70,16 +110,17 @@ impl State {
         let mut total = 0;
         for item in self.outbox.iter() {
             let (k, v) = item?;
-            if !out.is_empty() && total + v.len() > max_bytes {
+            let len = envelope_len(&v);
+            if !out.is_empty() && total + len > max_bytes {
                 break;
             }
-            total += v.len();
+            total += len;
             let id = u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]));
-            let enqueued_ms = u64::from_be_bytes(v[..8].try_into().unwrap_or([0; 8]));
+            let (enqueued_ms, visit) = unpack(&v)?;
             out.push(OutboxEntry {
                 id,
                 enqueued_ms,
-                visit: v[8..].to_vec(),
+                visit: visit.into_owned(),
             });
         }
         Ok(out)
@@ -92,7 +133,7 @@ impl State {
             .transaction(|(outbox, shipped, meta)| {
                 for (id, stream_key, version) in done {
                     if let Some(old) = outbox.remove(&id.to_be_bytes())? {
-                        bump_outbox(meta, -1, 8 - old.len() as i64)?;
+                        bump_outbox(meta, -1, -(envelope_len(&old) as i64))?;
                     }
                     shipped.insert(stream_key.as_bytes(), encode(&(version, now)))?;
                 }
@@ -111,7 +152,7 @@ impl State {
             .transaction(|(outbox, dead, meta)| {
                 for id in ids {
                     if let Some(old) = outbox.remove(&id.to_be_bytes())? {
-                        bump_outbox(meta, -1, 8 - old.len() as i64)?;
+                        bump_outbox(meta, -1, -(envelope_len(&old) as i64))?;
                     }
                 }
                 for (id, letter) in dead_ids.iter().zip(&letters) {
@@ -174,10 +215,9 @@ impl State {
             .transaction(|(dead, outbox, meta)| {
                 for (id, outbox_id, letter) in &moved {
                     dead.remove(&id.to_be_bytes())?;
-                    let mut value = now.to_be_bytes().to_vec();
-                    value.extend_from_slice(letter.visit.get().as_bytes());
-                    bump_outbox(meta, 1, value.len() as i64 - 8)?;
-                    outbox.insert(&outbox_id.to_be_bytes(), value)?;
+                    let envelope = letter.visit.get().as_bytes();
+                    bump_outbox(meta, 1, envelope.len() as i64)?;
+                    outbox.insert(&outbox_id.to_be_bytes(), pack(now, envelope))?;
                 }
                 Ok(())
             })
@@ -227,5 +267,55 @@ impl State {
             .get(stream_key.as_bytes())?
             .map(|v| decode("ledger", &v))
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_stored_deflated_and_entries_of_an_earlier_version_still_ship() {
+        let dir = std::env::temp_dir().join(format!(
+            "emr-outbox-{}-{}",
+            std::process::id(),
+            crate::clock::now_ms()
+        ));
+        let state = State::open(&dir).unwrap();
+        let envelope = br#"{"stream_key":"101:7:1:2026-01-02","version":1,"rows":[]}"#.repeat(20);
+        (&state.outbox, &state.versions, &state.meta)
+            .transaction(|(outbox, versions, meta)| {
+                append_version((outbox, versions, meta), "k", 2, 5, |_| envelope.clone())
+            })
+            .map_err(StateError::from)
+            .unwrap();
+        let stored = state.outbox.get(2u64.to_be_bytes()).unwrap().unwrap();
+        assert!(stored.len() < envelope.len() / 5, "{} bytes", stored.len());
+        // An entry as an earlier version stored it: the time, then the envelope.
+        let old = br#"{"stream_key":"101:8:1:2026-01-02","version":1}"#;
+        state
+            .outbox
+            .insert(3u64.to_be_bytes(), [&6u64.to_be_bytes()[..], old].concat())
+            .unwrap();
+        (&state.meta,)
+            .transaction(|(meta,)| bump_outbox(meta, 1, old.len() as i64))
+            .map_err(StateError::from)
+            .unwrap();
+        assert_eq!(
+            state.outbox_stats().unwrap(),
+            (2, (envelope.len() + old.len()) as u64, Some(5))
+        );
+        // the byte limit counts envelopes as they ship
+        assert_eq!(state.outbox_peek(envelope.len()).unwrap().len(), 1);
+        let entries = state.outbox_peek(usize::MAX).unwrap();
+        assert_eq!(entries[0].visit, envelope);
+        assert_eq!(entries[1].visit, old);
+        assert_eq!(entries[1].enqueued_ms, 6);
+        state
+            .outbox_done(&[(2, "a".into(), 1), (3, "b".into(), 1)], 7)
+            .unwrap();
+        assert_eq!(state.outbox_stats().unwrap(), (0, 0, None));
+        drop(state);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -65,17 +65,17 @@ impl State {
     ) -> Result<(), StateError> {
         let cp = encode(checkpoint);
         let seq = self.db.generate_id()?;
-        let mut chunks = Vec::with_capacity(txn.visits.len());
+        let mut stored = Vec::with_capacity(txn.visits.len());
         for change in txn.visits.values() {
             let mut chunk = Vec::with_capacity(change.rows.len() * 256);
             for row in &change.rows {
                 push_entry(&mut chunk, &keys::row_id(&row.table, &row.pk), &encode(row));
             }
-            chunks.push(chunk);
+            stored.push(chunks::pack_chunk(&chunk));
         }
         (&self.meta, &self.visits, &self.visit_chunks, &self.lookup)
             .transaction(|(meta, visits, buffers, lookup)| {
-                for ((stream_key, change), chunk) in txn.visits.iter().zip(&chunks) {
+                for ((stream_key, change), chunk) in txn.visits.iter().zip(&stored) {
                     let mut visit = match visits.get(stream_key.as_bytes())? {
                         Some(v) => decode::<VisitMeta>("visit", &v).map_err(abort)?,
                         None => VisitMeta::new(change.key.clone(), now),
@@ -142,7 +142,11 @@ impl State {
             .visit_chunks
             .scan_prefix(visit_prefix(stream_key))
             .collect::<Result<_, _>>()?;
-        let merged = chunks::merge(&scanned)?;
+        let unpacked = scanned
+            .iter()
+            .map(|(_, chunk)| chunks::unpack_chunk(chunk))
+            .collect::<Result<Vec<_>, _>>()?;
+        let merged = chunks::merge(&unpacked)?;
         let last = merged.len() <= VISIT_PART_ROWS;
         let part: Vec<(&[u8], &[u8])> = merged
             .iter()
@@ -154,6 +158,7 @@ impl State {
         for (id, row) in merged.iter().skip(VISIT_PART_ROWS) {
             push_entry(&mut remainder, id, row);
         }
+        let remainder = chunks::pack_chunk(&remainder);
         let row_bytes: Vec<&[u8]> = part.iter().map(|(_, row)| *row).collect();
         let changes = ledger_changes(part.iter().copied());
         let id = self.db.generate_id()?;
