@@ -162,15 +162,16 @@ CREATE OR REPLACE FUNCTION ids.apart() RETURNS integer
 LANGUAGE sql VOLATILE PARALLEL SAFE AS $$ SELECT 1 $$;
 
 -- Weight band of the regimen distribution by weight (moh-reports.md): the engine's bands, and
--- 5-5.9 kg, which its bands skip (those patients would vanish), in a band of its own.
+-- 5-5.9 kg, which its bands skip (those patients would vanish), in a band of its own; under
+-- 3 kg or none: Unknown. One reference to kg: the function is inlined, and a CASE of a test
+-- per band computed the argument (a patient's latest weight) once per test (100k patients,
+-- the distribution by weight in psql, alternating: 145-181 -> 112-129 ms).
 CREATE OR REPLACE FUNCTION ids.weight_band(kg double precision) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE
-    WHEN kg IS NULL OR kg < 3 THEN 'Unknown'
-    WHEN kg < 4 THEN '3-3.9' WHEN kg < 5 THEN '4-4.9' WHEN kg < 6 THEN '5-5.9'
-    WHEN kg < 10 THEN '6-9.9' WHEN kg < 14 THEN '10-13.9' WHEN kg < 20 THEN '14-19.9'
-    WHEN kg < 25 THEN '20-24.9' WHEN kg < 30 THEN '25-29.9' WHEN kg < 35 THEN '30-34.9'
-    WHEN kg < 40 THEN '35-39.9' WHEN kg < 50 THEN '40-49.9' ELSE '50+' END
+  SELECT (ARRAY['Unknown', '3-3.9', '4-4.9', '5-5.9', '6-9.9', '10-13.9', '14-19.9', '20-24.9',
+                '25-29.9', '30-34.9', '35-39.9', '40-49.9', '50+'])
+         [width_bucket(coalesce(kg, 0),
+                       ARRAY[3, 4, 5, 6, 10, 14, 20, 25, 30, 35, 40, 50]::double precision[]) + 1]
 $$;
 
 -- The latest non-voided numeric obs of one of `concepts` for a patient on or before on_date
