@@ -272,15 +272,7 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
             rows: Rows::WeightRegimen,
             counted: Some(WEIGHT_COUNTED),
             ..simple(
-                "SELECT c.site_id, c.patient_id, c.gender, c.age_group,
-                        ids.weight_band(w.value) AS weight_band,
-                        coalesce(c.regimen, 'unknown') AS regimen, ARRAY['count'] AS fields,
-                        w.value AS weight
-                 FROM ids.cohort($3, $4, $1) c
-                 -- the latest weight by the end date
-                 CROSS JOIN LATERAL (
-                   SELECT c.weight_values[width_bucket($3, c.weight_days)] AS value) w
-                 WHERE c.outcome = 'On antiretrovirals'",
+                BY_WEIGHT,
                 &[
                     "site_id",
                     "patient_id",
@@ -338,20 +330,43 @@ pub(super) fn query_for(name: ReportName, by: By) -> Query {
 /// latest appointment date (ties: the latest set). The engine asks for a TREATMENT encounter
 /// with an ARV order; the dispensations are those orders (ids.arv_dispensations does not keep
 /// the encounter type).
+/// The rows of the regimen distribution by weight: every cohort row with its weight band and
+/// regimen, and whether it counts (on ART).
+macro_rules! weight_rows {
+    () => {
+        "SELECT c.site_id, c.patient_id, c.gender, c.age_group,
+                ids.weight_band(w.value) AS weight_band,
+                coalesce(c.regimen, 'unknown') AS regimen, w.value AS weight,
+                c.outcome = 'On antiretrovirals' AS on_art
+         FROM ids.cohort($3, $4, $1) c
+         -- the latest weight by the end date
+         CROSS JOIN LATERAL (
+           SELECT c.weight_values[width_bucket($3, c.weight_days)] AS value) w"
+    };
+}
+
+/// The regimen distribution by weight: the patients on ART.
+const BY_WEIGHT: &str = concat!(
+    "SELECT r.site_id, r.patient_id, r.gender, r.age_group, r.weight_band, r.regimen,
+            ARRAY['count'] AS fields, r.weight
+     FROM (",
+    weight_rows!(),
+    ") r WHERE r.on_art"
+);
+
 /// The regimen distribution by weight, counted: every cohort row grouped and the patients on
 /// ART counted per group. Filtered first (as the detail list is), the planner took the outcome
 /// filter for 0.5% of the rows (88k of 100k kept) and grouped them in the leader alone, as it
 /// did TX_PVLS's (`vl.rs`); grouped on both workers: 100k patients, all sites, alternating in
 /// psql, 117-190 -> 103-122 ms (the weight band of `ids-reports.sql` in both).
-const WEIGHT_COUNTED: &str = "
-    SELECT f.gender, f.weight_band, f.regimen, ARRAY['count'] AS fields, f.n
-    FROM (SELECT c.gender,
-                 ids.weight_band(c.weight_values[width_bucket($3, c.weight_days)]) AS weight_band,
-                 coalesce(c.regimen, 'unknown') AS regimen,
-                 count(*) FILTER (WHERE c.outcome = 'On antiretrovirals') AS n
-          FROM ids.cohort($3, $4, $1) c
-          GROUP BY 1, 2, 3) f
-    WHERE f.n > 0";
+const WEIGHT_COUNTED: &str = concat!(
+    "SELECT f.gender, f.weight_band, f.regimen, ARRAY['count'] AS fields, f.n
+     FROM (SELECT r.gender, r.weight_band, r.regimen, count(*) FILTER (WHERE r.on_art) AS n
+           FROM (",
+    weight_rows!(),
+    ") r GROUP BY 1, 2, 3) f
+     WHERE f.n > 0"
+);
 
 const MISSED: &str = "
     SELECT p.site_id, p.patient_id, p.gender, ids.age_group(p.birthdate, $3) AS age_group,

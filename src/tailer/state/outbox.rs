@@ -63,6 +63,32 @@ fn unpack(value: &[u8]) -> Result<(u64, Cow<'_, [u8]>), StateError> {
     ))
 }
 
+/// Inside a transaction: appends `envelope`, enqueued at `now`, to the outbox under `id` and
+/// counts it.
+fn put(
+    outbox: &TransactionalTree,
+    meta: &TransactionalTree,
+    id: u64,
+    now: u64,
+    envelope: &[u8],
+) -> ConflictableTransactionResult<(), StateError> {
+    bump_outbox(meta, 1, envelope.len() as i64)?;
+    outbox.insert(&id.to_be_bytes(), pack(now, envelope))?;
+    Ok(())
+}
+
+/// Inside a transaction: removes the entry `id` from the outbox (if there) and uncounts it.
+fn take(
+    outbox: &TransactionalTree,
+    meta: &TransactionalTree,
+    id: u64,
+) -> ConflictableTransactionResult<(), StateError> {
+    if let Some(old) = outbox.remove(&id.to_be_bytes())? {
+        bump_outbox(meta, -1, -(envelope_len(&old) as i64))?;
+    }
+    Ok(())
+}
+
 /// Inside a transaction: gives `stream_key` its next version, appends the envelope built for
 /// it to the outbox under `id` and counts it. Returns the version.
 pub(super) fn append_version(
@@ -77,9 +103,7 @@ pub(super) fn append_version(
         .map(|v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])))
         .unwrap_or(0)
         + 1;
-    let envelope = envelope(version);
-    bump_outbox(meta, 1, envelope.len() as i64)?;
-    outbox.insert(&id.to_be_bytes(), pack(now, &envelope))?;
+    put(outbox, meta, id, now, &envelope(version))?;
     versions.insert(stream_key.as_bytes(), &version.to_be_bytes())?;
     Ok(version)
 }
@@ -132,9 +156,7 @@ impl State {
         (&self.outbox, &self.shipped, &self.meta)
             .transaction(|(outbox, shipped, meta)| {
                 for (id, stream_key, version) in done {
-                    if let Some(old) = outbox.remove(&id.to_be_bytes())? {
-                        bump_outbox(meta, -1, -(envelope_len(&old) as i64))?;
-                    }
+                    take(outbox, meta, *id)?;
                     shipped.insert(stream_key.as_bytes(), encode(&(version, now)))?;
                 }
                 Ok(())
@@ -151,9 +173,7 @@ impl State {
         (&self.outbox, &self.dead, &self.meta)
             .transaction(|(outbox, dead, meta)| {
                 for id in ids {
-                    if let Some(old) = outbox.remove(&id.to_be_bytes())? {
-                        bump_outbox(meta, -1, -(envelope_len(&old) as i64))?;
-                    }
+                    take(outbox, meta, *id)?;
                 }
                 for (id, letter) in dead_ids.iter().zip(&letters) {
                     dead.insert(&id.to_be_bytes(), encode(letter))?;
@@ -215,9 +235,7 @@ impl State {
             .transaction(|(dead, outbox, meta)| {
                 for (id, outbox_id, letter) in &moved {
                     dead.remove(&id.to_be_bytes())?;
-                    let envelope = letter.visit.get().as_bytes();
-                    bump_outbox(meta, 1, envelope.len() as i64)?;
-                    outbox.insert(&outbox_id.to_be_bytes(), pack(now, envelope))?;
+                    put(outbox, meta, *outbox_id, now, letter.visit.get().as_bytes())?;
                 }
                 Ok(())
             })
