@@ -176,8 +176,9 @@ fn default_min_free_mib() -> u64 {
     DEFAULT_MIN_FREE_MIB
 }
 
-/// Default sled page cache.
-pub const DEFAULT_CACHE_MIB: u64 = 32;
+/// Default sled page cache: 8 MiB held a 169k-row backlog's peak RSS at 105 MiB, against
+/// 117–126 MiB with 32, capture and CPU per row within the noise (scripts/bench-e2e.sh; README).
+pub const DEFAULT_CACHE_MIB: u64 = 8;
 
 fn default_cache_mib() -> u64 {
     DEFAULT_CACHE_MIB
