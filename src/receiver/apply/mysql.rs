@@ -230,7 +230,7 @@ impl MirrorStore {
         let pk = &self.pks[table];
         let err = classify(table);
         let tombstones = self.tombstones(tx, site_id, table, rows).await?;
-        let live = |r: &&PlannedRow| tombstones.get(&r.pk_json).is_none_or(|t| r.lsn > *t);
+        let live = |r: &&PlannedRow| !r.hidden_by(&tombstones);
         // Upserts, grouped by the set of columns they carry.
         let mut groups: BTreeMap<Vec<usize>, Vec<Upsert>> = BTreeMap::new();
         for row in rows.iter().filter(|r| r.op == Op::Upsert).filter(live) {
@@ -333,7 +333,7 @@ impl MirrorStore {
                         [
                             My::Int(site_id),
                             My::Bytes(table.as_bytes().to_vec()),
-                            My::Bytes(r.pk_json.clone().into_bytes()),
+                            My::Bytes(r.pk_json().into_bytes()),
                             My::Int(r.lsn),
                         ]
                     })

@@ -311,7 +311,7 @@ impl PgStore {
         // INSERT … ON CONFLICT from it.
         let mut groups: BTreeMap<Vec<usize>, (usize, Vec<u8>, u64)> = BTreeMap::new();
         for row in rows.iter().filter(|r| r.op == Op::Upsert) {
-            if tombstones.get(&row.pk_json).is_some_and(|t| row.lsn <= *t) {
+            if row.hidden_by(&tombstones) {
                 continue;
             }
             let (values, overflow) = split_columns(row, known);
@@ -414,7 +414,7 @@ impl PgStore {
             tx.execute(&sql, &[&Value::Array(records).to_string()])
                 .await
                 .map_err(&err)?;
-            let tombs: Vec<Value> = deletes.iter().map(|r| serde_json::json!({"site_id": site_id, "table_name": table, "pk_json": r.pk_json, "lsn": r.lsn})).collect();
+            let tombs: Vec<Value> = deletes.iter().map(|r| serde_json::json!({"site_id": site_id, "table_name": table, "pk_json": r.pk_json(), "lsn": r.lsn})).collect();
             tx.execute(
                 "INSERT INTO cdr._stream_tombstones AS t SELECT * FROM jsonb_populate_recordset(NULL::cdr._stream_tombstones, $1::text::jsonb)
                  ON CONFLICT (site_id, table_name, pk_json) DO UPDATE SET lsn = GREATEST(t.lsn, EXCLUDED.lsn)",
