@@ -176,7 +176,7 @@ fn default_min_free_mib() -> u64 {
     DEFAULT_MIN_FREE_MIB
 }
 
-/// Default sled page cache: 8 MiB held a 169k-row backlog's peak RSS at 105 MiB, against
+/// Default sled page cache: with 8 MiB a 169k-row backlog's peak RSS was 104.6–113 MiB, against
 /// 117–126 MiB with 32, capture and CPU per row within the noise (scripts/bench-e2e.sh; README).
 pub const DEFAULT_CACHE_MIB: u64 = 8;
 

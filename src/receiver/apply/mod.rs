@@ -116,7 +116,8 @@ pub struct Plan {
 /// The rows are sorted by key, newest first within a key, and the rest of each key's run
 /// dropped: the stores' indexes are filled in key order, and two batches touching the same
 /// rows take their locks in the same order. (Collapsing through a map keyed by each row's
-/// key as JSON took a third of the plan's time: bench-apply.)
+/// key as JSON wrote that JSON for every row: bench-apply's parse, validate and plan took
+/// 0.27–0.36 s with it, 0.21–0.34 s without.)
 pub fn plan(batch: &mut Batch, mapping: &Mapping) -> Plan {
     let mut by_table: BTreeMap<String, Vec<PlannedRow>> = BTreeMap::new();
     let mut rows_in = 0;
