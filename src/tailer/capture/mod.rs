@@ -38,7 +38,7 @@ mod big;
 mod space;
 
 use crate::tailer::resolve::Resolver;
-use crate::tailer::visit::{envelope, is_ready, Readiness};
+use crate::tailer::visit::{envelope, is_ready, Readiness, VisitKey};
 use crate::wire::{self, Op};
 
 /// Live numbers of the capture loop, for `/status`.
@@ -62,6 +62,8 @@ pub struct CaptureStatus {
 const GROUP_ROWS: usize = 5_000;
 /// Longest a recorded-but-unwritten transaction waits for others to join its group.
 const GROUP_WAIT: Duration = Duration::from_millis(50);
+/// Most row changes of ready visits moved to the outbox in one sled transaction.
+const MOVE_ROWS: u64 = 4_000;
 /// Rows of an unfinished transaction held in memory before they are written in chunks.
 const SPILL_ROWS: usize = 2_000;
 
@@ -396,37 +398,56 @@ impl Capture {
         Ok(())
     }
 
-    /// Moves every ready visit to the outbox (big visits in several parts).
+    /// Moves every ready visit to the outbox (big visits in several parts), several visits
+    /// per sled transaction (`MOVE_ROWS` row changes at most).
     fn move_ready_visits(&mut self) -> anyhow::Result<()> {
         let now = now_ms();
         let today = chrono::Local::now().format("%Y-%m-%d").to_string();
-        let mut moved = 0;
         let open = self.state.open_visits()?;
         let mut still_open = open.len();
+        let mut moved = 0;
+        // Ready visits: (stream key, visit key, complete), in groups of about MOVE_ROWS rows.
+        let mut groups: Vec<Vec<(&str, &VisitKey, bool)>> = vec![Vec::new()];
+        let mut group_rows = 0;
         for (stream_key, meta) in &open {
             let Some(complete) = is_ready(meta, now, &today, self.rules) else {
                 continue;
             };
-            loop {
-                let envelope_of = |version, rows: &[&[u8]], last| {
-                    envelope(stream_key, &meta.key, version, complete && last, rows)
+            if group_rows > 0 && group_rows + meta.changes > MOVE_ROWS {
+                groups.push(Vec::new());
+                group_rows = 0;
+            }
+            group_rows += meta.changes;
+            if let Some(group) = groups.last_mut() {
+                group.push((stream_key, &meta.key, complete));
+            }
+        }
+        for mut group in groups {
+            // A buffer bigger than a part moves again, part by part, until it is empty.
+            while !group.is_empty() {
+                let keys: Vec<&str> = group.iter().map(|(k, _, _)| *k).collect();
+                let envelope_of = |i: usize, version, rows: &[&[u8]], last| {
+                    let (stream_key, key, complete) = group[i];
+                    envelope(stream_key, key, version, complete && last, rows)
                 };
-                match self.state.move_to_outbox(stream_key, envelope_of, now)? {
-                    Some(moved_part) => {
-                        moved += 1;
-                        let label = if complete && moved_part.last {
-                            "true"
-                        } else {
-                            "false"
-                        };
-                        metrics::counter!(m::TAILER_VISITS_READY, "complete" => label).increment(1);
-                        if moved_part.last {
-                            still_open -= 1;
-                            break;
-                        }
+                let parts = self.state.move_many_to_outbox(&keys, envelope_of, now)?;
+                let mut again = Vec::new();
+                for (visit, part) in group.iter().zip(parts) {
+                    let Some(part) = part else { continue };
+                    moved += 1;
+                    let label = if visit.2 && part.last {
+                        "true"
+                    } else {
+                        "false"
+                    };
+                    metrics::counter!(m::TAILER_VISITS_READY, "complete" => label).increment(1);
+                    if part.last {
+                        still_open -= 1;
+                    } else {
+                        again.push(*visit);
                     }
-                    None => break,
                 }
+                group = again;
             }
         }
         metrics::gauge!(m::TAILER_OPEN_VISITS).set(still_open as f64);

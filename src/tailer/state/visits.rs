@@ -54,6 +54,24 @@ fn update_ledger(
     Ok(())
 }
 
+/// One buffer's move, prepared before the transaction (whose closure may run more than once).
+struct Move<'a> {
+    /// Where the buffer is in the caller's list.
+    index: usize,
+    stream_key: &'a str,
+    /// The visit's meta and chunks as read; the move happens only if they are unchanged.
+    meta_bytes: &'a IVec,
+    scanned: &'a [(IVec, IVec)],
+    /// The rows after the part, as one chunk.
+    remainder: Vec<u8>,
+    /// The part's rows, as stored.
+    rows: Vec<&'a [u8]>,
+    changes: Vec<(&'a [u8], Option<[u8; 8]>)>,
+    last: bool,
+    /// The outbox id.
+    id: u64,
+}
+
 impl State {
     /// Records source transactions: their rows into visit buffers (one chunk per visit),
     /// lookup entries, and the checkpoint after the last of them, atomically.
@@ -135,34 +153,83 @@ impl State {
         envelope: impl Fn(u64, &[&[u8]], bool) -> Vec<u8>,
         now: u64,
     ) -> Result<Option<MovedPart>, StateError> {
-        let Some(meta_bytes) = self.visits.get(stream_key.as_bytes())? else {
-            return Ok(None);
-        };
-        let scanned: Vec<(IVec, IVec)> = self
-            .visit_chunks
-            .scan_prefix(visit_prefix(stream_key))
-            .collect::<Result<_, _>>()?;
-        let unpacked = scanned
-            .iter()
-            .map(|(_, chunk)| chunks::unpack_chunk(chunk))
-            .collect::<Result<Vec<_>, _>>()?;
-        let merged = chunks::merge(&unpacked)?;
-        let last = merged.len() <= VISIT_PART_ROWS;
-        let part: Vec<(&[u8], &[u8])> = merged
-            .iter()
-            .take(VISIT_PART_ROWS)
-            .map(|(id, row)| (*id, *row))
-            .collect();
-        // The rows after the part stay, as one chunk under the newest scanned key.
-        let mut remainder = Vec::new();
-        for (id, row) in merged.iter().skip(VISIT_PART_ROWS) {
-            push_entry(&mut remainder, id, row);
+        let moved = self.move_many_to_outbox(
+            &[stream_key],
+            |_, version, rows, last| envelope(version, rows, last),
+            now,
+        )?;
+        Ok(moved.into_iter().next().flatten())
+    }
+
+    /// `move_to_outbox` for several buffers in **one** sled transaction (each sled
+    /// transaction writes the log's buffer out twice, and each write wakes sled's IO threads:
+    /// one transaction per visit cost the tailer more than the visits' rows did). `envelope`
+    /// is also given the buffer's index in `stream_keys`. One answer per key, in order; a buffer that is gone or
+    /// changed since it was read is `None` and the others still move.
+    pub fn move_many_to_outbox(
+        &self,
+        stream_keys: &[&str],
+        envelope: impl Fn(usize, u64, &[&[u8]], bool) -> Vec<u8>,
+        now: u64,
+    ) -> Result<Vec<Option<MovedPart>>, StateError> {
+        // What each buffer held when read: its meta and its chunks.
+        let mut read = Vec::with_capacity(stream_keys.len());
+        for stream_key in stream_keys {
+            let Some(meta_bytes) = self.visits.get(stream_key.as_bytes())? else {
+                read.push(None);
+                continue;
+            };
+            let scanned: Vec<(IVec, IVec)> = self
+                .visit_chunks
+                .scan_prefix(visit_prefix(stream_key))
+                .collect::<Result<_, _>>()?;
+            read.push(Some((meta_bytes, scanned)));
         }
-        let remainder = chunks::pack_chunk(&remainder);
-        let row_bytes: Vec<&[u8]> = part.iter().map(|(_, row)| *row).collect();
-        let changes = ledger_changes(part.iter().copied());
-        let id = self.db.generate_id()?;
-        let version = (
+        let unpacked = read
+            .iter()
+            .map(|r| match r {
+                Some((_, scanned)) => scanned
+                    .iter()
+                    .map(|(_, chunk)| chunks::unpack_chunk(chunk))
+                    .collect::<Result<Vec<_>, _>>(),
+                None => Ok(Vec::new()),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let merged = unpacked
+            .iter()
+            .map(|u| chunks::merge(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut moves = Vec::with_capacity(stream_keys.len());
+        for (index, ((stream_key, r), merged)) in
+            stream_keys.iter().zip(&read).zip(&merged).enumerate()
+        {
+            let Some((meta_bytes, scanned)) = r else {
+                continue;
+            };
+            let last = merged.len() <= VISIT_PART_ROWS;
+            let part: Vec<(&[u8], &[u8])> = merged
+                .iter()
+                .take(VISIT_PART_ROWS)
+                .map(|(id, row)| (*id, *row))
+                .collect();
+            // The rows after the part stay, as one chunk under the newest scanned key.
+            let mut remainder = Vec::new();
+            for (id, row) in merged.iter().skip(VISIT_PART_ROWS) {
+                push_entry(&mut remainder, id, row);
+            }
+            moves.push(Move {
+                index,
+                stream_key,
+                meta_bytes,
+                scanned,
+                remainder: chunks::pack_chunk(&remainder),
+                rows: part.iter().map(|(_, row)| *row).collect(),
+                changes: ledger_changes(part.iter().copied()),
+                last,
+                id: self.db.generate_id()?,
+            });
+        }
+        let moved = (
             &self.visits,
             &self.visit_chunks,
             &self.outbox,
@@ -171,39 +238,47 @@ impl State {
             &self.ledger,
         )
             .transaction(|(visits, buffers, outbox, versions, meta, ledger)| {
-                // The buffer must be exactly what was scanned (a concurrent move of a part
-                // leaves the visit's meta as it was, but not its chunks).
-                if visits.get(stream_key.as_bytes())?.as_deref() != Some(&meta_bytes[..]) {
-                    return Err(abort(StateError::Changed));
-                }
-                for (key, chunk) in &scanned {
-                    if buffers.get(key)?.as_ref() != Some(chunk) {
-                        return Err(abort(StateError::Changed));
+                let mut moved = vec![None; stream_keys.len()];
+                for m in &moves {
+                    // The buffer must be exactly what was read (a concurrent move of a part
+                    // leaves the visit's meta as it was, but not its chunks).
+                    if visits.get(m.stream_key.as_bytes())?.as_deref() != Some(&m.meta_bytes[..]) {
+                        continue;
                     }
-                }
-                let version =
-                    append_version((outbox, versions, meta), stream_key, id, now, |version| {
-                        envelope(version, &row_bytes, last)
-                    })?;
-                if last {
-                    visits.remove(stream_key.as_bytes())?;
-                }
-                for (i, (key, _)) in scanned.iter().enumerate() {
-                    if !last && i + 1 == scanned.len() {
-                        buffers.insert(key, remainder.as_slice())?;
-                    } else {
-                        buffers.remove(key)?;
+                    let mut unchanged = true;
+                    for (key, chunk) in m.scanned {
+                        unchanged &= buffers.get(key)?.as_ref() == Some(chunk);
                     }
+                    if !unchanged {
+                        continue;
+                    }
+                    let version = append_version(
+                        (outbox, versions, meta),
+                        m.stream_key,
+                        m.id,
+                        now,
+                        |version| envelope(m.index, version, &m.rows, m.last),
+                    )?;
+                    if m.last {
+                        visits.remove(m.stream_key.as_bytes())?;
+                    }
+                    for (i, (key, _)) in m.scanned.iter().enumerate() {
+                        if !m.last && i + 1 == m.scanned.len() {
+                            buffers.insert(key, m.remainder.as_slice())?;
+                        } else {
+                            buffers.remove(key)?;
+                        }
+                    }
+                    update_ledger(ledger, m.stream_key, &m.changes)?;
+                    moved[m.index] = Some(MovedPart {
+                        version,
+                        last: m.last,
+                    });
                 }
-                update_ledger(ledger, stream_key, &changes)?;
-                Ok(version)
+                Ok(moved)
             })
-            .map_err(StateError::from);
-        match version {
-            Ok(version) => Ok(Some(MovedPart { version, last })),
-            Err(StateError::Changed) => Ok(None),
-            Err(e) => Err(e),
-        }
+            .map_err(StateError::from)?;
+        Ok(moved)
     }
 
     /// The digest of every row of a visit as last queued (by the binlog path or a sweep),
@@ -319,9 +394,13 @@ mod tests {
     }
 
     fn commit(state: &State, rows: Vec<Row>, pos: u64) {
+        commit_to(state, KEY, rows, pos);
+    }
+
+    fn commit_to(state: &State, key: &str, rows: Vec<Row>, pos: u64) {
         let mut txn = TxnChanges::default();
         txn.visits.insert(
-            KEY.into(),
+            key.into(),
             VisitChanges {
                 key: VisitKey {
                     patient_id: 7,
@@ -426,6 +505,45 @@ mod tests {
         assert_eq!(after.len(), 2499);
         let id1 = keys::row_id("obs", &row(1, 0.0, Op::Upsert).pk);
         assert_ne!(before[&id1], after[&id1]);
+        drop(state);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn several_buffers_move_in_one_call_and_a_missing_one_is_passed_over() {
+        const OTHER: &str = "101:8:1:2026-01-02";
+        let (state, dir) = temp_state("many");
+        commit(
+            &state,
+            vec![row(1, 1.0, Op::Upsert), row(2, 2.0, Op::Upsert)],
+            10,
+        );
+        commit_to(&state, OTHER, vec![row(3, 3.0, Op::Upsert)], 20);
+        let envelope = |i: usize, version: u64, rows: &[&[u8]], last: bool| {
+            format!("{i}:{version}:{}:{last}", rows.len()).into_bytes()
+        };
+        let moved = state
+            .move_many_to_outbox(&[KEY, "101:9:1:2026-01-02", OTHER], envelope, 1)
+            .unwrap();
+        let part = |version| {
+            Some(MovedPart {
+                version,
+                last: true,
+            })
+        };
+        assert_eq!(moved, vec![part(1), None, part(1)]);
+        let entries = state.outbox_peek(usize::MAX).unwrap();
+        let bodies: Vec<&[u8]> = entries.iter().map(|e| &e.visit[..]).collect();
+        assert_eq!(bodies, vec![&b"0:1:2:true"[..], &b"2:1:1:true"[..]]);
+        assert_eq!(state.open_visit_count(), 0);
+        assert_eq!(state.visit_chunks.len(), 0);
+        assert_eq!(state.ledger_rows(KEY).unwrap().len(), 2);
+        assert_eq!(state.ledger_rows(OTHER).unwrap().len(), 1);
+        // Moved again, nothing is there to move.
+        let again = state
+            .move_many_to_outbox(&[KEY, OTHER], envelope, 2)
+            .unwrap();
+        assert_eq!(again, vec![None, None]);
         drop(state);
         let _ = std::fs::remove_dir_all(&dir);
     }
