@@ -25,11 +25,13 @@ use emr_stream::{metrics, receiver, shutdown, simulate, tailer};
 #[cfg(not(feature = "system-alloc"))]
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// The tailer gives freed memory back to the system after 100 ms instead of mimalloc's 1 s: it
-/// frees in bursts (a shipped batch, a rewritten sled leaf), and a second's worth of them was
-/// part of its peak RSS (`MIMALLOC_PURGE_DELAY=100`, scripts/bench-e2e.sh: 133 → 122–127 MiB,
-/// CPU per row within the noise; 0 gave 111–114 MiB for 10–20% more CPU). The environment
-/// variable still overrides it.
+/// The tailer gives freed memory back to the system at once instead of after mimalloc's 1 s:
+/// it frees in bursts (a shipped batch, a moved group of visits, a rewritten sled leaf), and a
+/// second's worth of them was part of its peak RSS. scripts/bench-e2e.sh, `AGAIN=1`, five
+/// alternating runs of `MIMALLOC_PURGE_DELAY` 0 and 100 (the value before): peak RSS 95.8–99.3
+/// against 109.6–115.7 MiB, CPU 3.19–3.29 against 2.93–3.31 s per 100k rows. (Before ready
+/// visits moved several per sled transaction, 0 cost 10–20% more CPU, and 100 was chosen.) The
+/// environment variable still overrides it.
 #[cfg(not(feature = "system-alloc"))]
 fn tailer_allocator_options() {
     // (mimalloc reads every option, environment included, when the process loads: setting
@@ -37,7 +39,7 @@ fn tailer_allocator_options() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one of mimalloc's options (an integer in its option table, which it
         // reads without locks by design); no pointer is passed and no memory is touched.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 100) };
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     }
 }
 
@@ -56,7 +58,7 @@ fn main() -> ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if matches!(cli.command, Command::Tailer { .. }) {
         // The tailer sits beside the EMR: its capture runs on this (the main) thread, and one
-        // worker thread runs the shipper, the status pages and the sweeps. A worker per core
+        // worker thread runs the mover, the shipper, the status pages and the sweeps. A worker per core
         // only added a thread's worth of allocator pages. With the purge delay
         // (`tailer_allocator_options`): scripts/bench-e2e.sh peak RSS 132–137 → 119–122 MiB,
         // capture and CPU per row within the noise (three alternating pairs; README).
@@ -213,14 +215,14 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
 #[cfg(all(test, not(feature = "system-alloc")))]
 mod tests {
     #[test]
-    fn the_tailer_purges_freed_memory_after_100_ms() {
+    fn the_tailer_purges_freed_memory_at_once() {
         super::tailer_allocator_options();
         // SAFETY: reads one of mimalloc's integer options.
         let delay = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
         let expected = std::env::var("MIMALLOC_PURGE_DELAY")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(100);
+            .unwrap_or(0);
         assert_eq!(delay, expected);
     }
 }

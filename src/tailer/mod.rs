@@ -1,7 +1,7 @@
 //! The facility sidecar: binlog → visit buffers → outbox → receiver.
 //!
-//! Tasks: the capture loop (one writer of visit buffers: it records whole source
-//! transactions and moves ready visits to the outbox), the shipper, and the HTTP endpoint.
+//! Tasks: the capture loop (it records whole source transactions into visit buffers, on the
+//! main thread), the mover (ready visits to the outbox), the shipper, and the HTTP endpoint.
 //! Errors from the source are retried from the checkpoint with backoff; errors of the state
 //! store and refusals (purged binlog, unsupported source) stop the tailer with a message that
 //! names the remedy.
@@ -11,6 +11,7 @@ mod capture;
 pub mod checkpoint;
 pub mod dead;
 mod http;
+mod mover;
 pub mod resolve;
 pub mod ship;
 pub mod state;
@@ -168,12 +169,32 @@ pub async fn run(
         opts,
         site_id,
         mapped,
-        wake,
         capture_status,
         checkpoint,
         sender,
     );
-    let result = capture.run(shutdown.clone()).await;
+    let mover = mover::Mover::new(&config, state.clone(), wake);
+    let mut move_task = tokio::spawn(mover.clone().run(shutdown.clone()));
+    let capturing = capture.run(shutdown.clone());
+    tokio::pin!(capturing);
+    let (result, mover_done) = tokio::select! {
+        result = &mut capturing => (result, false),
+        moved = &mut move_task => match moved {
+            // shutdown: capture is stopping too
+            Ok(Ok(())) => (capturing.await, true),
+            Ok(Err(e)) => (Err(e.context("moving ready visits to the outbox")), true),
+            Err(e) => (Err(anyhow::Error::from(e).context("mover task")), true),
+        },
+    };
+    if result.is_ok() {
+        if !mover_done {
+            move_task.await.context("mover task")??;
+        }
+        // Capture's last group is written: the visits it made ready go to the outbox now.
+        mover.move_ready()?;
+    } else {
+        move_task.abort();
+    }
     // Capture ended (shutdown or fatal error): stop the others too.
     let ship_result = if result.is_err() {
         ship_task.abort();

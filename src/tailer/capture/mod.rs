@@ -1,5 +1,6 @@
-//! The capture loop: follows the binlog, records whole source transactions (rows into visit
-//! buffers + the checkpoint after them, atomically), and moves ready visits to the outbox.
+//! The capture loop: follows the binlog and records whole source transactions (rows into visit
+//! buffers + the checkpoint after them, atomically). Ready visits leave the buffers for the
+//! outbox in `tailer::mover`, beside it.
 //!
 //! Group commit: several complete source transactions are recorded in one sled transaction
 //! (at most `GROUP_ROWS` rows, `GROUP_WAIT` old) with the checkpoint after the last of them,
@@ -22,7 +23,6 @@ use std::time::Duration;
 use chrono::TimeZone;
 use mysql_async::{Opts, Pool};
 use serde_json::{Map, Value};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::clock::now_ms;
@@ -38,7 +38,6 @@ mod big;
 mod space;
 
 use crate::tailer::resolve::Resolver;
-use crate::tailer::visit::{envelope, is_ready, Readiness, VisitKey};
 use crate::wire::{self, Op};
 
 /// Live numbers of the capture loop, for `/status`.
@@ -62,8 +61,6 @@ pub struct CaptureStatus {
 const GROUP_ROWS: usize = 5_000;
 /// Longest a recorded-but-unwritten transaction waits for others to join its group.
 const GROUP_WAIT: Duration = Duration::from_millis(50);
-/// Most row changes of ready visits moved to the outbox in one sled transaction.
-const MOVE_ROWS: u64 = 4_000;
 /// Rows of an unfinished transaction held in memory before they are written in chunks.
 const SPILL_ROWS: usize = 2_000;
 
@@ -90,9 +87,7 @@ pub struct Capture {
     heartbeat: Duration,
     site_id: i64,
     mapped: HashMap<String, Vec<String>>,
-    rules: Readiness,
     ready_every: Duration,
-    wake: Arc<Notify>,
     status: Arc<CaptureStatus>,
     /// Rows of the transaction being read.
     pending: Vec<RowChange>,
@@ -129,7 +124,6 @@ impl Capture {
         opts: Opts,
         site_id: i64,
         mapped: HashMap<String, Vec<String>>,
-        wake: Arc<Notify>,
         status: Arc<CaptureStatus>,
         checkpoint: Checkpoint,
         sender: Sender,
@@ -151,12 +145,7 @@ impl Capture {
             heartbeat: Duration::from_secs(config.source.heartbeat_secs.max(1)),
             site_id,
             mapped,
-            rules: Readiness {
-                settle_ms: config.visits.settle_ms,
-                idle_ms: config.visits.idle_timeout_secs * 1000,
-            },
             ready_every: Duration::from_millis(config.visits.ready_check_ms),
-            wake,
             status,
             pending: Vec::new(),
             sender,
@@ -171,8 +160,9 @@ impl Capture {
     /// Runs until shutdown or a fatal error.
     pub async fn run(mut self, mut shutdown: Shutdown) -> anyhow::Result<()> {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let mut ready_tick = tokio::time::interval(self.ready_every);
-        ready_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // (writes a waiting group and checks the state disk's free space)
+        let mut tick = tokio::time::interval(self.ready_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !self.wait_for_space(&mut shutdown).await {
                 return Ok(());
@@ -208,9 +198,8 @@ impl Capture {
                     biased;
                     _ = shutdown.fired() => break Ended::Shutdown,
                     _ = sleep_until(flush_at), if flush_at.is_some() => self.flush()?,
-                    _ = ready_tick.tick() => {
+                    _ = tick.tick() => {
                         self.flush()?;
-                        self.move_ready_visits()?;
                         if !self.has_space() {
                             break Ended::LowOnSpace;
                         }
@@ -239,10 +228,7 @@ impl Capture {
             self.abandon_open_transaction();
             self.flush()?;
             match ended {
-                Ended::Shutdown => {
-                    self.move_ready_visits()?;
-                    return Ok(());
-                }
+                Ended::Shutdown => return Ok(()),
                 // The loop's head waits for the space and reconnects from the checkpoint.
                 Ended::LowOnSpace => {}
                 Ended::Interrupted(e) => {
@@ -395,65 +381,6 @@ impl Capture {
         metrics::counter!(m::TAILER_TRANSACTIONS).increment(group.transactions);
         metrics::gauge!(m::TAILER_CHECKPOINT_FILE).set(self.committed.position.sequence() as f64);
         metrics::gauge!(m::TAILER_CHECKPOINT_POS).set(self.committed.position.pos as f64);
-        Ok(())
-    }
-
-    /// Moves every ready visit to the outbox (big visits in several parts), several visits
-    /// per sled transaction (`MOVE_ROWS` row changes at most).
-    fn move_ready_visits(&mut self) -> anyhow::Result<()> {
-        let now = now_ms();
-        let today = chrono::Local::now().format("%Y-%m-%d").to_string();
-        let open = self.state.open_visits()?;
-        let mut still_open = open.len();
-        let mut moved = 0;
-        // Ready visits: (stream key, visit key, complete), in groups of about MOVE_ROWS rows.
-        let mut groups: Vec<Vec<(&str, &VisitKey, bool)>> = vec![Vec::new()];
-        let mut group_rows = 0;
-        for (stream_key, meta) in &open {
-            let Some(complete) = is_ready(meta, now, &today, self.rules) else {
-                continue;
-            };
-            if group_rows > 0 && group_rows + meta.changes > MOVE_ROWS {
-                groups.push(Vec::new());
-                group_rows = 0;
-            }
-            group_rows += meta.changes;
-            if let Some(group) = groups.last_mut() {
-                group.push((stream_key, &meta.key, complete));
-            }
-        }
-        for mut group in groups {
-            // A buffer bigger than a part moves again, part by part, until it is empty.
-            while !group.is_empty() {
-                let keys: Vec<&str> = group.iter().map(|(k, _, _)| *k).collect();
-                let envelope_of = |i: usize, version, rows: &[&[u8]], last| {
-                    let (stream_key, key, complete) = group[i];
-                    envelope(stream_key, key, version, complete && last, rows)
-                };
-                let parts = self.state.move_many_to_outbox(&keys, envelope_of, now)?;
-                let mut again = Vec::new();
-                for (visit, part) in group.iter().zip(parts) {
-                    let Some(part) = part else { continue };
-                    moved += 1;
-                    let label = if visit.2 && part.last {
-                        "true"
-                    } else {
-                        "false"
-                    };
-                    metrics::counter!(m::TAILER_VISITS_READY, "complete" => label).increment(1);
-                    if part.last {
-                        still_open -= 1;
-                    } else {
-                        again.push(*visit);
-                    }
-                }
-                group = again;
-            }
-        }
-        metrics::gauge!(m::TAILER_OPEN_VISITS).set(still_open as f64);
-        if moved > 0 {
-            self.wake.notify_one();
-        }
         Ok(())
     }
 
