@@ -12,6 +12,7 @@
 
 mod chunks;
 mod keys;
+mod moves;
 mod outbox;
 mod packed;
 mod visits;
