@@ -90,7 +90,9 @@ pub struct Capture {
     heartbeat: Duration,
     site_id: i64,
     mapped: HashMap<String, Vec<String>>,
-    ready_every: Duration,
+    /// How often a waiting group is written and the state disk's free space checked
+    /// (`visits.ready_check_ms`).
+    check_every: Duration,
     status: Arc<CaptureStatus>,
     /// Rows of the transaction being read.
     pending: Vec<RowChange>,
@@ -148,7 +150,7 @@ impl Capture {
             heartbeat: Duration::from_secs(config.source.heartbeat_secs.max(1)),
             site_id,
             mapped,
-            ready_every: Duration::from_millis(config.visits.ready_check_ms),
+            check_every: Duration::from_millis(config.visits.ready_check_ms),
             status,
             pending: Vec::new(),
             sender,
@@ -163,8 +165,7 @@ impl Capture {
     /// Runs until shutdown or a fatal error.
     pub async fn run(mut self, mut shutdown: Shutdown) -> anyhow::Result<()> {
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        // (writes a waiting group and checks the state disk's free space)
-        let mut tick = tokio::time::interval(self.ready_every);
+        let mut tick = tokio::time::interval(self.check_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             if !self.wait_for_space(&mut shutdown).await {

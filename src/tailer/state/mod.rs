@@ -7,8 +7,8 @@
 //!   entries and the checkpoint after it in **one** sled transaction: after a crash, state is
 //!   a prefix of source transactions and the checkpoint says which.
 //! - `move_to_outbox` (`move_many_to_outbox` for several) removes a visit buffer and appends
-//!   its envelope to the outbox in one transaction; an outbox entry leaves only through `outbox_done` (2xx/409) or
-//!   `outbox_dead` (other 4xx), never silently.
+//!   its envelope to the outbox in one transaction; an outbox entry leaves only through
+//!   `outbox_done` (2xx/409) or `outbox_dead` (other 4xx), never silently.
 
 mod chunks;
 mod keys;

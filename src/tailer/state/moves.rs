@@ -89,48 +89,40 @@ impl State {
     /// `move_to_outbox` for several buffers in **one** sled transaction (each sled
     /// transaction writes the log's buffer out twice, and each write wakes sled's IO threads:
     /// one transaction per visit cost the tailer more than the visits' rows did). `envelope`
-    /// is also given the buffer's index in `stream_keys`. One answer per key, in order; a buffer that is gone or
-    /// changed since it was read is `None` and the others still move.
+    /// is also given the buffer's index in `stream_keys`. One answer per key, in order; a
+    /// buffer that is gone or changed since it was read is `None` and the others still move.
     pub fn move_many_to_outbox(
         &self,
         stream_keys: &[&str],
         envelope: impl Fn(usize, u64, &[&[u8]], bool) -> Vec<u8>,
         now: u64,
     ) -> Result<Vec<Option<MovedPart>>, StateError> {
-        // What each buffer held when read: its meta and its chunks.
+        // What each buffer still there held when read: (its index, its meta, its chunks).
         let mut read = Vec::with_capacity(stream_keys.len());
-        for stream_key in stream_keys {
-            let Some(meta_bytes) = self.visits.get(stream_key.as_bytes())? else {
-                read.push(None);
-                continue;
-            };
-            let scanned: Vec<(IVec, IVec)> = self
-                .visit_chunks
-                .scan_prefix(visit_prefix(stream_key))
-                .collect::<Result<_, _>>()?;
-            read.push(Some((meta_bytes, scanned)));
+        for (index, stream_key) in stream_keys.iter().enumerate() {
+            if let Some(meta_bytes) = self.visits.get(stream_key.as_bytes())? {
+                let scanned: Vec<(IVec, IVec)> = self
+                    .visit_chunks
+                    .scan_prefix(visit_prefix(stream_key))
+                    .collect::<Result<_, _>>()?;
+                read.push((index, meta_bytes, scanned));
+            }
         }
         let unpacked = read
             .iter()
-            .map(|r| match r {
-                Some((_, scanned)) => scanned
+            .map(|(_, _, scanned)| {
+                scanned
                     .iter()
                     .map(|(_, chunk)| chunks::unpack_chunk(chunk))
-                    .collect::<Result<Vec<_>, _>>(),
-                None => Ok(Vec::new()),
+                    .collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()?;
         let merged = unpacked
             .iter()
             .map(|u| chunks::merge(u))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut moves = Vec::with_capacity(stream_keys.len());
-        for (index, ((stream_key, r), merged)) in
-            stream_keys.iter().zip(&read).zip(&merged).enumerate()
-        {
-            let Some((meta_bytes, scanned)) = r else {
-                continue;
-            };
+        let mut moves = Vec::with_capacity(read.len());
+        for ((index, meta_bytes, scanned), merged) in read.iter().zip(&merged) {
             let last = merged.len() <= VISIT_PART_ROWS;
             let part: Vec<(&[u8], &[u8])> = merged
                 .iter()
@@ -143,8 +135,8 @@ impl State {
                 push_entry(&mut remainder, id, row);
             }
             moves.push(Move {
-                index,
-                stream_key,
+                index: *index,
+                stream_key: stream_keys[*index],
                 meta_bytes,
                 scanned,
                 remainder: chunks::pack_chunk(&remainder),
@@ -172,7 +164,10 @@ impl State {
                     }
                     let mut unchanged = true;
                     for (key, chunk) in m.scanned {
-                        unchanged &= buffers.get(key)?.as_ref() == Some(chunk);
+                        if buffers.get(key)?.as_ref() != Some(chunk) {
+                            unchanged = false;
+                            break;
+                        }
                     }
                     if !unchanged {
                         continue;
