@@ -3,14 +3,16 @@
 //! a value (values are patient data).
 //!
 //! Invariant: a `Batch` that `validate` accepted names only mapped tables, exactly the
-//! mapping's primary key columns, and scalar (or `{"$b64"}`) values.
+//! mapping's primary key columns, no data column twice in a row, and scalar (or `{"$b64"}`)
+//! values.
 
+use std::collections::hash_map::{Entry, HashMap};
 use std::io::Read;
 
 use serde_json::Value;
 
 use crate::mapping::Mapping;
-use crate::wire::{Batch, SCHEMA_VERSION};
+use crate::wire::{Batch, Columns, SCHEMA_VERSION};
 
 /// Why a body was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,6 +161,8 @@ pub fn validate(batch: &Batch, site_id: i64, caps: Caps, mapping: &Mapping) -> R
             "/visits",
         ));
     }
+    // per table, the last column list found free of repeats
+    let mut checked: HashMap<&str, &Columns> = HashMap::new();
     for (vi, visit) in batch.visits.iter().enumerate() {
         let at = |field: &str| format!("/visits/{vi}/{field}");
         let prefix = format!("{site_id}:");
@@ -184,14 +188,14 @@ pub fn validate(batch: &Batch, site_id: i64, caps: Caps, mapping: &Mapping) -> R
             if row.lsn > i64::MAX as u64 {
                 return Err(Refusal::new(422, "lsn out of range", at("lsn")));
             }
-            if row.pk.len() != spec.pk.len() || spec.pk.iter().any(|c| !row.pk.contains_key(c)) {
+            if row.pk.len() != spec.pk.len() || spec.pk.iter().any(|c| row.pk.get(c).is_none()) {
                 return Err(Refusal::new(
                     422,
                     format!("pk must have exactly the columns {:?}", spec.pk),
                     at("pk"),
                 ));
             }
-            for (c, v) in &row.pk {
+            for (c, v) in &row.pk.0 {
                 if v.is_null() || !is_scalar(v) {
                     return Err(Refusal::new(
                         422,
@@ -200,7 +204,14 @@ pub fn validate(batch: &Batch, site_id: i64, caps: Caps, mapping: &Mapping) -> R
                     ));
                 }
             }
-            for (c, v) in &row.data {
+            if let Some(c) = repeated_column(&row.data, checked.entry(row.table.as_str())) {
+                return Err(Refusal::new(
+                    422,
+                    "a column appears twice",
+                    format!("{}/{}", at("data"), escape(c)),
+                ));
+            }
+            for (c, v) in &row.data.0 {
                 if !is_scalar(v) {
                     return Err(Refusal::new(
                         422,
@@ -215,6 +226,27 @@ pub fn validate(batch: &Batch, site_id: i64, caps: Caps, mapping: &Mapping) -> R
         }
     }
     Ok(())
+}
+
+/// The first name `columns` repeats, unless it has the names of the list last checked for its
+/// table (`last`, which a list found free of repeats replaces): a row's names are checked
+/// once per batch and table, not row by row.
+fn repeated_column<'a>(
+    columns: &'a Columns,
+    last: Entry<'_, &'a str, &'a Columns>,
+) -> Option<&'a str> {
+    if let Entry::Occupied(seen) = &last {
+        if seen.get().names().eq(columns.names()) {
+            return None;
+        }
+    }
+    let mut names: Vec<&str> = columns.names().collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Some(pair[0]);
+    }
+    last.insert_entry(columns);
+    None
 }
 
 fn escape(key: &str) -> String {
@@ -291,6 +323,34 @@ mod tests {
             validate(&b, 101, CAPS, &mapping()).unwrap_err().pointer,
             "/visits/0/rows/0/data/v"
         );
+    }
+
+    #[test]
+    fn a_column_sent_twice_is_refused_also_after_rows_named_alike() {
+        let row = |data: &str| {
+            format!(r#"{{"table":"obs","op":"upsert","lsn":5,"pk":{{"obs_id":1}},"data":{data}}}"#)
+        };
+        let rows = [
+            row(r#"{"v":1,"w":2}"#),
+            row(r#"{"v":1,"w":2}"#),
+            row(r#"{"v":1,"w":2,"v":3}"#),
+        ];
+        let b = parse(body(&rows[..2].join(",")).as_bytes()).unwrap();
+        validate(&b, 101, CAPS, &mapping()).unwrap();
+        let b = parse(body(&rows.join(",")).as_bytes()).unwrap();
+        let e = validate(&b, 101, CAPS, &mapping()).unwrap_err();
+        assert_eq!(
+            (e.status, e.pointer.as_str()),
+            (422, "/visits/0/rows/2/data/v")
+        );
+        // a key sent twice is not the key's columns
+        let b = parse(
+            body(r#"{"table":"obs","op":"delete","lsn":5,"pk":{"obs_id":1,"obs_id":2}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
+        let e = validate(&b, 101, CAPS, &mapping()).unwrap_err();
+        assert_eq!((e.status, e.pointer.as_str()), (422, "/visits/0/rows/0/pk"));
     }
 
     #[test]

@@ -112,10 +112,10 @@ pub async fn stream(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
             json!({ "batch_id": batch.batch_id, "status": "already stored" }),
         ),
         (Ok(pg), Ok(my)) => {
-            for (table, rows) in &plan.tables {
+            for (table, t) in &plan.tables {
                 for (store, applied) in [("postgres", pg), ("mysql", my)] {
                     if let Applied::Stored(_) = applied {
-                        metrics::counter!(m::RECEIVER_ROWS_APPLIED, "table" => table.clone(), "store" => store).increment(rows.len() as u64);
+                        metrics::counter!(m::RECEIVER_ROWS_APPLIED, "table" => table.clone(), "store" => store).increment(t.rows.len() as u64);
                     }
                 }
             }

@@ -1,12 +1,15 @@
 //! PostgreSQL's COPY text format, written straight from wire values: a field per value,
-//! tab-separated, `\N` for NULL, and backslash, tab, newline and carriage return escaped; and
-//! which wire values a column's type can hold (the others travel in `_overflow`).
+//! tab-separated, `\N` for NULL, and backslash, tab, newline and carriage return escaped; which
+//! wire values a column's type can hold (the others travel in `_overflow`); and an upsert's
+//! line of the staging table.
 
 use std::borrow::Cow;
 use std::io::Write;
 
 use base64::Engine;
 use serde_json::Value;
+
+use super::{Layout, PlannedRow, Split, Table};
 
 /// Appends `v` as one COPY text field: numbers as written, booleans as `t`/`f`, strings
 /// escaped, objects and arrays as their JSON text.
@@ -20,6 +23,42 @@ pub(super) fn field(out: &mut Vec<u8>, v: &Value) {
         Value::String(s) => text(out, s),
         other => text(out, &other.to_string()),
     }
+}
+
+/// Appends an upsert's line for the staging table: its group, site, position, the values of
+/// the columns `split` names and `_overflow` (the columns the table lacks, and the values their
+/// column's type cannot hold: zero dates, bytes in a text column, whose columns stay NULL).
+pub(super) fn upsert(
+    out: &mut Vec<u8>,
+    group: usize,
+    site_id: i64,
+    row: &PlannedRow,
+    layout: &Layout,
+    split: &Split,
+    table: &Table,
+) {
+    let mut overflow = split.overflow(layout, row).unwrap_or_default();
+    let _ = write!(out, "{group}\t{site_id}\t{}", row.lsn);
+    for &(p, i) in &split.known {
+        out.push(b'\t');
+        let (name, pg_type) = &table.columns[p];
+        let v = &row.values[i];
+        match pg_value(v, pg_type) {
+            Ok(Cow::Borrowed(v)) => field(out, v),
+            Ok(Cow::Owned(v)) => field(out, &v),
+            Err(()) => {
+                field(out, &Value::Null);
+                overflow.insert(name.clone(), v.clone());
+            }
+        }
+    }
+    out.push(b'\t');
+    if overflow.is_empty() {
+        field(out, &Value::Null);
+    } else {
+        text(out, &Value::Object(overflow).to_string());
+    }
+    out.push(b'\n');
 }
 
 /// Appends `s` escaped for the COPY text format.

@@ -17,9 +17,10 @@ mod schema;
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
+use smol_str::SmolStr;
 
 use crate::mapping::Mapping;
-use crate::wire::{Batch, Op};
+use crate::wire::{Batch, Op, ReceivedRow};
 pub use mysql::MirrorStore;
 pub use postgres::{PgOptions, PgStore};
 pub use schema::{Catalog, Table};
@@ -80,8 +81,10 @@ pub struct PlannedRow {
     pub lsn: i64,
     /// Primary key values, in the mapping's pk order.
     pub pk: Vec<Value>,
-    /// All shipped columns (pk included) for upserts.
-    pub columns: Map<String, Value>,
+    /// Which of its table's layouts names `values`.
+    pub layout: usize,
+    /// All shipped values (pk columns first, then data), in the order shipped.
+    pub values: Vec<Value>,
 }
 
 impl PlannedRow {
@@ -100,11 +103,118 @@ impl PlannedRow {
     }
 }
 
+/// The column names of the rows of a table that were shipped with the same names in the same
+/// order (a table's rows mostly share one): the names are compared with the catalogs once
+/// per layout, not row by row.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// The names, pk columns first, as shipped.
+    pub names: Vec<SmolStr>,
+    /// The positions in `names` that are written: all but a data column named like a pk
+    /// column (the key's value wins, as it did when a row's columns were one map).
+    pub used: Vec<usize>,
+}
+
+/// Where the values of a layout go in one store's table.
+#[derive(Debug, Clone)]
+pub struct Split {
+    /// (position in the table's columns, position in the row's values), in table order.
+    pub known: Vec<(usize, usize)>,
+    /// Positions in the row's values of the columns the table lacks (to `_overflow`).
+    pub overflow: Vec<usize>,
+}
+
+impl Layout {
+    /// Where this layout's values go in `table`.
+    pub fn split(&self, table: &Table) -> Split {
+        let mut known = Vec::with_capacity(self.used.len());
+        let mut overflow = Vec::new();
+        for &i in &self.used {
+            match table.position(&self.names[i]) {
+                Some(p) => known.push((p, i)),
+                None => overflow.push(i),
+            }
+        }
+        known.sort_unstable();
+        Split { known, overflow }
+    }
+}
+
+impl Split {
+    /// The table positions the layout fills: the key rows are grouped by.
+    pub fn positions(&self) -> Vec<usize> {
+        self.known.iter().map(|(p, _)| *p).collect()
+    }
+
+    /// `row`'s values of the columns the table lacks, by name (`None` when there are none).
+    pub fn overflow(&self, layout: &Layout, row: &PlannedRow) -> Option<Map<String, Value>> {
+        (!self.overflow.is_empty()).then(|| {
+            self.overflow
+                .iter()
+                .map(|&i| (layout.names[i].to_string(), row.values[i].clone()))
+                .collect()
+        })
+    }
+}
+
+/// The layouts of `splits` grouped by the table positions they fill: each group's positions
+/// with its number, and each layout's group number (rows of one group go in one statement).
+pub fn group_layouts(splits: &[Split]) -> (BTreeMap<Vec<usize>, usize>, Vec<usize>) {
+    let mut groups = BTreeMap::new();
+    let group_of = splits
+        .iter()
+        .map(|s| {
+            let next = groups.len();
+            *groups.entry(s.positions()).or_insert(next)
+        })
+        .collect();
+    (groups, group_of)
+}
+
+/// One table's rows in a plan, and the layouts they name their values by.
+#[derive(Debug, Default)]
+pub struct TablePlan {
+    /// The rows, in key order.
+    pub rows: Vec<PlannedRow>,
+    /// The rows' layouts.
+    pub layouts: Vec<Layout>,
+    /// The layout of each list of names seen (a lookup when a row differs from the last).
+    by_names: HashMap<Vec<SmolStr>, usize>,
+    /// The layout of the last row.
+    last: usize,
+}
+
+impl TablePlan {
+    /// The layout of `row`'s names, added when new.
+    fn layout_of(&mut self, row: &ReceivedRow) -> usize {
+        let names = || row.pk.0.iter().chain(&row.data.0).map(|(n, _)| n);
+        if self
+            .layouts
+            .get(self.last)
+            .is_some_and(|l| l.names.iter().eq(names()))
+        {
+            return self.last;
+        }
+        let names: Vec<SmolStr> = names().cloned().collect();
+        let next = self.layouts.len();
+        let layout = *self.by_names.entry(names.clone()).or_insert(next);
+        if layout == next {
+            let keys = row.pk.len();
+            let used = (0..names.len())
+                .filter(|&i| i < keys || row.pk.get(&names[i]).is_none())
+                .collect();
+            self.layouts.push(Layout { names, used });
+        }
+        self.last = layout;
+        layout
+    }
+}
+
 /// A batch grouped by table, newest image per key.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// table → rows.
-    pub tables: BTreeMap<String, Vec<PlannedRow>>,
+    /// table → its rows.
+    pub tables: BTreeMap<String, TablePlan>,
     /// Number of rows in the batch.
     pub rows_in: usize,
 }
@@ -119,7 +229,7 @@ pub struct Plan {
 /// key as JSON wrote that JSON for every row: bench-apply's parse, validate and plan took
 /// 0.27–0.36 s with it, 0.21–0.34 s without.)
 pub fn plan(batch: &mut Batch, mapping: &Mapping) -> Plan {
-    let mut by_table: BTreeMap<String, Vec<PlannedRow>> = BTreeMap::new();
+    let mut by_table: BTreeMap<String, TablePlan> = BTreeMap::new();
     let mut rows_in = 0;
     for visit in &mut batch.visits {
         for row in std::mem::take(&mut visit.rows) {
@@ -132,20 +242,29 @@ pub fn plan(batch: &mut Batch, mapping: &Mapping) -> Plan {
                 .iter()
                 .map(|c| row.pk.get(c).cloned().unwrap_or(Value::Null))
                 .collect();
-            let mut columns = row.data;
-            columns.extend(row.pk);
-            by_table.entry(row.table).or_default().push(PlannedRow {
+            let table = match by_table.get_mut(row.table.as_str()) {
+                Some(table) => table,
+                None => by_table.entry(row.table.to_string()).or_default(),
+            };
+            let layout = table.layout_of(&row);
+            let mut values = Vec::with_capacity(row.pk.len() + row.data.len());
+            values.extend(row.pk.0.into_iter().map(|(_, v)| v));
+            values.extend(row.data.0.into_iter().map(|(_, v)| v));
+            table.rows.push(PlannedRow {
                 op: row.op,
                 lsn: row.lsn as i64,
                 pk,
-                columns,
+                layout,
+                values,
             });
         }
     }
-    for rows in by_table.values_mut() {
+    for table in by_table.values_mut() {
         // (stable: of images at the same position, the first stays first)
-        rows.sort_by(|a, b| same_keys_adjacent(a, b).then(b.lsn.cmp(&a.lsn)));
-        rows.dedup_by(|later, first| later.pk == first.pk);
+        table
+            .rows
+            .sort_by(|a, b| same_keys_adjacent(a, b).then(b.lsn.cmp(&a.lsn)));
+        table.rows.dedup_by(|later, first| later.pk == first.pk);
     }
     Plan {
         tables: by_table,
@@ -201,37 +320,6 @@ pub fn oldest_upsert(rows: &[PlannedRow]) -> Option<i64> {
         .min()
 }
 
-/// A row's values in the columns the store knows: (position in table order, value), in
-/// table order.
-pub type Known<'a> = Vec<(usize, &'a Value)>;
-
-/// Splits a row's columns into those the store knows and the overflow; both lists are sorted
-/// by name, so one merge pass does it.
-pub fn split_columns<'a>(
-    row: &'a PlannedRow,
-    known: &Table,
-) -> (Known<'a>, Option<Map<String, Value>>) {
-    let mut cols = Vec::with_capacity(row.columns.len());
-    let mut overflow = Map::new();
-    let mut names = known.by_name.iter().peekable();
-    for (c, v) in &row.columns {
-        while names.next_if(|(n, _)| n.as_str() < c.as_str()).is_some() {}
-        match names.peek() {
-            Some((n, i)) if n == c => cols.push((*i, v)),
-            _ => {
-                overflow.insert(c.clone(), v.clone());
-            }
-        }
-    }
-    cols.sort_unstable_by_key(|(i, _)| *i);
-    (cols, (!overflow.is_empty()).then_some(overflow))
-}
-
-/// The positions of a row's known columns: the key rows are grouped by.
-pub fn positions(cols: &Known<'_>) -> Vec<usize> {
-    cols.iter().map(|(i, _)| *i).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,8 +350,9 @@ mod tests {
         let plan = plan(&mut batch, &mapping);
         assert_eq!(plan.rows_in, 7);
         let kept: Vec<(String, i64, &Value)> = plan.tables["obs"]
+            .rows
             .iter()
-            .map(|r| (r.pk_json(), r.lsn, &r.columns["value_text"]))
+            .map(|r| (r.pk_json(), r.lsn, &r.values[1]))
             .collect();
         let (one, one_f, two, three) = (
             json!("1 first at 7"),
@@ -307,7 +396,8 @@ mod tests {
     }
 
     #[test]
-    fn columns_split_by_one_merge_pass_into_table_order_and_overflow() {
+    fn rows_named_alike_share_a_layout_split_into_table_order_and_overflow() {
+        let mapping = Mapping::load(std::path::Path::new("mappings/openmrs.toml")).unwrap();
         let mut catalog = Catalog::default();
         let cols = ["obs_id", "value_text", "concept_id", "person_id"];
         catalog.insert(
@@ -316,24 +406,59 @@ mod tests {
                 .map(|c| (c.to_string(), "text".into()))
                 .collect(),
         );
-        let row = PlannedRow {
-            op: Op::Upsert,
-            lsn: 1,
-            pk: vec![json!(1)],
-            columns: json!({"person_id": 7, "obs_id": 1, "zzz": true, "aaa": 2, "value_text": "x"})
-                .as_object()
-                .unwrap()
-                .clone(),
-        };
-        let (known, overflow) = split_columns(&row, catalog.table("obs"));
-        assert_eq!(positions(&known), vec![0, 1, 3]);
-        assert_eq!(known[2].1, &json!(7));
-        assert_eq!(
-            Value::Object(overflow.unwrap()),
-            json!({"aaa": 2, "zzz": true})
-        );
-        let (known, overflow) = split_columns(&row, catalog.table("missing"));
-        assert!(known.is_empty());
-        assert_eq!(overflow.unwrap().len(), 5);
+        // two rows named alike, one naming the same columns in another order, one repeating
+        // its key in its data (as text: a `json!` object would sort its members)
+        let data = [
+            r#"{"person_id": 7, "zzz": true, "aaa": 2, "value_text": "x"}"#,
+            r#"{"person_id": 8, "zzz": false, "aaa": 3, "value_text": "y"}"#,
+            r#"{"value_text": "z", "person_id": 9, "aaa": 4, "zzz": true}"#,
+            r#"{"obs_id": 99, "person_id": 10}"#,
+        ];
+        let rows: Vec<String> = data
+            .iter()
+            .enumerate()
+            .map(|(i, d)| format!(r#"{{"table": "obs", "op": "upsert", "lsn": 1, "pk": {{"obs_id": {}}}, "data": {d}}}"#, i + 1))
+            .collect();
+        let mut batch: Batch = serde_json::from_str(&format!(
+            r#"{{"schema_version": 1, "site_id": 101, "batch_id": "b", "visits": [{{"stream_key": "101:1:1:2026-01-05",
+                "patient_id": 1, "program_id": 1, "visit_date": "2026-01-05", "version": 1, "complete": true,
+                "rows": [{}]}}]}}"#,
+            rows.join(",")
+        ))
+        .unwrap();
+        let plan = plan(&mut batch, &mapping);
+        let t = &plan.tables["obs"];
+        let layouts: Vec<usize> = t.rows.iter().map(|r| r.layout).collect();
+        assert_eq!((layouts, t.layouts.len()), (vec![0, 0, 1, 2], 3));
+        let splits: Vec<Split> = t
+            .layouts
+            .iter()
+            .map(|l| l.split(catalog.table("obs")))
+            .collect();
+        assert_eq!(splits[0].positions(), vec![0, 1, 3]);
+        let known: Vec<&Value> = splits[0]
+            .known
+            .iter()
+            .map(|(_, i)| &t.rows[1].values[*i])
+            .collect();
+        assert_eq!(known, [&json!(2), &json!("y"), &json!(8)]);
+        let overflow = splits[0].overflow(&t.layouts[0], &t.rows[1]).unwrap();
+        assert_eq!(Value::Object(overflow), json!({"aaa": 3, "zzz": false}));
+        // the same columns in another order go in the same statement
+        let (groups, group_of) = group_layouts(&splits);
+        assert_eq!(group_of, vec![0, 0, 1]);
+        assert_eq!(groups.get(&vec![0, 1, 3]), Some(&0));
+        // the key's value wins over the data's
+        let known: Vec<&Value> = splits[2]
+            .known
+            .iter()
+            .map(|(_, i)| &t.rows[3].values[*i])
+            .collect();
+        assert_eq!(known, [&json!(4), &json!(10)]);
+        assert!(splits[2].overflow(&t.layouts[2], &t.rows[3]).is_none());
+        // a table the store lacks: everything overflows
+        let split = t.layouts[0].split(catalog.table("missing"));
+        assert!(split.known.is_empty());
+        assert_eq!(split.overflow(&t.layouts[0], &t.rows[0]).unwrap().len(), 5);
     }
 }

@@ -3,7 +3,7 @@
 //! `_stream_tombstones`.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use base64::Engine;
@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::schema::{Catalog, BOOKKEEPING};
 use super::{
-    oldest_upsert, positions, split_columns, Applied, ApplyError, Known, Plan, PlannedRow,
+    group_layouts, oldest_upsert, Applied, ApplyError, Plan, PlannedRow, Split, TablePlan,
 };
 use crate::mapping::Mapping;
 use crate::wire::Op;
@@ -40,14 +40,6 @@ CREATE TABLE IF NOT EXISTS _stream_tombstones (
 /// it (MySQL has no `ADD INDEX IF NOT EXISTS`).
 const TOMBSTONE_INDEX: &str =
     "ALTER TABLE _stream_tombstones ADD KEY tombstones_by_lsn (site_id, table_name, lsn)";
-
-/// An upsert about to be written: its position, its known values in table order, and the
-/// rest as JSON.
-struct Upsert<'a> {
-    lsn: i64,
-    values: Known<'a>,
-    overflow: Option<String>,
-}
 
 /// The mirror.
 pub struct MirrorStore {
@@ -224,25 +216,28 @@ impl MirrorStore {
         tx: &mut mysql_async::Transaction<'_>,
         site_id: i64,
         table: &str,
-        rows: &[PlannedRow],
+        plan: &TablePlan,
     ) -> Result<u64, ApplyError> {
         let known = self.catalog.table(table);
         let pk = &self.pks[table];
         let err = classify(table);
+        let rows = &plan.rows;
         let tombstones = self.tombstones(tx, site_id, table, rows).await?;
-        let live = |r: &&PlannedRow| !r.hidden_by(&tombstones);
-        // Upserts, grouped by the set of columns they carry.
-        let mut groups: BTreeMap<Vec<usize>, Vec<Upsert>> = BTreeMap::new();
-        for row in rows.iter().filter(|r| r.op == Op::Upsert).filter(live) {
-            let (values, overflow) = split_columns(row, known);
-            groups.entry(positions(&values)).or_default().push(Upsert {
-                lsn: row.lsn,
-                values,
-                overflow: overflow.map(|o| Value::Object(o).to_string()),
-            });
+        // Upserts, grouped by the columns of the table they fill.
+        let splits: Vec<Split> = plan.layouts.iter().map(|l| l.split(known)).collect();
+        let (groups, group_of) = group_layouts(&splits);
+        let mut members: Vec<Vec<&PlannedRow>> = vec![Vec::new(); groups.len()];
+        for row in rows {
+            if row.op == Op::Upsert && !row.hidden_by(&tombstones) {
+                members[group_of[row.layout]].push(row);
+            }
         }
         let mut written = 0;
-        for (cols, group) in &groups {
+        for (cols, g) in &groups {
+            let group = &members[*g];
+            if group.is_empty() {
+                continue;
+            }
             let names: Vec<&str> = cols.iter().map(|i| known.columns[*i].0.as_str()).collect();
             let updates: Vec<String> = names
                 .iter()
@@ -279,13 +274,14 @@ impl MirrorStore {
                     sql.push_str(",(");
                 }
                 let _ = write!(sql, "{site_id},{}", row.lsn);
-                for ((_, v), t) in row.values.iter().zip(&types) {
+                let split = &splits[row.layout];
+                for ((_, v), t) in split.known.iter().zip(&types) {
                     sql.push(',');
-                    push_literal(&mut sql, v, Some(t));
+                    push_literal(&mut sql, &row.values[*v], Some(t));
                 }
                 sql.push(',');
-                match &row.overflow {
-                    Some(o) => push_escaped(&mut sql, o),
+                match split.overflow(&plan.layouts[row.layout], row) {
+                    Some(o) => push_escaped(&mut sql, &Value::Object(o).to_string()),
                     None => sql.push_str("NULL"),
                 }
                 sql.push(')');

@@ -4,9 +4,7 @@
 //! set, so that PostgreSQL itself converts the wire values to the column types; deletes and
 //! the ledgers go through `jsonb_populate_recordset`.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
-use std::io::Write as _;
+use std::collections::HashMap;
 
 use deadpool_postgres::Pool;
 use futures_util::SinkExt;
@@ -14,7 +12,8 @@ use serde_json::{Map, Value};
 
 use super::schema::{Catalog, BOOKKEEPING};
 use super::{
-    copy, migrate, oldest_upsert, positions, split_columns, Applied, ApplyError, Plan, PlannedRow,
+    copy, group_layouts, migrate, oldest_upsert, Applied, ApplyError, Plan, PlannedRow, Split,
+    TablePlan,
 };
 use crate::mapping::Mapping;
 use crate::receiver::ids::{self, maintain};
@@ -247,7 +246,7 @@ impl PgStore {
         let tombstones = futures_util::future::try_join_all(
             plan.tables
                 .iter()
-                .map(|(table, rows)| tombstones(&tx, site, table, rows)),
+                .map(|(table, t)| tombstones(&tx, site, table, &t.rows)),
         );
         let (fresh, before, tombstones) = tokio::join!(ledger, owners, tombstones);
         if fresh.map_err(pg_err("_stream_batches"))? == 0 {
@@ -300,53 +299,36 @@ impl PgStore {
         tx: &deadpool_postgres::Transaction<'_>,
         site_id: i64,
         table: &str,
-        rows: &[PlannedRow],
+        plan: &TablePlan,
         tombstones: HashMap<String, i64>,
     ) -> Result<u64, ApplyError> {
         let known = self.catalog.table(table);
         let pk = &self.pks[table];
         let err = pg_err(table);
-        // Upserts, grouped by the set of columns they carry; each group is one COPY (text
-        // format, written straight from the wire values) into a staging table and one
+        let rows = &plan.rows;
+        // Upserts, grouped by the columns of the table they fill; each group is one COPY
+        // (text format, written straight from the wire values) into a staging table and one
         // INSERT … ON CONFLICT from it.
-        let mut groups: BTreeMap<Vec<usize>, (usize, Vec<u8>, u64)> = BTreeMap::new();
+        let splits: Vec<Split> = plan.layouts.iter().map(|l| l.split(known)).collect();
+        let (groups, group_of) = group_layouts(&splits);
+        let mut bufs: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), 0); groups.len()];
         for row in rows.iter().filter(|r| r.op == Op::Upsert) {
             if row.hidden_by(&tombstones) {
                 continue;
             }
-            let (values, overflow) = split_columns(row, known);
-            let mut overflow = overflow.unwrap_or_default();
-            let group = groups.len();
-            let (g, buf, n) = groups
-                .entry(positions(&values))
-                .or_insert_with(|| (group, Vec::new(), 0));
+            let g = group_of[row.layout];
+            let (buf, n) = &mut bufs[g];
             *n += 1;
-            let _ = write!(buf, "{g}\t{site_id}\t{}", row.lsn);
-            for (i, v) in values {
-                buf.push(b'\t');
-                let (name, pg_type) = &known.columns[i];
-                match copy::pg_value(v, pg_type) {
-                    Ok(Cow::Borrowed(v)) => copy::field(buf, v),
-                    Ok(Cow::Owned(v)) => copy::field(buf, &v),
-                    // A value the column type cannot hold (zero date, bytes in a text
-                    // column) keeps its column NULL and travels in _overflow.
-                    Err(()) => {
-                        copy::field(buf, &Value::Null);
-                        overflow.insert(name.clone(), v.clone());
-                    }
-                }
-            }
-            buf.push(b'\t');
-            if overflow.is_empty() {
-                copy::field(buf, &Value::Null);
-            } else {
-                copy::text(buf, &Value::Object(overflow).to_string());
-            }
-            buf.push(b'\n');
+            let layout = &plan.layouts[row.layout];
+            copy::upsert(buf, g, site_id, row, layout, &splits[row.layout], known);
         }
         let mut written = 0;
         let stage = stage_name(table);
-        for (cols, (i, buf, n)) in groups {
+        for (cols, i) in groups {
+            let (buf, n) = std::mem::take(&mut bufs[i]);
+            if n == 0 {
+                continue;
+            }
             let names: Vec<&str> = cols.iter().map(|i| known.columns[*i].0.as_str()).collect();
             let quoted: Vec<String> = ["site_id", "lsn"]
                 .iter()
@@ -440,8 +422,8 @@ fn stage_name(table: &str) -> String {
 /// The statements creating the staging tables `plan`'s upserts need, where missing.
 fn stages(plan: &Plan) -> String {
     let mut sql = String::new();
-    for (table, rows) in &plan.tables {
-        if rows.iter().any(|r| r.op == Op::Upsert) {
+    for (table, t) in &plan.tables {
+        if t.rows.iter().any(|r| r.op == Op::Upsert) {
             sql.push_str(&format!(
                 "CREATE TEMP TABLE IF NOT EXISTS {} ON COMMIT DELETE ROWS AS \
                  SELECT 0 AS _group, * FROM cdr.\"{table}\" WITH NO DATA;",
@@ -476,11 +458,11 @@ async fn tombstones(
 /// The integer keys of a plan's rows in the tables the IDS definitions read.
 fn touched(plan: &Plan) -> maintain::Touched {
     let mut touched = maintain::Touched::default();
-    for (table, rows) in &plan.tables {
+    for (table, t) in &plan.tables {
         if !maintain::Touched::reads(table) {
             continue;
         }
-        for row in rows {
+        for row in &t.rows {
             let id = row.pk.first().and_then(|v| match v {
                 Value::Number(n) => n.as_i64(),
                 Value::String(s) => s.parse().ok(),

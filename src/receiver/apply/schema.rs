@@ -14,8 +14,18 @@ pub struct Catalog {
 pub struct Table {
     /// (column, data type) in table order.
     pub columns: Vec<(String, String)>,
-    /// (column, position in `columns`), sorted by name as a row's columns are.
+    /// (column, position in `columns`), sorted by name.
     pub by_name: Vec<(String, usize)>,
+}
+
+impl Table {
+    /// The position of column `name` in table order.
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.by_name
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .ok()
+            .map(|i| self.by_name[i].1)
+    }
 }
 
 /// Bookkeeping columns every replicated table has.
