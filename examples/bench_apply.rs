@@ -2,7 +2,8 @@
 //! MySQL mirror and PostgreSQL cdr (concurrently, as the receiver does; with the IDS
 //! maintenance off and on), next to the baseline: plain upserts of as many rows into copies
 //! of the same tables in both stores at once (1000-row multi-row upserts into MySQL, COPY into
-//! a staging table then INSERT … ON CONFLICT into PostgreSQL). Run by scripts/bench-apply.sh:
+//! a staging table then INSERT … ON CONFLICT into PostgreSQL), three times, the ratios to its
+//! median. Run by scripts/bench-apply.sh:
 //!
 //!     bench_apply MYSQL_URL PG_URL ROWS ROWS_PER_BATCH
 
@@ -187,14 +188,12 @@ async fn main() {
             (t, phases, cpu_seconds() - cpu)
         }
     };
-    let one_off = run(1, pg_off.clone()).await;
-    let one_on = run(1, pg_on.clone()).await;
-    let four_off = run(4, pg_off).await;
-    let four_on = run(4, pg_on).await;
-
     // The baseline: the same rows (fresh keys) as plain upserts into copies of the tables
     // (same indexes), both stores at once: 1000-row multi-row upserts into MySQL, and into
-    // PostgreSQL a COPY into a staging table and one INSERT … ON CONFLICT per batch.
+    // PostgreSQL a COPY into a staging table and one INSERT … ON CONFLICT per batch. It runs
+    // three times, before, between and after the receiver's runs, and the ratios are to the
+    // median: one run of it varied by a third from run to run (the stores' background
+    // flushing after the runs before it).
     let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(my_url).unwrap())
         .db_name(Some("bench_apply_mirror"));
     let mut conn = mysql_async::Conn::new(opts).await.unwrap();
@@ -213,8 +212,62 @@ async fn main() {
         )
         .await
         .unwrap();
+    let mut baselines = Vec::new();
+    baselines.push(baseline(&mut conn, &mut pg_conn, 10 * total, total, per).await);
+    let one_off = run(1, pg_off.clone()).await;
+    let one_on = run(1, pg_on.clone()).await;
+    baselines.push(baseline(&mut conn, &mut pg_conn, 11 * total, total, per).await);
+    let four_off = run(4, pg_off).await;
+    let four_on = run(4, pg_on).await;
+    baselines.push(baseline(&mut conn, &mut pg_conn, 12 * total, total, per).await);
+
+    let rate = |t: f64| total as f64 / t;
+    for (i, b) in baselines.iter().enumerate() {
+        println!("baseline run {}, plain upserts into both stores at once: {total} rows in {:.2} s = {:.0} rows/s (MySQL 1000-row multi-row upserts alone {:.0} rows/s, PostgreSQL COPY upserts of {per} rows alone {:.0} rows/s; the client's CPU {:.2} s)", i + 1, b.both, rate(b.both), rate(b.mysql), rate(b.pg), b.cpu);
+    }
+    let mut times: Vec<f64> = baselines.iter().map(|b| b.both).collect();
+    times.sort_by(f64::total_cmp);
+    let t_base = times[1];
+    println!(
+        "baseline: the median of the three, {t_base:.2} s = {:.0} rows/s",
+        rate(t_base)
+    );
+    for (label, (t, phases, cpu)) in [
+        ("one site, IDS maintenance off", one_off),
+        ("one site, IDS maintenance on", one_on),
+        ("four sites at once, IDS maintenance off", four_off),
+        ("four sites at once, IDS maintenance on", four_on),
+    ] {
+        println!(
+            "receiver apply, both stores, {label}: {total} rows in {t:.2} s = {:.0} rows/s = {:.2}x the baseline",
+            rate(t),
+            t_base / t
+        );
+        println!(
+            "  (summed over batches: parse, validate and plan {:.2} s; PostgreSQL {:.2} s and MySQL {:.2} s, side by side; the receiver's own CPU {cpu:.2} s)",
+            phases.plan, phases.pg, phases.mysql
+        );
+    }
+}
+
+/// One baseline run's seconds: both stores at once, each store's part, and the client's CPU.
+struct Baseline {
+    both: f64,
+    mysql: f64,
+    pg: f64,
+    cpu: f64,
+}
+
+/// Plain upserts of `total` rows with keys from `first` into `plain_obs` of both stores at
+/// once.
+async fn baseline(
+    conn: &mut mysql_async::Conn,
+    pg_conn: &mut deadpool_postgres::Client,
+    first: u64,
+    total: u64,
+    per: u64,
+) -> Baseline {
     let cols = "site_id, lsn, obs_id, person_id, concept_id, encounter_id, obs_datetime, location_id, value_numeric, value_text, creator, date_created, voided, uuid";
-    let first = 10 * total;
     let mysql_plain = async {
         let started = Instant::now();
         for chunk in 0..total / 1000 {
@@ -265,25 +318,11 @@ async fn main() {
     };
     let started = Instant::now();
     let cpu = cpu_seconds();
-    let (t_my, t_pg) = tokio::join!(mysql_plain, pg_plain);
-    let cpu_base = cpu_seconds() - cpu;
-    let t_base = started.elapsed().as_secs_f64();
-    let rate = |t: f64| total as f64 / t;
-    println!("baseline, plain upserts into both stores at once: {total} rows in {t_base:.2} s = {:.0} rows/s (MySQL 1000-row multi-row upserts alone {:.0} rows/s, PostgreSQL COPY upserts of {per} rows alone {:.0} rows/s; the client's CPU {cpu_base:.2} s)", rate(t_base), rate(t_my), rate(t_pg));
-    for (label, (t, phases, cpu)) in [
-        ("one site, IDS maintenance off", one_off),
-        ("one site, IDS maintenance on", one_on),
-        ("four sites at once, IDS maintenance off", four_off),
-        ("four sites at once, IDS maintenance on", four_on),
-    ] {
-        println!(
-            "receiver apply, both stores, {label}: {total} rows in {t:.2} s = {:.0} rows/s = {:.2}x the baseline",
-            rate(t),
-            t_base / t
-        );
-        println!(
-            "  (summed over batches: parse, validate and plan {:.2} s; PostgreSQL {:.2} s and MySQL {:.2} s, side by side; the receiver's own CPU {cpu:.2} s)",
-            phases.plan, phases.pg, phases.mysql
-        );
+    let (mysql, pg) = tokio::join!(mysql_plain, pg_plain);
+    Baseline {
+        both: started.elapsed().as_secs_f64(),
+        mysql,
+        pg,
+        cpu: cpu_seconds() - cpu,
     }
 }
