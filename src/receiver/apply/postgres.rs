@@ -4,7 +4,7 @@
 //! set, so that PostgreSQL itself converts the wire values to the column types; deletes and
 //! the ledgers go through `jsonb_populate_recordset`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use deadpool_postgres::Pool;
 use futures_util::SinkExt;
@@ -224,16 +224,16 @@ impl PgStore {
                 .await
                 .map_err(ids_err)?;
         }
-        // The ledger row, the owners before the writes and each table's tombstones in one
-        // round trip (tokio-postgres pipelines the statements of concurrent futures).
+        // The ledger rows, the owners before the writes, each table's tombstones and the
+        // staging tables in one round trip (tokio-postgres pipelines the statements of
+        // concurrent futures; the ledger's statements are prepared once per connection).
         let touched = touched(plan);
         let rows_in = plan.rows_in as i32;
-        let ledger_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] =
-            [&site, &batch.batch_id, &rows_in];
-        let ledger = tx.execute(
-            "INSERT INTO cdr._stream_batches (site_id, batch_id, rows_in) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            &ledger_params,
-        );
+        let ledger = async {
+            let statement = tx.prepare_cached(BATCH_LEDGER).await?;
+            tx.execute(&statement, &[&site, &batch.batch_id, &rows_in])
+                .await
+        };
         let owners = async {
             match self.maintain {
                 Some(_) => maintain::owners(&tx, site, &touched)
@@ -248,43 +248,28 @@ impl PgStore {
                 .iter()
                 .map(|(table, t)| tombstones(&tx, site, table, &t.rows)),
         );
-        let (fresh, before, tombstones) = tokio::join!(ledger, owners, tombstones);
+        let staging = stages(plan);
+        let stages = tx.batch_execute(&staging);
+        let visits = visit_ledger(site_id, batch);
+        let visits = async {
+            let statement = tx.prepare_cached(VISIT_LEDGER).await?;
+            tx.execute(&statement, &[&visits]).await
+        };
+        let (fresh, before, tombstones, staged, visits) =
+            tokio::join!(ledger, owners, tombstones, stages, visits);
         if fresh.map_err(pg_err("_stream_batches"))? == 0 {
             tx.rollback().await.map_err(pg_err("-"))?;
             return Ok(Applied::Duplicate);
         }
         let (before, tombstones) = (before?, tombstones?);
-        tx.batch_execute(&stages(plan)).await.map_err(pg_err("-"))?;
+        staged.map_err(pg_err("-"))?;
+        visits.map_err(pg_err("_stream_visits"))?;
         let mut written = 0;
         for ((table, rows), tombstones) in plan.tables.iter().zip(tombstones) {
             written += self
                 .apply_table(&tx, site_id, table, rows, tombstones)
                 .await?;
         }
-        // A batch can carry several versions (or parts) of one visit: one ledger row each,
-        // the highest version (ON CONFLICT may not touch a row twice in one statement).
-        let mut latest: std::collections::BTreeMap<&str, &crate::wire::Visit> =
-            std::collections::BTreeMap::new();
-        for v in &batch.visits {
-            let slot = latest.entry(v.stream_key.as_str()).or_insert(v);
-            if v.version > slot.version {
-                *slot = v;
-            }
-        }
-        let visits: Vec<Value> = latest
-            .values()
-            .map(|v| serde_json::json!({"site_id": site_id, "stream_key": v.stream_key, "patient_id": v.patient_id, "program_id": v.program_id, "visit_date": v.visit_date, "version": v.version, "complete": v.complete}))
-            .collect();
-        tx.execute(
-            "INSERT INTO cdr._stream_visits AS t (site_id, stream_key, patient_id, program_id, visit_date, version, complete)
-             SELECT site_id, stream_key, patient_id, program_id, visit_date, version, complete
-             FROM jsonb_populate_recordset(NULL::cdr._stream_visits, $1::text::jsonb)
-             ON CONFLICT (site_id, stream_key) DO UPDATE SET version = EXCLUDED.version, complete = EXCLUDED.complete, received_at = now()
-             WHERE t.version < EXCLUDED.version",
-            &[&Value::Array(visits).to_string()],
-        )
-        .await
-        .map_err(pg_err("_stream_visits"))?;
         if let (Some(inline_max), Some(before)) = (self.maintain, before) {
             maintain::finish(&tx, site, &touched, before, inline_max)
                 .await
@@ -358,15 +343,14 @@ impl PgStore {
             futures_util::pin_mut!(sink);
             sink.send(bytes::Bytes::from(buf)).await.map_err(&err)?;
             sink.finish().await.map_err(&err)?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO cdr.\"{table}\" AS t ({cols}) SELECT {cols} FROM {stage} WHERE _group = {i} \
-                     ON CONFLICT ({conflict}) DO UPDATE SET {updates} WHERE t.lsn < EXCLUDED.lsn",
-                    conflict = conflict.join(","),
-                    updates = updates.join(", ")
-                ),
-                &[],
-            )
+            // (a simple query: one round trip, where a statement without parameters run as a
+            // prepared one takes two)
+            tx.batch_execute(&format!(
+                "INSERT INTO cdr.\"{table}\" AS t ({cols}) SELECT {cols} FROM {stage} WHERE _group = {i} \
+                 ON CONFLICT ({conflict}) DO UPDATE SET {updates} WHERE t.lsn < EXCLUDED.lsn",
+                conflict = conflict.join(","),
+                updates = updates.join(", ")
+            ))
             .await
             .map_err(&err)?;
             written += n;
@@ -410,6 +394,34 @@ impl PgStore {
     }
 }
 
+/// A batch's row in the batch ledger.
+const BATCH_LEDGER: &str = "INSERT INTO cdr._stream_batches (site_id, batch_id, rows_in) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+
+/// A batch's visit versions in the visit ledger.
+const VISIT_LEDGER: &str = "INSERT INTO cdr._stream_visits AS t (site_id, stream_key, patient_id, program_id, visit_date, version, complete)
+     SELECT site_id, stream_key, patient_id, program_id, visit_date, version, complete
+     FROM jsonb_populate_recordset(NULL::cdr._stream_visits, $1::text::jsonb)
+     ON CONFLICT (site_id, stream_key) DO UPDATE SET version = EXCLUDED.version, complete = EXCLUDED.complete, received_at = now()
+     WHERE t.version < EXCLUDED.version";
+
+/// The visit ledger's records of `batch` (JSON for `VISIT_LEDGER`): a batch can carry several
+/// versions (or parts) of one visit, and gets one ledger row each, the highest version (ON
+/// CONFLICT may not touch a row twice in one statement).
+fn visit_ledger(site_id: i64, batch: &Batch) -> String {
+    let mut latest: BTreeMap<&str, &crate::wire::Visit> = BTreeMap::new();
+    for v in &batch.visits {
+        let slot = latest.entry(v.stream_key.as_str()).or_insert(v);
+        if v.version > slot.version {
+            *slot = v;
+        }
+    }
+    let visits: Vec<Value> = latest
+        .values()
+        .map(|v| serde_json::json!({"site_id": site_id, "stream_key": v.stream_key, "patient_id": v.patient_id, "program_id": v.program_id, "visit_date": v.visit_date, "version": v.version, "complete": v.complete}))
+        .collect();
+    Value::Array(visits).to_string()
+}
+
 /// The staging table of a cdr table's upserts: one per table and session, created by the first
 /// batch that needs it (`stages`) and emptied at every commit, so a batch does not create and
 /// drop catalog entries. `_group` tells apart the rows of different column sets. The receiver
@@ -445,11 +457,14 @@ async fn tombstones(
     let Some(oldest) = oldest_upsert(rows) else {
         return Ok(HashMap::new());
     };
-    let found = tx
-        .query(
+    let statement = tx
+        .prepare_cached(
             "SELECT pk_json, lsn FROM cdr._stream_tombstones WHERE site_id = $1 AND table_name = $2 AND lsn >= $3",
-            &[&site, &table, &oldest],
         )
+        .await
+        .map_err(pg_err(table))?;
+    let found = tx
+        .query(&statement, &[&site, &table, &oldest])
         .await
         .map_err(pg_err(table))?;
     Ok(found.iter().map(|r| (r.get(0), r.get(1))).collect())
