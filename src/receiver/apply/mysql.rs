@@ -193,19 +193,44 @@ impl MirrorStore {
             .start_transaction(TxOpts::default())
             .await
             .map_err(unavailable)?;
-        tx.exec_drop(
-            "INSERT IGNORE INTO _stream_batches (site_id, batch_id, received_at, rows_in) VALUES (?, ?, UTC_TIMESTAMP(), ?)",
-            (site_id, batch_id, plan.rows_in as u64),
-        )
-        .await
-        .map_err(unavailable)?;
-        if tx.affected_rows() == 0 {
+        // The ledger row and the tombstones of every table in one round trip: two statements
+        // in one text query, the values written as literals (the batch id escaped).
+        let mut sql = format!(
+            "INSERT IGNORE INTO _stream_batches (site_id, batch_id, received_at, rows_in) VALUES ({site_id}, "
+        );
+        push_escaped(&mut sql, batch_id);
+        let _ = write!(sql, ", UTC_TIMESTAMP(), {})", plan.rows_in);
+        let ranges = tombstone_ranges(plan);
+        if !ranges.is_empty() {
+            let _ = write!(sql, "; SELECT table_name, pk_json, lsn FROM _stream_tombstones WHERE site_id = {site_id} AND ({ranges})");
+        }
+        let mut result = tx.query_iter(sql).await.map_err(unavailable)?;
+        let fresh = result.affected_rows() > 0;
+        // (the INSERT's result, then the SELECT's)
+        result
+            .collect::<mysql_async::Row>()
+            .await
+            .map_err(unavailable)?;
+        let hits: Vec<(String, String, i64)> = if ranges.is_empty() {
+            Vec::new()
+        } else {
+            result.collect().await.map_err(unavailable)?
+        };
+        drop(result);
+        if !fresh {
             tx.rollback().await.map_err(unavailable)?;
             return Ok(Applied::Duplicate);
         }
+        let mut tombstones: HashMap<String, HashMap<String, i64>> = HashMap::new();
+        for (table, pk_json, lsn) in hits {
+            tombstones.entry(table).or_default().insert(pk_json, lsn);
+        }
         let mut written = 0;
         for (table, rows) in &plan.tables {
-            written += self.apply_table(&mut tx, site_id, table, rows).await?;
+            let tombstones = tombstones.remove(table.as_str()).unwrap_or_default();
+            written += self
+                .apply_table(&mut tx, site_id, table, rows, tombstones)
+                .await?;
         }
         tx.commit().await.map_err(unavailable)?;
         Ok(Applied::Stored(written))
@@ -217,12 +242,12 @@ impl MirrorStore {
         site_id: i64,
         table: &str,
         plan: &TablePlan,
+        tombstones: HashMap<String, i64>,
     ) -> Result<u64, ApplyError> {
         let known = self.catalog.table(table);
         let pk = &self.pks[table];
         let err = classify(table);
         let rows = &plan.rows;
-        let tombstones = self.tombstones(tx, site_id, table, rows).await?;
         // Upserts, grouped by the columns of the table they fill.
         let splits: Vec<Split> = plan.layouts.iter().map(|l| l.split(known)).collect();
         let (groups, group_of) = group_layouts(&splits);
@@ -340,29 +365,24 @@ impl MirrorStore {
         }
         Ok(written)
     }
+}
 
-    /// Tombstone `lsn`s of the upserted keys that were deleted before: only tombstones at or
-    /// after the batch's oldest upsert can hide one of its images, found by position (one
-    /// index range, normally empty) rather than key by key.
-    async fn tombstones(
-        &self,
-        tx: &mut mysql_async::Transaction<'_>,
-        site_id: i64,
-        table: &str,
-        rows: &[PlannedRow],
-    ) -> Result<HashMap<String, i64>, ApplyError> {
-        let Some(oldest) = oldest_upsert(rows) else {
-            return Ok(HashMap::new());
-        };
-        let hits: Vec<(String, i64)> = tx
-            .exec(
-                "SELECT pk_json, lsn FROM _stream_tombstones WHERE site_id = ? AND table_name = ? AND lsn >= ?",
-                (site_id, table, oldest),
-            )
-            .await
-            .map_err(unavailable)?;
-        Ok(hits.into_iter().collect())
+/// Where the tombstones that may hide one of `plan`'s upserts are, as an SQL condition on
+/// `_stream_tombstones` ("" when there are no upserts): per table, those at or after its
+/// oldest upsert (one index range each, normally empty) rather than key by key.
+fn tombstone_ranges(plan: &Plan) -> String {
+    let mut ranges = String::new();
+    for (table, t) in &plan.tables {
+        if let Some(oldest) = oldest_upsert(&t.rows) {
+            if !ranges.is_empty() {
+                ranges.push_str(" OR ");
+            }
+            ranges.push_str("(table_name = ");
+            push_escaped(&mut ranges, table);
+            let _ = write!(ranges, " AND lsn >= {oldest})");
+        }
     }
+    ranges
 }
 
 /// A wire value as a MySQL parameter; RFC 3339 UTC timestamps become `YYYY-MM-DD HH:MM:SS`
