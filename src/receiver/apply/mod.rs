@@ -9,6 +9,7 @@
 //! - a store that is unreachable makes the whole answer 503 and nothing half-applied in it.
 
 mod copy;
+mod literal;
 mod migrate;
 mod mysql;
 mod postgres;

@@ -2,15 +2,14 @@
 //! primary key `(site_id, source pk)`; batches recorded in `_stream_batches`, deletes in
 //! `_stream_tombstones`.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 
-use base64::Engine;
 use mysql_async::prelude::Queryable;
 use mysql_async::{OptsBuilder, Pool, TxOpts, Value as My};
 use serde_json::Value;
 
+use super::literal::{push_escaped, push_literal, to_mysql};
 use super::schema::{Catalog, BOOKKEEPING};
 use super::{
     group_layouts, oldest_upsert, Applied, ApplyError, Plan, PlannedRow, Split, TablePlan,
@@ -383,119 +382,4 @@ fn tombstone_ranges(plan: &Plan) -> String {
         }
     }
     ranges
-}
-
-/// A wire value as a MySQL parameter; RFC 3339 UTC timestamps become `YYYY-MM-DD HH:MM:SS`
-/// (the session is UTC) for datetime/timestamp columns.
-fn to_mysql(v: &Value, column_type: Option<&str>) -> My {
-    match v {
-        Value::Null => My::NULL,
-        Value::Bool(b) => My::Int(*b as i64),
-        Value::Number(n) => n
-            .as_i64()
-            .map(My::Int)
-            .or_else(|| n.as_u64().map(My::UInt))
-            .unwrap_or_else(|| My::Double(n.as_f64().unwrap_or(0.0))),
-        Value::String(s) => My::Bytes(session_text(s, column_type).into_owned().into_bytes()),
-        Value::Object(o) => match o.get("$b64").and_then(Value::as_str) {
-            Some(b) => My::Bytes(
-                base64::engine::general_purpose::STANDARD
-                    .decode(b)
-                    .unwrap_or_default(),
-            ),
-            None => My::Bytes(v.to_string().into_bytes()),
-        },
-        Value::Array(_) => My::Bytes(v.to_string().into_bytes()),
-    }
-}
-
-/// A wire string as the session reads it: an RFC 3339 UTC timestamp becomes
-/// `YYYY-MM-DD HH:MM:SS` (the session is UTC) for datetime/timestamp columns.
-fn session_text<'a>(s: &'a str, column_type: Option<&str>) -> Cow<'a, str> {
-    if matches!(column_type, Some("timestamp" | "datetime"))
-        && s.len() >= 20
-        && s.as_bytes()[10] == b'T'
-        && s.ends_with('Z')
-    {
-        Cow::Owned(s[..s.len() - 1].replacen('T', " ", 1))
-    } else {
-        Cow::Borrowed(s)
-    }
-}
-
-/// Appends `v` as the SQL literal `to_mysql(v, column_type).as_sql(false)` gives (mysql_common's
-/// escaping, backslash escapes on), without building either in between.
-fn push_literal(sql: &mut String, v: &Value, column_type: Option<&str>) {
-    match v {
-        Value::Null => sql.push_str("NULL"),
-        Value::Bool(b) => sql.push(if *b { '1' } else { '0' }),
-        Value::Number(n) => {
-            let _ = match (n.as_i64(), n.as_u64()) {
-                (Some(i), _) => write!(sql, "{i}"),
-                (None, Some(u)) => write!(sql, "{u}"),
-                _ => write!(sql, "{}", n.as_f64().unwrap_or(0.0)),
-            };
-        }
-        Value::String(s) => push_escaped(sql, &session_text(s, column_type)),
-        Value::Object(_) | Value::Array(_) => sql.push_str(&to_mysql(v, column_type).as_sql(false)),
-    }
-}
-
-/// Appends `s` quoted and escaped as mysql_common's `Value::as_sql(false)` does.
-fn push_escaped(sql: &mut String, s: &str) {
-    sql.reserve(s.len() + 2);
-    sql.push('\'');
-    for c in s.chars() {
-        match c {
-            '\x00' => sql.push_str("\\0"),
-            '\n' => sql.push_str("\\n"),
-            '\r' => sql.push_str("\\r"),
-            '\\' | '\'' | '"' => {
-                sql.push('\\');
-                sql.push(c);
-            }
-            '\x1a' => sql.push_str("\\Z"),
-            _ => sql.push(c),
-        }
-    }
-    sql.push('\'');
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn literals_are_what_mysql_common_writes() {
-        let values = [
-            json!(null),
-            json!(true),
-            json!(false),
-            json!(0),
-            json!(-42),
-            json!(u64::MAX),
-            json!(0.1),
-            json!(-1.5e300),
-            json!(1e-7),
-            json!("plain"),
-            json!("Zoë 'q' \"dq\" back\\slash \u{0} nul \n nl \r cr \u{1a} sub \t tab"),
-            json!("2026-01-05T10:00:00Z"),
-            json!("2026-01-05T10:00:00.123456Z"),
-            json!({"$b64": "AAE="}),
-            json!({"$b64": "w6k="}),
-            json!({"other": 1}),
-            json!([1, "a"]),
-        ];
-        for v in &values {
-            for t in [None, Some("datetime"), Some("timestamp"), Some("varchar")] {
-                let mut ours = String::new();
-                push_literal(&mut ours, v, t);
-                assert_eq!(ours, to_mysql(v, t).as_sql(false), "{v} as {t:?}");
-            }
-        }
-        let mut ours = String::new();
-        push_escaped(&mut ours, "{\"a\":\"x'y\"}");
-        assert_eq!(ours, My::Bytes(b"{\"a\":\"x'y\"}".to_vec()).as_sql(false));
-    }
 }
