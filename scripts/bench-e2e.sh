@@ -14,6 +14,7 @@
 # which mimalloc bypasses; the RSS and CPU figures are then the wrapper's). TAILER_BIN runs
 # another build's tailer against this build's receiver, for a baseline side by side, e.g.
 # TAILER_BIN=/tmp/emr-stream-base AGAIN=1 TAILER_WRAP="perf stat -e instructions:u -o F".
+# RECEIVER_BIN does the same for the receiver.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 patients=${1:-2000}
@@ -67,7 +68,7 @@ sed -e 's#^database = "openmrs"#database = "bench_src"#' -e "s#^start = \"curren
     -e 's#127.0.0.1:8080#127.0.0.1:8081#' config/tailer.example.toml > "$work/tailer.toml"
 sed -e 's#^database = "cdr_mirror"#database = "bench_mirror"#' -e 's#25432/emr"#25432/emr_bench"#' \
     -e 's#127.0.0.1:8080#127.0.0.1:8081#' config/receiver.example.toml > "$work/receiver.toml"
-RUST_LOG=warn "$bin" receiver --config "$work/receiver.toml" 2>"$work/receiver.log" & pids+=($!)
+RUST_LOG=warn "${RECEIVER_BIN:-$bin}" receiver --config "$work/receiver.toml" 2>"$work/receiver.log" & pids+=($!)
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8081/healthz >/dev/null && break; sleep 0.2; done
 
 t0=$(date +%s.%N)
