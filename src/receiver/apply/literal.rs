@@ -69,19 +69,25 @@ pub(super) fn push_literal(sql: &mut String, v: &Value, column_type: Option<&str
 pub(super) fn push_escaped(sql: &mut String, s: &str) {
     sql.reserve(s.len() + 2);
     sql.push('\'');
-    for c in s.chars() {
-        match c {
-            '\x00' => sql.push_str("\\0"),
-            '\n' => sql.push_str("\\n"),
-            '\r' => sql.push_str("\\r"),
-            '\\' | '\'' | '"' => {
-                sql.push('\\');
-                sql.push(c);
-            }
-            '\x1a' => sql.push_str("\\Z"),
-            _ => sql.push(c),
-        }
+    // the runs between characters to escape copied whole (all are ASCII, so every cut is at
+    // a character boundary)
+    let mut run = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'\0' => "\\0",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\\' => "\\\\",
+            b'\'' => "\\'",
+            b'"' => "\\\"",
+            b'\x1a' => "\\Z",
+            _ => continue,
+        };
+        sql.push_str(&s[run..i]);
+        sql.push_str(escaped);
+        run = i + 1;
     }
+    sql.push_str(&s[run..]);
     sql.push('\'');
 }
 
