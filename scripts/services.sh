@@ -12,6 +12,9 @@
 #                                signed none of them)
 #   scripts/services.sh browser  install Chromium and ChromeDriver with apt if missing (the
 #                                status-page tests drive them; the demo does not need them)
+#   scripts/services.sh sweep    drop the databases earlier test runs left (named as the tests'
+#                                `unique()` names them: prefix_pid_nanos, maybe a _suffix);
+#                                scripts/test.sh runs it first, so runs do not pile up on disk
 #   scripts/services.sh prometheus  install Prometheus (with promtool) with apt if missing (the
 #                                ops tests run promtool on the alert rules and start a private
 #                                Prometheus; nothing here starts the system one)
@@ -187,6 +190,26 @@ make_certs() {
   say "private CA and certificates in $t"
 }
 
+# The names tests/common's unique() gives, with the _src / _mirror suffixes some tests add.
+test_db='^[a-z0-9_]+_[0-9]+_[0-9]+(_[a-z]+)?$'
+
+sweep_test_databases() {
+  local name db n=0
+  for name in mariadb mariadb-minimal; do
+    mysql_up "$dir/$name" || continue
+    for db in $(mysql_cli "$dir/$name" -N -e 'SHOW DATABASES' | grep -E "$test_db" || true); do
+      mysql_cli "$dir/$name" -e "DROP DATABASE \`$db\`"; n=$((n + 1))
+    done
+  done
+  if pg_up; then
+    local psql; psql=$(pg_bin)/psql
+    for db in $(as_pg "$psql" -h 127.0.0.1 -p "$pg_port" -U postgres -qAt -c "SELECT datname FROM pg_database" | grep -E "$test_db" || true); do
+      as_pg "$psql" -h 127.0.0.1 -p "$pg_port" -U postgres -qc "DROP DATABASE \"$db\" WITH (FORCE)" >/dev/null; n=$((n + 1))
+    done
+  fi
+  say "dropped $n databases earlier test runs left"
+}
+
 stop_all() {
   local name
   for name in mariadb mariadb-minimal; do
@@ -209,6 +232,7 @@ case "${1:-}" in
     start_mysql mariadb-minimal "$minimal_port" MINIMAL 64M
     start_pg ;;
   stop) stop_all ;;
+  sweep) sweep_test_databases ;;
   certs) make_certs ;;
   browser) install_browser ;;
   prometheus) install_prometheus ;;
@@ -224,5 +248,5 @@ case "${1:-}" in
     # The same servers as a user that may only connect over TLS (verified with EMR_TLS_DIR/ca.pem).
     echo "export EMR_MYSQL_TLS_URL=mysql://emr_tls:emr@127.0.0.1:$mysql_port"
     echo "export EMR_PG_TLS_URL=postgres://emr_tls:emr@127.0.0.1:$pg_port/emr" ;;
-  *) echo "usage: $0 start|stop|status|env|certs|browser|prometheus" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|env|certs|browser|prometheus|sweep" >&2; exit 2 ;;
 esac

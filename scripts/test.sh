@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/services.sh start
+scripts/services.sh sweep
 scripts/services.sh browser
 scripts/services.sh prometheus
 eval "$(scripts/services.sh env)"
