@@ -172,6 +172,28 @@ pub fn group_layouts(splits: &[Split]) -> (BTreeMap<Vec<usize>, usize>, Vec<usiz
     (groups, group_of)
 }
 
+/// The upserts of `plan` that no tombstone hides, grouped by the table positions they fill
+/// (`splits`: the plan's layouts split for the store's table), in key order within a group;
+/// groups without such rows are left out. Each group goes in one statement.
+pub fn upsert_groups<'a>(
+    plan: &'a TablePlan,
+    splits: &[Split],
+    tombstones: &HashMap<String, i64>,
+) -> Vec<(Vec<usize>, Vec<&'a PlannedRow>)> {
+    let (groups, group_of) = group_layouts(splits);
+    let mut members: Vec<Vec<&PlannedRow>> = vec![Vec::new(); groups.len()];
+    for row in &plan.rows {
+        if row.op == Op::Upsert && !row.hidden_by(tombstones) {
+            members[group_of[row.layout]].push(row);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(positions, g)| (positions, std::mem::take(&mut members[g])))
+        .filter(|(_, rows)| !rows.is_empty())
+        .collect()
+}
+
 /// One table's rows in a plan, and the layouts they name their values by.
 #[derive(Debug, Default)]
 pub struct TablePlan {

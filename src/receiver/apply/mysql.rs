@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::literal::{push_escaped, push_literal, to_mysql};
 use super::schema::{Catalog, BOOKKEEPING};
 use super::{
-    group_layouts, oldest_upsert, Applied, ApplyError, Plan, PlannedRow, Split, TablePlan,
+    oldest_upsert, upsert_groups, Applied, ApplyError, Plan, PlannedRow, Split, TablePlan,
 };
 use crate::mapping::Mapping;
 use crate::wire::Op;
@@ -249,19 +249,8 @@ impl MirrorStore {
         let rows = &plan.rows;
         // Upserts, grouped by the columns of the table they fill.
         let splits: Vec<Split> = plan.layouts.iter().map(|l| l.split(known)).collect();
-        let (groups, group_of) = group_layouts(&splits);
-        let mut members: Vec<Vec<&PlannedRow>> = vec![Vec::new(); groups.len()];
-        for row in rows {
-            if row.op == Op::Upsert && !row.hidden_by(&tombstones) {
-                members[group_of[row.layout]].push(row);
-            }
-        }
         let mut written = 0;
-        for (cols, g) in &groups {
-            let group = &members[*g];
-            if group.is_empty() {
-                continue;
-            }
+        for (cols, group) in &upsert_groups(plan, &splits, &tombstones) {
             let names: Vec<&str> = cols.iter().map(|i| known.columns[*i].0.as_str()).collect();
             let updates: Vec<String> = names
                 .iter()

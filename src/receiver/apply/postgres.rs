@@ -12,7 +12,7 @@ use serde_json::{Map, Value};
 
 use super::schema::{Catalog, BOOKKEEPING};
 use super::{
-    copy, group_layouts, migrate, oldest_upsert, Applied, ApplyError, Plan, PlannedRow, Split,
+    copy, migrate, oldest_upsert, upsert_groups, Applied, ApplyError, Plan, PlannedRow, Split,
     TablePlan,
 };
 use crate::mapping::Mapping;
@@ -295,24 +295,24 @@ impl PgStore {
         // (text format, written straight from the wire values) into a staging table and one
         // INSERT … ON CONFLICT from it.
         let splits: Vec<Split> = plan.layouts.iter().map(|l| l.split(known)).collect();
-        let (groups, group_of) = group_layouts(&splits);
-        let mut bufs: Vec<(Vec<u8>, u64)> = vec![(Vec::new(), 0); groups.len()];
-        for row in rows.iter().filter(|r| r.op == Op::Upsert) {
-            if row.hidden_by(&tombstones) {
-                continue;
-            }
-            let g = group_of[row.layout];
-            let (buf, n) = &mut bufs[g];
-            *n += 1;
-            let layout = &plan.layouts[row.layout];
-            copy::upsert(buf, g, site_id, row, layout, &splits[row.layout], known);
-        }
         let mut written = 0;
         let stage = stage_name(table);
-        for (cols, i) in groups {
-            let (buf, n) = std::mem::take(&mut bufs[i]);
-            if n == 0 {
-                continue;
+        for (i, (cols, group)) in upsert_groups(plan, &splits, &tombstones)
+            .into_iter()
+            .enumerate()
+        {
+            let mut buf = Vec::new();
+            for row in &group {
+                let layout = &plan.layouts[row.layout];
+                copy::upsert(
+                    &mut buf,
+                    i,
+                    site_id,
+                    row,
+                    layout,
+                    &splits[row.layout],
+                    known,
+                );
             }
             let names: Vec<&str> = cols.iter().map(|i| known.columns[*i].0.as_str()).collect();
             let quoted: Vec<String> = ["site_id", "lsn"]
@@ -353,7 +353,7 @@ impl PgStore {
             ))
             .await
             .map_err(&err)?;
-            written += n;
+            written += group.len() as u64;
         }
         let deletes: Vec<&PlannedRow> = rows.iter().filter(|r| r.op == Op::Delete).collect();
         if !deletes.is_empty() {
