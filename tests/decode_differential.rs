@@ -7,7 +7,7 @@
 
 mod common;
 
-use emr_stream::tailer::binlog::{columns, images};
+use emr_stream::tailer::binlog::{columns, images, value};
 use futures_util::StreamExt;
 use mysql_async::binlog::events::EventData;
 use mysql_async::prelude::Queryable;
@@ -33,10 +33,10 @@ async fn compare(
         if let Some(EventData::RowsEvent(e)) = event.read_data().unwrap() {
             let tme = stream.get_tme(e.table_id()).unwrap();
             if tme.database_name() == db {
-                let reference = {
+                let reference: std::sync::Arc<[value::ColumnDesc]> = {
                     let sample = e.rows(tme).next().transpose().unwrap();
                     let sample = sample.as_ref().and_then(|(b, a)| a.as_ref().or(b.as_ref()));
-                    columns::from_table_map(tme, sample)
+                    columns::from_table_map(tme, sample).into()
                 };
                 let expected = images::through_mysql_common(&e, tme, &reference).unwrap();
                 let layout = images::Layout::of(tme).expect("every fixture type has a layout");

@@ -174,7 +174,12 @@ async fn resolve(resolver: &mut Resolver, table: &str, pk_col: &str, image: Valu
     let image = image.as_object().unwrap().clone();
     let pk = serde_json::Map::from_iter([(pk_col.to_owned(), image[pk_col].clone())]);
     resolver
-        .resolve(table, &pk, &image, "2026-11-26")
+        .resolve(
+            table,
+            &emr_stream::tailer::state::canonical_pk(&pk),
+            &|c| image.get(c).cloned(),
+            "2026-11-26",
+        )
         .await
         .unwrap()
 }

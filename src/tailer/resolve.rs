@@ -45,6 +45,9 @@ pub struct Resolver {
 
 const MAX_DEPTH: usize = 4;
 
+/// A row's column values by name (`None`: the row has no such column).
+pub type Values<'a> = dyn Fn(&str) -> Option<Value> + Sync + 'a;
+
 impl Resolver {
     /// A resolver over `mapping`, the tailer's `state` and the `source` database.
     pub fn new(mapping: Mapping, state: State, source: Pool, database: String) -> Self {
@@ -68,22 +71,23 @@ impl Resolver {
         std::mem::take(&mut self.pending)
     }
 
-    /// The visit of a row of `table` with `image`, committed on `commit_date`. Rows of tables
-    /// that others look up through are remembered for the rest of the transaction.
+    /// The visit of a row of `table` whose key is `pk` (its canonical text, `canonical_pk`)
+    /// and whose columns' values `values` gives by name, committed on `commit_date`. Rows of
+    /// tables that others look up through are remembered for the rest of the transaction.
     pub async fn resolve(
         &mut self,
         table: &str,
-        pk: &Map<String, Value>,
-        image: &Map<String, Value>,
+        pk: &str,
+        values: &Values<'_>,
         commit_date: &str,
     ) -> Result<VisitKey, ResolveError> {
         let Some(spec) = self.mapping.table(table).cloned() else {
             return Ok(reference(commit_date));
         };
-        let key = self.resolve_with(&spec, image, commit_date, 0).await?;
+        let key = self.resolve_with(&spec, values, commit_date, 0).await?;
         if self.targets.contains(table) {
             self.pending
-                .insert((table.to_owned(), canonical_pk(pk)), key.clone());
+                .insert((table.to_owned(), pk.to_owned()), key.clone());
         }
         Ok(key)
     }
@@ -91,18 +95,18 @@ impl Resolver {
     async fn resolve_with(
         &mut self,
         spec: &TableMapping,
-        image: &Map<String, Value>,
+        values: &Values<'_>,
         commit_date: &str,
         depth: usize,
     ) -> Result<VisitKey, ResolveError> {
         if spec.role == Role::Reference {
             return Ok(reference(commit_date));
         }
-        let own_date = spec.date.as_ref().and_then(|c| day_of(image.get(c)));
+        let own_date = spec.date.as_ref().and_then(|c| day_of(values(c).as_ref()));
         if let Some(via) = &spec.via {
-            if let Some(id) = image.get(&via.column).filter(|v| !v.is_null()) {
+            if let Some(id) = values(&via.column).filter(|v| !v.is_null()) {
                 if let Some(mut key) =
-                    Box::pin(self.lookup(&via.table, id, commit_date, depth)).await?
+                    Box::pin(self.lookup(&via.table, &id, commit_date, depth)).await?
                 {
                     if spec.date_from == DateFrom::Own {
                         if let Some(d) = own_date.clone() {
@@ -113,14 +117,17 @@ impl Resolver {
                 }
             }
         }
-        let patient_id = spec.patient.as_ref().and_then(|c| as_i64(image.get(c)));
+        let patient_id = spec
+            .patient
+            .as_ref()
+            .and_then(|c| as_i64(values(c).as_ref()));
         let Some(patient_id) = patient_id else {
             return Ok(reference(commit_date));
         };
         let program_id = spec
             .program
             .as_ref()
-            .and_then(|c| as_i64(image.get(c)))
+            .and_then(|c| as_i64(values(c).as_ref()))
             .unwrap_or(self.mapping.default_program_id);
         let visit_date = match spec.role {
             Role::Demographics => commit_date.to_owned(),
@@ -163,7 +170,8 @@ impl Resolver {
             );
             return Ok(None);
         };
-        let key = Box::pin(self.resolve_with(&spec, &image, commit_date, depth + 1)).await?;
+        let values = |c: &str| image.get(c).cloned();
+        let key = Box::pin(self.resolve_with(&spec, &values, commit_date, depth + 1)).await?;
         self.pending
             .insert((table.to_owned(), pk_text), key.clone());
         Ok(Some(key))

@@ -1105,7 +1105,7 @@ pub async fn read_until(
                         } else {
                             "delete"
                         },
-                        serde_json::Value::Object(r.image),
+                        serde_json::Value::Object(r.image.to_map()),
                     ));
                 }
             }

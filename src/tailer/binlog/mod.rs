@@ -18,6 +18,7 @@ mod preflight;
 pub mod value;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::wire::Op;
@@ -25,7 +26,6 @@ use futures_util::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn, Opts, Pool};
-use serde_json::{Map, Value as Json};
 
 pub use crate::position::{file_sequence, lsn, BinlogPosition, MAX_EPOCH};
 use error::stream_error;
@@ -42,8 +42,8 @@ pub struct RowChange {
     pub table: String,
     /// Upsert or delete.
     pub op: Op,
-    /// All columns of the row (after image, or before image for deletes).
-    pub image: Map<String, Json>,
+    /// All columns of the row (after image, or before image for deletes), as wire JSON.
+    pub image: images::Image,
     /// Position right after the event that carried it.
     pub position: BinlogPosition,
     /// When the statement ran on the source (unix seconds).
@@ -89,7 +89,7 @@ pub fn source_opts(source: &crate::config::SourceConfig) -> Result<Opts, BinlogE
 /// and their layout for decoding images straight to JSON.
 struct Known {
     table: String,
-    descs: Vec<ColumnDesc>,
+    descs: Arc<[ColumnDesc]>,
     layout: Option<images::Layout>,
     /// The body of the last table map event found to match (compared first, as bytes).
     map: Vec<u8>,
@@ -357,7 +357,7 @@ impl BinlogReader {
                 table_id,
                 Known {
                     table: table.clone(),
-                    descs,
+                    descs: descs.into(),
                     layout,
                     map: Vec::new(),
                 },
@@ -398,7 +398,7 @@ impl BinlogReader {
                 (before, Some(image)) => {
                     let key_changed = before
                         .as_ref()
-                        .is_some_and(|b| pk.iter().any(|c| b.get(c) != image.get(c)));
+                        .is_some_and(|b| pk.iter().any(|c| b.raw(c) != image.raw(c)));
                     if let (true, Some(before)) = (key_changed, before) {
                         out.push(RowChange {
                             table: table.clone(),

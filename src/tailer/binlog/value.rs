@@ -65,6 +65,63 @@ pub fn to_json(value: Value, col: &ColumnDesc) -> Json {
     }
 }
 
+/// Writes one value of `col` as its wire JSON text: the same text as `to_json`'s value
+/// serialized by serde_json, without building the value for the common types (integers,
+/// dates and datetimes, text in a UTF-8 or ASCII charset). The others go through `to_json`.
+pub fn write_json(value: Value, col: &ColumnDesc, out: &mut Vec<u8>) {
+    use std::io::Write;
+    use ColumnType::*;
+    match value {
+        Value::NULL => out.extend_from_slice(b"null"),
+        Value::Date(y, m, d, h, i, s, us) => {
+            // (writing to a Vec cannot fail)
+            let _ = match col.column_type {
+                MYSQL_TYPE_DATE | MYSQL_TYPE_NEWDATE => write!(out, "\"{y:04}-{m:02}-{d:02}\""),
+                _ if us == 0 && col.fsp == 0 => {
+                    write!(out, "\"{y:04}-{m:02}-{d:02} {h:02}:{i:02}:{s:02}\"")
+                }
+                _ => write!(
+                    out,
+                    "\"{y:04}-{m:02}-{d:02} {h:02}:{i:02}:{s:02}{}\"",
+                    fraction(us, col.fsp)
+                ),
+            };
+        }
+        Value::Bytes(bytes) if is_plain_text(col) => match std::str::from_utf8(&bytes) {
+            Ok(text) => write_str(text, out),
+            Err(_) => write_value(&bytes_to_json(bytes, col), out),
+        },
+        other => write_value(&to_json(other, col), out),
+    }
+}
+
+/// Whether `col`'s bytes are text in a UTF-8 or ASCII charset that `to_json` passes through
+/// unchanged (`decode_text`).
+fn is_plain_text(col: &ColumnDesc) -> bool {
+    use ColumnType::*;
+    matches!(
+        col.column_type,
+        MYSQL_TYPE_VARCHAR
+            | MYSQL_TYPE_VAR_STRING
+            | MYSQL_TYPE_BLOB
+            | MYSQL_TYPE_TINY_BLOB
+            | MYSQL_TYPE_MEDIUM_BLOB
+            | MYSQL_TYPE_LONG_BLOB
+            | MYSQL_TYPE_STRING
+    ) && matches!(charset_kind(col.charset), Charset::Ascii | Charset::Utf8)
+}
+
+/// Writes a string as a JSON string, escaped as serde_json escapes it.
+pub fn write_str(text: &str, out: &mut Vec<u8>) {
+    // (serde_json writing to a Vec cannot fail)
+    let _ = serde_json::to_writer(out, text);
+}
+
+/// Writes a JSON value as serde_json writes it.
+pub fn write_value(json: &Json, out: &mut Vec<u8>) {
+    let _ = serde_json::to_writer(out, json);
+}
+
 fn int_to_json(i: i64, col: &ColumnDesc) -> Json {
     use ColumnType::*;
     let v = match col.column_type {
@@ -296,6 +353,83 @@ mod tests {
         assert_eq!(to_json(Value::Bytes(vec![0b101]), &s), json!("a,c"));
         let f = col(ColumnType::MYSQL_TYPE_FLOAT, false, 0, 0);
         assert_eq!(to_json(Value::Float(0.1), &f), json!(0.1));
+    }
+
+    #[test]
+    fn written_text_equals_the_value_serialized() {
+        use ColumnType::*;
+        let mut labelled = col(MYSQL_TYPE_ENUM, false, 0, 0);
+        labelled.labels = Some(vec!["a".into()]);
+        let cases = [
+            (Value::NULL, col(MYSQL_TYPE_LONG, false, 0, 0)),
+            (Value::Int(-7), col(MYSQL_TYPE_LONG, false, 0, 0)),
+            (Value::Int(-1), col(MYSQL_TYPE_LONG, true, 0, 0)),
+            (Value::UInt(u64::MAX), col(MYSQL_TYPE_LONGLONG, true, 0, 0)),
+            (Value::Int(1), labelled),
+            (Value::Double(0.1), col(MYSQL_TYPE_DOUBLE, false, 0, 0)),
+            (
+                Value::Date(2024, 2, 29, 0, 0, 0, 0),
+                col(MYSQL_TYPE_DATE, false, 0, 0),
+            ),
+            (
+                Value::Date(2024, 2, 29, 13, 5, 9, 0),
+                col(MYSQL_TYPE_DATETIME2, false, 0, 0),
+            ),
+            (
+                Value::Date(2024, 2, 29, 13, 5, 9, 120),
+                col(MYSQL_TYPE_DATETIME2, false, 0, 0),
+            ),
+            (
+                Value::Date(2024, 2, 29, 13, 5, 9, 123000),
+                col(MYSQL_TYPE_DATETIME2, false, 0, 3),
+            ),
+            (
+                Value::Time(true, 1, 2, 3, 4, 5),
+                col(MYSQL_TYPE_TIME2, false, 0, 6),
+            ),
+            (
+                Value::Bytes(b"say \"hi\"\n\x01\\/".to_vec()),
+                col(MYSQL_TYPE_VARCHAR, false, 45, 0),
+            ),
+            (
+                Value::Bytes("Zoë".as_bytes().to_vec()),
+                col(MYSQL_TYPE_BLOB, false, 224, 0),
+            ),
+            (
+                Value::Bytes(vec![0xff, 0xfe]),
+                col(MYSQL_TYPE_VARCHAR, false, 45, 0),
+            ),
+            (
+                Value::Bytes(b"ab".to_vec()),
+                col(MYSQL_TYPE_STRING, false, 11, 0),
+            ),
+            (
+                Value::Bytes(b"ab".to_vec()),
+                col(MYSQL_TYPE_STRING, false, BINARY_CHARSET, 0),
+            ),
+            (
+                Value::Bytes(b"Caf\xe9".to_vec()),
+                col(MYSQL_TYPE_VARCHAR, false, 8, 0),
+            ),
+            (
+                Value::Bytes(b"12.50".to_vec()),
+                col(MYSQL_TYPE_NEWDECIMAL, false, 0, 0),
+            ),
+            (
+                Value::Bytes(b"1700000000".to_vec()),
+                col(MYSQL_TYPE_TIMESTAMP2, false, 0, 0),
+            ),
+        ];
+        for (value, c) in cases {
+            let mut written = Vec::new();
+            write_json(value.clone(), &c, &mut written);
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(&to_json(value.clone(), &c)).unwrap(),
+                "{value:?} as {:?}",
+                c.column_type
+            );
+        }
     }
 
     #[test]

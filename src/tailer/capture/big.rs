@@ -34,11 +34,7 @@ impl Capture {
         let mut envelopes = Vec::with_capacity(part.len());
         for (stream_key, changes) in &part {
             let version = self.state.next_version(stream_key)?;
-            let rows: Vec<Vec<u8>> = changes
-                .rows
-                .iter()
-                .map(|r| serde_json::to_vec(r).expect("rows serialize"))
-                .collect();
+            let rows: Vec<&[u8]> = changes.rows.iter().map(|r| r.json.as_slice()).collect();
             envelopes.push((
                 stream_key.clone(),
                 version,

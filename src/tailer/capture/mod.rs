@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use chrono::TimeZone;
 use mysql_async::{Opts, Pool};
-use serde_json::{Map, Value};
+
 use tokio::time::Instant;
 
 use crate::clock::now_ms;
@@ -35,10 +35,11 @@ use crate::tailer::binlog::{BinlogReader, RowChange, Step};
 use crate::tailer::ship::Sender;
 use crate::tailer::state::{Checkpoint, State, TxnChanges, VisitChanges};
 mod big;
+mod rows;
 mod space;
 
 use crate::tailer::resolve::Resolver;
-use crate::wire::{self, Op};
+use crate::wire::Op;
 
 /// Live numbers of the capture loop, for `/status`.
 #[derive(Debug, Default)]
@@ -103,6 +104,8 @@ pub struct Capture {
     committed: Checkpoint,
     /// Cache of the last (timestamp, local date) conversion.
     day_cache: (u32, String),
+    /// Which columns each table ships, in order.
+    projections: rows::Projections,
     /// The state directory, and the free space (bytes) below which capture pauses.
     state_dir: std::path::PathBuf,
     min_free: u64,
@@ -157,6 +160,7 @@ impl Capture {
             group: Group::default(),
             committed: checkpoint,
             day_cache: (u32::MAX, String::new()),
+            projections: rows::Projections::default(),
             state_dir: config.state.dir.clone(),
             min_free: config.state.min_free_mib.saturating_mul(1 << 20),
         }
@@ -320,30 +324,17 @@ impl Capture {
             let Some(spec) = self.mapping.table(&change.table) else {
                 continue;
             };
-            let mut pk = Map::new();
-            for c in &spec.pk {
-                pk.insert(
-                    c.clone(),
-                    change.image.get(c).cloned().unwrap_or(Value::Null),
-                );
-            }
+            let lsn = change.position.lsn(epoch);
+            let image = &change.image;
+            let (pk, row) = self
+                .projections
+                .row(&change.table, spec, change.op, lsn, image);
             let key = self
                 .resolver
-                .resolve(&change.table, &pk, &change.image, &day)
+                .resolve(&change.table, &pk, &|c| image.value(c), &day)
                 .await?;
             let closing = is_closing(&self.mapping, &change);
             let clinical = spec.role == Role::Visit;
-            // (filtered in place: collecting into a new map rebuilt the tree per row, 3% of
-            // the tailer's CPU in scripts/bench-e2e.sh)
-            let data = match change.op {
-                Op::Delete => Map::new(),
-                Op::Upsert => {
-                    let mut image = change.image;
-                    image.retain(|c, _| spec.ships_column(c) && !spec.pk.contains(c));
-                    image
-                }
-            };
-            let lsn = change.position.lsn(epoch);
             let entry = visits
                 .entry(key.stream_key(self.site_id))
                 .or_insert_with(|| VisitChanges {
@@ -352,13 +343,7 @@ impl Capture {
                     closing: false,
                     clinical: false,
                 });
-            entry.rows.push(wire::Row {
-                table: change.table,
-                op: change.op,
-                lsn,
-                pk,
-                data,
-            });
+            entry.rows.push(row);
             entry.closing |= closing;
             entry.clinical |= clinical;
         }
@@ -406,14 +391,14 @@ fn is_closing(mapping: &Mapping, change: &RowChange) -> bool {
         && change.table == mapping.encounter_table
         && change
             .image
-            .get("voided")
-            .and_then(Value::as_i64)
+            .value("voided")
+            .and_then(|v| v.as_i64())
             .unwrap_or(0)
             == 0
         && change
             .image
-            .get(&mapping.encounter_type_column)
-            .and_then(Value::as_i64)
+            .value(&mapping.encounter_type_column)
+            .and_then(|v| v.as_i64())
             .is_some_and(|t| mapping.closing_encounter_types.contains(&t))
 }
 

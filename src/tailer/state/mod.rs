@@ -113,11 +113,30 @@ pub struct VisitChanges {
     /// The visit.
     pub key: VisitKey,
     /// Its rows (a row changed twice keeps the latest).
-    pub rows: Vec<wire::Row>,
+    pub rows: Vec<StoredRow>,
     /// A closing encounter type committed.
     pub closing: bool,
     /// Some row is clinical (role `visit`), so the visit may wait for a closing encounter.
     pub clinical: bool,
+}
+
+/// A row as the visit buffers hold it: its row id (`row_id`) and its JSON, the bytes of
+/// `serde_json::to_vec(&wire::Row)` (the sweep's ledger compares digests of these bytes).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    /// `table \0 canonical-pk-json`.
+    pub id: Vec<u8>,
+    /// The row's JSON.
+    pub json: Vec<u8>,
+}
+
+impl From<&wire::Row> for StoredRow {
+    fn from(row: &wire::Row) -> Self {
+        Self {
+            id: row_id(&row.table, &row.pk),
+            json: encode(row),
+        }
+    }
 }
 
 /// The rows of one source transaction, grouped by visit, ready to be recorded.
@@ -324,7 +343,7 @@ mod tests {
             "101:7:1:2026-01-02".into(),
             VisitChanges {
                 key: key.clone(),
-                rows: vec![row("obs", 1, 10), row("obs", 2, 10)],
+                rows: vec![(&row("obs", 1, 10)).into(), (&row("obs", 2, 10)).into()],
                 closing: false,
                 clinical: true,
             },

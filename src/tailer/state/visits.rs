@@ -23,7 +23,7 @@ impl State {
         for change in txn.visits.values() {
             let mut chunk = Vec::with_capacity(change.rows.len() * 256);
             for row in &change.rows {
-                push_entry(&mut chunk, &keys::row_id(&row.table, &row.pk), &encode(row));
+                push_entry(&mut chunk, &row.id, &row.json);
             }
             stored.push(chunks::pack_chunk(&chunk));
         }
@@ -130,7 +130,7 @@ pub(super) mod tests {
                     program_id: 1,
                     visit_date: "2026-01-02".into(),
                 },
-                rows,
+                rows: rows.iter().map(Into::into).collect(),
                 closing: false,
                 clinical: true,
             },
