@@ -58,10 +58,11 @@ pub struct CaptureStatus {
     pub free_bytes: AtomicU64,
 }
 
-/// Most rows in one group commit. A group's rows wait as `serde_json` maps, several KiB each
-/// with the allocator's pages: scripts/bench-e2e.sh, `AGAIN=1`, alternating, peak RSS 71.9–75.0
-/// / 77.9–82.1 / 95.2–98.8 / 131.2–131.5 MiB at 1000 / 2500 / 5000 / 10000 rows, CPU 3.69–4.07
-/// / 3.31–3.75 / 3.42–3.65 / 3.63–3.86 s per 100k rows.
+/// Most rows in one group commit. Chosen when a group's rows waited as `serde_json` maps,
+/// several KiB each with the allocator's pages: scripts/bench-e2e.sh, `AGAIN=1`, alternating,
+/// peak RSS 71.9–75.0 / 77.9–82.1 / 95.2–98.8 / 131.2–131.5 MiB at 1000 / 2500 / 5000 / 10000
+/// rows, CPU 3.69–4.07 / 3.31–3.75 / 3.42–3.65 / 3.63–3.86 s per 100k rows. They now wait as
+/// their stored JSON (`rows`), a few hundred bytes each.
 const GROUP_ROWS: usize = 2_500;
 /// Longest a recorded-but-unwritten transaction waits for others to join its group.
 const GROUP_WAIT: Duration = Duration::from_millis(50);
