@@ -91,8 +91,8 @@ pub fn write_object<'a>(out: &mut Vec<u8>, members: impl IntoIterator<Item = (&'
     out.push(b'}');
 }
 
-/// Writes a JSON string as serde_json writes it.
-fn write_str(out: &mut Vec<u8>, text: &str) {
+/// Writes a string as a JSON string, escaped as serde_json escapes it.
+pub fn write_str(out: &mut Vec<u8>, text: &str) {
     // (serde_json writing to a Vec cannot fail)
     let _ = serde_json::to_writer(out, text);
 }

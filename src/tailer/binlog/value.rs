@@ -88,7 +88,7 @@ pub fn write_json(value: Value, col: &ColumnDesc, out: &mut Vec<u8>) {
             };
         }
         Value::Bytes(bytes) if is_plain_text(col) => match std::str::from_utf8(&bytes) {
-            Ok(text) => write_str(text, out),
+            Ok(text) => crate::wire::write_str(out, text),
             Err(_) => write_value(&bytes_to_json(bytes, col), out),
         },
         other => write_value(&to_json(other, col), out),
@@ -109,12 +109,6 @@ fn is_plain_text(col: &ColumnDesc) -> bool {
             | MYSQL_TYPE_LONG_BLOB
             | MYSQL_TYPE_STRING
     ) && matches!(charset_kind(col.charset), Charset::Ascii | Charset::Utf8)
-}
-
-/// Writes a string as a JSON string, escaped as serde_json escapes it.
-pub fn write_str(text: &str, out: &mut Vec<u8>) {
-    // (serde_json writing to a Vec cannot fail)
-    let _ = serde_json::to_writer(out, text);
 }
 
 /// Writes a JSON value as serde_json writes it.

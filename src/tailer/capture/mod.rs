@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use chrono::TimeZone;
 use mysql_async::{Opts, Pool};
-
 use tokio::time::Instant;
 
 use crate::clock::now_ms;
