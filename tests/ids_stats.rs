@@ -155,3 +155,49 @@ async fn a_site_the_statistics_miss_is_still_probed_by_patient() {
     assert!(plans[0].1.contains("\"obs_person_day\""), "{}", plans[0].1);
     assert!(plans[0].1.contains("\"encounter_pkey\""), "{}", plans[0].1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_patients_days_are_probed_through_the_visits_primary_key() {
+    // GIVEN a site's visits, many patients a day, in tables the statistics have not seen yet
+    // (a backlog's first batches), and the recompute's planner settings
+    let (_pool, client) = store("ids_visit_probe").await;
+    client
+        .batch_execute(
+            "INSERT INTO ids.patient_visits (site_id, patient_id, visit_date, encounters)
+             SELECT 7, p, '2024-01-01'::date + d, 1
+             FROM generate_series(1, 2000) p, generate_series(0, 9) d;
+             INSERT INTO ids.art_status (site_id, patient_id, gender, transfer_in)
+             SELECT 7, p, 'F', false FROM generate_series(1, 2000) p;
+             SET random_page_cost = 1.1; SET enable_seqscan = off",
+        )
+        .await
+        .unwrap();
+
+    // WHEN the day counts of a dirty set are planned (before and after every recompute)
+    let plan = plan(
+        &client,
+        "SELECT * FROM ids.visit_counts(7, ARRAY[11, 12, 13], \
+         ARRAY['2024-01-03', '2024-01-04', NULL]::date[])",
+    )
+    .await;
+
+    // THEN each probe reads the patient's days through the primary key, not the whole site's
+    // day through patient_visits_day (750 rows read per probe in a backlog's batches)
+    assert!(plan.contains("\"patient_visits_pkey\""), "{plan}");
+    assert!(!plan.contains("\"patient_visits_day\""), "{plan}");
+    let counts = client
+        .query(
+            "SELECT visit_date::text, n FROM ids.visit_counts(7, ARRAY[11, 12, 13], \
+             ARRAY['2024-01-03', '2024-01-04', NULL]::date[]) ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let counts: Vec<(String, i64)> = counts.iter().map(|r| (r.get(0), r.get(1))).collect();
+    // patients 11 and 12 on their day, patient 13 on every day
+    let mut expected: Vec<(String, i64)> =
+        (1..=10).map(|d| (format!("2024-01-{d:02}"), 1)).collect();
+    expected[2].1 = 2;
+    expected[3].1 = 2;
+    assert_eq!(counts, expected);
+}
