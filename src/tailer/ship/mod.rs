@@ -6,12 +6,12 @@
 //! 408/425/429 named it (dead letter). Everything else is retried in order, forever, with
 //! exponential backoff and full jitter.
 
+mod batch;
 mod classify;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::Deserialize;
 use tokio::sync::Notify;
 
 use crate::clock::now_ms;
@@ -20,6 +20,7 @@ use crate::metrics as m;
 use crate::retry::Backoff;
 use crate::shutdown::Shutdown;
 use crate::tailer::state::{DeadLetter, State, StateError};
+use batch::Prepared;
 pub use classify::{classify, Outcome};
 
 /// Errors that stop the shipper (storage, setup); network trouble is retried, not returned.
@@ -31,13 +32,6 @@ pub enum ShipError {
     /// The HTTP client could not be built (bad CA file ...).
     #[error("http client: {0}")]
     Client(String),
-}
-
-/// What the shipper needs to know of an outbox entry.
-#[derive(Deserialize)]
-struct EntryHead {
-    stream_key: String,
-    version: u64,
 }
 
 /// Shared view of the shipper for status pages.
@@ -128,6 +122,8 @@ impl Shipper {
         );
         // After a refusal that names no visit, send one visit at a time to find it.
         let mut solo = 0usize;
+        // The batch after the one in flight, made meanwhile on the blocking pool.
+        let mut ahead: Option<tokio::task::JoinHandle<Result<Option<Prepared>, StateError>>> = None;
         loop {
             if shutdown.is_fired() {
                 return Ok(());
@@ -137,8 +133,36 @@ impl Shipper {
             } else {
                 self.config.max_batch_bytes
             };
-            let entries = self.state.outbox_peek(limit)?;
-            if entries.is_empty() {
+            // (a made batch that failed to join is made again below)
+            let mut made = match ahead.take() {
+                Some(handle) => handle.await.ok().transpose()?.flatten(),
+                None => None,
+            };
+            // An entry committed after the batch before was read can have a smaller id (ids are
+            // taken before their transactions commit): the oldest entry still goes first.
+            let first = made.as_ref().and_then(|b| b.entries.first()).map(|e| e.id);
+            if first.is_some() && self.state.outbox_first_id()? < first {
+                made = None;
+            }
+            let made = match made {
+                Some(b) => Some(b),
+                None => Prepared::read(
+                    &self.state,
+                    self.sender.site_id,
+                    &self.sender.tailer_id,
+                    None,
+                    limit,
+                )?,
+            };
+            let Some(Prepared {
+                entries,
+                heads,
+                batch_id,
+                raw_len,
+                gz,
+                oldest_ms,
+            }) = made
+            else {
                 tokio::select! {
                     biased;
                     _ = shutdown.fired() => return Ok(()),
@@ -146,27 +170,25 @@ impl Shipper {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {},
                 }
                 continue;
+            };
+            if solo == 0 {
+                // Entries are appended with growing ids, so the next batch is the entries after
+                // this one's last; it is used only if this one is stored.
+                let (state, sender) = (self.state.clone(), self.sender.clone());
+                let after = entries.last().map(|e| e.id);
+                ahead = Some(tokio::task::spawn_blocking(move || {
+                    Prepared::read(&state, sender.site_id, &sender.tailer_id, after, limit)
+                }));
             }
-            let heads: Vec<EntryHead> = entries
-                .iter()
-                .map(|e| {
-                    serde_json::from_slice(&e.visit).map_err(|source| StateError::Corrupt {
-                        what: "outbox entry",
-                        source,
-                    })
-                })
-                .collect::<Result<_, _>>()?;
-            let batch_id = format!(
-                "{}-{}-{}",
-                self.sender.tailer_id,
-                entries[0].id,
-                entries[entries.len() - 1].id
-            );
-            let visits: Vec<&[u8]> = entries.iter().map(|e| e.visit.as_slice()).collect();
-            let body = crate::wire::batch_json(self.sender.site_id, &batch_id, &visits);
-            let oldest = entries.iter().map(|e| e.enqueued_ms).min().unwrap_or(0);
-            let waited = now_ms().saturating_sub(oldest) / 1000;
-            let outcome = self.sender.post(&batch_id, &body, waited).await;
+            let waited = now_ms().saturating_sub(oldest_ms) / 1000;
+            let outcome = self
+                .sender
+                .post_gzipped(&batch_id, raw_len, gz, waited)
+                .await;
+            if !matches!(outcome, Outcome::Stored | Outcome::Duplicate) {
+                // (the outbox is read again from its first entry)
+                ahead = None;
+            }
             use std::sync::atomic::Ordering::Relaxed;
             match outcome {
                 Outcome::Stored | Outcome::Duplicate => {
@@ -281,7 +303,19 @@ impl Sender {
     /// travels in the `X-Emr-Lag-Seconds` header for the receiver's status page.
     pub async fn post(&self, batch_id: &str, body: &[u8], lag_seconds: u64) -> Outcome {
         let gz = crate::wire::gzip(body);
-        metrics::counter!(m::SHIP_BYTES_RAW).increment(body.len() as u64);
+        self.post_gzipped(batch_id, body.len(), gz, lag_seconds)
+            .await
+    }
+
+    /// One POST of a body gzipped already (`raw_len` bytes before gzip); the answer classified.
+    async fn post_gzipped(
+        &self,
+        batch_id: &str,
+        raw_len: usize,
+        gz: Vec<u8>,
+        lag_seconds: u64,
+    ) -> Outcome {
+        metrics::counter!(m::SHIP_BYTES_RAW).increment(raw_len as u64);
         metrics::counter!(m::SHIP_BYTES_COMPRESSED).increment(gz.len() as u64);
         let started = Instant::now();
         let result = self

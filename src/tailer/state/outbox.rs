@@ -130,9 +130,34 @@ impl State {
 
     /// Up to `max_bytes` of the oldest outbox entries (at least one when any).
     pub fn outbox_peek(&self, max_bytes: usize) -> Result<Vec<OutboxEntry>, StateError> {
+        self.outbox_peek_after(None, max_bytes)
+    }
+
+    /// The id of the oldest outbox entry.
+    pub fn outbox_first_id(&self) -> Result<Option<u64>, StateError> {
+        Ok(self
+            .outbox
+            .first()?
+            .map(|(k, _)| u64::from_be_bytes(k.as_ref().try_into().unwrap_or([0; 8]))))
+    }
+
+    /// Up to `max_bytes` of the oldest outbox entries after the entry `after` (all when
+    /// `None`), at least one when any.
+    pub fn outbox_peek_after(
+        &self,
+        after: Option<u64>,
+        max_bytes: usize,
+    ) -> Result<Vec<OutboxEntry>, StateError> {
         let mut out = Vec::new();
         let mut total = 0;
-        for item in self.outbox.iter() {
+        let entries = match after {
+            Some(id) => match id.checked_add(1) {
+                Some(from) => self.outbox.range(from.to_be_bytes()..),
+                None => return Ok(out),
+            },
+            None => self.outbox.iter(),
+        };
+        for item in entries {
             let (k, v) = item?;
             let len = envelope_len(&v);
             if !out.is_empty() && total + len > max_bytes {
@@ -329,6 +354,21 @@ mod tests {
         assert_eq!(entries[0].visit, envelope);
         assert_eq!(entries[1].visit, old);
         assert_eq!(entries[1].enqueued_ms, 6);
+        // the entries after one (the batch after the one in flight), and the oldest's id
+        let after: Vec<u64> = (state.outbox_peek_after(Some(2), usize::MAX).unwrap())
+            .iter()
+            .map(|e| e.id)
+            .collect();
+        assert_eq!(after, [3]);
+        assert!(state
+            .outbox_peek_after(Some(3), usize::MAX)
+            .unwrap()
+            .is_empty());
+        assert!(state
+            .outbox_peek_after(Some(u64::MAX), 1)
+            .unwrap()
+            .is_empty());
+        assert_eq!(state.outbox_first_id().unwrap(), Some(2));
         state
             .outbox_done(&[(2, "a".into(), 1), (3, "b".into(), 1)], 7)
             .unwrap();
