@@ -2,8 +2,8 @@
 //! MySQL mirror and PostgreSQL cdr (concurrently, as the receiver does; with the IDS
 //! maintenance off and on), next to the baseline: plain upserts of as many rows into copies
 //! of the same tables in both stores at once (1000-row multi-row upserts into MySQL, COPY into
-//! a staging table then INSERT … ON CONFLICT into PostgreSQL), three times, the ratios to its
-//! median. Run by scripts/bench-apply.sh:
+//! a staging table then INSERT … ON CONFLICT into PostgreSQL). Three rounds of the baseline
+//! and the four runs; each figure is the median of its three. Run by scripts/bench-apply.sh:
 //!
 //!     bench_apply MYSQL_URL PG_URL ROWS ROWS_PER_BATCH
 
@@ -190,10 +190,9 @@ async fn main() {
     };
     // The baseline: the same rows (fresh keys) as plain upserts into copies of the tables
     // (same indexes), both stores at once: 1000-row multi-row upserts into MySQL, and into
-    // PostgreSQL a COPY into a staging table and one INSERT … ON CONFLICT per batch. It runs
-    // three times, before, between and after the receiver's runs, and the ratios are to the
-    // median: one run of it varied by a third from run to run (the stores' background
-    // flushing after the runs before it).
+    // PostgreSQL a COPY into a staging table and one INSERT … ON CONFLICT per batch. One run
+    // of it varied by a third from run to run (the stores' background flushing after the runs
+    // before it), so it runs once per round, below.
     let opts = mysql_async::OptsBuilder::from_opts(mysql_async::Opts::from_url(my_url).unwrap())
         .db_name(Some("bench_apply_mirror"));
     let mut conn = mysql_async::Conn::new(opts).await.unwrap();
@@ -212,40 +211,58 @@ async fn main() {
         )
         .await
         .unwrap();
+    // Three rounds, each the baseline then the four receiver runs: the tables grow and the
+    // machine's speed drifts over a run, and single runs of either side varied by a fifth, so
+    // each figure is the median of its three and the ratios are of medians.
+    let labels = [
+        "one site, IDS maintenance off",
+        "one site, IDS maintenance on",
+        "four sites at once, IDS maintenance off",
+        "four sites at once, IDS maintenance on",
+    ];
     let mut baselines = Vec::new();
-    baselines.push(baseline(&mut conn, &mut pg_conn, 10 * total, total, per).await);
-    let one_off = run(1, pg_off.clone()).await;
-    let one_on = run(1, pg_on.clone()).await;
-    baselines.push(baseline(&mut conn, &mut pg_conn, 11 * total, total, per).await);
-    let four_off = run(4, pg_off).await;
-    let four_on = run(4, pg_on).await;
-    baselines.push(baseline(&mut conn, &mut pg_conn, 12 * total, total, per).await);
+    let mut runs: Vec<Vec<(f64, Phases, f64)>> = labels.iter().map(|_| Vec::new()).collect();
+    for round in 0..3 {
+        baselines.push(baseline(&mut conn, &mut pg_conn, (100 + round) * total, total, per).await);
+        runs[0].push(run(1, pg_off.clone()).await);
+        runs[1].push(run(1, pg_on.clone()).await);
+        runs[2].push(run(4, pg_off.clone()).await);
+        runs[3].push(run(4, pg_on.clone()).await);
+    }
 
     let rate = |t: f64| total as f64 / t;
     for (i, b) in baselines.iter().enumerate() {
         println!("baseline run {}, plain upserts into both stores at once: {total} rows in {:.2} s = {:.0} rows/s (MySQL 1000-row multi-row upserts alone {:.0} rows/s, PostgreSQL COPY upserts of {per} rows alone {:.0} rows/s; the client's CPU {:.2} s)", i + 1, b.both, rate(b.both), rate(b.mysql), rate(b.pg), b.cpu);
     }
-    let mut times: Vec<f64> = baselines.iter().map(|b| b.both).collect();
-    times.sort_by(f64::total_cmp);
-    let t_base = times[1];
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let t_base = median(baselines.iter().map(|b| b.both).collect());
     println!(
         "baseline: the median of the three, {t_base:.2} s = {:.0} rows/s",
         rate(t_base)
     );
-    for (label, (t, phases, cpu)) in [
-        ("one site, IDS maintenance off", one_off),
-        ("one site, IDS maintenance on", one_on),
-        ("four sites at once, IDS maintenance off", four_off),
-        ("four sites at once, IDS maintenance on", four_on),
-    ] {
+    for (label, runs) in labels.iter().zip(runs) {
+        let t = median(runs.iter().map(|r| r.0).collect());
+        let each: Vec<String> = runs
+            .iter()
+            .zip(&baselines)
+            .map(|(r, b)| format!("{:.2}x", b.both / r.0))
+            .collect();
         println!(
-            "receiver apply, both stores, {label}: {total} rows in {t:.2} s = {:.0} rows/s = {:.2}x the baseline",
+            "receiver apply, both stores, {label}: {total} rows in {t:.2} s (median of three) = {:.0} rows/s = {:.2}x the baseline (each round against its own baseline: {})",
             rate(t),
-            t_base / t
+            t_base / t,
+            each.join(", ")
         );
+        let of = |f: &dyn Fn(&(f64, Phases, f64)) -> f64| median(runs.iter().map(f).collect());
         println!(
-            "  (summed over batches: parse, validate and plan {:.2} s; PostgreSQL {:.2} s and MySQL {:.2} s, side by side; the receiver's own CPU {cpu:.2} s)",
-            phases.plan, phases.pg, phases.mysql
+            "  (medians, summed over batches: parse, validate and plan {:.2} s; PostgreSQL {:.2} s and MySQL {:.2} s, side by side; the receiver's own CPU {:.2} s)",
+            of(&|r| r.1.plan),
+            of(&|r| r.1.pg),
+            of(&|r| r.1.mysql),
+            of(&|r| r.2)
         );
     }
 }
