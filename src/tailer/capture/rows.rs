@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::mapping::TableMapping;
 use crate::tailer::binlog::images::Image;
 use crate::tailer::binlog::value::ColumnDesc;
-use crate::tailer::state::StoredRow;
+use crate::tailer::state::{row_id_of, StoredRow};
 use crate::wire::{self, Op};
 
 /// A table layout's key and shipped columns, each by name.
@@ -85,10 +85,6 @@ impl Projections {
                 (name.as_str(), text)
             }),
         );
-        let mut id = Vec::with_capacity(table.len() + 1 + pk.len());
-        id.extend_from_slice(table.as_bytes());
-        id.push(0);
-        id.extend_from_slice(&pk);
         let mut json = Vec::with_capacity(64 + pk.len() + image.text_len() * 2);
         let shipped = match op {
             Op::Upsert => projection.data.as_slice(),
@@ -101,6 +97,7 @@ impl Projections {
         // (JSON texts written by serde_json and `value::write_json` are UTF-8)
         let pk = String::from_utf8(pk)
             .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+        let id = row_id_of(table, &pk);
         (pk, StoredRow { id, json })
     }
 }

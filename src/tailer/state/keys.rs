@@ -14,9 +14,15 @@ pub fn visit_prefix(stream_key: &str) -> Vec<u8> {
 
 /// The id of a row within its visit.
 pub fn row_id(table: &str, pk: &Map<String, Value>) -> Vec<u8> {
-    let mut k = table.as_bytes().to_vec();
+    row_id_of(table, &canonical_pk(pk))
+}
+
+/// The id of a row within its visit, from its key's canonical text (`canonical_pk`).
+pub fn row_id_of(table: &str, pk: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(table.len() + 1 + pk.len());
+    k.extend_from_slice(table.as_bytes());
     k.push(0);
-    k.extend(canonical_pk(pk).as_bytes());
+    k.extend_from_slice(pk.as_bytes());
     k
 }
 

@@ -27,7 +27,7 @@ use crate::clock::now_ms;
 use crate::position::BinlogPosition;
 use crate::tailer::visit::VisitKey;
 use crate::wire;
-pub use keys::{canonical_pk, row_id, visit_prefix};
+pub use keys::{canonical_pk, row_id, row_id_of, visit_prefix};
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -376,7 +376,7 @@ mod tests {
             })
         );
         assert_eq!(state.open_visit_count(), 0);
-        let entries = state.outbox_peek(1 << 20).unwrap();
+        let entries = state.outbox_peek_after(None, 1 << 20).unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].visit, b"1:2");
         // a later change to the same visit ships as version 2

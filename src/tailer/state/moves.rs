@@ -306,7 +306,7 @@ mod tests {
             })
         };
         assert_eq!(moved, vec![part(1), None, part(1)]);
-        let entries = state.outbox_peek(usize::MAX).unwrap();
+        let entries = state.outbox_peek_after(None, usize::MAX).unwrap();
         let bodies: Vec<&[u8]> = entries.iter().map(|e| &e.visit[..]).collect();
         assert_eq!(bodies, vec![&b"0:1:2:true"[..], &b"2:1:1:true"[..]]);
         assert_eq!(state.open_visit_count(), 0);

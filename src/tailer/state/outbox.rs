@@ -128,11 +128,6 @@ impl State {
         self.outbox_dead(&[], letters)
     }
 
-    /// Up to `max_bytes` of the oldest outbox entries (at least one when any).
-    pub fn outbox_peek(&self, max_bytes: usize) -> Result<Vec<OutboxEntry>, StateError> {
-        self.outbox_peek_after(None, max_bytes)
-    }
-
     /// The id of the oldest outbox entry.
     pub fn outbox_first_id(&self) -> Result<Option<u64>, StateError> {
         Ok(self
@@ -349,8 +344,11 @@ mod tests {
             (2, (envelope.len() + old.len()) as u64, Some(5))
         );
         // the byte limit counts envelopes as they ship
-        assert_eq!(state.outbox_peek(envelope.len()).unwrap().len(), 1);
-        let entries = state.outbox_peek(usize::MAX).unwrap();
+        assert_eq!(
+            state.outbox_peek_after(None, envelope.len()).unwrap().len(),
+            1
+        );
+        let entries = state.outbox_peek_after(None, usize::MAX).unwrap();
         assert_eq!(entries[0].visit, envelope);
         assert_eq!(entries[1].visit, old);
         assert_eq!(entries[1].enqueued_ms, 6);

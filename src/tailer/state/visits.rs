@@ -165,7 +165,7 @@ pub(super) mod tests {
                 break;
             }
         }
-        let entries = state.outbox_peek(usize::MAX).unwrap();
+        let entries = state.outbox_peek_after(None, usize::MAX).unwrap();
         assert_eq!(entries.len(), parts.len());
         let ids: Vec<(u64, String, u64)> = entries
             .iter()
