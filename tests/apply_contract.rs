@@ -3,7 +3,7 @@
 //! newer one; a delete leaves a tombstone that an older upsert cannot get past, while a newer
 //! one can; values that need escaping (tabs, newlines, backslashes, quotes, `\N` as text,
 //! accents) arrive exactly in both stores; a value PostgreSQL's column cannot hold travels in
-//! `_overflow`.
+//! `_overflow`; a site's batches wait for each other in each store.
 
 mod common;
 
@@ -201,6 +201,52 @@ async fn both_stores_keep_the_apply_contract() {
         row.get::<_, Option<String>>(1).as_deref(),
         Some("0000-00-00 00:00:00")
     );
+    // WHEN another writer of the site (a batch sent beside this one, a retry meeting its first
+    // attempt) holds the site's lock in both stores, and deletes row 4 while a batch with an
+    // older image of it comes
+    let mut holder = stores.mysql.get_conn().await.unwrap();
+    holder
+        .query_drop(format!("START TRANSACTION; INSERT INTO _stream_sites (site_id, batches) VALUES ({SITE}, 1) ON DUPLICATE KEY UPDATE batches = batches + 1"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}, {SITE})",
+            emr_stream::receiver::ids::SITE_LOCK
+        ))
+        .await
+        .unwrap();
+    let stale = stores.apply("h", vec![obs("upsert", 40, 4, "stale", day)]);
+    tokio::pin!(stale);
+    // THEN the batch waits in both stores
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(700), &mut stale).await;
+    assert!(
+        waited.is_err(),
+        "a batch ran beside the site's other writer"
+    );
+    for sql in [
+        "DELETE FROM obs WHERE site_id = 101 AND obs_id = 4",
+        "INSERT INTO _stream_tombstones (site_id, table_name, pk_json, lsn) VALUES (101, 'obs', '[4]', 50)",
+        "COMMIT",
+    ] {
+        holder.query_drop(sql).await.unwrap();
+    }
+    client
+        .batch_execute(
+            "DELETE FROM cdr.obs WHERE site_id = 101 AND obs_id = 4;
+             INSERT INTO cdr._stream_tombstones (site_id, table_name, pk_json, lsn) VALUES (101, 'obs', '[4]', 50);
+             COMMIT",
+        )
+        .await
+        .unwrap();
+    // AND once the other writer committed, it reads that writer's tombstone: row 4 stays
+    // deleted in both stores
+    assert_eq!(stale.await, (Applied::Stored(0), Applied::Stored(0)));
+    let (pg_rows, my_rows) = stores.rows().await;
+    assert_eq!(pg_rows, expected[..3], "postgres");
+    assert_eq!(my_rows, expected[..3], "mysql");
+    drop(holder);
+
     let mut conn = services.mysql_pool("mysql").get_conn().await.unwrap();
     conn.query_drop(format!("DROP DATABASE `{name}`"))
         .await

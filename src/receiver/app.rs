@@ -19,7 +19,7 @@ pub struct App {
     pub(crate) tokens: Tokens,
     pub(crate) caps: Caps,
     pub(crate) mirror: MirrorStore,
-    pub(crate) pg: PgStore,
+    pub(crate) pg: std::sync::Arc<PgStore>,
     pub(crate) metrics: PrometheusHandle,
     pub(crate) tx_curr: status::TxCurrCache,
 }

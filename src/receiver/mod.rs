@@ -106,7 +106,7 @@ pub async fn run(
         },
         mapping,
         mirror,
-        pg,
+        pg: Arc::new(pg),
         metrics,
         tx_curr: status::TxCurrCache::default(),
     });

@@ -2,7 +2,6 @@
 //! the mapping, apply to both stores at once, answer (DESIGN.md "Wire contract").
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -84,27 +83,17 @@ pub async fn stream(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
     let mut batch = batch;
     let plan = Arc::new(apply::plan(&mut batch, &app.mapping));
     let batch = Arc::new(batch);
-    let started = Instant::now();
-    // The stores on two tasks: each one's CPU work (encoding its rows) runs beside the other's
-    // waits instead of between them.
-    let pg = tokio::spawn({
-        let (app, batch, plan) = (app.clone(), batch.clone(), plan.clone());
-        async move {
-            let r = app.pg.apply(site_id, &batch, &plan).await;
-            metrics::histogram!(m::RECEIVER_APPLY_DURATION, "store" => "postgres")
-                .record(started.elapsed().as_secs_f64());
-            r
-        }
-    });
-    let mirror = app.mirror.apply(site_id, &batch.batch_id, &plan).await;
-    metrics::histogram!(m::RECEIVER_APPLY_DURATION, "store" => "mysql")
-        .record(started.elapsed().as_secs_f64());
-    let pg = pg.await.unwrap_or_else(|e| {
-        Err(ApplyError::Unavailable {
-            store: "postgres",
-            message: format!("apply task: {e}"),
-        })
-    });
+    let both = apply::both(
+        app.pg.clone(),
+        &app.mirror,
+        site_id,
+        batch.clone(),
+        plan.clone(),
+    )
+    .await;
+    metrics::histogram!(m::RECEIVER_APPLY_DURATION, "store" => "postgres").record(both.pg_seconds);
+    metrics::histogram!(m::RECEIVER_APPLY_DURATION, "store" => "mysql").record(both.mysql_seconds);
+    let (pg, mirror) = (both.pg, both.mysql);
     match (pg, mirror) {
         (Err(e), _) | (_, Err(e)) => store_error(e, site_id),
         (Ok(Applied::Duplicate), Ok(Applied::Duplicate)) => answer(

@@ -16,6 +16,10 @@ mod plan;
 mod postgres;
 mod schema;
 
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::wire::Batch;
 pub use mysql::MirrorStore;
 pub use plan::{
     group_layouts, oldest_upsert, plan, upsert_groups, Layout, Plan, PlannedRow, Split, TablePlan,
@@ -68,4 +72,55 @@ pub enum Applied {
     Stored(u64),
     /// The store had this batch already.
     Duplicate,
+}
+
+/// What both stores did with a batch, and how long each took (seconds).
+pub struct Both {
+    /// PostgreSQL's result.
+    pub pg: Result<Applied, ApplyError>,
+    /// PostgreSQL's time.
+    pub pg_seconds: f64,
+    /// The mirror's result.
+    pub mysql: Result<Applied, ApplyError>,
+    /// The mirror's time.
+    pub mysql_seconds: f64,
+}
+
+/// Applies a planned batch to both stores at once, PostgreSQL on its own task: each store's
+/// CPU work (encoding its rows) runs beside the other's waits instead of between them. Each
+/// store queues a site's batches itself (its site lock, taken first in its transaction), so
+/// a site's next batch can be parsed, planned and applied to one store while the batch before
+/// it is still being applied to the other.
+pub async fn both(
+    pg: Arc<PgStore>,
+    mirror: &MirrorStore,
+    site_id: i64,
+    batch: Arc<Batch>,
+    plan: Arc<Plan>,
+) -> Both {
+    let started = Instant::now();
+    let pg = tokio::spawn({
+        let (batch, plan) = (batch.clone(), plan.clone());
+        async move {
+            let r = pg.apply(site_id, &batch, &plan).await;
+            (r, started.elapsed().as_secs_f64())
+        }
+    });
+    let mysql = mirror.apply(site_id, &batch.batch_id, &plan).await;
+    let mysql_seconds = started.elapsed().as_secs_f64();
+    let (pg, pg_seconds) = pg.await.unwrap_or_else(|e| {
+        (
+            Err(ApplyError::Unavailable {
+                store: "postgres",
+                message: format!("apply task: {e}"),
+            }),
+            started.elapsed().as_secs_f64(),
+        )
+    });
+    Both {
+        pg,
+        pg_seconds,
+        mysql,
+        mysql_seconds,
+    }
 }

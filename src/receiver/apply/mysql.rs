@@ -1,6 +1,6 @@
 //! The MySQL operational mirror: the mapped tables with `site_id`, `lsn` and `_overflow`,
 //! primary key `(site_id, source pk)`; batches recorded in `_stream_batches`, deletes in
-//! `_stream_tombstones`.
+//! `_stream_tombstones`, each site's batches counted (and its writers queued) in `_stream_sites`.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -27,6 +27,9 @@ const BOOKKEEPING_DDL: &str = "
 CREATE TABLE IF NOT EXISTS _stream_batches (
   site_id INT NOT NULL, batch_id VARCHAR(200) NOT NULL, received_at DATETIME NOT NULL,
   rows_in INT NOT NULL, PRIMARY KEY (site_id, batch_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
+CREATE TABLE IF NOT EXISTS _stream_sites (
+  site_id INT NOT NULL PRIMARY KEY, batches BIGINT NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;
 CREATE TABLE IF NOT EXISTS _stream_tombstones (
   site_id INT NOT NULL, table_name VARCHAR(64) NOT NULL, pk_json VARCHAR(512) NOT NULL,
@@ -192,10 +195,15 @@ impl MirrorStore {
             .start_transaction(TxOpts::default())
             .await
             .map_err(unavailable)?;
-        // The ledger row and the tombstones of every table in one round trip: two statements
-        // in one text query, the values written as literals (the batch id escaped).
+        // The site's lock, the ledger row and the tombstones of every table in one round trip:
+        // three statements in one text query, the values written as literals (the batch id
+        // escaped). The site's row in `_stream_sites`, written first, is held to the end of the
+        // transaction: a site's batches (a tailer sends two at a time; a retry can meet its
+        // first attempt, on this receiver or another) are applied one after the other, each
+        // reading the tombstones the one before committed.
         let mut sql = format!(
-            "INSERT IGNORE INTO _stream_batches (site_id, batch_id, received_at, rows_in) VALUES ({site_id}, "
+            "INSERT INTO _stream_sites (site_id, batches) VALUES ({site_id}, 1) ON DUPLICATE KEY UPDATE batches = batches + 1; \
+             INSERT IGNORE INTO _stream_batches (site_id, batch_id, received_at, rows_in) VALUES ({site_id}, "
         );
         push_escaped(&mut sql, batch_id);
         let _ = write!(sql, ", UTC_TIMESTAMP(), {})", plan.rows_in);
@@ -204,8 +212,12 @@ impl MirrorStore {
             let _ = write!(sql, "; SELECT table_name, pk_json, lsn FROM _stream_tombstones WHERE site_id = {site_id} AND ({ranges})");
         }
         let mut result = tx.query_iter(sql).await.map_err(unavailable)?;
+        // (the lock's result, the ledger's, then the SELECT's)
+        result
+            .collect::<mysql_async::Row>()
+            .await
+            .map_err(unavailable)?;
         let fresh = result.affected_rows() > 0;
-        // (the INSERT's result, then the SELECT's)
         result
             .collect::<mysql_async::Row>()
             .await

@@ -217,13 +217,14 @@ impl PgStore {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err("-"))?;
         let site = site_id as i32;
-        // First: the site's IDS lock, so that this batch's recompute sees every committed
-        // change of the site and no other writer of the site runs meanwhile.
-        if self.maintain.is_some() {
-            ids::lock_site(&tx, site, ids::Hold::Alone)
-                .await
-                .map_err(ids_err)?;
-        }
+        // First: the site's lock, so that this batch's recompute sees every committed change of
+        // the site, and no other writer of the site runs meanwhile: a site's batches (a tailer
+        // sends two at a time; a retry can meet its first attempt, on this receiver or
+        // another) are applied one after the other, each reading the tombstones the one before
+        // committed.
+        ids::lock_site(&tx, site, ids::Hold::Alone)
+            .await
+            .map_err(pg_err("-"))?;
         // The ledger rows, the owners before the writes, each table's tombstones and the
         // staging tables in one round trip (tokio-postgres pipelines the statements of
         // concurrent futures; the ledger's statements are prepared once per connection).
