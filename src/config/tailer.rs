@@ -251,6 +251,10 @@ pub struct ShipConfig {
     /// Upper bound of one request's JSON before gzip (bytes); a larger single visit goes alone.
     #[serde(default = "default_batch_bytes")]
     pub max_batch_bytes: usize,
+    /// Batches posted before the first is answered (1 to 4): the receiver parses and applies
+    /// the next while it finishes the one before.
+    #[serde(default = "default_in_flight")]
+    pub in_flight: usize,
     /// TCP + TLS connect timeout (s).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
@@ -267,6 +271,9 @@ pub struct ShipConfig {
 
 fn default_batch_bytes() -> usize {
     DEFAULT_MAX_BATCH_BYTES
+}
+fn default_in_flight() -> usize {
+    2
 }
 fn default_connect_timeout() -> u64 {
     10
@@ -359,6 +366,9 @@ impl TailerConfig {
         check_ship_url(&self.ship)?;
         if self.ship.max_batch_bytes < 1024 {
             return invalid("ship.max_batch_bytes", "must be at least 1024");
+        }
+        if !(1..=4).contains(&self.ship.in_flight) {
+            return invalid("ship.in_flight", "must be 1 to 4");
         }
         if self.visits.ready_check_ms == 0 {
             return invalid("visits.ready_check_ms", "must be positive");

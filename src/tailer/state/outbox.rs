@@ -177,7 +177,15 @@ impl State {
             .transaction(|(outbox, shipped, meta)| {
                 for (id, stream_key, version) in done {
                     take(outbox, meta, *id)?;
-                    shipped.insert(stream_key.as_bytes(), encode(&(version, now)))?;
+                    // (an older version can be stored after a newer one: a batch that failed
+                    // is sent again after the batches sent behind it were stored)
+                    let newer = shipped
+                        .get(stream_key.as_bytes())?
+                        .and_then(|v| serde_json::from_slice::<(u64, u64)>(&v).ok())
+                        .is_some_and(|(had, _)| had > *version);
+                    if !newer {
+                        shipped.insert(stream_key.as_bytes(), encode(&(version, now)))?;
+                    }
                 }
                 Ok(())
             })
