@@ -1,9 +1,10 @@
 //! Receiver apply throughput: 100k obs rows through parse → validate → plan → apply into the
 //! MySQL mirror and PostgreSQL cdr (concurrently, as the receiver does; with the IDS
-//! maintenance off and on), next to the baseline: plain upserts of as many rows into copies
-//! of the same tables in both stores at once (1000-row multi-row upserts into MySQL, COPY into
-//! a staging table then INSERT … ON CONFLICT into PostgreSQL). Three rounds of the baseline
-//! and the four runs; each figure is the median of its three. Run by scripts/bench-apply.sh:
+//! maintenance off and on; a site's batches two at a time, as its tailer sends them, and once
+//! one at a time), next to the baseline: plain upserts of as many rows into copies of the
+//! same tables in both stores at once (1000-row multi-row upserts into MySQL, COPY into a
+//! staging table then INSERT … ON CONFLICT into PostgreSQL). Three rounds of the baseline and
+//! the five runs; each figure is the median of its three. Run by scripts/bench-apply.sh:
 //!
 //!     bench_apply MYSQL_URL PG_URL ROWS ROWS_PER_BATCH
 
@@ -21,12 +22,6 @@ use serde_json::json;
 // the receiver's allocator
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-async fn timed<T>(f: impl std::future::Future<Output = T>) -> (T, f64) {
-    let t = Instant::now();
-    let r = f.await;
-    (r, t.elapsed().as_secs_f64())
-}
 
 /// CPU seconds this process has used (user + system), from /proc/self/stat.
 fn cpu_seconds() -> f64 {
@@ -70,11 +65,14 @@ struct Phases {
     mysql: f64,
 }
 
-/// Applies one site's batches in turn, as the receiver does for one tailer: parse, validate
-/// and plan, then both stores at once (PostgreSQL on its own task).
+/// Applies one site's batches as the receiver does for one tailer, with up to `in_flight` of
+/// them at once (the tailer sends two): each parsed, validated and planned, then applied to
+/// both stores at once (`apply::both`, PostgreSQL on its own task), each store taking the
+/// site's batches one after the other.
 async fn apply_site(
     site: u64,
     bodies: Vec<Vec<u8>>,
+    in_flight: usize,
     pg: Arc<PgStore>,
     mirror: Arc<MirrorStore>,
     mapping: Arc<Mapping>,
@@ -86,23 +84,32 @@ async fn apply_site(
     };
     let site = site as i64;
     let mut phases = Phases::default();
-    for body in &bodies {
-        let t = Instant::now();
-        let mut parsed = batch::parse(body).unwrap();
-        batch::validate(&parsed, site, caps, &mapping).unwrap();
-        let plan = apply::plan(&mut parsed, &mapping);
-        phases.plan += t.elapsed().as_secs_f64();
-        let (parsed, plan) = (Arc::new(parsed), Arc::new(plan));
-        let pg_task = tokio::spawn({
-            let (pg, parsed, plan) = (pg.clone(), parsed.clone(), plan.clone());
-            async move { timed(pg.apply(site, &parsed, &plan)).await }
-        });
-        let (b, my_s) = timed(mirror.apply(site, &parsed.batch_id, &plan)).await;
-        let (a, pg_s) = pg_task.await.unwrap();
-        a.unwrap();
-        b.unwrap();
-        phases.pg += pg_s;
-        phases.mysql += my_s;
+    let mut flying = std::collections::VecDeque::new();
+    for body in bodies {
+        let (pg, mirror, mapping) = (pg.clone(), mirror.clone(), mapping.clone());
+        flying.push_back(tokio::spawn(async move {
+            let t = Instant::now();
+            let mut parsed = batch::parse(&body).unwrap();
+            batch::validate(&parsed, site, caps, &mapping).unwrap();
+            let plan = apply::plan(&mut parsed, &mapping);
+            let plan_s = t.elapsed().as_secs_f64();
+            let both = apply::both(pg, &mirror, site, Arc::new(parsed), Arc::new(plan)).await;
+            both.pg.unwrap();
+            both.mysql.unwrap();
+            (plan_s, both.pg_seconds, both.mysql_seconds)
+        }));
+        while flying.len() >= in_flight {
+            let (plan, pg, mysql) = flying.pop_front().unwrap().await.unwrap();
+            phases.plan += plan;
+            phases.pg += pg;
+            phases.mysql += mysql;
+        }
+    }
+    for task in flying {
+        let (plan, pg, mysql) = task.await.unwrap();
+        phases.plan += plan;
+        phases.pg += pg;
+        phases.mysql += mysql;
     }
     phases
 }
@@ -142,11 +149,12 @@ async fn main() {
     };
     let (pg_on, pg_off) = (store(true).await, store(false).await);
 
-    // Four runs of `total` rows on fresh keys: one site's stream, then four sites at once
-    // (each a quarter of the rows, as a receiver serves many facilities), each with the IDS
-    // maintenance off and on.
+    // Runs of `total` rows on fresh keys: one site's stream, then four sites at once (each a
+    // quarter of the rows, as a receiver serves many facilities), each with the IDS
+    // maintenance off and on, a site's batches two at a time as its tailer sends them; then
+    // one site's batches one at a time (what the second in flight is worth).
     let mut run_no = 0;
-    let mut run = |sites: u64, pg: Arc<PgStore>| {
+    let mut run = |sites: u64, in_flight: usize, pg: Arc<PgStore>| {
         run_no += 1;
         let first = run_no * total;
         let batches = total / per / sites;
@@ -171,6 +179,7 @@ async fn main() {
                     tokio::spawn(apply_site(
                         site,
                         bodies,
+                        in_flight,
                         pg.clone(),
                         mirror.clone(),
                         mapping.clone(),
@@ -211,7 +220,7 @@ async fn main() {
         )
         .await
         .unwrap();
-    // Three rounds, each the baseline then the four receiver runs: the tables grow and the
+    // Three rounds, each the baseline then the five receiver runs: the tables grow and the
     // machine's speed drifts over a run, and single runs of either side varied by a fifth, so
     // each figure is the median of its three and the ratios are of medians.
     let labels = [
@@ -219,15 +228,17 @@ async fn main() {
         "one site, IDS maintenance on",
         "four sites at once, IDS maintenance off",
         "four sites at once, IDS maintenance on",
+        "one site, one batch at a time, IDS maintenance off",
     ];
     let mut baselines = Vec::new();
     let mut runs: Vec<Vec<(f64, Phases, f64)>> = labels.iter().map(|_| Vec::new()).collect();
     for round in 0..3 {
         baselines.push(baseline(&mut conn, &mut pg_conn, (100 + round) * total, total, per).await);
-        runs[0].push(run(1, pg_off.clone()).await);
-        runs[1].push(run(1, pg_on.clone()).await);
-        runs[2].push(run(4, pg_off.clone()).await);
-        runs[3].push(run(4, pg_on.clone()).await);
+        runs[0].push(run(1, 2, pg_off.clone()).await);
+        runs[1].push(run(1, 2, pg_on.clone()).await);
+        runs[2].push(run(4, 2, pg_off.clone()).await);
+        runs[3].push(run(4, 2, pg_on.clone()).await);
+        runs[4].push(run(1, 1, pg_off.clone()).await);
     }
 
     let rate = |t: f64| total as f64 / t;

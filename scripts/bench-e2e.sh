@@ -14,7 +14,8 @@
 # which mimalloc bypasses; the RSS and CPU figures are then the wrapper's). TAILER_BIN runs
 # another build's tailer against this build's receiver, for a baseline side by side, e.g.
 # TAILER_BIN=/tmp/emr-stream-base AGAIN=1 TAILER_WRAP="perf stat -e instructions:u -o F".
-# RECEIVER_BIN does the same for the receiver.
+# RECEIVER_BIN does the same for the receiver. IN_FLIGHT=N sets the tailer's ship.in_flight
+# (batches posted before the first is answered; 2 by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 patients=${1:-2000}
@@ -65,7 +66,8 @@ rm -rf "$work" && mkdir -p "$work"
 sed -e 's#^database = "openmrs"#database = "bench_src"#' -e "s#^start = \"current\"#start = \"$start\"#" \
     -e "s#^dir = \"state/tailer\"#dir = \"$work/tailer-state\"#" -e 's#^settle_ms = 5000#settle_ms = 500#' \
     -e 's#^idle_timeout_secs = 1800#idle_timeout_secs = 2#' -e 's#127.0.0.1:9187#127.0.0.1:9188#' \
-    -e 's#127.0.0.1:8080#127.0.0.1:8081#' config/tailer.example.toml > "$work/tailer.toml"
+    -e 's#127.0.0.1:8080#127.0.0.1:8081#' -e "s#^in_flight = 2#in_flight = ${IN_FLIGHT:-2}#" \
+    config/tailer.example.toml > "$work/tailer.toml"
 sed -e 's#^database = "cdr_mirror"#database = "bench_mirror"#' -e 's#25432/emr"#25432/emr_bench"#' \
     -e 's#127.0.0.1:8080#127.0.0.1:8081#' config/receiver.example.toml > "$work/receiver.toml"
 RUST_LOG=warn "${RECEIVER_BIN:-$bin}" receiver --config "$work/receiver.toml" 2>"$work/receiver.log" & pids+=($!)
