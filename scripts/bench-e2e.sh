@@ -15,7 +15,9 @@
 # another build's tailer against this build's receiver, for a baseline side by side, e.g.
 # TAILER_BIN=/tmp/emr-stream-base AGAIN=1 TAILER_WRAP="perf stat -e instructions:u -o F".
 # RECEIVER_BIN does the same for the receiver. IN_FLIGHT=N sets the tailer's ship.in_flight
-# (batches posted before the first is answered; 2 by default).
+# (batches posted before the first is answered; 2 by default). LINK_DELAY_MS=N puts a delay
+# line between the tailer and the receiver (examples/delay_line.rs: N ms each way, no
+# bandwidth limit), a distant facility's link.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 patients=${1:-2000}
@@ -28,6 +30,7 @@ scripts/services.sh start
 eval "$(scripts/services.sh env)"
 cargo build --release --quiet ${CARGO_FEATURES:+--features "$CARGO_FEATURES"}
 cargo build --release --quiet --example bench_decode
+[ -z "${LINK_DELAY_MS:-}" ] || cargo build --release --quiet --example delay_line
 pids=()
 trap 'for p in "${pids[@]}"; do pkill -P "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 
@@ -63,10 +66,16 @@ fi
 target=$(position_number <<<"$end")
 
 rm -rf "$work" && mkdir -p "$work"
+ship_port=8081
+if [ -n "${LINK_DELAY_MS:-}" ]; then
+  # the tailer ships through a delay line: LINK_DELAY_MS each way between it and the receiver
+  ship_port=8082
+  target/release/examples/delay_line 127.0.0.1:8082 127.0.0.1:8081 "$LINK_DELAY_MS" & pids+=($!)
+fi
 sed -e 's#^database = "openmrs"#database = "bench_src"#' -e "s#^start = \"current\"#start = \"$start\"#" \
     -e "s#^dir = \"state/tailer\"#dir = \"$work/tailer-state\"#" -e 's#^settle_ms = 5000#settle_ms = 500#' \
     -e 's#^idle_timeout_secs = 1800#idle_timeout_secs = 2#' -e 's#127.0.0.1:9187#127.0.0.1:9188#' \
-    -e 's#127.0.0.1:8080#127.0.0.1:8081#' -e "s#^in_flight = 2#in_flight = ${IN_FLIGHT:-2}#" \
+    -e "s#127.0.0.1:8080#127.0.0.1:$ship_port#" -e "s#^in_flight = 2#in_flight = ${IN_FLIGHT:-2}#" \
     config/tailer.example.toml > "$work/tailer.toml"
 sed -e 's#^database = "cdr_mirror"#database = "bench_mirror"#' -e 's#25432/emr"#25432/emr_bench"#' \
     -e 's#127.0.0.1:8080#127.0.0.1:8081#' config/receiver.example.toml > "$work/receiver.toml"
