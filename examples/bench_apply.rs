@@ -93,7 +93,7 @@ async fn apply_site(
             batch::validate(&parsed, site, caps, &mapping).unwrap();
             let plan = apply::plan(&mut parsed, &mapping);
             let plan_s = t.elapsed().as_secs_f64();
-            let both = apply::both(pg, &mirror, site, Arc::new(parsed), Arc::new(plan)).await;
+            let both = apply::both(pg, &mirror, site, Arc::new(parsed), Arc::new(plan), None).await;
             both.pg.unwrap();
             both.mysql.unwrap();
             (plan_s, both.pg_seconds, both.mysql_seconds)

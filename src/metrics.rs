@@ -183,7 +183,7 @@ fn describe() {
     describe_histogram!(
         RECEIVER_APPLY_DURATION,
         Unit::Seconds,
-        "batch apply duration per store"
+        "batch apply duration per store, with the wait for the site's batch before it"
     );
     describe_histogram!(
         IDS_MAINTAIN_DURATION,

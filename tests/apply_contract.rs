@@ -52,7 +52,7 @@ impl Stores {
         batch::validate(&parsed, SITE, caps, &self.mapping).unwrap();
         let plan = apply::plan(&mut parsed, &self.mapping);
         let (a, b) = tokio::join!(
-            self.pg.apply(SITE, &parsed, &plan),
+            self.pg.apply(SITE, &parsed, &plan, Some(7)),
             self.mirror.apply(SITE, &parsed.batch_id, &plan)
         );
         (a.unwrap(), b.unwrap())
@@ -246,6 +246,26 @@ async fn both_stores_keep_the_apply_contract() {
     assert_eq!(pg_rows, expected[..3], "postgres");
     assert_eq!(my_rows, expected[..3], "mysql");
     drop(holder);
+    // AND each store counted the site's batches applied (not the duplicate): PostgreSQL with
+    // their visits and the lag sent, the mirror with the other writer's one
+    let row = client
+        .query_one(
+            "SELECT batches, lag_seconds, visits_today FROM cdr._stream_sites WHERE site_id = $1",
+            &[&(SITE as i32)],
+        )
+        .await
+        .unwrap();
+    let seen: (i64, Option<i32>, i64) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(seen, (8, Some(7), 8));
+    let mut conn = stores.mysql.get_conn().await.unwrap();
+    let batches: Option<i64> = conn
+        .exec_first(
+            "SELECT batches FROM _stream_sites WHERE site_id = ?",
+            (SITE,),
+        )
+        .await
+        .unwrap();
+    assert_eq!(batches, Some(9));
 
     let mut conn = services.mysql_pool("mysql").get_conn().await.unwrap();
     conn.query_drop(format!("DROP DATABASE `{name}`"))

@@ -270,7 +270,7 @@ async fn apply_one(pg: &PgStore, mapping: &Mapping, body: &[u8], site: i64) -> D
     batch::validate(&parsed, site, caps, mapping).unwrap();
     let plan = apply::plan(&mut parsed, mapping);
     let started = Instant::now();
-    pg.apply(site, &parsed, &plan).await.unwrap();
+    pg.apply(site, &parsed, &plan, None).await.unwrap();
     started.elapsed()
 }
 

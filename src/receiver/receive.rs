@@ -83,12 +83,19 @@ pub async fn stream(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
     let mut batch = batch;
     let plan = Arc::new(apply::plan(&mut batch, &app.mapping));
     let batch = Arc::new(batch);
+    // At most ten years, so a bad header cannot overflow the column.
+    let lag = headers
+        .get(crate::wire::LAG_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i32>().ok())
+        .filter(|l| (0..=315_360_000).contains(l));
     let both = apply::both(
         app.pg.clone(),
         &app.mirror,
         site_id,
         batch.clone(),
         plan.clone(),
+        lag,
     )
     .await;
     metrics::histogram!(m::RECEIVER_APPLY_DURATION, "store" => "postgres").record(both.pg_seconds);
@@ -108,17 +115,8 @@ pub async fn stream(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes
                     }
                 }
             }
-            // At most ten years, so a bad header cannot overflow the column.
-            let lag = headers
-                .get(crate::wire::LAG_HEADER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse::<i32>().ok())
-                .filter(|l| (0..=315_360_000).contains(l));
             if let Some(l) = lag {
                 metrics::gauge!(m::SITE_LAG, "site" => site_id.to_string()).set(f64::from(l));
-            }
-            if let Err(e) = app.pg.site_seen(site_id, batch.visits.len(), lag).await {
-                tracing::warn!(site_id, error = %e, "cannot record the site's last batch");
             }
             answer(
                 StatusCode::OK,

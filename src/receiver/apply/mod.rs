@@ -86,7 +86,8 @@ pub struct Both {
     pub mysql_seconds: f64,
 }
 
-/// Applies a planned batch to both stores at once, PostgreSQL on its own task: each store's
+/// Applies a planned batch to both stores at once (`lag_seconds`: how long its oldest visit
+/// waited at the facility, for PostgreSQL's record of the site), PostgreSQL on its own task: each store's
 /// CPU work (encoding its rows) runs beside the other's waits instead of between them. Each
 /// store queues a site's batches itself (its site lock, taken first in its transaction), so
 /// a site's next batch can be parsed, planned and applied to one store while the batch before
@@ -97,12 +98,13 @@ pub async fn both(
     site_id: i64,
     batch: Arc<Batch>,
     plan: Arc<Plan>,
+    lag_seconds: Option<i32>,
 ) -> Both {
     let started = Instant::now();
     let pg = tokio::spawn({
         let (batch, plan) = (batch.clone(), plan.clone());
         async move {
-            let r = pg.apply(site_id, &batch, &plan).await;
+            let r = pg.apply(site_id, &batch, &plan, lag_seconds).await;
             (r, started.elapsed().as_secs_f64())
         }
     });

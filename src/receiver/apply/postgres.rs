@@ -176,29 +176,6 @@ impl PgStore {
         &self.pool
     }
 
-    /// Records that `site_id` delivered a batch of `visits` visit versions now, the oldest of
-    /// which waited `lag_seconds` at the facility (what `/status` shows).
-    pub async fn site_seen(
-        &self,
-        site_id: i64,
-        visits: usize,
-        lag_seconds: Option<i32>,
-    ) -> Result<(), ApplyError> {
-        let client = self.pool.get().await.map_err(pool_err)?;
-        client
-            .execute(
-                "INSERT INTO cdr._stream_sites AS s (site_id, last_seen, lag_seconds, batches, visits_day, visits_today)
-                 VALUES ($1, now(), $2, 1, current_date, $3)
-                 ON CONFLICT (site_id) DO UPDATE SET last_seen = now(), lag_seconds = EXCLUDED.lag_seconds,
-                   batches = s.batches + 1, visits_day = current_date,
-                   visits_today = CASE WHEN s.visits_day = current_date THEN s.visits_today + $3 ELSE $3 END",
-                &[&(site_id as i32), &lag_seconds, &(visits as i64)],
-            )
-            .await
-            .map_err(pg_err("_stream_sites"))?;
-        Ok(())
-    }
-
     /// Whether PostgreSQL answers.
     pub async fn ping(&self) -> bool {
         match self.pool.get().await {
@@ -207,12 +184,15 @@ impl PgStore {
         }
     }
 
-    /// Applies a planned batch in one transaction.
+    /// Applies a planned batch in one transaction, and records in it that the site delivered
+    /// the batch now, its oldest visit having waited `lag_seconds` at the facility (what
+    /// `/status` shows).
     pub async fn apply(
         &self,
         site_id: i64,
         batch: &Batch,
         plan: &Plan,
+        lag_seconds: Option<i32>,
     ) -> Result<Applied, ApplyError> {
         let mut client = self.pool.get().await.map_err(pool_err)?;
         let tx = client.transaction().await.map_err(pg_err("-"))?;
@@ -225,9 +205,11 @@ impl PgStore {
         ids::lock_site(&tx, site, ids::Hold::Alone)
             .await
             .map_err(pg_err("-"))?;
-        // The ledger rows, the owners before the writes, each table's tombstones and the
-        // staging tables in one round trip (tokio-postgres pipelines the statements of
-        // concurrent futures; the ledger's statements are prepared once per connection).
+        // The ledger rows, the site's row, the owners before the writes, each table's
+        // tombstones and the staging tables in one round trip (tokio-postgres pipelines the
+        // statements of concurrent futures; the ledgers' statements are prepared once per
+        // connection). The site's row is written in the batch's transaction: one commit per
+        // batch, not two.
         let touched = touched(plan);
         let rows_in = plan.rows_in as i32;
         let ledger = async {
@@ -256,8 +238,14 @@ impl PgStore {
             let statement = tx.prepare_cached(VISIT_LEDGER).await?;
             tx.execute(&statement, &[&visits]).await
         };
-        let (fresh, before, tombstones, staged, visits) =
-            tokio::join!(ledger, owners, tombstones, stages, visits);
+        let visit_count = batch.visits.len() as i64;
+        let seen = async {
+            let statement = tx.prepare_cached(SITE_SEEN).await?;
+            tx.execute(&statement, &[&site, &lag_seconds, &visit_count])
+                .await
+        };
+        let (fresh, before, tombstones, staged, visits, seen) =
+            tokio::join!(ledger, owners, tombstones, stages, visits, seen);
         if fresh.map_err(pg_err("_stream_batches"))? == 0 {
             tx.rollback().await.map_err(pg_err("-"))?;
             return Ok(Applied::Duplicate);
@@ -265,6 +253,7 @@ impl PgStore {
         let (before, tombstones) = (before?, tombstones?);
         staged.map_err(pg_err("-"))?;
         visits.map_err(pg_err("_stream_visits"))?;
+        seen.map_err(pg_err("_stream_sites"))?;
         let mut written = 0;
         for ((table, rows), tombstones) in plan.tables.iter().zip(tombstones) {
             written += self
@@ -397,6 +386,13 @@ impl PgStore {
 
 /// A batch's row in the batch ledger.
 const BATCH_LEDGER: &str = "INSERT INTO cdr._stream_batches (site_id, batch_id, rows_in) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+
+/// The site delivered a batch ($3 visit versions; the oldest waited $2 seconds) now.
+const SITE_SEEN: &str = "INSERT INTO cdr._stream_sites AS s (site_id, last_seen, lag_seconds, batches, visits_day, visits_today)
+     VALUES ($1, now(), $2, 1, current_date, $3)
+     ON CONFLICT (site_id) DO UPDATE SET last_seen = now(), lag_seconds = EXCLUDED.lag_seconds,
+       batches = s.batches + 1, visits_day = current_date,
+       visits_today = CASE WHEN s.visits_day = current_date THEN s.visits_today + $3 ELSE $3 END";
 
 /// A batch's visit versions in the visit ledger.
 const VISIT_LEDGER: &str = "INSERT INTO cdr._stream_visits AS t (site_id, stream_key, patient_id, program_id, visit_date, version, complete)
