@@ -65,6 +65,14 @@ struct Phases {
     mysql: f64,
 }
 
+impl Phases {
+    fn add(&mut self, other: &Phases) {
+        self.plan += other.plan;
+        self.pg += other.pg;
+        self.mysql += other.mysql;
+    }
+}
+
 /// Applies one site's batches as the receiver does for one tailer, with up to `in_flight` of
 /// them at once (the tailer sends two): each parsed, validated and planned, then applied to
 /// both stores at once (`apply::both`, PostgreSQL on its own task), each store taking the
@@ -96,20 +104,18 @@ async fn apply_site(
             let both = apply::both(pg, &mirror, site, Arc::new(parsed), Arc::new(plan), None).await;
             both.pg.unwrap();
             both.mysql.unwrap();
-            (plan_s, both.pg_seconds, both.mysql_seconds)
+            Phases {
+                plan: plan_s,
+                pg: both.pg_seconds,
+                mysql: both.mysql_seconds,
+            }
         }));
         while flying.len() >= in_flight {
-            let (plan, pg, mysql) = flying.pop_front().unwrap().await.unwrap();
-            phases.plan += plan;
-            phases.pg += pg;
-            phases.mysql += mysql;
+            phases.add(&flying.pop_front().unwrap().await.unwrap());
         }
     }
     for task in flying {
-        let (plan, pg, mysql) = task.await.unwrap();
-        phases.plan += plan;
-        phases.pg += pg;
-        phases.mysql += mysql;
+        phases.add(&task.await.unwrap());
     }
     phases
 }
@@ -188,10 +194,7 @@ async fn main() {
                 .collect();
             let mut phases = Phases::default();
             for t in tasks {
-                let p = t.await.unwrap();
-                phases.plan += p.plan;
-                phases.pg += p.pg;
-                phases.mysql += p.mysql;
+                phases.add(&t.await.unwrap());
             }
             let t = started.elapsed().as_secs_f64();
             (t, phases, cpu_seconds() - cpu)

@@ -101,7 +101,7 @@ impl Shipper {
         // Posted, not yet answered, oldest first.
         let mut flying: VecDeque<Flight> = VecDeque::new();
         // The batch after the last one posted, made meanwhile on the blocking pool.
-        let mut ahead: Option<tokio::task::JoinHandle<Result<Option<Prepared>, StateError>>> = None;
+        let mut ahead: Option<Making> = None;
         loop {
             if shutdown.is_fired() {
                 // (what is posted is answered first, as when one batch was sent at a time)
@@ -123,11 +123,7 @@ impl Shipper {
                 if solo == 0 {
                     // Entries are appended with growing ids, so the next batch is the entries
                     // after this one's last.
-                    let (state, sender) = (self.state.clone(), self.sender.clone());
-                    let after = batch.entries.last().map(|e| e.id);
-                    ahead = Some(tokio::task::spawn_blocking(move || {
-                        Prepared::read(&state, sender.site_id, &sender.tailer_id, after, limit)
-                    }));
+                    ahead = Some(self.make_after(batch.entries.last().map(|e| e.id), limit));
                 }
                 flying.push_back(self.post(batch));
             }
@@ -216,7 +212,7 @@ impl Shipper {
     async fn next_batch(
         &self,
         flying: &VecDeque<Flight>,
-        ahead: Option<tokio::task::JoinHandle<Result<Option<Prepared>, StateError>>>,
+        ahead: Option<Making>,
         limit: usize,
     ) -> Result<Option<Prepared>, ShipError> {
         // (a made batch that failed to join is made again below)
@@ -225,15 +221,13 @@ impl Shipper {
             None => None,
         };
         if made.is_none() && !flying.is_empty() {
-            let (state, sender) = (self.state.clone(), self.sender.clone());
             let after = flying.back().and_then(|f| f.entries.last()).map(|e| e.id);
-            made = tokio::task::spawn_blocking(move || {
-                Prepared::read(&state, sender.site_id, &sender.tailer_id, after, limit)
-            })
-            .await
-            .ok()
-            .transpose()?
-            .flatten();
+            made = self
+                .make_after(after, limit)
+                .await
+                .ok()
+                .transpose()?
+                .flatten();
         }
         let oldest_expected = flying
             .front()
@@ -257,6 +251,15 @@ impl Shipper {
                 limit,
             )?,
             None => None,
+        })
+    }
+
+    /// Starts making the batch of the outbox's entries after `after` (up to `limit` bytes) on
+    /// the blocking pool.
+    fn make_after(&self, after: Option<u64>, limit: usize) -> Making {
+        let (state, sender) = (self.state.clone(), self.sender.clone());
+        tokio::task::spawn_blocking(move || {
+            Prepared::read(&state, sender.site_id, &sender.tailer_id, after, limit)
         })
     }
 
@@ -309,6 +312,9 @@ impl Shipper {
         Ok(true)
     }
 }
+
+/// A batch being made on the blocking pool (`None`: no entries).
+type Making = tokio::task::JoinHandle<Result<Option<Prepared>, StateError>>;
 
 /// A batch posted and not yet answered.
 struct Flight {
