@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end throughput: writes a clinic backlog into the EMR with the tailer stopped, then
 # starts receiver + tailer and measures how fast the tailer reads the backlog (capture) and how
-# long until the central stores have everything (delivery), the tailer's peak RSS and CPU seconds
+# long until the central stores have everything (delivery) and the IDS tables are current, the
+# tailer's peak RSS and CPU seconds
 # per 100k rows; then, as the baseline from the same run, a plain mysql_async read of the same
 # binlog range (examples/bench_decode.rs), to which capture is compared.
 #
@@ -17,7 +18,8 @@
 # RECEIVER_BIN does the same for the receiver. IN_FLIGHT=N sets the tailer's ship.in_flight
 # (batches posted before the first is answered; 2 by default). LINK_DELAY_MS=N puts a delay
 # line between the tailer and the receiver (examples/delay_line.rs: N ms each way, no
-# bandwidth limit), a distant facility's link.
+# bandwidth limit), a distant facility's link. INLINE_MAX=N sets the receiver's
+# ids.inline_max_patients.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 patients=${1:-2000}
@@ -83,7 +85,9 @@ sed -e 's#^database = "openmrs"#database = "bench_src"#' -e "s#^start = \"curren
     -e "s#127.0.0.1:8080#127.0.0.1:$ship_port#" -e "s#^in_flight = 2#in_flight = ${IN_FLIGHT:-2}#" \
     config/tailer.example.toml > "$work/tailer.toml"
 sed -e 's#^database = "cdr_mirror"#database = "bench_mirror"#' -e 's#25432/emr"#25432/emr_bench"#' \
-    -e 's#127.0.0.1:8080#127.0.0.1:8081#' config/receiver.example.toml > "$work/receiver.toml"
+    -e 's#127.0.0.1:8080#127.0.0.1:8081#' \
+    -e "s#^inline_max_patients = .*#inline_max_patients = ${INLINE_MAX:-$(sed -n 's/^inline_max_patients = //p' config/receiver.example.toml)}#" \
+    config/receiver.example.toml > "$work/receiver.toml"
 RUST_LOG=warn "${RECEIVER_BIN:-$bin}" receiver --config "$work/receiver.toml" 2>"$work/receiver.log" & pids+=($!)
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8081/healthz >/dev/null && break; sleep 0.2; done
 
@@ -104,6 +108,15 @@ while :; do
   sleep 0.1
 done
 done_at=$(date +%s.%N)
+# The IDS tables are current when no patient waits in their queue (batches with more than
+# ids.inline_max_patients patients are recomputed by the receiver's queue workers, after
+# their apply).
+pgq() { runpg "$pgbin/psql" -qAt -h 127.0.0.1 -p "${EMR_PG_PORT:-25432}" -U postgres -d emr_bench -c "$1"; }
+for _ in $(seq 1 6000); do
+  [ "$(pgq "SELECT count(*) FROM ids.dirty_patient")" = 0 ] && break
+  sleep 0.1
+done
+ids_at=$(date +%s.%N)
 rows=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_tailer_binlog_rows_total/ {s += $2} END {print s}')
 raw=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_ship_bytes_raw_total/ {print $2}')
 gz=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_ship_bytes_compressed_total/ {print $2}')
@@ -125,10 +138,11 @@ apply=$(curl -sf http://127.0.0.1:8081/metrics | awk '
   END {printf "MySQL %.2f s, PostgreSQL %.2f s (side by side; of PostgreSQL'"'"'s, IDS maintenance in the batches'"'"' transactions %.2f s; the queue worker %.2f s more)", m, p, i, w}')
 plain=$(target/release/examples/bench_decode "$EMR_MYSQL_URL" bench_src "$start" "$end" | awk '/^plain mysql_async/ {print $(NF-1)}')
 awk -v t0="$t0" -v c="$captured" -v d="$done_at" -v rows="$rows" -v rss="$rss" -v raw="$raw" -v gz="$gz" -v visits="$visits" \
-    -v ticks="$ticks" -v hz="$hz" -v plain="$plain" 'BEGIN {
+    -v ticks="$ticks" -v hz="$hz" -v plain="$plain" -v ids="$ids_at" 'BEGIN {
   printf "rows read by the tailer:      %d\n", rows
   printf "capture (binlog -> sled):     %.2f s = %.0f rows/s (%.2fx a plain mysql_async read of the same binlog: %.0f rows/s)\n", c - t0, rows / (c - t0), rows / (c - t0) / plain, plain
   printf "delivery (-> both stores):    %.2f s = %.0f rows/s end to end\n", d - t0, rows / (d - t0)
+  printf "IDS tables current:           %.2f s = %.0f rows/s end to end\n", ids - t0, rows / (ids - t0)
   printf "visit versions shipped:       %d, %.0f bytes/visit gzip (%.0f raw)\n", visits, gz / visits, raw / visits
   printf "tailer peak RSS:              %.1f MiB\n", rss / 1024
   printf "tailer CPU:                   %.2f s in all, %.2f s per 100k rows\n", ticks / hz, ticks / hz / rows * 100000
