@@ -142,7 +142,12 @@ async fn main() {
             let pg = PgStore::connect(
                 emr_stream::receiver::pg::pool(pg_url, 8).unwrap(),
                 &mapping,
-                apply::PgOptions::default(),
+                // every batch's patients recomputed in its transaction (the bench's batches
+                // hold 1000 patients each: the receiver's default would queue them)
+                apply::PgOptions {
+                    inline_max_patients: i32::MAX,
+                    ..apply::PgOptions::default()
+                },
             )
             .await
             .unwrap();
