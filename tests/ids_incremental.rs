@@ -8,7 +8,8 @@
 //! - three receivers on the same stores, batches of every site in a random interleaving
 //!   (same-site batches out of order too): after quiescence, on plain and partitioned stores;
 //! - `emr-stream ids verify` names a corrupted row and exits non-zero, `ids rebuild` repairs
-//!   it, and the background verifier finds and repairs one by itself.
+//!   it, and the background verifier finds and repairs one by itself;
+//! - a queue worker waits for a busy site whose queue has waited long (a catch-up).
 
 mod common;
 
@@ -506,4 +507,73 @@ async fn three_receivers_converge_on_stores_partitioned_by_site() {
         .unwrap()
         .get(0);
     assert!(partitioned >= 30, "{partitioned} partitioned tables");
+}
+
+/// A site catching up on a backlog holds its lock almost all the time (its tailer sends two
+/// batches at a time). A queue worker that finds every queued site busy skips a fresh queue,
+/// but waits for the lock of a site whose oldest change has waited `ids::queue::STARVED`, and
+/// recomputes a chunk of it as soon as the batch before commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_waits_for_a_busy_site_whose_queue_has_waited_long() {
+    use emr_stream::mapping::Mapping;
+    use emr_stream::receiver::apply::{PgOptions, PgStore};
+    use emr_stream::receiver::{ids, pg};
+
+    let services = common::Services::get().await;
+    let pg_url = services.pg_database(&common::unique("starved")).await;
+    let mapping = Mapping::load(std::path::Path::new(&common::mapping_path())).unwrap();
+    let pool = pg::pool(&pg_url, 4).unwrap();
+    PgStore::connect(pool.clone(), &mapping, PgOptions::default())
+        .await
+        .unwrap();
+    let other = pool.get().await.unwrap();
+    other
+        .batch_execute("SELECT ids.enqueue(301, '{7}')")
+        .await
+        .unwrap();
+    // GIVEN a batch of site 301 holding the site's lock
+    let holder = pool.get().await.unwrap();
+    holder
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}, 301)",
+            ids::SITE_LOCK
+        ))
+        .await
+        .unwrap();
+    // WHEN its queued patient has waited a moment THEN a worker skips the site
+    assert_eq!(ids::queue::drain_one(&pool).await.unwrap(), None);
+    // WHEN it has waited a minute
+    other
+        .batch_execute(
+            "UPDATE ids.site_state SET queued_since = now() - interval '1 minute' WHERE site_id = 301",
+        )
+        .await
+        .unwrap();
+    let worker = {
+        let pool = pool.clone();
+        tokio::spawn(async move { ids::queue::drain_one(&pool).await })
+    };
+    // THEN the worker waits for the lock
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!worker.is_finished(), "the worker gave up a starved site");
+    // AND recomputes the patient as soon as the batch commits
+    holder.batch_execute("COMMIT").await.unwrap();
+    let drained = tokio::time::timeout(Duration::from_secs(5), worker)
+        .await
+        .expect("the worker still waits after the batch committed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(drained, Some((301, 1)));
+    let (queued, since): (i64, Option<f64>) = {
+        let r = other
+            .query_one(
+                "SELECT (SELECT count(*) FROM ids.dirty_patient),
+                        (SELECT extract(epoch FROM queued_since)::float8 FROM ids.site_state WHERE site_id = 301)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!((queued, since), (0, None));
 }

@@ -1,10 +1,17 @@
 //! The overflow path: `ids.dirty_patient`, written in apply transactions (and by rebuilds),
 //! drained by workers in every receiver. A worker takes a site whose changes wait longest,
-//! tries its lock shared with the site's other workers (a site being applied is skipped, never
-//! waited for), and recomputes at most [`CHUNK`] of its patients per transaction
-//! (`ids.drain`, which picks them `FOR UPDATE SKIP LOCKED`), so several workers drain one site
-//! side by side. When a rebuilt site's queue is empty, a worker takes its lock exclusively and
-//! ends the rebuild (`ids.finish_rebuild`: the day counts counted again).
+//! tries its lock shared with the site's other workers (a site being applied is skipped), and
+//! recomputes at most [`CHUNK`] of its patients per transaction (`ids.drain`, which picks them
+//! `FOR UPDATE SKIP LOCKED`), so several workers drain one site side by side. When a rebuilt
+//! site's queue is empty, a worker takes its lock exclusively and ends the rebuild
+//! (`ids.finish_rebuild`: the day counts counted again).
+//!
+//! A site that catches up on a backlog holds its lock almost all the time (its tailer sends
+//! two batches at a time, so the next one already waits when one commits). When every queued
+//! site is busy and the oldest change has waited [`STARVED`], the worker waits for that site's
+//! lock (at most [`STARVED_WAIT`]): PostgreSQL grants it before the batches that queue after
+//! it, so a chunk is recomputed between two batches and the site's reports lag by about
+//! [`STARVED`], not by the whole catch-up.
 
 use std::time::Duration;
 
@@ -14,15 +21,22 @@ use super::{lock_site, try_lock_site, Hold, CHUNK};
 use crate::metrics as m;
 use crate::shutdown::Shutdown;
 
+/// How long a site's oldest queued change waits before a worker waits for its lock.
+pub const STARVED: Duration = Duration::from_secs(10);
+/// Longest a worker waits for a starved site's lock.
+pub const STARVED_WAIT: Duration = Duration::from_secs(10);
+
 /// Recomputes one chunk of the longest-waiting site that is free, or ends the rebuild of a
 /// site whose queue has drained; `Some((site, patients))` when it did, `None` when nothing is
 /// queued (or every queued site is busy).
 pub async fn drain_one(pool: &Pool) -> Result<Option<(i32, i32)>, String> {
     let mut client = pool.get().await.map_err(|e| e.to_string())?;
     let tx = client.transaction().await.map_err(|e| e.to_string())?;
-    let sites: Vec<(i32, bool)> = tx
+    let sites: Vec<(i32, bool, f64)> = tx
         .query(
-            "SELECT site_id, queued_since IS NULL FROM ids.site_state
+            "SELECT site_id, queued_since IS NULL,
+                    coalesce(extract(epoch FROM now() - queued_since), 0)::float8
+             FROM ids.site_state
              WHERE queued_since IS NOT NULL OR rebuild_started IS NOT NULL
              ORDER BY queued_since NULLS FIRST LIMIT 32",
             &[],
@@ -30,9 +44,15 @@ pub async fn drain_one(pool: &Pool) -> Result<Option<(i32, i32)>, String> {
         .await
         .map_err(|e| e.to_string())?
         .iter()
-        .map(|r| (r.get(0), r.get(1)))
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
         .collect();
-    for (site, drained) in sites {
+    // (drained sites come first; the first queued one has waited longest)
+    let starved = sites
+        .iter()
+        .find(|(_, drained, _)| !drained)
+        .filter(|(_, _, waited)| *waited >= STARVED.as_secs_f64())
+        .map(|(site, _, _)| *site);
+    for (site, drained, _) in sites {
         if drained {
             // (still queued after all: it is drained when next found queued)
             if try_lock_site(&tx, site, Hold::Alone)
@@ -52,7 +72,29 @@ pub async fn drain_one(pool: &Pool) -> Result<Option<(i32, i32)>, String> {
             return drain_locked(tx, site).await.map(|n| Some((site, n)));
         }
     }
-    Ok(None)
+    let Some(site) = starved else {
+        return Ok(None);
+    };
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = {}",
+        STARVED_WAIT.as_millis()
+    ))
+    .await
+    .map_err(|e| e.to_string())?;
+    match lock_site(&tx, site, Hold::Shared).await {
+        Ok(()) => {
+            // (the recompute's own row locks wait as long as they need, as in any chunk)
+            tx.batch_execute("SET LOCAL lock_timeout = 0")
+                .await
+                .map_err(|e| e.to_string())?;
+            drain_locked(tx, site).await.map(|n| Some((site, n)))
+        }
+        // still busy after STARVED_WAIT: tried again at the next poll
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Ok(None)
+        }
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// One chunk of `site`, waiting for an apply that holds its lock (rebuild commands drain
