@@ -159,9 +159,15 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
 }
 
 /// A queue worker: drains until shutdown, polling every `poll` while nothing is queued.
+/// Shutdown does not wait for the chunk in hand (it may wait [`STARVED_WAIT`] for a lock):
+/// its transaction is rolled back and its patients stay queued.
 pub async fn worker(pool: Pool, poll: Duration, mut shutdown: Shutdown) {
     loop {
-        let pause = match drain_one(&pool).await {
+        let drained = tokio::select! {
+            drained = drain_one(&pool) => drained,
+            _ = shutdown.fired() => return,
+        };
+        let pause = match drained {
             Ok(Some(_)) => Duration::ZERO,
             Ok(None) => poll,
             Err(e) => {
