@@ -2,9 +2,9 @@
 # End-to-end throughput: writes a clinic backlog into the EMR with the tailer stopped, then
 # starts receiver + tailer and measures how fast the tailer reads the backlog (capture) and how
 # long until the central stores have everything (delivery) and the IDS tables are current, the
-# tailer's peak RSS and CPU seconds
-# per 100k rows; then, as the baseline from the same run, a plain mysql_async read of the same
-# binlog range (examples/bench_decode.rs), to which capture is compared.
+# tailer's peak RSS and CPU seconds per 100k rows; then, as the baseline from the same run, a
+# plain mysql_async read of the same binlog range (examples/bench_decode.rs), to which capture
+# is compared.
 #
 #   scripts/bench-e2e.sh [PATIENTS] [DAYS]      (default 2000 patients over 10 days)
 #
@@ -112,11 +112,14 @@ done_at=$(date +%s.%N)
 # ids.inline_max_patients patients are recomputed by the receiver's queue workers, after
 # their apply).
 pgq() { runpg "$pgbin/psql" -qAt -h 127.0.0.1 -p "${EMR_PG_PORT:-25432}" -U postgres -d emr_bench -c "$1"; }
+queued=""
 for _ in $(seq 1 6000); do
-  [ "$(pgq "SELECT count(*) FROM ids.dirty_patient")" = 0 ] && break
+  queued=$(pgq "SELECT count(*) FROM ids.dirty_patient")
+  [ "$queued" = 0 ] && break
   sleep 0.1
 done
 ids_at=$(date +%s.%N)
+[ "$queued" = 0 ] || echo "the IDS queue still holds $queued patients after 10 minutes (see $work/receiver.log)" >&2
 rows=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_tailer_binlog_rows_total/ {s += $2} END {print s}')
 raw=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_ship_bytes_raw_total/ {print $2}')
 gz=$(curl -sf http://127.0.0.1:9188/metrics | awk '/^emr_ship_bytes_compressed_total/ {print $2}')
