@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Receiver apply throughput for 100k rows into both stores (IDS maintenance off and on; a site's
 # batches two at a time as its tailer sends them, and once one at a time), next to
-# the baseline from the same run: plain upserts of as many rows into both stores at once (1000-row
-# multi-row upserts into MySQL, COPY + INSERT … ON CONFLICT into PostgreSQL). Three rounds of the
+# the baseline from the same run: plain upserts of as many rows, of a site of their own, into the
+# same tables of both stores at once (1000-row multi-row upserts into MySQL, COPY + INSERT … ON
+# CONFLICT into PostgreSQL). Three rounds of the
 # baseline and the receiver's five runs; prints each figure's median of three, the ratios of the
 # medians and each round's ratio to its own baseline (examples/bench_apply.rs).
 #
