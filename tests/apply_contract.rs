@@ -209,13 +209,7 @@ async fn both_stores_keep_the_apply_contract() {
         .query_drop(format!("START TRANSACTION; INSERT INTO _stream_sites (site_id, batches) VALUES ({SITE}, 1) ON DUPLICATE KEY UPDATE batches = batches + 1"))
         .await
         .unwrap();
-    client
-        .batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({}, {SITE})",
-            emr_stream::receiver::ids::SITE_LOCK
-        ))
-        .await
-        .unwrap();
+    common::hold_site_lock(&client, SITE).await;
     let stale = stores.apply("h", vec![obs("upsert", 40, 4, "stale", day)]);
     tokio::pin!(stale);
     // THEN the batch waits in both stores

@@ -1610,13 +1610,7 @@ async fn a_rebuild_never_blocks_readers_nor_empties_the_site() {
         .await
         .unwrap();
     tokio::spawn(connection);
-    holder
-        .batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({}, {SITE})",
-            emr_stream::receiver::ids::SITE_LOCK
-        ))
-        .await
-        .unwrap();
+    common::hold_site_lock(&holder, SITE).await;
     pg.execute(
         "UPDATE ids.site_state SET rebuild_started = now() WHERE site_id = $1",
         &[&(SITE as i32)],

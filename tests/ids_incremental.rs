@@ -515,17 +515,9 @@ async fn three_receivers_converge_on_stores_partitioned_by_site() {
 /// recomputes a chunk of it as soon as the batch before commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_waits_for_a_busy_site_whose_queue_has_waited_long() {
-    use emr_stream::mapping::Mapping;
-    use emr_stream::receiver::apply::{PgOptions, PgStore};
-    use emr_stream::receiver::{ids, pg};
+    use emr_stream::receiver::ids;
 
-    let services = common::Services::get().await;
-    let pg_url = services.pg_database(&common::unique("starved")).await;
-    let mapping = Mapping::load(std::path::Path::new(&common::mapping_path())).unwrap();
-    let pool = pg::pool(&pg_url, 4).unwrap();
-    PgStore::connect(pool.clone(), &mapping, PgOptions::default())
-        .await
-        .unwrap();
+    let pool = common::pg_store("starved", 4).await;
     let other = pool.get().await.unwrap();
     other
         .batch_execute("SELECT ids.enqueue(301, '{7}')")
@@ -533,13 +525,7 @@ async fn a_worker_waits_for_a_busy_site_whose_queue_has_waited_long() {
         .unwrap();
     // GIVEN a batch of site 301 holding the site's lock
     let holder = pool.get().await.unwrap();
-    holder
-        .batch_execute(&format!(
-            "BEGIN; SELECT pg_advisory_xact_lock({}, 301)",
-            ids::SITE_LOCK
-        ))
-        .await
-        .unwrap();
+    common::hold_site_lock(&holder, 301).await;
     // WHEN its queued patient has waited a moment THEN a worker skips the site
     assert_eq!(ids::queue::drain_one(&pool).await.unwrap(), None);
     // WHEN it has waited a minute

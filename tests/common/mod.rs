@@ -696,6 +696,18 @@ pub async fn pg_store(prefix: &str, size: usize) -> deadpool_postgres::Pool {
     pool
 }
 
+/// Opens a transaction on `client` that holds `site`'s IDS lock, as one of the site's writers
+/// (an apply) does until it commits.
+pub async fn hold_site_lock(client: &tokio_postgres::Client, site: i64) {
+    client
+        .batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({}, {site})",
+            emr_stream::receiver::ids::SITE_LOCK
+        ))
+        .await
+        .unwrap();
+}
+
 /// The mapped tables and their primary keys.
 pub fn mapped_tables() -> BTreeMap<String, Vec<String>> {
     let mapping = emr_stream::mapping::Mapping::load(Path::new(&mapping_path())).unwrap();

@@ -105,10 +105,7 @@ impl Shipper {
         loop {
             if shutdown.is_fired() {
                 // (what is posted is answered first, as when one batch was sent at a time)
-                for mut flight in flying {
-                    let answer = flight.answer().await;
-                    self.settle(&flight, &answer)?;
-                }
+                self.settle_all(flying).await?;
                 return Ok(());
             }
             let (window, limit) = if solo > 0 {
@@ -146,10 +143,7 @@ impl Shipper {
             // Not stored: the batches sent after it are answered first (what they stored
             // leaves the outbox), then the outbox is read again from its first entry.
             ahead = None;
-            for mut later in std::mem::take(&mut flying) {
-                let answer = later.answer().await;
-                self.settle(&later, &answer)?;
-            }
+            self.settle_all(std::mem::take(&mut flying)).await?;
             use std::sync::atomic::Ordering::Relaxed;
             let Flight { entries, heads, .. } = flight;
             match outcome {
@@ -215,19 +209,13 @@ impl Shipper {
         ahead: Option<Making>,
         limit: usize,
     ) -> Result<Option<Prepared>, ShipError> {
-        // (a made batch that failed to join is made again below)
         let mut made = match ahead {
-            Some(handle) => handle.await.ok().transpose()?.flatten(),
+            Some(handle) => joined(handle).await?,
             None => None,
         };
         if made.is_none() && !flying.is_empty() {
             let after = flying.back().and_then(|f| f.entries.last()).map(|e| e.id);
-            made = self
-                .make_after(after, limit)
-                .await
-                .ok()
-                .transpose()?
-                .flatten();
+            made = joined(self.make_after(after, limit)).await?;
         }
         let oldest_expected = flying
             .front()
@@ -284,6 +272,15 @@ impl Shipper {
         }
     }
 
+    /// Waits for the answers of `flights`, oldest first, and settles each.
+    async fn settle_all(&self, flights: VecDeque<Flight>) -> Result<(), ShipError> {
+        for mut flight in flights {
+            let answer = flight.answer().await;
+            self.settle(&flight, &answer)?;
+        }
+        Ok(())
+    }
+
     /// Counts an answer, and takes a stored (or duplicate) batch's entries out of the outbox;
     /// whether it was.
     fn settle(&self, flight: &Flight, outcome: &Outcome) -> Result<bool, ShipError> {
@@ -315,6 +312,11 @@ impl Shipper {
 
 /// A batch being made on the blocking pool (`None`: no entries).
 type Making = tokio::task::JoinHandle<Result<Option<Prepared>, StateError>>;
+
+/// The batch `making` made; `None` also when its task failed to join (it is made again).
+async fn joined(making: Making) -> Result<Option<Prepared>, ShipError> {
+    Ok(making.await.ok().transpose()?.flatten())
+}
 
 /// A batch posted and not yet answered.
 struct Flight {

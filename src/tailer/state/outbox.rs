@@ -181,7 +181,7 @@ impl State {
                     // is sent again after the batches sent behind it were stored)
                     let newer = shipped
                         .get(stream_key.as_bytes())?
-                        .and_then(|v| serde_json::from_slice::<(u64, u64)>(&v).ok())
+                        .and_then(|v| decode::<(u64, u64)>("ledger", &v).ok())
                         .is_some_and(|(had, _)| had > *version);
                     if !newer {
                         shipped.insert(stream_key.as_bytes(), encode(&(version, now)))?;
