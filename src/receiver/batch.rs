@@ -199,7 +199,7 @@ pub fn validate(batch: &Batch, site_id: i64, caps: Caps, mapping: &Mapping) -> R
                     at("pk"),
                 ));
             }
-            for (c, v) in &row.pk.0 {
+            for (c, v) in row.pk.iter() {
                 if v.is_null() || !is_scalar(v) {
                     return Err(Refusal::new(
                         422,
@@ -215,7 +215,7 @@ pub fn validate(batch: &Batch, site_id: i64, caps: Caps, mapping: &Mapping) -> R
                     format!("{}/{}", at("data"), escape(c)),
                 ));
             }
-            for (c, v) in &row.data.0 {
+            for (c, v) in row.data.iter() {
                 if !is_scalar(v) {
                     return Err(Refusal::new(
                         422,
@@ -240,11 +240,11 @@ fn repeated_column<'a>(
     last: Entry<'_, &'a str, &'a Columns>,
 ) -> Option<&'a str> {
     if let Entry::Occupied(seen) = &last {
-        if seen.get().names().eq(columns.names()) {
+        if seen.get().named_like(columns) {
             return None;
         }
     }
-    let mut names: Vec<&str> = columns.names().collect();
+    let mut names: Vec<&str> = columns.names().iter().map(|n| n.as_str()).collect();
     names.sort_unstable();
     if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
         return Some(pair[0]);

@@ -3,13 +3,14 @@
 //! once per layout (list of names), and rows grouped by the columns they fill.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use smol_str::SmolStr;
 
 use super::Table;
 use crate::mapping::Mapping;
-use crate::wire::{Batch, Op, ReceivedRow};
+use crate::wire::{Batch, Names, Op, ReceivedRow};
 
 /// One row after collapsing a batch: the newest image per primary key.
 #[derive(Debug, Clone)]
@@ -141,14 +142,22 @@ pub struct TablePlan {
     pub layouts: Vec<Layout>,
     /// The layout of each list of names seen (a lookup when a row differs from the last).
     by_names: HashMap<Vec<SmolStr>, usize>,
-    /// The layout of the last row.
+    /// The layout of the last row, and its names (pk, data) as received.
     last: usize,
+    last_names: Option<(Names, Names)>,
 }
 
 impl TablePlan {
     /// The layout of `row`'s names, added when new.
     fn layout_of(&mut self, row: &ReceivedRow) -> usize {
-        let names = || row.pk.0.iter().chain(&row.data.0).map(|(n, _)| n);
+        // (rows read by one thread and named alike share their lists of names)
+        if let Some((pk, data)) = &self.last_names {
+            if Arc::ptr_eq(pk, row.pk.names()) && Arc::ptr_eq(data, row.data.names()) {
+                return self.last;
+            }
+        }
+        self.last_names = Some((row.pk.names().clone(), row.data.names().clone()));
+        let names = || row.pk.names().iter().chain(row.data.names().iter());
         if self
             .layouts
             .get(self.last)
@@ -209,8 +218,8 @@ pub fn plan(batch: &mut Batch, mapping: &Mapping) -> Plan {
             };
             let layout = table.layout_of(&row);
             let mut values = Vec::with_capacity(row.pk.len() + row.data.len());
-            values.extend(row.pk.0.into_iter().map(|(_, v)| v));
-            values.extend(row.data.0.into_iter().map(|(_, v)| v));
+            values.extend(row.pk.into_values());
+            values.extend(row.data.into_values());
             table.rows.push(PlannedRow {
                 op: row.op,
                 lsn: row.lsn as i64,

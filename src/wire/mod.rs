@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use smol_str::SmolStr;
 
+mod columns;
+pub use columns::{Columns, Names};
+
 /// The body's `schema_version`.
 pub const SCHEMA_VERSION: u32 = 1;
 /// The receiver's stream endpoint.
@@ -112,63 +115,6 @@ pub struct ReceivedRow {
     /// The other shipped columns (empty for deletes).
     #[serde(default)]
     pub data: Columns,
-}
-
-/// A JSON object's members in the order sent: (name, value). Reading one builds no map and
-/// allocates nothing for names up to 23 bytes (held inline); bench-apply's parse spent most
-/// of its time building maps of `String` keys.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Columns(pub Vec<(SmolStr, Value)>);
-
-impl Columns {
-    /// The value of the first member named `name`.
-    pub fn get(&self, name: &str) -> Option<&Value> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
-    }
-
-    /// The number of members.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The members' names, in the order sent.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.0.iter().map(|(n, _)| n.as_str())
-    }
-}
-
-impl From<Map<String, Value>> for Columns {
-    fn from(map: Map<String, Value>) -> Self {
-        Self(map.into_iter().map(|(n, v)| (n.into(), v)).collect())
-    }
-}
-
-impl<'de> Deserialize<'de> for Columns {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> serde::de::Visitor<'de> for Members {
-            type Value = Columns;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object of column values")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> Result<Columns, A::Error> {
-                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(16).min(64));
-                while let Some(member) = map.next_entry::<SmolStr, Value>()? {
-                    members.push(member);
-                }
-                Ok(Columns(members))
-            }
-        }
-        deserializer.deserialize_map(Members)
-    }
 }
 
 /// One visit version as received.
