@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The IDS at national scale (examples/bench_ids): a synthetic cdr of PATIENTS patients with
 # VISITS_PER_PATIENT visits each (site 1: 30k patients, the rest ~1250 per site), then the
-# rebuilds, EXPLAIN of every definition, apply with IDS maintenance off and on side by side,
+# rebuilds (and the IDS queue's drain rate with 1, 2 and 4 workers), EXPLAIN of every definition,
+# apply with IDS maintenance off and on side by side,
 # apply-to-report latencies (in the transaction and through the queue), a verification and
 # every report for all sites and one. The database is dropped at the end (KEEP=1 keeps it;
 # REPORTS_ONLY=1 then times the reports again on it, after a change of their SQL).

@@ -1,7 +1,9 @@
 //! The IDS at national scale (issue 11's figures): fills `cdr` with PATIENTS patients of
 //! VISITS visits each over ~PATIENTS/1250 sites (site 1 has 30k patients), then measures
 //!
-//! - the full rebuild of the 30k-patient site, and of the whole nation (2 workers);
+//! - the full rebuild of the 30k-patient site, and of the whole nation (2 workers); the
+//!   queue's drain rate with 1, 2 and 4 workers (the other sites again, from empty derived
+//!   tables: a national catch-up queues every batch's patients);
 //! - EXPLAIN of every definition for 20 patients (buffers touched, no sequential scan);
 //! - receiver apply of 1000-patient batches with IDS maintenance off and on, side by side:
 //!   rows/s, their ratio, and the database time per touched patient;
@@ -115,36 +117,40 @@ async fn main() {
         secs(took),
         took.as_secs_f64() * 1000.0 / queued.max(1) as f64
     );
-    let started = Instant::now();
-    let mut queued = 0;
-    for site in 2..=sites as i32 {
-        queued += ids::queue_rebuild(&mut c, site, false).await.unwrap();
-    }
-    // the receiver's workers, with its statistics keeper beside them
-    let (stop_keeper, shutdown) = emr_stream::shutdown::channel();
-    let keeper = tokio::spawn(ids::stats::keeper(pool.clone(), shutdown));
-    let workers: Vec<_> = (0..2)
-        .map(|_| {
-            let pool = pool.clone();
-            tokio::spawn(
-                async move { while ids::queue::drain_one(&pool).await.unwrap().is_some() {} },
-            )
-        })
-        .collect();
-    for w in workers {
-        w.await.unwrap();
-    }
-    let took = started.elapsed();
-    stop_keeper.fire();
-    keeper.await.unwrap();
+    // the other sites built, as the receiver's two workers would
+    let (queued, took) = rebuild_others(&pool, sites as i32, 2).await;
     println!(
         "rebuild of the other {} sites ({queued} patients, 2 workers): {} = {:.0} patients/s",
         sites - 1,
         secs(took),
         queued as f64 / took.as_secs_f64()
     );
+    // The queue's drain rate by the number of workers (a national catch-up: every site's
+    // batches queue their patients, `ids.inline_max_patients`): the same patients computed
+    // again from empty derived tables with 1, 2 and 4 workers.
+    let derived = ids::TABLES.map(|t| format!("ids.{t}")).join(", ");
+    for workers in [1, 2, 4] {
+        for t in ids::TABLES {
+            client
+                .batch_execute(&format!("DELETE FROM ids.{t} WHERE site_id >= 2"))
+                .await
+                .unwrap();
+        }
+        // (one statement: VACUUM cannot run in the transaction a multi-statement query is)
+        client
+            .batch_execute(&format!("VACUUM ANALYZE {derived}"))
+            .await
+            .unwrap();
+        let (queued, took) = rebuild_others(&pool, sites as i32, workers).await;
+        println!(
+            "  from empty derived tables, {workers} worker{}: {} = {:.0} patients/s",
+            if workers == 1 { "" } else { "s" },
+            secs(took),
+            queued as f64 / took.as_secs_f64()
+        );
+    }
     client
-        .batch_execute("ANALYZE ids.arv_dispensations, ids.program_states, ids.appointments, ids.patient_visits, ids.art_status, ids.visits_daily")
+        .batch_execute(&format!("ANALYZE {derived}"))
         .await
         .unwrap();
 
@@ -163,6 +169,39 @@ async fn main() {
     );
     time_reports(&pool).await;
     std::fs::remove_dir_all(&snapshot).ok();
+}
+
+/// Queues every patient of sites 2..=`sites` and drains the queue with `workers` workers, as
+/// the receiver's are; (patients queued, time until the queue is empty).
+async fn rebuild_others(
+    pool: &deadpool_postgres::Pool,
+    sites: i32,
+    workers: usize,
+) -> (u64, Duration) {
+    let started = Instant::now();
+    let mut c = pool.get().await.unwrap();
+    let mut queued = 0;
+    for site in 2..=sites {
+        queued += ids::queue_rebuild(&mut c, site, false).await.unwrap();
+    }
+    drop(c);
+    let (stop_keeper, shutdown) = emr_stream::shutdown::channel();
+    let keeper = tokio::spawn(ids::stats::keeper(pool.clone(), shutdown));
+    let drains: Vec<_> = (0..workers)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(
+                async move { while ids::queue::drain_one(&pool).await.unwrap().is_some() {} },
+            )
+        })
+        .collect();
+    for drain in drains {
+        drain.await.unwrap();
+    }
+    let took = started.elapsed();
+    stop_keeper.fire();
+    keeper.await.unwrap();
+    (queued, took)
 }
 
 /// Every report for all sites and for one, median of 5.
