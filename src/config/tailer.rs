@@ -199,7 +199,9 @@ pub const DEFAULT_READY_CHECK_MS: u64 = 500;
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct VisitConfig {
-    /// After a closing encounter type commits, wait this long for more rows (ms).
+    /// After a closing encounter type commits, wait this long for more rows (ms). This and
+    /// the idle timeout count on the tailer's clock and on the binlog's, whichever shows
+    /// more (`visit::is_ready`).
     #[serde(default = "default_settle")]
     pub settle_ms: u64,
     /// A visit with no change for this long is ready whatever its encounters (s).

@@ -64,6 +64,11 @@ impl Mover {
     pub fn move_ready(&self) -> anyhow::Result<()> {
         let now = now_ms();
         let today = chrono::Local::now().format("%Y-%m-%d").to_string();
+        // the source's clock: the binlog time of the last transaction capture committed
+        let source_ms = self
+            .state
+            .checkpoint()?
+            .map_or(0, |cp| u64::from(cp.timestamp) * 1000);
         let open = self.state.open_visits()?;
         let mut still_open = open.len();
         let mut moved = 0;
@@ -71,7 +76,7 @@ impl Mover {
         let mut groups: Vec<Vec<(&str, &VisitKey, bool)>> = vec![Vec::new()];
         let mut group_rows = 0;
         for (stream_key, meta) in &open {
-            let Some(complete) = is_ready(meta, now, &today, self.rules) else {
+            let Some(complete) = is_ready(meta, now, source_ms, &today, self.rules) else {
                 continue;
             };
             if group_rows > 0 && group_rows + meta.changes > MOVE_ROWS {

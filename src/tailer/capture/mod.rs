@@ -342,10 +342,12 @@ impl Capture {
                     rows: Vec::new(),
                     closing: false,
                     clinical: false,
+                    event_ms: 0,
                 });
             entry.rows.push(row);
             entry.closing |= closing;
             entry.clinical |= clinical;
+            entry.event_ms = entry.event_ms.max(u64::from(change.timestamp) * 1000);
         }
         Ok(())
     }

@@ -118,6 +118,8 @@ pub struct VisitChanges {
     pub closing: bool,
     /// Some row is clinical (role `visit`), so the visit may wait for a closing encounter.
     pub clinical: bool,
+    /// The binlog timestamp of the last source transaction among them (unix ms).
+    pub event_ms: u64,
 }
 
 /// A row as the visit buffers hold it: its row id (`row_id`) and its JSON, the bytes of
@@ -346,6 +348,7 @@ mod tests {
                 rows: vec![(&row("obs", 1, 10)).into(), (&row("obs", 2, 10)).into()],
                 closing: false,
                 clinical: true,
+                event_ms: 0,
             },
         );
         let cp = Checkpoint {

@@ -36,6 +36,7 @@ impl State {
                     };
                     visit.touch(
                         now,
+                        change.event_ms,
                         change.closing,
                         change.clinical,
                         change.rows.len() as u64,
@@ -133,6 +134,8 @@ pub(super) mod tests {
                 rows: rows.iter().map(Into::into).collect(),
                 closing: false,
                 clinical: true,
+                // (the source's clock: as the position goes)
+                event_ms: pos * 1000,
             },
         );
         let cp = Checkpoint {
@@ -146,6 +149,21 @@ pub(super) mod tests {
             timestamp: 0,
         };
         state.commit_transaction(&txn, &cp, pos).unwrap();
+    }
+
+    #[test]
+    fn a_buffer_keeps_its_last_change_in_the_sources_time() {
+        let (state, dir) = temp_state("event-time");
+        commit(&state, vec![row(1, 1.0, Op::Upsert)], 10);
+        // (a transaction stamped earlier, committed after: a long one)
+        commit(&state, vec![row(2, 2.0, Op::Upsert)], 7);
+        let open = state.open_visits().unwrap();
+        assert_eq!(open.len(), 1);
+        let meta = &open[0].1;
+        assert_eq!((meta.last_event_ms, meta.last_change_ms), (10_000, 7));
+        assert_eq!(meta.changes, 2);
+        drop(state);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Moves the whole buffer; returns the rows of each part, parsed.

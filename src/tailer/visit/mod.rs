@@ -48,6 +48,10 @@ pub struct VisitMeta {
     /// encounter to wait for.
     #[serde(default)]
     pub clinical: bool,
+    /// Last change in the source's time: the binlog timestamp of the last transaction that
+    /// changed it (unix ms, whole seconds; 0 in buffers of an earlier version).
+    #[serde(default)]
+    pub last_event_ms: u64,
 }
 
 impl VisitMeta {
@@ -60,13 +64,16 @@ impl VisitMeta {
             closing_at_ms: None,
             changes: 0,
             clinical: false,
+            last_event_ms: 0,
         }
     }
 
-    /// Records `rows` more changes at `now`; `closing` when a closing encounter committed,
-    /// `clinical` when some row is clinical.
-    pub fn touch(&mut self, now: u64, closing: bool, clinical: bool, rows: u64) {
+    /// Records `rows` more changes at `now`, made by a source transaction at `event_ms`
+    /// (its binlog timestamp); `closing` when a closing encounter committed, `clinical` when
+    /// some row is clinical.
+    pub fn touch(&mut self, now: u64, event_ms: u64, closing: bool, clinical: bool, rows: u64) {
         self.last_change_ms = now;
+        self.last_event_ms = self.last_event_ms.max(event_ms);
         self.changes += rows;
         self.clinical |= clinical;
         if closing {
