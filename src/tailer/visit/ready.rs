@@ -5,7 +5,6 @@
 //! - it holds no clinical row (demographics, program or reference changes only: there is no
 //!   closing encounter to wait for) and the settle delay passed with no change.
 //!
-//!
 //! "No change" is measured on two clocks, and either will do: the tailer's (since capture
 //! recorded the visit's last change) and the source's (the binlog time capture has committed
 //! up to, since the visit's last change was made). Reading a backlog, the source's clock runs
