@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end throughput: writes a clinic backlog into the EMR with the tailer stopped, then
 # starts receiver + tailer and measures how fast the tailer reads the backlog (capture) and how
-# long until the central stores have everything (delivery) and the IDS tables are current, the
+# long until the central stores have everything (delivery) and the IDS tables are current, when
+# the first visits reached the outbox and the first batch the stores (the pipeline's start), the
 # tailer's peak RSS and CPU seconds per 100k rows; then, as the baseline from the same run, a
 # plain mysql_async read of the same binlog range (examples/bench_decode.rs), to which capture
 # is compared.
@@ -94,11 +95,13 @@ for _ in $(seq 1 100); do curl -sf http://127.0.0.1:8081/healthz >/dev/null && b
 t0=$(date +%s.%N)
 RUST_LOG=warn ${TAILER_WRAP:-} "${TAILER_BIN:-$bin}" tailer --config "$work/tailer.toml" 2>"$work/tailer.log" & tailer=$!; pids+=($tailer)
 captured=""
+moved=""
 while :; do
   status=$(curl -sf http://127.0.0.1:9188/status || true)
   pos=$(sed -n 's/.*"checkpoint":"\([^"]*\)".*/\1/p' <<<"$status" | position_number)
   now=$(date +%s.%N)
   if [ -z "$captured" ] && [ -n "$pos" ] && [ "$pos" -ge "$target" ]; then captured=$now; fi
+  if [ -z "$moved" ] && grep -q '"outbox_visits":[1-9]' <<<"$status"; then moved=$now; fi
   if [ -n "$captured" ] && grep -q '"open_visits":0' <<<"$status" && grep -q '"outbox_visits":0' <<<"$status"; then break; fi
   if ! kill -0 "$tailer" 2>/dev/null; then
     echo "the tailer exited before delivering the backlog; its log ($work/tailer.log) ends:" >&2
@@ -139,13 +142,17 @@ apply=$(curl -sf http://127.0.0.1:8081/metrics | awk '
   /^emr_ids_maintain_duration_seconds_sum\{path="worker"/ {w = $2; next}
   /^emr_ids_maintain_duration_seconds_sum/ {i += $2}
   END {printf "MySQL %.2f s, PostgreSQL %.2f s (side by side; of PostgreSQL'"'"'s, IDS maintenance in the batches'"'"' transactions %.2f s; the queue worker %.2f s more)", m, p, i, w}')
+# When the first batch's transaction began in PostgreSQL (the same clock as t0).
+first_batch=$(pgq "SELECT extract(epoch FROM min(received_at)) FROM cdr._stream_batches")
 plain=$(target/release/examples/bench_decode "$EMR_MYSQL_URL" bench_src "$start" "$end" | awk '/^plain mysql_async/ {print $(NF-1)}')
 awk -v t0="$t0" -v c="$captured" -v d="$done_at" -v rows="$rows" -v rss="$rss" -v raw="$raw" -v gz="$gz" -v visits="$visits" \
-    -v ticks="$ticks" -v hz="$hz" -v plain="$plain" -v ids="$ids_at" 'BEGIN {
+    -v ticks="$ticks" -v hz="$hz" -v plain="$plain" -v ids="$ids_at" -v moved="${moved:-$done_at}" \
+    -v first="${first_batch:-$done_at}" 'BEGIN {
   printf "rows read by the tailer:      %d\n", rows
   printf "capture (binlog -> sled):     %.2f s = %.0f rows/s (%.2fx a plain mysql_async read of the same binlog: %.0f rows/s)\n", c - t0, rows / (c - t0), rows / (c - t0) / plain, plain
   printf "delivery (-> both stores):    %.2f s = %.0f rows/s end to end\n", d - t0, rows / (d - t0)
   printf "IDS tables current:           %.2f s = %.0f rows/s end to end\n", ids - t0, rows / (ids - t0)
+  printf "pipeline:                     first visits in the outbox after %.2f s, the first batch applied from %.2f s\n", moved - t0, first - t0
   printf "visit versions shipped:       %d, %.0f bytes/visit gzip (%.0f raw)\n", visits, gz / visits, raw / visits
   printf "tailer peak RSS:              %.1f MiB\n", rss / 1024
   printf "tailer CPU:                   %.2f s in all, %.2f s per 100k rows\n", ticks / hz, ticks / hz / rows * 100000
