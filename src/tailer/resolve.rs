@@ -7,6 +7,7 @@
 //! its data still reaches the mirror; that is logged with table and key ids only.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{Pool, Row, Value as MyValue};
@@ -35,7 +36,9 @@ pub enum ResolveError {
 
 /// Resolves visit keys; holds the lookup entries of the transaction being recorded.
 pub struct Resolver {
-    mapping: Mapping,
+    /// (shared, so that a table's mapping can be borrowed while the resolver changes: it used
+    /// to be cloned, twice for a row found through another table)
+    mapping: Arc<Mapping>,
     state: State,
     source: Pool,
     database: String,
@@ -57,7 +60,7 @@ impl Resolver {
             .filter_map(|t| t.via.as_ref().map(|v| v.table.clone()))
             .collect();
         Self {
-            mapping,
+            mapping: Arc::new(mapping),
             state,
             source,
             database,
@@ -81,10 +84,11 @@ impl Resolver {
         values: &Values<'_>,
         commit_date: &str,
     ) -> Result<VisitKey, ResolveError> {
-        let Some(spec) = self.mapping.table(table).cloned() else {
+        let mapping = Arc::clone(&self.mapping);
+        let Some(spec) = mapping.table(table) else {
             return Ok(reference(commit_date));
         };
-        let key = self.resolve_with(&spec, values, commit_date, 0).await?;
+        let key = self.resolve_with(spec, values, commit_date, 0).await?;
         if self.targets.contains(table) {
             self.pending
                 .insert((table.to_owned(), pk.to_owned()), key.clone());
@@ -148,7 +152,8 @@ impl Resolver {
         commit_date: &str,
         depth: usize,
     ) -> Result<Option<VisitKey>, ResolveError> {
-        let Some(spec) = self.mapping.table(table).cloned() else {
+        let mapping = Arc::clone(&self.mapping);
+        let Some(spec) = mapping.table(table) else {
             return Ok(None);
         };
         let mut pk = Map::new();
@@ -163,7 +168,7 @@ impl Resolver {
         if depth >= MAX_DEPTH {
             return Ok(None);
         }
-        let Some(image) = self.fetch(table, &spec, id).await? else {
+        let Some(image) = self.fetch(table, spec, id).await? else {
             tracing::warn!(
                 table,
                 "lookup row not found in the source; row kept under the reference visit"
@@ -171,7 +176,7 @@ impl Resolver {
             return Ok(None);
         };
         let values = |c: &str| image.get(c).cloned();
-        let key = Box::pin(self.resolve_with(&spec, &values, commit_date, depth + 1)).await?;
+        let key = Box::pin(self.resolve_with(spec, &values, commit_date, depth + 1)).await?;
         self.pending
             .insert((table.to_owned(), pk_text), key.clone());
         Ok(Some(key))
