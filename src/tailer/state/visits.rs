@@ -166,6 +166,20 @@ pub(super) mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Opens a store again right after one on the same directory was dropped: sled's flusher
+    /// thread can hold the directory's lock a moment longer (the test failed once, under
+    /// load, with `Locked`), so `open` is tried again for up to 5 s.
+    fn reopen<T, E: std::fmt::Debug>(open: impl Fn() -> Result<T, E>) -> T {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            match open() {
+                Ok(opened) => return opened,
+                Err(e) if std::time::Instant::now() >= deadline => panic!("{e:?}"),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    }
+
     /// Moves the whole buffer; returns the rows of each part, parsed.
     fn move_all(state: &State) -> Vec<Vec<Row>> {
         let mut parts = Vec::new();
@@ -258,7 +272,7 @@ pub(super) mod tests {
         drop(state);
         // Rewrite it as an earlier version kept it: one entry per row and per ledger row.
         {
-            let db = sled::open(&dir).unwrap();
+            let db = reopen(|| sled::open(&dir));
             db.drop_tree("visit_chunks").unwrap();
             db.drop_tree("ledger").unwrap();
             let rows = db.open_tree("visit_rows").unwrap();
@@ -276,7 +290,7 @@ pub(super) mod tests {
             db.open_tree("visits").unwrap().insert(KEY, meta).unwrap();
             db.flush().unwrap();
         }
-        let state = State::open(&dir).unwrap();
+        let state = reopen(|| State::open(&dir));
         assert!(!state
             .db
             .tree_names()
