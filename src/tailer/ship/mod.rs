@@ -464,11 +464,11 @@ mod tests {
         // AND the one held and not stored went again, later, and every other batch once
         let held = &sent[0];
         assert_eq!(sent.iter().filter(|id| *id == held).count(), 2, "{sent:?}");
-        let mut once: Vec<&String> = sent.iter().filter(|id| *id != held).collect();
+        let mut once: Vec<String> = sent.iter().filter(|id| *id != held).cloned().collect();
         once.sort();
         let mut others: Vec<String> = (0..4).map(batch).filter(|b| b != held).collect();
         others.sort();
-        assert_eq!(once, others.iter().collect::<Vec<_>>(), "{sent:?}");
+        assert_eq!(once, others, "{sent:?}");
         // AND every visit is in the ledger of shipped versions
         for key in &keys {
             assert_eq!(state.shipped(key).unwrap().map(|(v, _)| v), Some(1));
