@@ -14,7 +14,7 @@ use mysql_async::{Pool, Row, Value as MyValue};
 use serde_json::{Map, Value};
 
 use crate::mapping::{DateFrom, Mapping, Role, TableMapping};
-use crate::tailer::state::{canonical_pk, State, StateError};
+use crate::tailer::state::{LookupId, LookupKey, State, StateError};
 use crate::tailer::visit::VisitKey;
 
 /// Errors while resolving.
@@ -43,7 +43,7 @@ pub struct Resolver {
     source: Pool,
     database: String,
     targets: HashSet<String>,
-    pending: HashMap<(String, String), VisitKey>,
+    pending: HashMap<LookupKey, VisitKey>,
 }
 
 const MAX_DEPTH: usize = 4;
@@ -70,7 +70,7 @@ impl Resolver {
     }
 
     /// Takes the lookup entries recorded since the last call (to commit them).
-    pub fn take_pending(&mut self) -> HashMap<(String, String), VisitKey> {
+    pub fn take_pending(&mut self) -> HashMap<LookupKey, VisitKey> {
         std::mem::take(&mut self.pending)
     }
 
@@ -90,8 +90,14 @@ impl Resolver {
         };
         let key = self.resolve_with(spec, values, commit_date, 0).await?;
         if self.targets.contains(table) {
-            self.pending
-                .insert((table.to_owned(), pk.to_owned()), key.clone());
+            let id = LookupId::of_row(&spec.pk, pk, values);
+            self.pending.insert(
+                LookupKey {
+                    table: table.into(),
+                    id,
+                },
+                key.clone(),
+            );
         }
         Ok(key)
     }
@@ -156,13 +162,15 @@ impl Resolver {
         let Some(spec) = mapping.table(table) else {
             return Ok(None);
         };
-        let mut pk = Map::new();
-        pk.insert(spec.pk[0].clone(), id.clone());
-        let pk_text = canonical_pk(&pk);
-        if let Some(k) = self.pending.get(&(table.to_owned(), pk_text.clone())) {
+        let column = &spec.pk[0];
+        let entry = LookupKey {
+            table: table.into(),
+            id: LookupId::of(column, id),
+        };
+        if let Some(k) = self.pending.get(&entry) {
             return Ok(Some(k.clone()));
         }
-        if let Some(k) = self.state.lookup(table, &pk_text)? {
+        if let Some(k) = self.state.lookup(table, column, &entry.id)? {
             return Ok(Some(k));
         }
         if depth >= MAX_DEPTH {
@@ -177,8 +185,7 @@ impl Resolver {
         };
         let values = |c: &str| image.get(c).cloned();
         let key = Box::pin(self.resolve_with(spec, &values, commit_date, depth + 1)).await?;
-        self.pending
-            .insert((table.to_owned(), pk_text), key.clone());
+        self.pending.insert(entry, key.clone());
         Ok(Some(key))
     }
 

@@ -12,6 +12,7 @@
 
 mod chunks;
 mod keys;
+mod lookup;
 mod moves;
 mod outbox;
 mod packed;
@@ -28,6 +29,7 @@ use crate::position::BinlogPosition;
 use crate::tailer::visit::VisitKey;
 use crate::wire;
 pub use keys::{canonical_pk, row_id, row_id_of, visit_prefix};
+pub use lookup::{LookupId, LookupKey};
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -146,8 +148,8 @@ impl From<&wire::Row> for StoredRow {
 pub struct TxnChanges {
     /// Per stream key.
     pub visits: BTreeMap<String, VisitChanges>,
-    /// New lookup index entries (table, pk) → visit key.
-    pub lookups: HashMap<(String, String), VisitKey>,
+    /// New lookup index entries (table, row key) → visit key.
+    pub lookups: HashMap<LookupKey, VisitKey>,
 }
 
 /// Most rows in one outbox entry: a bigger visit ships in parts (one version each).

@@ -5,8 +5,8 @@
 use sled::transaction::Transactional;
 
 use super::chunks::{self, chunk_key, push_entry};
-use super::{abort, decode, encode, keys, Checkpoint, State, StateError, TxnChanges, CHECKPOINT};
-use crate::tailer::visit::{VisitKey, VisitMeta};
+use super::{abort, decode, encode, Checkpoint, State, StateError, TxnChanges, CHECKPOINT};
+use crate::tailer::visit::VisitMeta;
 
 impl State {
     /// Records source transactions: their rows into visit buffers (one chunk per visit),
@@ -44,21 +44,11 @@ impl State {
                     visits.insert(stream_key.as_bytes(), encode(&visit))?;
                     buffers.insert(chunk_key(stream_key, seq), chunk.as_slice())?;
                 }
-                for ((table, pk), key) in &txn.lookups {
-                    lookup.insert(keys::lookup_key(table, pk), encode(key))?;
-                }
+                super::lookup::write(lookup, &txn.lookups)?;
                 meta.insert(CHECKPOINT, cp.as_slice())?;
                 Ok(())
             })
             .map_err(StateError::from)
-    }
-
-    /// The visit key recorded for the row `table` / `pk` (the canonical pk text).
-    pub fn lookup(&self, table: &str, pk: &str) -> Result<Option<VisitKey>, StateError> {
-        self.lookup
-            .get(keys::lookup_key(table, pk))?
-            .map(|v| decode("lookup", &v))
-            .transpose()
     }
 
     /// All open visit buffers.
@@ -90,8 +80,10 @@ impl State {
 pub(super) mod tests {
     use super::*;
     use crate::position::BinlogPosition;
+    use crate::tailer::state::keys;
     use crate::tailer::state::VisitChanges;
     use crate::tailer::state::{row_digest, visit_prefix, VISIT_PART_ROWS};
+    use crate::tailer::visit::VisitKey;
     use crate::wire::{Op, Row};
     use serde_json::json;
 
