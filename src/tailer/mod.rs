@@ -1,7 +1,8 @@
 //! The facility sidecar: binlog → visit buffers → outbox → receiver.
 //!
-//! Tasks: the capture loop (it records whole source transactions into visit buffers, on the
-//! main thread), the mover (ready visits to the outbox), the shipper, and the HTTP endpoint.
+//! Tasks: the capture loop (it records whole source transactions into visit buffers, on a
+//! thread and runtime of its own: see `on_its_own_thread`), the mover (ready visits to the
+//! outbox), the shipper, and the HTTP endpoint (on the main runtime's one worker).
 //! Errors from the source are retried from the checkpoint with backoff; errors of the state
 //! store and refusals (purged binlog, unsupported source) stop the tailer with a message that
 //! names the remedy.
@@ -175,7 +176,7 @@ pub async fn run(
     );
     let mover = mover::Mover::new(&config, state.clone(), wake);
     let mut move_task = tokio::spawn(mover.clone().run(shutdown.clone()));
-    let capturing = capture.run(shutdown.clone());
+    let capturing = on_its_own_thread(capture, shutdown.clone())?;
     tokio::pin!(capturing);
     let (result, mover_done) = tokio::select! {
         result = &mut capturing => (result, false),
@@ -213,4 +214,36 @@ pub async fn run(
     pool.disconnect().await.ok();
     result?;
     ship_result
+}
+
+/// Runs capture on a thread of its own, with a single-threaded runtime of its own, and returns
+/// a future of its result.
+///
+/// Its binlog connection is then polled by the thread that reads it. On the main runtime, the
+/// socket's readiness came from the one worker's event loop, which had to wake the capture
+/// thread for every read and could not while it ran the mover's or the shipper's work: capture
+/// spent more time blocked than decoding (perf's scheduler events, scripts/bench-e2e.sh).
+fn on_its_own_thread(
+    capture: Capture,
+    shutdown: Shutdown,
+) -> anyhow::Result<impl std::future::Future<Output = anyhow::Result<()>>> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start capture's runtime")
+                .and_then(|runtime| runtime.block_on(capture.run(shutdown)));
+            let _ = done.send(result);
+        })
+        .context("cannot start the capture thread")?;
+    Ok(async move {
+        result.await.unwrap_or_else(|_| {
+            Err(anyhow::anyhow!(
+                "the capture thread ended without a result (it panicked: see the log above)"
+            ))
+        })
+    })
 }
