@@ -200,12 +200,22 @@ impl Capture {
             };
             self.status.connected.store(1, Relaxed);
             tracing::info!(position = %start, "following the binlog");
+            // One timer for the group's flush, moved only when the group's deadline changes: a
+            // timer made for every event registered and dropped a timer entry each time, and
+            // woke the runtime's driver to do it (a sixth of capture's CPU, perf).
+            let flush_timer = tokio::time::sleep(GROUP_WAIT);
+            tokio::pin!(flush_timer);
+            let mut armed = None;
             let ended = loop {
                 let flush_at = self.group.since.map(|t| t + GROUP_WAIT);
+                if let Some(at) = flush_at.filter(|at| armed != Some(*at)) {
+                    flush_timer.as_mut().reset(at.into());
+                    armed = Some(at);
+                }
                 tokio::select! {
                     biased;
                     _ = shutdown.fired() => break Ended::Shutdown,
-                    _ = sleep_until(flush_at), if flush_at.is_some() => self.flush()?,
+                    _ = &mut flush_timer, if flush_at.is_some() => self.flush()?,
                     _ = tick.tick() => {
                         self.flush()?;
                         if !self.has_space() {
@@ -402,11 +412,4 @@ fn is_closing(mapping: &Mapping, change: &RowChange) -> bool {
             .value(&mapping.encounter_type_column)
             .and_then(|v| v.as_i64())
             .is_some_and(|t| mapping.closing_encounter_types.contains(&t))
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
