@@ -59,10 +59,10 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Tailer { .. }) {
         // The tailer sits beside the EMR: its capture runs on a thread of its own
         // (`tailer::run`), and one worker thread runs the mover, the shipper, the status pages
-        // and the sweeps. A worker
-        // per core only added a thread's worth of allocator pages. With a 100 ms purge delay
-        // then (`tailer_allocator_options`): scripts/bench-e2e.sh peak RSS 132–137 → 119–122
-        // MiB, capture and CPU per row within the noise (three alternating pairs; README).
+        // and the sweeps. A worker per core only added a thread's worth of allocator pages.
+        // With a 100 ms purge delay then (`tailer_allocator_options`): scripts/bench-e2e.sh
+        // peak RSS 132–137 → 119–122 MiB, capture and CPU per row within the noise (three
+        // alternating pairs; README).
         builder.worker_threads(1);
         tailer_allocator_options();
     }
