@@ -231,71 +231,47 @@ mod tests {
                 });
             state.commit_transaction(&txn, &cp, 1).unwrap();
         };
-        let find =
-            |table: &str, column: &str, id: LookupId| state.lookup(table, column, &id).unwrap();
+        // what the index answers for (table, id), against what it should
+        let expect = |cases: &[(&str, LookupId, Option<VisitKey>)]| {
+            for (table, id, want) in cases {
+                let column = format!("{table}_id");
+                assert_eq!(
+                    &state.lookup(table, &column, id).unwrap(),
+                    want,
+                    "{table} {id:?}"
+                );
+            }
+        };
+        let (int, text) = (LookupId::Int, LookupId::of("encounter_id", &json!("x-1")));
         // ids in one block, in the next, a large one, a text key, the same id in another table
         commit(vec![
-            (key("encounter", LookupId::Int(0)), visit(1, "2026-01-02")),
-            (key("encounter", LookupId::Int(63)), visit(2, "2026-01-03")),
-            (key("encounter", LookupId::Int(64)), visit(3, "2026-01-04")),
-            (
-                key("encounter", LookupId::Int(u64::MAX)),
-                visit(4, "2026-01-05"),
-            ),
-            (key("orders", LookupId::Int(63)), visit(5, "2026-01-06")),
-            (
-                key("encounter", LookupId::of("encounter_id", &json!("x-1"))),
-                visit(6, "2026-01-07"),
-            ),
+            (key("encounter", int(0)), visit(1, "2026-01-02")),
+            (key("encounter", int(63)), visit(2, "2026-01-03")),
+            (key("encounter", int(64)), visit(3, "2026-01-04")),
+            (key("encounter", int(u64::MAX)), visit(4, "2026-01-05")),
+            (key("orders", int(63)), visit(5, "2026-01-06")),
+            (key("encounter", text.clone()), visit(6, "2026-01-07")),
         ]);
-        let int = LookupId::Int;
-        assert_eq!(
-            find("encounter", "encounter_id", int(0)),
-            Some(visit(1, "2026-01-02"))
-        );
-        assert_eq!(
-            find("encounter", "encounter_id", int(63)),
-            Some(visit(2, "2026-01-03"))
-        );
-        assert_eq!(
-            find("encounter", "encounter_id", int(64)),
-            Some(visit(3, "2026-01-04"))
-        );
-        assert_eq!(
-            find("encounter", "encounter_id", int(u64::MAX)),
-            Some(visit(4, "2026-01-05"))
-        );
-        assert_eq!(
-            find("orders", "order_id", int(63)),
-            Some(visit(5, "2026-01-06"))
-        );
-        assert_eq!(
-            find(
-                "encounter",
-                "encounter_id",
-                LookupId::of("encounter_id", &json!("x-1"))
-            ),
-            Some(visit(6, "2026-01-07"))
-        );
-        assert_eq!(find("encounter", "encounter_id", int(1)), None);
-        assert_eq!(find("orders", "order_id", int(0)), None);
+        expect(&[
+            ("encounter", int(0), Some(visit(1, "2026-01-02"))),
+            ("encounter", int(63), Some(visit(2, "2026-01-03"))),
+            ("encounter", int(64), Some(visit(3, "2026-01-04"))),
+            ("encounter", int(u64::MAX), Some(visit(4, "2026-01-05"))),
+            ("orders", int(63), Some(visit(5, "2026-01-06"))),
+            ("encounter", text, Some(visit(6, "2026-01-07"))),
+            ("encounter", int(1), None),
+            ("orders", int(0), None),
+        ]);
         // a later group changes one entry of a block and adds another: the rest stay
         commit(vec![
-            (key("encounter", LookupId::Int(63)), visit(7, "2026-02-01")),
-            (key("encounter", LookupId::Int(5)), visit(8, "2026-02-02")),
+            (key("encounter", int(63)), visit(7, "2026-02-01")),
+            (key("encounter", int(5)), visit(8, "2026-02-02")),
         ]);
-        assert_eq!(
-            find("encounter", "encounter_id", int(63)),
-            Some(visit(7, "2026-02-01"))
-        );
-        assert_eq!(
-            find("encounter", "encounter_id", int(5)),
-            Some(visit(8, "2026-02-02"))
-        );
-        assert_eq!(
-            find("encounter", "encounter_id", int(0)),
-            Some(visit(1, "2026-01-02"))
-        );
+        expect(&[
+            ("encounter", int(63), Some(visit(7, "2026-02-01"))),
+            ("encounter", int(5), Some(visit(8, "2026-02-02"))),
+            ("encounter", int(0), Some(visit(1, "2026-01-02"))),
+        ]);
         // an entry of a store written before blocks is found through its text, and a later
         // entry of the same row (in a block) comes first
         state
@@ -305,18 +281,9 @@ mod tests {
                 encode(&visit(9, "2025-12-31")),
             )
             .unwrap();
-        assert_eq!(
-            find("encounter", "encounter_id", int(9)),
-            Some(visit(9, "2025-12-31"))
-        );
-        commit(vec![(
-            key("encounter", LookupId::Int(9)),
-            visit(10, "2026-03-01"),
-        )]);
-        assert_eq!(
-            find("encounter", "encounter_id", int(9)),
-            Some(visit(10, "2026-03-01"))
-        );
+        expect(&[("encounter", int(9), Some(visit(9, "2025-12-31")))]);
+        commit(vec![(key("encounter", int(9)), visit(10, "2026-03-01"))]);
+        expect(&[("encounter", int(9), Some(visit(10, "2026-03-01")))]);
         drop(state);
         let _ = std::fs::remove_dir_all(&dir);
     }
