@@ -176,17 +176,37 @@ pub async fn run(
     );
     let mover = mover::Mover::new(&config, state.clone(), wake);
     let mut move_task = tokio::spawn(mover.clone().run(shutdown.clone()));
-    let capturing = on_its_own_thread(capture, shutdown.clone())?;
+    // Capture stops on the tailer's shutdown, or when the mover fails: it then ends between
+    // two groups, as on shutdown, before the tailer exits with the mover's error (on a thread
+    // of its own, it would otherwise run on until the process ends).
+    let (stop_capture, capture_shutdown) = crate::shutdown::channel();
+    let forward = {
+        let (mut outer, stop) = (shutdown.clone(), stop_capture.clone());
+        tokio::spawn(async move {
+            outer.fired().await;
+            stop.fire();
+        })
+    };
+    let capturing = on_its_own_thread(capture, capture_shutdown)?;
     tokio::pin!(capturing);
     let (result, mover_done) = tokio::select! {
         result = &mut capturing => (result, false),
-        moved = &mut move_task => match moved {
-            // shutdown: capture is stopping too
-            Ok(Ok(())) => (capturing.await, true),
-            Ok(Err(e)) => (Err(e.context("moving ready visits to the outbox")), true),
-            Err(e) => (Err(anyhow::Error::from(e).context("mover task")), true),
-        },
+        moved = &mut move_task => {
+            let failed = match moved {
+                // shutdown: capture is stopping too
+                Ok(Ok(())) => None,
+                Ok(Err(e)) => Some(e.context("moving ready visits to the outbox")),
+                Err(e) => Some(anyhow::Error::from(e).context("mover task")),
+            };
+            stop_capture.fire();
+            let captured = capturing.await;
+            if let (Some(_), Err(e)) = (&failed, &captured) {
+                tracing::error!(error = %format!("{e:#}"), "capture also ended with an error");
+            }
+            (failed.map_or(captured, Err), true)
+        }
     };
+    forward.abort();
     if result.is_ok() {
         if !mover_done {
             move_task.await.context("mover task")??;
