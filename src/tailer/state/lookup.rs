@@ -12,6 +12,7 @@
 //! A block's value is its entries one after another, each: the id's slot in the block (u8),
 //! patient id (i64 LE), program id (i64 LE), the visit date's length (u8) and bytes.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
@@ -81,23 +82,39 @@ fn block_key(table: &str, block: u64) -> Vec<u8> {
     k
 }
 
+/// One entry of a block's value, as stored (nothing copied out of the value).
+struct Entry<'a> {
+    slot: u8,
+    patient_id: i64,
+    program_id: i64,
+    date: &'a [u8],
+}
+
+impl Entry<'_> {
+    fn key(&self) -> Result<VisitKey, StateError> {
+        Ok(VisitKey {
+            patient_id: self.patient_id,
+            program_id: self.program_id,
+            visit_date: String::from_utf8(self.date.to_vec())
+                .map_err(|_| StateError::Malformed("lookup block"))?,
+        })
+    }
+}
+
 /// The entries of a block's value, in the order stored.
-fn entries(block: &[u8]) -> Result<Vec<(u8, VisitKey)>, StateError> {
+fn entries(block: &[u8]) -> Result<Vec<Entry<'_>>, StateError> {
     let bad = || StateError::Malformed("lookup block");
     let mut out = Vec::new();
     let mut rest = block;
     while !rest.is_empty() {
         let (head, tail) = rest.split_at_checked(17).ok_or_else(bad)?;
         let len = tail.first().copied().ok_or_else(bad)? as usize;
-        let date = tail.get(1..1 + len).ok_or_else(bad)?;
-        out.push((
-            head[0],
-            VisitKey {
-                patient_id: i64::from_le_bytes(head[1..9].try_into().expect("8 bytes")),
-                program_id: i64::from_le_bytes(head[9..17].try_into().expect("8 bytes")),
-                visit_date: String::from_utf8(date.to_vec()).map_err(|_| bad())?,
-            },
-        ));
+        out.push(Entry {
+            slot: head[0],
+            patient_id: i64::from_le_bytes(head[1..9].try_into().expect("8 bytes")),
+            program_id: i64::from_le_bytes(head[9..17].try_into().expect("8 bytes")),
+            date: tail.get(1..1 + len).ok_or_else(bad)?,
+        });
         rest = &tail[1 + len..];
     }
     Ok(out)
@@ -142,7 +159,9 @@ pub(super) fn write(
     for ((table, block), new) in blocks {
         let k = block_key(table, block);
         let mut all = match tree.get(&k)? {
-            Some(v) => entries(&v).map_err(abort)?,
+            Some(v) => entries(&v)
+                .and_then(|e| e.iter().map(|e| Ok((e.slot, e.key()?))).collect())
+                .map_err(abort)?,
             None => Vec::with_capacity(new.len()),
         };
         for (slot, key) in new {
@@ -168,16 +187,16 @@ impl State {
             LookupId::Int(n) => {
                 if let Some(block) = self.lookup.get(block_key(table, n / BLOCK))? {
                     let slot = (n % BLOCK) as u8;
-                    if let Some((_, key)) = entries(&block)?.into_iter().find(|(s, _)| *s == slot) {
-                        return Ok(Some(key));
+                    if let Some(entry) = entries(&block)?.iter().find(|e| e.slot == slot) {
+                        return entry.key().map(Some);
                     }
                 }
                 // an entry written before blocks
                 let mut pk = Map::new();
                 pk.insert(column.to_owned(), Value::from(*n));
-                keys::canonical_pk(&pk)
+                Cow::Owned(keys::canonical_pk(&pk))
             }
-            LookupId::Text(text) => text.clone(),
+            LookupId::Text(text) => Cow::Borrowed(text.as_str()),
         };
         self.lookup
             .get(keys::lookup_key(table, &text))?
@@ -292,10 +311,15 @@ mod tests {
     fn a_blocks_value_round_trips_and_damage_is_refused() {
         let all = vec![(3, visit(-1, "2026-01-02")), (60, visit(i64::MAX, "é"))];
         let value = block_value(&all);
-        assert_eq!(entries(&value).unwrap(), all);
+        let read: Vec<(u8, VisitKey)> = entries(&value)
+            .unwrap()
+            .iter()
+            .map(|e| (e.slot, e.key().unwrap()))
+            .collect();
+        assert_eq!(read, all);
         assert!(entries(&value[..value.len() - 1]).is_err());
         assert!(entries(&value[..10]).is_err());
-        assert_eq!(entries(&[]).unwrap(), []);
+        assert!(entries(&[]).unwrap().is_empty());
     }
 
     #[test]
